@@ -1,0 +1,88 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+/// Settings every first-party target shares: Swift 6 mode is the default for this tools version;
+/// warnings are errors so the tree stays at zero warnings.
+let strict: [SwiftSetting] = [
+    .treatAllWarnings(as: .error),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "customer-worker",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "customer-worker", targets: ["customer-worker"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+    ],
+    targets: [
+        // rabbitmq-c (Debian: librabbitmq-dev) and a header shim for the calls Swift cannot import.
+        .systemLibrary(
+            name: "CRabbitMQ",
+            pkgConfig: "librabbitmq",
+            providers: [.apt(["librabbitmq-dev"]), .brew(["rabbitmq-c"])]
+        ),
+        // AMQP 0-9-1 client over rabbitmq-c: connections confined to their own threads.
+        .target(
+            name: "AMQP",
+            dependencies: [
+                "CRabbitMQ",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // The create-customer contract and its rules: pure values, no I/O.
+        .target(
+            name: "CustomerDomain",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
+        // SQLite persistence through GRDB: migrations, merchants, keys, plans, customers, idempotency.
+        .target(
+            name: "CustomerStore",
+            dependencies: [
+                "CustomerDomain",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
+        // The worker service: topology, batches, replies, acks; metrics and health.
+        .target(
+            name: "CustomerWorker",
+            dependencies: [
+                "AMQP",
+                "CustomerDomain",
+                "CustomerStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // Thin @main: argument parsing only.
+        .executableTarget(
+            name: "customer-worker",
+            dependencies: [
+                "CustomerWorker",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "AMQPTests", dependencies: ["AMQP"], swiftSettings: strict),
+        .testTarget(name: "CustomerDomainTests", dependencies: ["CustomerDomain"], resources: [], swiftSettings: strict),
+        .testTarget(name: "CustomerStoreTests", dependencies: ["CustomerStore"], swiftSettings: strict),
+        .testTarget(name: "CustomerWorkerTests", dependencies: ["CustomerWorker", "AMQP"], swiftSettings: strict),
+    ]
+)
