@@ -1,0 +1,325 @@
+import CRabbitMQ
+import Foundation
+
+/// Something the broker sent on its own initiative, read by `AMQPConnection.nextEvent`.
+enum InboundEvent {
+    case delivery(deliveryTag: UInt64, consumerTag: String, redelivered: Bool, exchange: String, routingKey: String,
+                  body: [UInt8], properties: MessageProperties)
+    case ack(deliveryTag: UInt64, multiple: Bool)
+    case nack(deliveryTag: UInt64, multiple: Bool)
+    case returned(replyCode: UInt16, replyText: String, exchange: String, routingKey: String, properties: MessageProperties)
+    case consumerCancelled(consumerTag: String)
+    case blocked(reason: String)
+    case unblocked
+}
+
+/// One rabbitmq-c connection with one channel. Not thread-safe and deliberately not `Sendable`:
+/// it is only ever owned by an `AMQPSession`, whose actor executor is a dedicated thread, so every
+/// call (all of them blocking C calls) happens on that thread.
+final class AMQPConnection {
+    private let state: amqp_connection_state_t
+    private let arena = EncodingArena()
+    private let channel: amqp_channel_t = 1
+    let configuration: ConnectionConfiguration
+    /// False once the socket failed or the broker closed the connection or our channel.
+    private(set) var isUsable = false
+
+    init(configuration: ConnectionConfiguration) throws(AMQPError) {
+        guard let state = amqp_new_connection() else {
+            throw .connectionFailed(endpoint: configuration.endpoint, reason: "cannot allocate a connection")
+        }
+        self.state = state
+        self.configuration = configuration
+        try open()
+    }
+
+    deinit {
+        amqp_destroy_connection(state)
+    }
+
+    // MARK: Opening
+
+    private func open() throws(AMQPError) {
+        let socket = try makeSocket()
+        var connectTimeout = timeval(configuration.connectTimeout)
+        let status = amqp_socket_open_noblock(socket, configuration.host, Int32(configuration.port), &connectTimeout)
+        guard status == AMQP_STATUS_OK.rawValue else { throw openError(status) }
+
+        var rpcTimeout = timeval(configuration.rpcTimeout)
+        amqp_set_rpc_timeout(state, &rpcTimeout)
+        amqp_set_handshake_timeout(state, &rpcTimeout)
+        try login()
+        amqp_channel_open(state, channel)
+        try check(amqp_get_rpc_reply(state), "channel.open")
+        isUsable = true
+    }
+
+    private func makeSocket() throws(AMQPError) -> OpaquePointer {
+        guard let tls = configuration.tls else {
+            guard let socket = amqp_tcp_socket_new(state) else {
+                throw .connectionFailed(endpoint: configuration.endpoint, reason: "cannot create a TCP socket")
+            }
+            return socket
+        }
+        guard let socket = amqp_ssl_socket_new(state) else {
+            throw .tlsFailed(endpoint: configuration.endpoint, reason: "cannot create a TLS socket")
+        }
+        amqp_ssl_socket_set_verify_peer(socket, tls.verifyPeer ? 1 : 0)
+        amqp_ssl_socket_set_verify_hostname(socket, tls.verifyHostname ? 1 : 0)
+        guard amqp_ssl_socket_set_ssl_versions(socket, AMQP_TLSv1_2, AMQP_TLSvLATEST) == AMQP_STATUS_OK.rawValue else {
+            throw .tlsFailed(endpoint: configuration.endpoint, reason: "TLS 1.2 or newer is not available")
+        }
+        let caFile = tls.caFile ?? TLSConfiguration.systemCABundle
+        guard amqp_ssl_socket_set_cacert(socket, caFile) == AMQP_STATUS_OK.rawValue else {
+            throw .tlsFailed(endpoint: configuration.endpoint, reason: "cannot load CA file \(caFile)")
+        }
+        if let certificate = tls.certificateFile, let key = tls.keyFile {
+            guard amqp_ssl_socket_set_key(socket, certificate, key) == AMQP_STATUS_OK.rawValue else {
+                throw .tlsFailed(endpoint: configuration.endpoint, reason: "cannot load certificate \(certificate) and key \(key)")
+            }
+        }
+        return socket
+    }
+
+    private func openError(_ status: Int32) -> AMQPError {
+        let reason = String(cString: amqp_error_string2(status))
+        switch amqp_status_enum(status) {
+        case AMQP_STATUS_TIMEOUT:
+            return .timeout(operation: "connecting to \(configuration.endpoint) (\(configuration.connectTimeout))")
+        case AMQP_STATUS_SSL_ERROR, AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED, AMQP_STATUS_SSL_PEER_VERIFY_FAILED,
+             AMQP_STATUS_SSL_CONNECTION_FAILED:
+            return .tlsFailed(endpoint: configuration.endpoint, reason: reason)
+        case AMQP_STATUS_HOSTNAME_RESOLUTION_FAILED:
+            return .connectionFailed(endpoint: configuration.endpoint, reason: "cannot resolve host name '\(configuration.host)'")
+        default:
+            return .connectionFailed(endpoint: configuration.endpoint, reason: "\(reason) (is the broker running?)")
+        }
+    }
+
+    private func login() throws(AMQPError) {
+        defer { arena.reset() }
+        var capabilities: [String: FieldValue] = [
+            "consumer_cancel_notify": true, "connection.blocked": true, "authentication_failure_close": true,
+            "publisher_confirms": true, "basic.nack": true, "exchange_exchange_bindings": true,
+        ]
+        capabilities["per_consumer_qos"] = true
+        var properties: [String: FieldValue] = ["capabilities": .table(capabilities), "product": "customer-worker", "platform": "Swift"]
+        if let name = configuration.connectionName { properties["connection_name"] = .string(name) }
+        var table = arena.table(properties)
+        let heartbeatSeconds = Int32(configuration.heartbeat.components.seconds)
+        let reply = cw_amqp_login_plain(state, configuration.vhost, 0, 131_072, heartbeatSeconds, &table,
+                                        configuration.user, configuration.password)
+        do {
+            try check(reply, "login")
+        } catch .connectionClosedByBroker(let code, let text) where code == 403 && !text.contains("vhost") {
+            throw .authenticationFailed(user: configuration.user, endpoint: configuration.endpoint, detail: text)
+        } catch .connectionClosedByBroker(let code, let text) where code == 530 || code == 403 {
+            throw .vhostNotAccessible(vhost: configuration.vhost, detail: text)
+        }
+    }
+
+    // MARK: Topology and channel settings
+
+    func declare(_ topology: Topology) throws(AMQPError) {
+        for exchange in topology.exchanges { try declare(exchange) }
+        for queue in topology.queues { _ = try declare(queue) }
+        for binding in topology.bindings { try bind(binding) }
+    }
+
+    func declare(_ exchange: Topology.Exchange) throws(AMQPError) {
+        defer { arena.reset() }
+        amqp_exchange_declare(state, channel, arena.bytes(exchange.name), arena.bytes(exchange.type), 0,
+                              exchange.durable ? 1 : 0, 0, 0, arena.table(exchange.arguments))
+        try check(amqp_get_rpc_reply(state), "exchange.declare '\(exchange.name)'")
+    }
+
+    /// Returns the queue's name (the broker's choice when `queue.name` is empty).
+    @discardableResult
+    func declare(_ queue: Topology.Queue) throws(AMQPError) -> String {
+        defer { arena.reset() }
+        let ok = amqp_queue_declare(state, channel, arena.bytes(queue.name), 0, queue.durable ? 1 : 0,
+                                    queue.exclusive ? 1 : 0, queue.autoDelete ? 1 : 0, arena.table(queue.arguments))
+        try check(amqp_get_rpc_reply(state), "queue.declare '\(queue.name)'")
+        return ok.map { String(amqpBytes: $0.pointee.queue) } ?? queue.name
+    }
+
+    func bind(_ binding: Topology.Binding) throws(AMQPError) {
+        defer { arena.reset() }
+        amqp_queue_bind(state, channel, arena.bytes(binding.queue), arena.bytes(binding.exchange),
+                        arena.bytes(binding.routingKey), amqp_empty_table)
+        try check(amqp_get_rpc_reply(state), "queue.bind '\(binding.queue)' to '\(binding.exchange)'")
+    }
+
+    func deleteQueue(_ name: String) throws(AMQPError) {
+        defer { arena.reset() }
+        amqp_queue_delete(state, channel, arena.bytes(name), 0, 0)
+        try check(amqp_get_rpc_reply(state), "queue.delete '\(name)'")
+    }
+
+    func purgeQueue(_ name: String) throws(AMQPError) {
+        defer { arena.reset() }
+        amqp_queue_purge(state, channel, arena.bytes(name))
+        try check(amqp_get_rpc_reply(state), "queue.purge '\(name)'")
+    }
+
+    func setPrefetch(_ count: UInt16) throws(AMQPError) {
+        amqp_basic_qos(state, channel, 0, count, 0)
+        try check(amqp_get_rpc_reply(state), "basic.qos")
+    }
+
+    func enableConfirms() throws(AMQPError) {
+        amqp_confirm_select(state, channel)
+        try check(amqp_get_rpc_reply(state), "confirm.select")
+    }
+
+    func consume(queue: String, consumerTag: String, noAck: Bool, exclusive: Bool,
+                 arguments: [String: FieldValue]) throws(AMQPError) -> String {
+        defer { arena.reset() }
+        let ok = amqp_basic_consume(state, channel, arena.bytes(queue), arena.bytes(consumerTag), 0, noAck ? 1 : 0,
+                                    exclusive ? 1 : 0, arena.table(arguments))
+        try check(amqp_get_rpc_reply(state), "basic.consume '\(queue)'")
+        return ok.map { String(amqpBytes: $0.pointee.consumer_tag) } ?? consumerTag
+    }
+
+    // MARK: Publishing and acknowledging
+
+    func publish(_ message: OutgoingMessage) throws(AMQPError) {
+        defer { arena.reset() }
+        var properties = message.properties.cProperties(in: arena)
+        let status = message.body.withUnsafeBufferPointer { body in
+            amqp_basic_publish(state, channel, arena.bytes(message.exchange), arena.bytes(message.routingKey),
+                               message.mandatory ? 1 : 0, 0, &properties,
+                               amqp_bytes_t(len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress)))
+        }
+        try checkStatus(status, "basic.publish")
+    }
+
+    func ack(_ deliveryTag: UInt64, multiple: Bool) throws(AMQPError) {
+        try checkStatus(amqp_basic_ack(state, channel, deliveryTag, multiple ? 1 : 0), "basic.ack")
+    }
+
+    func nack(_ deliveryTag: UInt64, multiple: Bool, requeue: Bool) throws(AMQPError) {
+        try checkStatus(amqp_basic_nack(state, channel, deliveryTag, multiple ? 1 : 0, requeue ? 1 : 0), "basic.nack")
+    }
+
+    func reject(_ deliveryTag: UInt64, requeue: Bool) throws(AMQPError) {
+        try checkStatus(amqp_basic_reject(state, channel, deliveryTag, requeue ? 1 : 0), "basic.reject")
+    }
+
+    // MARK: Reading what the broker sends
+
+    /// Whether a frame is already buffered, so `nextEvent(timeout: .zero)` will not touch the socket.
+    var hasBufferedInput: Bool { amqp_frames_enqueued(state) != 0 || amqp_data_in_buffer(state) != 0 }
+
+    /// Waits up to `timeout` for the next event; nil when none came. Heartbeats are serviced by
+    /// rabbitmq-c inside this wait. Broker-initiated closes are answered and thrown.
+    func nextEvent(timeout: Duration) throws(AMQPError) -> InboundEvent? {
+        defer { amqp_maybe_release_buffers(state) }
+        var frame = amqp_frame_t()
+        var wait = timeval(max(timeout, .zero))
+        let status = amqp_simple_wait_frame_noblock(state, &frame, &wait)
+        if status == AMQP_STATUS_TIMEOUT.rawValue { return nil }
+        try checkStatus(status, "waiting for frames")
+        guard frame.frame_type == UInt8(AMQP_FRAME_METHOD) else { return nil }
+        let method = frame.payload.method
+        switch method.id {
+        case CW_BASIC_DELIVER:
+            let deliver = method.decoded.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
+            let (body, properties) = try readContent(channel: frame.channel, operation: "reading a delivery")
+            return .delivery(deliveryTag: deliver.delivery_tag, consumerTag: String(amqpBytes: deliver.consumer_tag),
+                             redelivered: deliver.redelivered != 0, exchange: String(amqpBytes: deliver.exchange),
+                             routingKey: String(amqpBytes: deliver.routing_key), body: body, properties: properties)
+        case CW_BASIC_RETURN:
+            let returned = method.decoded.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
+            let (_, properties) = try readContent(channel: frame.channel, operation: "reading a returned message")
+            return .returned(replyCode: returned.reply_code, replyText: String(amqpBytes: returned.reply_text),
+                             exchange: String(amqpBytes: returned.exchange), routingKey: String(amqpBytes: returned.routing_key),
+                             properties: properties)
+        case CW_BASIC_ACK:
+            let ack = method.decoded.assumingMemoryBound(to: amqp_basic_ack_t.self).pointee
+            return .ack(deliveryTag: ack.delivery_tag, multiple: ack.multiple != 0)
+        case CW_BASIC_NACK:
+            let nack = method.decoded.assumingMemoryBound(to: amqp_basic_nack_t.self).pointee
+            return .nack(deliveryTag: nack.delivery_tag, multiple: nack.multiple != 0)
+        case CW_BASIC_CANCEL:
+            let cancel = method.decoded.assumingMemoryBound(to: amqp_basic_cancel_t.self).pointee
+            return .consumerCancelled(consumerTag: String(amqpBytes: cancel.consumer_tag))
+        case CW_CONNECTION_BLOCKED:
+            let blocked = method.decoded.assumingMemoryBound(to: amqp_connection_blocked_t.self).pointee
+            return .blocked(reason: String(amqpBytes: blocked.reason))
+        case CW_CONNECTION_UNBLOCKED:
+            return .unblocked
+        case CW_CHANNEL_CLOSE, CW_CONNECTION_CLOSE:
+            throw brokerClosed(method, operation: "waiting for frames")
+        default:
+            return nil
+        }
+    }
+
+    private func readContent(channel: amqp_channel_t, operation: String) throws(AMQPError) -> ([UInt8], MessageProperties) {
+        var message = amqp_message_t()
+        try check(amqp_read_message(state, channel, &message, 0), operation)
+        defer { amqp_destroy_message(&message) }
+        return ([UInt8](amqpBytes: message.body), MessageProperties(message.properties))
+    }
+
+    // MARK: Closing
+
+    /// Closes channel and connection politely (bounded by the RPC timeout) if still usable.
+    func close() {
+        guard isUsable else { return }
+        isUsable = false
+        _ = amqp_channel_close(state, channel, AMQP_REPLY_SUCCESS)
+        _ = amqp_connection_close(state, AMQP_REPLY_SUCCESS)
+    }
+
+    // MARK: Error mapping
+
+    private func checkStatus(_ status: Int32, _ operation: String) throws(AMQPError) {
+        guard status != AMQP_STATUS_OK.rawValue else { return }
+        isUsable = false
+        if status == AMQP_STATUS_TIMEOUT.rawValue { throw .timeout(operation: operation) }
+        throw .connectionLost(operation: operation, reason: String(cString: amqp_error_string2(status)))
+    }
+
+    private func check(_ reply: amqp_rpc_reply_t, _ operation: String) throws(AMQPError) {
+        switch reply.reply_type {
+        case AMQP_RESPONSE_NORMAL:
+            return
+        case AMQP_RESPONSE_SERVER_EXCEPTION:
+            throw brokerClosed(reply.reply, operation: operation)
+        case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+            try checkStatus(reply.library_error, operation)
+            throw .connectionLost(operation: operation, reason: "unexpected library state")
+        default:
+            isUsable = false
+            throw .connectionLost(operation: operation, reason: "no reply")
+        }
+    }
+
+    /// Answers a broker's `channel.close`/`connection.close` as the protocol requires and turns it
+    /// into an error. Either way this connection is done: the session reconnects.
+    private func brokerClosed(_ method: amqp_method_t, operation: String) -> AMQPError {
+        isUsable = false
+        if method.id == CW_CONNECTION_CLOSE {
+            let close = method.decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
+            var ok = amqp_connection_close_ok_t()
+            _ = amqp_send_method(state, 0, CW_CONNECTION_CLOSE_OK, &ok)
+            return .connectionClosedByBroker(code: close.reply_code, text: String(amqpBytes: close.reply_text))
+        }
+        if method.id == CW_CHANNEL_CLOSE {
+            let close = method.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
+            var ok = amqp_channel_close_ok_t()
+            _ = amqp_send_method(state, channel, CW_CHANNEL_CLOSE_OK, &ok)
+            return .channelClosedByBroker(operation: operation, code: close.reply_code, text: String(amqpBytes: close.reply_text))
+        }
+        return .connectionLost(operation: operation, reason: "unexpected method 0x\(String(method.id, radix: 16))")
+    }
+}
+
+extension timeval {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self.init(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+    }
+}

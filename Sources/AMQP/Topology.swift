@@ -1,0 +1,73 @@
+/// Exchanges, queues and bindings a session declares on connect and again after every reconnect.
+/// Declarations are idempotent: declaring what exists with the same arguments is a no-op.
+public struct Topology: Sendable, Hashable {
+    public struct Exchange: Sendable, Hashable {
+        public var name: String
+        public var type: String
+        public var durable: Bool
+        public var arguments: [String: FieldValue]
+
+        public init(name: String, type: String, durable: Bool = true, arguments: [String: FieldValue] = [:]) {
+            self.name = name
+            self.type = type
+            self.durable = durable
+            self.arguments = arguments
+        }
+    }
+
+    public struct Queue: Sendable, Hashable {
+        public var name: String
+        public var durable: Bool
+        public var exclusive: Bool
+        public var autoDelete: Bool
+        public var arguments: [String: FieldValue]
+
+        public init(name: String, durable: Bool = true, exclusive: Bool = false, autoDelete: Bool = false,
+                    arguments: [String: FieldValue] = [:]) {
+            self.name = name
+            self.durable = durable
+            self.exclusive = exclusive
+            self.autoDelete = autoDelete
+            self.arguments = arguments
+        }
+
+        /// A durable quorum queue; `deliveryLimit` bounds redeliveries before dead-lettering.
+        public static func quorum(_ name: String, deliveryLimit: Int? = nil, deadLetterExchange: String? = nil,
+                                  maxLength: Int? = nil, overflow: String? = nil) -> Queue {
+            var arguments: [String: FieldValue] = ["x-queue-type": "quorum"]
+            if let deliveryLimit { arguments["x-delivery-limit"] = .int(Int64(deliveryLimit)) }
+            if let deadLetterExchange { arguments["x-dead-letter-exchange"] = .string(deadLetterExchange) }
+            if let maxLength { arguments["x-max-length"] = .int(Int64(maxLength)) }
+            if let overflow { arguments["x-overflow"] = .string(overflow) }
+            return Queue(name: name, arguments: arguments)
+        }
+    }
+
+    public struct Binding: Sendable, Hashable {
+        public var queue: String
+        public var exchange: String
+        public var routingKey: String
+
+        public init(queue: String, exchange: String, routingKey: String) {
+            self.queue = queue
+            self.exchange = exchange
+            self.routingKey = routingKey
+        }
+    }
+
+    public var exchanges: [Exchange]
+    public var queues: [Queue]
+    public var bindings: [Binding]
+
+    public init(exchanges: [Exchange] = [], queues: [Queue] = [], bindings: [Binding] = []) {
+        self.exchanges = exchanges
+        self.queues = queues
+        self.bindings = bindings
+    }
+
+    public mutating func merge(_ other: Topology) {
+        exchanges += other.exchanges.filter { !exchanges.contains($0) }
+        queues += other.queues.filter { !queues.contains($0) }
+        bindings += other.bindings.filter { !bindings.contains($0) }
+    }
+}
