@@ -80,9 +80,16 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "AMQPTests", dependencies: ["AMQP"], swiftSettings: strict),
-        .testTarget(name: "CustomerDomainTests", dependencies: ["CustomerDomain"], resources: [], swiftSettings: strict),
+        // Helpers for tests that talk to the private broker started by scripts/broker.sh.
+        .target(
+            name: "BrokerTestSupport",
+            dependencies: ["AMQP", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/BrokerTestSupport",
+            swiftSettings: strict
+        ),
+        .testTarget(name: "AMQPTests", dependencies: ["AMQP", "BrokerTestSupport"], swiftSettings: strict),
+        .testTarget(name: "CustomerDomainTests", dependencies: ["CustomerDomain"], swiftSettings: strict),
         .testTarget(name: "CustomerStoreTests", dependencies: ["CustomerStore"], swiftSettings: strict),
-        .testTarget(name: "CustomerWorkerTests", dependencies: ["CustomerWorker", "AMQP"], swiftSettings: strict),
+        .testTarget(name: "CustomerWorkerTests", dependencies: ["CustomerWorker", "AMQP", "BrokerTestSupport"], swiftSettings: strict),
     ]
 )

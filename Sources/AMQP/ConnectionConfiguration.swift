@@ -142,8 +142,10 @@ public struct RecoveryPolicy: Sendable, Hashable {
     /// The delay before attempt `attempt` (1-based): a random point between half and all of the
     /// capped exponential delay, so replicas that lost the broker together do not return together.
     public func delay(beforeAttempt attempt: Int) -> Duration {
-        let exponential = initialDelay * pow(multiplier, Double(max(0, attempt - 1)))
-        let capped = min(exponential, maximumDelay)
-        return capped * Double.random(in: 0.5...1.0)
+        // In seconds as a Double: the exponential overflows Duration long before attempts run out.
+        let seconds = { (duration: Duration) in Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18 }
+        let exponential = seconds(initialDelay) * pow(multiplier, Double(max(0, attempt - 1)))
+        let capped = min(exponential, seconds(maximumDelay))
+        return .seconds(capped * Double.random(in: 0.5...1.0))
     }
 }

@@ -1,0 +1,127 @@
+import Foundation
+
+extension CreateCustomerCommand {
+    /// The largest accepted body: 64 KiB.
+    public static let maximumBodySize = 64 * 1024
+
+    /// Turns a raw command body into a validated, normalised command, or says why not.
+    ///
+    /// Checks run in this order and the first failing check decides the code: the content type
+    /// (`application/json`, parameters allowed), the size, UTF-8 and JSON object syntax, then every
+    /// field at once.
+    public static func parse(body: [UInt8], contentType: String?) -> Result<CreateCustomerCommand, CommandRejection> {
+        if let rejection = checkContentType(contentType) { return .failure(rejection) }
+        guard body.count <= maximumBodySize else {
+            return .failure(CommandRejection(
+                code: .messageTooLarge,
+                message: "The message body is \(body.count) bytes; the limit is \(maximumBodySize)."))
+        }
+        guard isValidUTF8(body) else {
+            return .failure(CommandRejection(code: .malformedMessage, message: "The message body is not valid UTF-8."))
+        }
+        switch RawCommandObject.decode(body) {
+        case .success(let object): return CommandValidator(object).validate()
+        case .failure(let rejection): return .failure(rejection)
+        }
+    }
+
+    /// Nil when the content type is `application/json`, optionally with a UTF-8 charset.
+    static func checkContentType(_ contentType: String?) -> CommandRejection? {
+        guard let contentType else {
+            return CommandRejection(
+                code: .unsupportedContentType, message: "The content type is missing; send application/json.")
+        }
+        var parts = contentType.split(separator: ";", omittingEmptySubsequences: false).makeIterator()
+        let mediaType = parts.next().map(trimmedLowercase) ?? ""
+        var charsetIsUTF8 = true
+        while let parameter = parts.next() {
+            let pair = parameter.split(separator: "=", maxSplits: 1)
+            guard pair.count == 2, trimmedLowercase(pair[0]) == "charset" else { continue }
+            let charset = trimmedLowercase(pair[1]).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+            charsetIsUTF8 = charset == "utf-8" || charset == "utf8"
+        }
+        guard mediaType == "application/json", charsetIsUTF8 else {
+            return CommandRejection(
+                code: .unsupportedContentType,
+                message: "Content type \(contentType) is not supported; send application/json.")
+        }
+        return nil
+    }
+
+    private static func trimmedLowercase(_ text: Substring) -> String {
+        text.trimmingCharacters(in: .whitespaces).lowercased()
+    }
+
+    /// Swift's UTF-8 decoder rejects overlong forms, surrogates and truncated sequences, which a JSON
+    /// parser may let through; pure ASCII, the common case, skips decoding.
+    static func isValidUTF8(_ bytes: [UInt8]) -> Bool {
+        if bytes.allSatisfy({ $0 < 0x80 }) { return true }
+        var decoder = UTF8()
+        var iterator = bytes.makeIterator()
+        while true {
+            switch decoder.decode(&iterator) {
+            case .scalarValue: continue
+            case .emptyInput: return true
+            case .error: return false
+            }
+        }
+    }
+}
+
+/// One key's value as the validator needs to see it.
+enum RawFieldValue: Sendable {
+    case null
+    case string(String)
+    /// A number, boolean, array or object.
+    case notString
+}
+
+/// The keys of a command body, sorted into known fields and unknown keys.
+struct RawCommandObject: Decodable {
+    var fields: [CustomerField: RawFieldValue] = [:]
+    var unknownKeys: [String] = []
+
+    private static let decoder = JSONDecoder()
+
+    static func decode(_ body: [UInt8]) -> Result<RawCommandObject, CommandRejection> {
+        guard !body.isEmpty else { return .failure(malformed("The message body is empty.")) }
+        return body.withUnsafeBytes { raw in
+            // No copy: the Data lives only for the decode call, while `body` keeps the bytes alive.
+            let data = Data(
+                bytesNoCopy: UnsafeMutableRawPointer(mutating: raw.baseAddress!), count: raw.count, deallocator: .none)
+            do {
+                return .success(try decoder.decode(RawCommandObject.self, from: data))
+            } catch DecodingError.typeMismatch {
+                return .failure(malformed("The message body must be a JSON object."))
+            } catch {
+                return .failure(malformed("The message body is not valid JSON."))
+            }
+        }
+    }
+
+    private static func malformed(_ message: String) -> CommandRejection {
+        CommandRejection(code: .malformedMessage, message: message)
+    }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: JSONKey.self)
+        for key in container.allKeys {
+            if let field = CustomerField(rawValue: key.stringValue) {
+                fields[field] = try Self.value(in: container, for: key)
+            } else {
+                unknownKeys.append(key.stringValue)
+            }
+        }
+        unknownKeys.sort()
+    }
+
+    /// A type mismatch is the sender's field error; anything else (a broken string) is malformed JSON.
+    private static func value(in container: KeyedDecodingContainer<JSONKey>, for key: JSONKey) throws -> RawFieldValue {
+        if try container.decodeNil(forKey: key) { return .null }
+        do {
+            return .string(try container.decode(String.self, forKey: key))
+        } catch DecodingError.typeMismatch {
+            return .notString
+        }
+    }
+}

@@ -1,0 +1,210 @@
+/// Checks every field of a decoded command body and collects all failures at once.
+struct CommandValidator {
+    static let maximumLength = 255
+
+    private let object: RawCommandObject
+    private var command = CreateCustomerCommand(externalId: "")
+    private var errors: [FieldError] = []
+    private var externalIdIsValid = false
+
+    init(_ object: RawCommandObject) {
+        self.object = object
+    }
+
+    consuming func validate() -> Result<CreateCustomerCommand, CommandRejection> {
+        validateExternalId()
+        for field in CustomerField.optionalFields {
+            validateOptional(field)
+        }
+        for key in object.unknownKeys {
+            errors.append(FieldError(field: key, code: .unknownField, message: "\(key) is not a field of the create-customer command."))
+        }
+        guard errors.isEmpty else {
+            return .failure(CommandRejection(
+                code: .validationFailed,
+                message: "The command is invalid: \(errors.count) field\(errors.count == 1 ? "" : "s") failed validation.",
+                fields: errors,
+                validExternalId: externalIdIsValid ? command.externalId : nil))
+        }
+        return .success(command)
+    }
+
+    private mutating func validateExternalId() {
+        switch object.fields[.externalId] {
+        case nil, .null?:
+            fail(.externalId, .required, "is required")
+        case .notString?:
+            fail(.externalId, .invalidType, "must be a string")
+        case .string(let value)?:
+            if let failure = Self.checkLength(value, emptyHint: false) ?? Self.checkIdentifier(value) {
+                fail(.externalId, failure.code, failure.message)
+            } else {
+                command.externalId = value
+                externalIdIsValid = true
+            }
+        }
+    }
+
+    private mutating func validateOptional(_ field: CustomerField) {
+        switch object.fields[field] {
+        case nil, .null?:
+            return
+        case .notString?:
+            fail(field, .invalidType, "must be a string or null")
+        case .string(let value)?:
+            if let failure = Self.checkLength(value, emptyHint: true) {
+                return fail(field, failure.code, failure.message)
+            }
+            switch check(field, value) {
+            case .success(let normalised): command[field] = normalised
+            case .failure(let failure): fail(field, failure.code, failure.message)
+            }
+        }
+    }
+
+    /// The rule of each field beyond length; returns the normalised value.
+    private func check(_ field: CustomerField, _ value: String) -> Result<String, FieldFailure> {
+        switch field {
+        case .email:
+            FieldRules.isPlausibleEmail(value) ? .success(value) : .failure(FieldFailure(
+                .invalidEmail, "must be a plausible email address (one @ and a domain with a dot)"))
+        case .billingZipCode, .shippingZipCode:
+            FieldRules.isZipCode(value) ? .success(value) : .failure(FieldFailure(
+                .invalidZipCode, "must be 5 digits or 5+4 digits, e.g. 78701 or 78701-1234"))
+        case .billingCountry, .shippingCountry:
+            FieldRules.country(value).map(Result.success) ?? .failure(FieldFailure(
+                .invalidCountry, "must be an ISO 3166-1 alpha-2 country code"))
+        case .billingState:
+            checkState(value, country: command.billingCountry, countryField: .billingCountry)
+        case .shippingState:
+            checkState(value, country: command.shippingCountry, countryField: .shippingCountry)
+        default:
+            .success(value)
+        }
+    }
+
+    /// Countries come before their states in field order, so `country` is already normalised (or nil
+    /// when absent or invalid; then the state is free text).
+    private func checkState(_ value: String, country: String?, countryField: CustomerField) -> Result<String, FieldFailure> {
+        guard country == "US" else { return .success(value) }
+        return FieldRules.usState(value).map(Result.success) ?? .failure(FieldFailure(
+            .invalidState, "must be a USPS state or territory code when \(countryField.rawValue) is US"))
+    }
+
+    private mutating func fail(_ field: CustomerField, _ code: FieldErrorCode, _ rule: String) {
+        errors.append(FieldError(field: field.rawValue, code: code, message: "\(field.rawValue) \(rule)."))
+    }
+
+    /// `emptyHint` adds how to say "no value", for fields that may have none.
+    private static func checkLength(_ value: String, emptyHint: Bool) -> FieldFailure? {
+        if value.isEmpty {
+            return FieldFailure(.empty, "must not be an empty string" + (emptyHint ? "; leave it out or send null for no value" : ""))
+        }
+        if FieldRules.length(of: value) > maximumLength {
+            return FieldFailure(.tooLong, "must be at most \(maximumLength) characters")
+        }
+        return nil
+    }
+
+    private static func checkIdentifier(_ value: String) -> FieldFailure? {
+        if FieldRules.hasSurroundingWhitespace(value) {
+            return FieldFailure(.surroundingWhitespace, "must not start or end with whitespace")
+        }
+        if FieldRules.hasControlCharacters(value) {
+            return FieldFailure(.controlCharacters, "must not contain control characters")
+        }
+        return nil
+    }
+}
+
+/// A failed rule of one field, before the field's name is attached.
+struct FieldFailure: Error {
+    var code: FieldErrorCode
+    var message: String
+
+    init(_ code: FieldErrorCode, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+}
+
+/// The single-field rules of the contract.
+public enum FieldRules {
+    /// Characters as JSON Schema counts them for `maxLength`: Unicode code points.
+    public static func length(of value: String) -> Int {
+        // UTF-8 never has fewer bytes than code points, so short strings need no counting.
+        value.utf8.count <= CommandValidator.maximumLength ? value.utf8.count : value.unicodeScalars.count
+    }
+
+    public static func hasSurroundingWhitespace(_ value: String) -> Bool {
+        guard let first = value.unicodeScalars.first, let last = value.unicodeScalars.last else { return false }
+        return isWhitespace(first) || isWhitespace(last)
+    }
+
+    /// The schema's edge set: Unicode White_Space (space separators, U+2028, U+2029, tab, line
+    /// breaks, U+0085) and the control characters.
+    private static func isWhitespace(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.properties.isWhitespace || isControl(scalar)
+    }
+
+    /// General category Cc: U+0000–U+001F and U+007F–U+009F. Scans UTF-8 directly: U+0080–U+009F
+    /// are the two-byte sequences C2 80 to C2 9F.
+    public static func hasControlCharacters(_ value: String) -> Bool {
+        var afterC2 = false
+        for byte in value.utf8 {
+            if byte < 0x20 || byte == 0x7F || (afterC2 && byte <= 0x9F) { return true }
+            afterC2 = byte == 0xC2
+        }
+        return false
+    }
+
+    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
+    }
+
+    /// `^\d{5}(-\d{4})?$` with ASCII digits.
+    public static func isZipCode(_ value: String) -> Bool {
+        let bytes = Array(value.utf8)
+        let isDigit = { (byte: UInt8) in (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
+        switch bytes.count {
+        case 5: return bytes.allSatisfy(isDigit)
+        case 10: return bytes[5] == UInt8(ascii: "-") && bytes[..<5].allSatisfy(isDigit) && bytes[6...].allSatisfy(isDigit)
+        default: return false
+        }
+    }
+
+    /// One `@`, a non-empty local part, a domain with a dot that is neither its first nor its last
+    /// character, and no whitespace anywhere: the schema's `^[^@\s]+@[^@\s]+\.[^@\s]+$`.
+    public static func isPlausibleEmail(_ value: String) -> Bool {
+        let utf8 = value.utf8
+        guard let at = utf8.firstIndex(of: UInt8(ascii: "@")), at != utf8.startIndex else { return false }
+        let domain = utf8[utf8.index(after: at)...]
+        guard domain.count >= 3, !domain.contains(UInt8(ascii: "@")),
+              domain.dropFirst().dropLast().contains(UInt8(ascii: ".")) else { return false }
+        return !containsWhitespace(value)
+    }
+
+    private static func containsWhitespace(_ value: String) -> Bool {
+        let utf8 = value.utf8
+        if utf8.allSatisfy({ $0 < 0x80 }) {
+            return utf8.contains { $0 == 0x20 || (0x09...0x0D).contains($0) }
+        }
+        return value.unicodeScalars.contains(where: \.properties.isWhitespace)
+    }
+
+    /// The upper-cased code when `value` is an ISO 3166-1 alpha-2 code in any case.
+    public static func country(_ value: String) -> String? {
+        asciiUppercased(value).flatMap { Geography.countryCodes.contains($0) ? $0 : nil }
+    }
+
+    /// The upper-cased code when `value` is a USPS state or territory code in any case.
+    public static func usState(_ value: String) -> String? {
+        asciiUppercased(value).flatMap { Geography.usStateCodes.contains($0) ? $0 : nil }
+    }
+
+    /// Only ASCII is folded: `"ß".uppercased()` is `"SS"`, which must not become South Sudan.
+    private static func asciiUppercased(_ value: String) -> String? {
+        guard value.utf8.allSatisfy({ $0 < 0x80 }) else { return nil }
+        return value.uppercased()
+    }
+}

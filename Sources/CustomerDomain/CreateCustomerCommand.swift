@@ -1,0 +1,125 @@
+import Crypto
+
+/// The fields of a create-customer command, in contract order; raw values are the JSON keys.
+public enum CustomerField: String, CaseIterable, Sendable {
+    case externalId, name, email
+    case billingAddress1, billingAddress2, billingCity, billingCountry, billingState, billingZipCode
+    case shippingAddress1, shippingAddress2, shippingCity, shippingCountry, shippingState, shippingZipCode
+    case quickBooksId, stripeId
+
+    /// Every field but `externalId`: these may be absent or null.
+    public static let optionalFields = allCases.filter { $0 != .externalId }
+
+    init?(key: String) {
+        self.init(rawValue: key)
+    }
+}
+
+/// A validated, normalised create-customer command (countries and US states in upper case).
+/// Property names are the contract's JSON keys.
+public struct CreateCustomerCommand: Sendable, Hashable {
+    public var externalId: String
+    public var name: String?
+    public var email: String?
+    public var billingAddress1: String?
+    public var billingAddress2: String?
+    public var billingCity: String?
+    public var billingCountry: String?
+    public var billingState: String?
+    public var billingZipCode: String?
+    public var shippingAddress1: String?
+    public var shippingAddress2: String?
+    public var shippingCity: String?
+    public var shippingCountry: String?
+    public var shippingState: String?
+    public var shippingZipCode: String?
+    public var quickBooksId: String?
+    public var stripeId: String?
+
+    /// A command with only its `externalId` set; does not validate.
+    public init(externalId: String) {
+        self.externalId = externalId
+    }
+
+    /// The value of `field` (for `.externalId`, never nil). Setting `.externalId` to nil is ignored.
+    public subscript(field: CustomerField) -> String? {
+        get {
+            switch field {
+            case .externalId: externalId
+            case .name: name
+            case .email: email
+            case .billingAddress1: billingAddress1
+            case .billingAddress2: billingAddress2
+            case .billingCity: billingCity
+            case .billingCountry: billingCountry
+            case .billingState: billingState
+            case .billingZipCode: billingZipCode
+            case .shippingAddress1: shippingAddress1
+            case .shippingAddress2: shippingAddress2
+            case .shippingCity: shippingCity
+            case .shippingCountry: shippingCountry
+            case .shippingState: shippingState
+            case .shippingZipCode: shippingZipCode
+            case .quickBooksId: quickBooksId
+            case .stripeId: stripeId
+            }
+        }
+        set {
+            switch field {
+            case .externalId: if let newValue { externalId = newValue }
+            case .name: name = newValue
+            case .email: email = newValue
+            case .billingAddress1: billingAddress1 = newValue
+            case .billingAddress2: billingAddress2 = newValue
+            case .billingCity: billingCity = newValue
+            case .billingCountry: billingCountry = newValue
+            case .billingState: billingState = newValue
+            case .billingZipCode: billingZipCode = newValue
+            case .shippingAddress1: shippingAddress1 = newValue
+            case .shippingAddress2: shippingAddress2 = newValue
+            case .shippingCity: shippingCity = newValue
+            case .shippingCountry: shippingCountry = newValue
+            case .shippingState: shippingState = newValue
+            case .shippingZipCode: shippingZipCode = newValue
+            case .quickBooksId: quickBooksId = newValue
+            case .stripeId: stripeId = newValue
+            }
+        }
+    }
+
+    /// Lowercase hex SHA-256 of a canonical encoding of every field in contract order: per field a
+    /// tag byte (0 = null, 1 = value) and, for a value, its UTF-8 length (4 bytes, big-endian) and
+    /// bytes. Lengths make it unambiguous; the tag tells null from any string.
+    public var fingerprint: String {
+        var hasher = SHA256()
+        for field in CustomerField.allCases {
+            guard let value = self[field] else {
+                hasher.update(data: [0])
+                continue
+            }
+            let length = UInt32(value.utf8.count)
+            hasher.update(data: [1, UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)])
+            var utf8 = value
+            utf8.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        }
+        return hasher.finalize().hexString
+    }
+}
+
+extension CreateCustomerCommand: Codable, OrderedJSONObject {
+    /// Decodes without validating; use `parse(body:contentType:)` for commands off the queue.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: JSONKey.self)
+        externalId = try container.decode(String.self, forKey: JSONKey(CustomerField.externalId.rawValue))
+        for field in CustomerField.optionalFields {
+            self[field] = try container.decodeIfPresent(String.self, forKey: JSONKey(field.rawValue))
+        }
+    }
+
+    /// A command body: absent fields are left out.
+    public func writeFields(to writer: inout some JSONFieldWriter) throws {
+        for field in CustomerField.allCases {
+            try writer.writeIfPresent(field.rawValue, self[field])
+        }
+    }
+}

@@ -1,0 +1,108 @@
+import GRDB
+
+/// Forward-only schema versions. Never edit a registered migration: add a new one.
+enum Migrations {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: merchants, keys, plans, customers, subscriptions, processed requests") { db in
+            try db.execute(sql: v1)
+        }
+        return migrator
+    }
+
+    /// Times are integer milliseconds since 1970 (UTC), the precision of the wire format.
+    private static let v1 = """
+        CREATE TABLE merchants (
+            id TEXT PRIMARY KEY NOT NULL,
+            name TEXT NOT NULL,
+            created_at INTEGER NOT NULL
+        ) STRICT;
+
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY NOT NULL,          -- the non-secret key id inside the key
+            merchant_id TEXT NOT NULL REFERENCES merchants(id),
+            type TEXT NOT NULL CHECK (type IN ('secret', 'publishable')),
+            key_hash BLOB NOT NULL,                -- SHA-256 of the whole key; the key itself is never stored
+            created_at INTEGER NOT NULL,
+            revoked_at INTEGER
+        ) STRICT;
+        CREATE INDEX api_keys_merchant ON api_keys(merchant_id);
+
+        CREATE TABLE plans (
+            merchant_id TEXT NOT NULL REFERENCES merchants(id),
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            description TEXT,
+            currency TEXT NOT NULL,
+            price INTEGER NOT NULL CHECK (price >= 0),
+            billing_cadence TEXT NOT NULL CHECK (billing_cadence IN ('monthly', 'quarterly', 'annually')),
+            trial_days INTEGER NOT NULL CHECK (trial_days >= 0),
+            is_private INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('available', 'archived')),
+            is_default INTEGER NOT NULL,
+            available_countries TEXT,              -- comma-separated codes; NULL = everywhere
+            available_from INTEGER,
+            PRIMARY KEY (merchant_id, id)
+        ) STRICT;
+        CREATE UNIQUE INDEX plans_one_default ON plans(merchant_id) WHERE is_default = 1;
+
+        CREATE TABLE customers (
+            id TEXT PRIMARY KEY NOT NULL,
+            merchant_id TEXT NOT NULL REFERENCES merchants(id),
+            external_id TEXT NOT NULL,
+            name TEXT,
+            email TEXT,
+            billing_address1 TEXT,
+            billing_address2 TEXT,
+            billing_city TEXT,
+            billing_country TEXT,
+            billing_state TEXT,
+            billing_zip_code TEXT,
+            shipping_address1 TEXT,
+            shipping_address2 TEXT,
+            shipping_city TEXT,
+            shipping_country TEXT,
+            shipping_state TEXT,
+            shipping_zip_code TEXT,
+            quick_books_id TEXT,
+            stripe_id TEXT,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            UNIQUE (merchant_id, external_id)
+        ) STRICT;
+
+        CREATE TABLE subscriptions (
+            id TEXT PRIMARY KEY NOT NULL,
+            customer_id TEXT NOT NULL REFERENCES customers(id),
+            merchant_id TEXT NOT NULL,
+            plan_id TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pendingActivation', 'active', 'ended')),
+            is_trial INTEGER NOT NULL,
+            start_date INTEGER NOT NULL,
+            end_date INTEGER,
+            payment_gateway TEXT CHECK (payment_gateway IN ('Stripe', 'QuickBooks')),
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            FOREIGN KEY (merchant_id, plan_id) REFERENCES plans(merchant_id, id)
+        ) STRICT;
+        CREATE INDEX subscriptions_customer ON subscriptions(customer_id);
+        CREATE INDEX subscriptions_plan ON subscriptions(merchant_id, plan_id);
+
+        CREATE TABLE processed_requests (
+            idempotency_key TEXT PRIMARY KEY NOT NULL,
+            merchant_id TEXT NOT NULL REFERENCES merchants(id),
+            fingerprint TEXT NOT NULL,
+            customer_id TEXT NOT NULL REFERENCES customers(id),
+            reply_type TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            reply_body BLOB NOT NULL,              -- the exact bytes published, replayed unchanged
+            created_at INTEGER NOT NULL
+        ) STRICT;
+
+        -- One row the health check rewrites to prove the file takes writes.
+        CREATE TABLE health_checks (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            checked_at INTEGER NOT NULL
+        ) STRICT;
+        """
+}

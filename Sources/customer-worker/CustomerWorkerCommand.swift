@@ -1,0 +1,11 @@
+import ArgumentParser
+
+/// The `customer-worker` executable: parsing only; the work lives in the library targets.
+@main
+struct CustomerWorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "customer-worker",
+        abstract: "Creates customers from RabbitMQ commands and replies with the result.",
+        subcommands: [Migrate.self, Merchants.self, Keys.self, Plans.self]
+    )
+}

@@ -1,0 +1,211 @@
+import AMQP
+import BrokerTestSupport
+import Foundation
+import Testing
+
+/// Connection loss, broker restarts, broker-sent cancels and channel errors, heartbeats, memory.
+@Suite("AMQP recovery", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+struct RecoveryTests {
+    private func messages(_ count: Int, to queue: String, bodySize: Int = 16) -> [OutgoingMessage] {
+        (0..<count).map {
+            let id = "m-\($0)"
+            let padding = [UInt8](repeating: UInt8(ascii: "x"), count: max(0, bodySize - id.utf8.count))
+            return OutgoingMessage(exchange: "", routingKey: queue, body: Array(id.utf8) + padding,
+                                   properties: MessageProperties(persistent: true, messageID: id))
+        }
+    }
+
+    private func publisher(_ name: String, url: String? = nil) async throws -> AMQPSession {
+        let session = try await TestBroker.session(name)
+        try await session.enableConfirms()
+        return session
+    }
+
+    /// Consumes and acks (in batches, with `multiple`) until every id in `expected` was seen.
+    private func drain(_ session: AMQPSession, expecting expected: Set<String>, timeout: Duration = .seconds(60)) async throws -> [Delivery] {
+        var seen = Set<String>()
+        var deliveries: [Delivery] = []
+        let deadline = ContinuousClock.now + timeout
+        while !expected.isSubset(of: seen), ContinuousClock.now < deadline {
+            let batch = try await session.nextDeliveries(maximum: 256, wait: .milliseconds(500), linger: .milliseconds(5))
+            deliveries += batch
+            batch.forEach { seen.insert($0.properties.messageID ?? "") }
+            if let last = batch.last { await session.ack(last.tag, multiple: true) }
+        }
+        return deliveries
+    }
+
+    @Test func reconnectsAfterTheBrokerClosesTheConnection() async throws {
+        let name = TestBroker.uniqueName("recovery")
+        let consumer = try await TestBroker.session(name)
+        let queue = name
+        try await consumer.declare(Topology(queues: [.init(name: queue, durable: false)]))
+        try await consumer.setPrefetch(50)
+        try await consumer.consume(queue: queue)
+        let publisher = try await publisher("\(name).publisher")
+        _ = try await publisher.publish(messages(300, to: queue))
+
+        let first = try await consumer.nextDeliveries(maximum: 50, wait: .seconds(5), linger: .milliseconds(500))
+        #expect(first.count == 50)
+        #expect(await consumer.ack(first[24].tag, multiple: true))  // m-0…m-24 done, m-25…m-49 unacked
+
+        #expect(try TestBroker.closeConnections(named: name) == 1)
+        let rest = try await drain(consumer, expecting: Set((25..<300).map { "m-\($0)" }))
+
+        let ids = Set(rest.map { $0.properties.messageID ?? "" })
+        #expect(ids.isSuperset(of: (25..<300).map { "m-\($0)" }))
+        #expect(!ids.contains("m-0"), "an acknowledged message came back")
+        let redelivered = rest.filter { $0.redelivered }.compactMap(\.properties.messageID)
+        #expect(Set(redelivered).isSuperset(of: (25..<50).map { "m-\($0)" }))
+        #expect(await consumer.reconnects == 1)
+        // The old channel's tags are void: acking one must not reach the new channel.
+        #expect(await consumer.ack(first[49].tag) == false)
+
+        try await consumer.deleteQueue(queue)
+        await consumer.close()
+        await publisher.close()
+    }
+
+    @Test func recoversFromABrokerSentCancel() async throws {
+        let name = TestBroker.uniqueName("cancel")
+        let consumer = try await TestBroker.session(name)
+        try await consumer.declare(Topology(queues: [.init(name: name, durable: false)]))
+        try await consumer.consume(queue: name)
+        let other = try await publisher("\(name).other")
+        try await other.deleteQueue(name)  // the broker cancels our consumer
+        _ = try await consumer.nextDeliveries(maximum: 1, wait: .seconds(2))
+        // Recovery re-declared the queue and consumes again.
+        #expect(try await other.publish(messages(1, to: name)) == [.confirmed])
+        let delivered = try await drain(consumer, expecting: ["m-0"], timeout: .seconds(10))
+        #expect(delivered.map(\.properties.messageID) == ["m-0"])
+        #expect(await consumer.reconnects == 1)
+        try await consumer.deleteQueue(name)
+        await consumer.close()
+        await other.close()
+    }
+
+    @Test func recoversFromAChannelError() async throws {
+        let name = TestBroker.uniqueName("channel-error")
+        let consumer = try await TestBroker.session(name)
+        try await consumer.declare(Topology(queues: [.init(name: name, durable: false)]))
+        try await consumer.consume(queue: name)
+        let publisher = try await publisher("\(name).publisher")
+        _ = try await publisher.publish(messages(2, to: name))
+        let first = try #require(try await consumer.nextDeliveries(maximum: 1, wait: .seconds(5)).first)
+        #expect(await consumer.ack(first.tag))
+        // Acknowledging twice is a protocol error: the broker closes the channel (406).
+        await consumer.ack(first.tag)
+        let rest = try await drain(consumer, expecting: ["m-1"], timeout: .seconds(10))
+        #expect(rest.contains { $0.properties.messageID == "m-1" })
+        #expect(!rest.contains { $0.properties.messageID == "m-0" })
+        #expect(await consumer.reconnects == 1)
+        try await consumer.deleteQueue(name)
+        await consumer.close()
+        await publisher.close()
+    }
+
+    @Test func anIdleConsumerKeepsItsConnectionWithShortHeartbeats() async throws {
+        let name = TestBroker.uniqueName("heartbeat")
+        let consumer = try await TestBroker.session(name, heartbeat: .seconds(2))
+        try await consumer.declare(Topology(queues: [.init(name: name, durable: false, autoDelete: true)]))
+        try await consumer.consume(queue: name)
+        let idleUntil = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < idleUntil {
+            #expect(try await consumer.nextDeliveries(maximum: 1, wait: idleUntil - ContinuousClock.now).isEmpty)
+        }
+        let publisher = try await publisher("\(name).publisher")
+        _ = try await publisher.publish(messages(1, to: name))
+        let delivered = try await consumer.nextDeliveries(maximum: 1, wait: .seconds(5))
+        #expect(delivered.first?.properties.messageID == "m-0")
+        #expect(await consumer.reconnects == 0, "the broker dropped the idle connection")
+        #expect(await consumer.generation == 1)
+        await consumer.close()
+        await publisher.close()
+    }
+
+    @Test func memoryStaysFlatOverALongRun() async throws {
+        let total = 100_000
+        let name = TestBroker.uniqueName("memory")
+        let consumer = try await TestBroker.session(name)
+        try await consumer.declare(Topology(queues: [.init(name: name, durable: false)]))
+        try await consumer.setPrefetch(256)
+        try await consumer.consume(queue: name)
+        let publisher = try await publisher("\(name).publisher")
+
+        let producing = Task {
+            for start in stride(from: 0, to: total, by: 1000) {
+                let batch = messages(1000, to: name, bodySize: 600).enumerated().map { offset, message in
+                    var message = message
+                    message.properties.messageID = "m-\(start + offset)"
+                    return message
+                }
+                _ = try await publisher.publish(batch)
+            }
+        }
+        var received = 0
+        var baseline: Int?
+        while received < total {
+            let batch = try await consumer.nextDeliveries(maximum: 256, wait: .seconds(5), linger: .milliseconds(1))
+            try #require(!batch.isEmpty, "stalled after \(received) messages")
+            received += batch.count
+            await consumer.ack(batch.last!.tag, multiple: true)
+            if baseline == nil, received >= 20_000 { baseline = ProcessMemory.residentBytes() }
+        }
+        try await producing.value
+        let final = try #require(ProcessMemory.residentBytes())
+        let growth = final - (try #require(baseline))
+        print("memory: RSS \(try #require(baseline) / 1_048_576) MiB after 20k messages, \(final / 1_048_576) MiB after \(total) (growth \(growth / 1024) KiB)")
+        // 80k messages of 600 bytes leaking would add ~48 MiB; allow noise from tests running alongside.
+        #expect(growth < 16 * 1_048_576)
+        try await consumer.deleteQueue(name)
+        await consumer.close()
+        await publisher.close()
+    }
+}
+
+/// Stops and starts a second private broker, so the shared one stays up for the other tests.
+@Suite("AMQP broker restart", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+struct BrokerRestartTests {
+    @Test func consumerSurvivesABrokerRestartAndGetsEveryMessage() async throws {
+        let port = TestBroker.port + 1
+        try TestBroker.brokerScript(["start"], port: port)
+        defer { _ = try? TestBroker.brokerScript(["stop"], port: port) }
+        var configuration = try TestBroker.configuration(name: "restart")
+        configuration.port = port
+        let logger = TestBroker.logger("restart")
+        let queue = TestBroker.uniqueName("restart")
+        let topology = Topology(queues: [.quorum(queue)])
+
+        let consumer = AMQPSession(configuration: configuration, recovery: TestBroker.quickRecovery, logger: logger, name: "restart")
+        try await consumer.declare(topology)
+        try await consumer.setPrefetch(20)
+        try await consumer.consume(queue: queue)
+        let publisher = AMQPSession(configuration: configuration, recovery: TestBroker.quickRecovery, logger: logger, name: "restart.pub")
+        try await publisher.enableConfirms()
+        let batch = (0..<100).map {
+            OutgoingMessage(exchange: "", routingKey: queue, body: Array("m-\($0)".utf8),
+                            properties: MessageProperties(persistent: true, messageID: "m-\($0)"))
+        }
+        #expect(try await publisher.publish(batch).allSatisfy { $0 == .confirmed })
+
+        let first = try await consumer.nextDeliveries(maximum: 20, wait: .seconds(5), linger: .milliseconds(300))
+        #expect(first.count == 20)
+        await consumer.ack(first[9].tag, multiple: true)
+
+        try TestBroker.brokerScript(["stop"], port: port)
+        try TestBroker.brokerScript(["start"], port: port)
+
+        var seen = Set<String>()
+        let deadline = ContinuousClock.now + .seconds(90)
+        while seen.count < 90, ContinuousClock.now < deadline {
+            let deliveries = try await consumer.nextDeliveries(maximum: 50, wait: .seconds(1), linger: .milliseconds(5))
+            deliveries.forEach { seen.insert($0.properties.messageID ?? "") }
+            if let last = deliveries.last { await consumer.ack(last.tag, multiple: true) }
+        }
+        #expect(seen == Set((10..<100).map { "m-\($0)" }))
+        #expect(await consumer.reconnects >= 1)
+        try await consumer.deleteQueue(queue)
+        await consumer.close()
+        await publisher.close()
+    }
+}

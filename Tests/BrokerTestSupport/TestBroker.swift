@@ -1,0 +1,145 @@
+import AMQP
+import Foundation
+import Logging
+
+/// The private broker the tests talk to: `scripts/test.sh` starts it and exports `AMQP_URL` and
+/// `BROKER_PORT`. Without them the defaults of `scripts/broker.sh start` are used.
+public enum TestBroker {
+    public static let environment = ProcessInfo.processInfo.environment
+
+    public static var url: String { environment["AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5673/%2f" }
+
+    public static var isCI: Bool { environment["CI"] == "true" }
+
+    /// Whether broker tests should run: when the broker answers, and always under CI, where an
+    /// unreachable broker must fail the tests instead of skipping them.
+    public static let enabled: Bool = isCI || isReachable
+
+    public static var isReachable: Bool {
+        guard let configuration = try? ConnectionConfiguration(url: url) else { return false }
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(configuration.port).bigEndian)
+        inet_pton(AF_INET, configuration.host == "localhost" ? "127.0.0.1" : configuration.host, &address.sin_addr)
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+    }
+
+    public static var port: Int { (try? ConnectionConfiguration(url: url))?.port ?? 5673 }
+
+    public static func configuration(name: String, heartbeat: Duration = .seconds(30)) throws -> ConnectionConfiguration {
+        var configuration = try ConnectionConfiguration(url: url)
+        configuration.connectionName = name
+        configuration.heartbeat = heartbeat
+        return configuration
+    }
+
+    /// Fast recovery so tests do not wait long after a forced disconnect.
+    public static let quickRecovery = RecoveryPolicy(initialDelay: .milliseconds(50), maximumDelay: .seconds(1))
+
+    public static func session(_ name: String, heartbeat: Duration = .seconds(30),
+                               recovery: RecoveryPolicy = quickRecovery) async throws -> AMQPSession {
+        let session = AMQPSession(configuration: try configuration(name: name, heartbeat: heartbeat), recovery: recovery,
+                                  logger: logger(name), name: name)
+        try await session.connect()
+        return session
+    }
+
+    public static func logger(_ label: String) -> Logger {
+        var logger = Logger(label: label)
+        logger.logLevel = environment["TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
+        return logger
+    }
+
+    /// A name no other test uses, for queues, exchanges and connections.
+    public static func uniqueName(_ prefix: String) -> String {
+        "\(prefix).\(UUID().uuidString.prefix(8).lowercased())"
+    }
+
+    public static var repositoryRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    /// Runs `scripts/broker.sh` with this broker's port and returns its standard output.
+    @discardableResult
+    public static func brokerScript(_ arguments: [String], port: Int? = nil) throws -> String {
+        try run(repositoryRoot.appendingPathComponent("scripts/broker.sh").path, arguments,
+                environment: ["BROKER_PORT": String(port ?? self.port)])
+    }
+
+    /// Closes the broker side of every connection with this client-provided name.
+    public static func closeConnections(named name: String, port: Int? = nil) throws -> Int {
+        // RabbitMQ 3.10 cannot list user_provided_name; the client properties carry the name.
+        let listing = try brokerScript(["ctl", "-q", "list_connections", "--no-table-headers", "pid", "client_properties"], port: port)
+        let needle = "{\"connection_name\",\"\(name)\"}"
+        let pids = listing.split(separator: "\n").compactMap { line -> String? in
+            line.contains(needle) ? line.split(separator: "\t").first.map(String.init) : nil
+        }
+        for pid in pids {
+            try brokerScript(["ctl", "close_connection", pid, "closed by a test"], port: port)
+        }
+        return pids.count
+    }
+
+    /// Runs a command to completion and returns its standard output.
+    ///
+    /// posix_spawn and waitpid rather than Foundation's `Process`: the broker the script starts
+    /// is a daemon that inherits descriptors, and `Process` then never sees the script end.
+    @discardableResult
+    public static func run(_ executable: String, _ arguments: [String], environment extra: [String: String] = [:]) throws -> String {
+        let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("script-\(UUID().uuidString).out").path
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        let environment = ProcessInfo.processInfo.environment.merging(extra) { $1 }.map { "\($0)=\($1)" }
+        var cArguments = ([executable] + arguments).map { strdup($0) } + [nil]
+        var cEnvironment = environment.map { strdup($0) } + [nil]
+        defer { (cArguments + cEnvironment).forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, executable, &actions, nil, &cArguments, &cEnvironment)
+        guard spawned == 0 else { throw ScriptError(command: executable, status: spawned) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        let exitCode = (status >> 8) & 0xff
+        guard status & 0x7f == 0, exitCode == 0 else {
+            throw ScriptError(command: ([executable] + arguments).joined(separator: " "), status: exitCode)
+        }
+        return (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+    }
+
+    public struct ScriptError: Error, CustomStringConvertible {
+        public let command: String
+        public let status: Int32
+        public var description: String { "\(command) exited with \(status)" }
+    }
+}
+
+/// Resident memory of this process, from /proc (Linux).
+public enum ProcessMemory {
+    public static func residentBytes(pid: Int32? = nil) -> Int? {
+        statusField("VmRSS", pid: pid)
+    }
+
+    public static func peakResidentBytes(pid: Int32? = nil) -> Int? {
+        statusField("VmHWM", pid: pid)
+    }
+
+    private static func statusField(_ name: String, pid: Int32?) -> Int? {
+        let path = "/proc/\(pid.map(String.init) ?? "self")/status"
+        guard let status = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix(name + ":") {
+            let kilobytes = line.split(separator: " ").dropFirst().first.flatMap { Int($0) }
+            return kilobytes.map { $0 * 1024 }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,109 @@
+import CustomerDomain
+@testable import CustomerStore
+import Foundation
+import GRDB
+import Testing
+
+func planEntry(_ id: String, price: Int = 0, trialDays: Int = 0, isDefault: Bool = false, extra: String = "") -> String {
+    #"{"id":"\#(id)","name":"\#(id)","currency":"USD","price":\#(price),"billingCadence":"monthly","trialDays":\#(trialDays),"isPrivate":false,"status":"available","default":\#(isDefault)\#(extra)}"#
+}
+
+func catalogJSON(_ plans: String...) -> String {
+    #"{"plans":[\#(plans.joined(separator: ","))]}"#
+}
+
+@Suite("Store: plans and the default plan")
+struct PlanStoreTests {
+    @Test func importArchivesReferencedPlansAndDeletesTheRest() async throws {
+        try await withStore { store, _ in
+            let merchant = try await Merchant(store)
+            try await store.importPlans(merchantID: merchant.id, catalog: catalog(catalogJSON(
+                planEntry("free", isDefault: true), planEntry("pro", price: 900))))
+            let created = try await store.handleOne(command(#"{"externalId":"c1"}"#, key: merchant.secretKey))
+            #expect(try decodeCreated(created).defaultPlan == DefaultPlanResult(outcome: .subscribed, planId: "free"))
+
+            let summary = try await store.importPlans(merchantID: merchant.id, catalog: catalog(catalogJSON(
+                planEntry("team", price: 4900, trialDays: 14, isDefault: true))))
+            #expect(summary == PlanImportSummary(imported: ["team"], archived: ["free"], deleted: ["pro"]))
+            let plans = try await store.plans(merchantID: merchant.id)
+            #expect(plans.map(\.plan.id) == ["free", "team"])
+            #expect(plans.map(\.plan.status) == [.archived, .available])
+            #expect(plans.map(\.isDefault) == [false, true])
+            let subscriptions = try await store.pool.read { db in
+                try String.fetchAll(db, sql: "SELECT plan_id FROM subscriptions")
+            }
+            #expect(subscriptions == ["free"])
+
+            // Re-importing an archived plan brings it back as the file says.
+            try await store.importPlans(merchantID: merchant.id, catalog: catalog(catalogJSON(planEntry("free"))))
+            #expect(try await store.plans(merchantID: merchant.id).map(\.plan.status) == [.available])
+        }
+    }
+
+    @Test func importRoundTripsEveryPlanField() async throws {
+        try await withStore { store, _ in
+            let merchant = try await Merchant(store)
+            let file = catalogJSON(
+                planEntry("eu", price: 2700, trialDays: 14, extra: #","description":"EU","availableCountries":["DE","FR"],"availableFrom":"2030-01-01T00:00:00.000Z""#),
+                planEntry("anywhere", extra: #","availableCountries":null"#))
+            let imported = try catalog(file)
+            try await store.importPlans(merchantID: merchant.id, catalog: imported)
+            let stored = try await store.plans(merchantID: merchant.id)
+            #expect(stored == imported.plans.sorted { $0.plan.id < $1.plan.id })
+        }
+    }
+
+    @Test func importNeedsAMerchant() async throws {
+        try await withStore { store, _ in
+            await #expect(throws: CustomerStoreError.merchantNotFound("nobody")) {
+                try await store.importPlans(merchantID: "nobody", catalog: PlanCatalog(plans: []))
+            }
+        }
+    }
+
+    @Test func trialStartsWithAnActiveTrialSubscription() async throws {
+        try await withStore { store, _ in
+            let merchant = try await Merchant(store)
+            try await store.importPlans(merchantID: merchant.id, catalog: catalog(catalogJSON(
+                planEntry("team", price: 4900, trialDays: 14, isDefault: true))))
+            let reply = try decodeCreated(try await store.handleOne(command(#"{"externalId":"t1"}"#, key: merchant.secretKey)))
+            #expect(reply.defaultPlan == DefaultPlanResult(outcome: .trialStarted, planId: "team"))
+            let subscription = try #require(reply.customer.activeSubscriptions.first)
+            #expect(subscription.isTrial)
+            #expect(subscription.status == .active)
+            #expect(subscription.startDate == Timestamp(now))
+            #expect(subscription.endDate == Timestamp(now).adding(days: 14))
+            #expect(subscription.customerId == reply.customer.id)
+            #expect(subscription.plan.id == "team")
+            #expect(!reply.customer.isEligibleForTrial)
+            let row = try await store.pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT customer_id, end_date FROM subscriptions").map {
+                    (customerID: $0["customer_id"] as String, endDate: $0["end_date"] as Int64)
+                }
+            }
+            #expect(row?.customerID == reply.customer.id)
+            #expect(row?.endDate == Timestamp(now).adding(days: 14).millisecondsSince1970)
+        }
+    }
+
+    @Test("outcomes through the store", arguments: [
+        (planEntry("p", price: 900, isDefault: true), #"{"externalId":"x","stripeId":"cus_1"}"#, DefaultPlanOutcome.subscribed),
+        (planEntry("p", price: 900, isDefault: true), #"{"externalId":"x"}"#, .notEligible),
+        (planEntry("p", isDefault: true, extra: #","availableCountries":["DE"]"#), #"{"externalId":"x","billingCountry":"US"}"#, .notEligible),
+        (planEntry("p", isDefault: true, extra: #","availableFrom":"2030-01-01T00:00:00.000Z""#), #"{"externalId":"x"}"#, .scheduled),
+        (planEntry("p"), #"{"externalId":"x"}"#, .noDefaultPlan),
+    ])
+    func outcome(_ plan: String, _ body: String, _ expected: DefaultPlanOutcome) async throws {
+        try await withStore { store, _ in
+            let merchant = try await Merchant(store)
+            try await store.importPlans(merchantID: merchant.id, catalog: catalog(catalogJSON(plan)))
+            let reply = try decodeCreated(try await store.handleOne(command(body, key: merchant.secretKey), test: "outcome\(expected.rawValue)"))
+            #expect(reply.defaultPlan.outcome == expected)
+            let subscriptions = reply.customer.activeSubscriptions + reply.customer.upcomingSubscriptions
+            #expect(subscriptions.count == ([.subscribed, .scheduled, .trialStarted].contains(expected) ? 1 : 0))
+            if expected == .scheduled {
+                #expect(reply.customer.upcomingSubscriptions.first?.status == .pendingActivation)
+            }
+        }
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the system packages the project needs, only those missing (Debian/Ubuntu, apt-get).
+#   scripts/bootstrap.sh            packages to build, run and test
+# Elsewhere it names what to install and fails.
+set -euo pipefail
+
+PACKAGES=(librabbitmq-dev libsqlite3-dev rabbitmq-server python3-jsonschema python3-yaml docker-compose)
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "bootstrap.sh: install these packages (or their equivalents): ${missing[*]}" >&2
+  exit 1
+fi
+sudo=()
+[ "$(id -u)" = 0 ] || sudo=(sudo)
+echo "bootstrap.sh: installing ${missing[*]}"
+"${sudo[@]}" apt-get update -qq
+# The package's own init scripts must not start the system-wide broker: ours is private.
+DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, starts a private broker, builds, runs every test
+# against it, validates the contract and the replies the tests produced, and stops the broker.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/bootstrap.sh
+
+export BROKER_PORT="${BROKER_PORT:-5673}"
+scripts/broker.sh start
+trap 'scripts/broker.sh stop; [ -n "${BROKER_EXTRA_PORT:-}" ] && BROKER_PORT=$BROKER_EXTRA_PORT scripts/broker.sh stop >/dev/null 2>&1 || true' EXIT
+# The broker-restart test starts (and stops) a second node on the next port.
+export BROKER_EXTRA_PORT=$((BROKER_PORT + 1))
+export AMQP_URL="$(scripts/broker.sh url)"
+
+# Replies produced by the tests land here and are checked against schemas/ afterwards.
+CONFORMANCE_OUTPUT_DIR="$(mktemp -d)"
+export CONFORMANCE_OUTPUT_DIR
+
+swift build --build-tests
+swift test --skip-build
+
+# Debian's interpreter, whose python3-jsonschema bootstrap.sh installed.
+python=/usr/bin/python3
+[ -x "$python" ] || python=python3
+"$python" scripts/check-schemas.py "$CONFORMANCE_OUTPUT_DIR"
+rm -rf "$CONFORMANCE_OUTPUT_DIR"
