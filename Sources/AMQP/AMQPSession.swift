@@ -125,9 +125,15 @@ public actor AMQPSession {
             if batch.isEmpty {
                 let deadline = clock.now + wait
                 while batch.isEmpty, clock.now < deadline, !Task.isCancelled {
-                    // Short slices keep the actor responsive to cancellation during long waits.
-                    let slice = min(deadline - clock.now, .milliseconds(250))
-                    if let delivery = try await nextDelivery(timeout: slice) { batch.append(delivery) }
+                    // Short slices, yielding in between, let other calls on this session (an ack
+                    // from the task that publishes replies) through while we wait.
+                    let slice = min(deadline - clock.now, .milliseconds(10))
+                    if let delivery = try await nextDelivery(timeout: slice) {
+                        batch.append(delivery)
+                    } else {
+                        await Task.yield()
+                        batch += takeBuffered(maximum: maximum)
+                    }
                 }
             }
             guard !batch.isEmpty else { return batch }

@@ -1,0 +1,161 @@
+import AMQP
+import Foundation
+
+/// Names of everything the worker declares; each one is a setting.
+public struct TopologyNames: Sendable, Hashable {
+    public var commandExchange = "customers.commands"
+    public var commandRoutingKey = "customer.create"
+    public var commandQueue = "customers.create"
+    public var deadLetterExchange = "customers.dead-letter"
+    public var deadLetterQueue = "customers.create.dead"
+    public var eventsExchange = "customers.events"
+    public var repliesQueue = "customers.replies"
+    public var repliesBindingKey = "customer.#"
+
+    public init() {}
+}
+
+/// Every setting of the worker, read from environment variables (the CLI maps its flags onto the
+/// same names). One table of settings: `WorkerConfiguration.settings`, shown by `--help` and in
+/// the README.
+public struct WorkerConfiguration: Sendable {
+    public var amqpURL = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    public var databasePath = "./data/customers.sqlite"
+    /// Unacknowledged commands the broker may hand us at once; also the largest batch.
+    public var prefetch = 256
+    /// How long a batch waits for more commands after the first arrived.
+    public var batchLinger: Duration = .milliseconds(2)
+    public var names = TopologyNames()
+    /// Deliveries of one command before the quorum queue dead-letters it.
+    public var deliveryLimit = 5
+    /// Bound of the inspection queue; the oldest replies are dropped beyond it.
+    public var repliesMaxLength = 100_000
+    public var shutdownTimeout: Duration = .seconds(10)
+    public var databaseBusyTimeout: Duration = .seconds(5)
+    public var confirmTimeout: Duration = .seconds(30)
+    /// Attempts at a batch whose database work or publishing fails transiently before its
+    /// commands are returned to the queue (which counts toward the delivery limit).
+    public var transientAttempts = 5
+    public var transientBackoff = RecoveryPolicy(initialDelay: .milliseconds(200), maximumDelay: .seconds(5))
+    public var reconnect = RecoveryPolicy(initialDelay: .milliseconds(200), maximumDelay: .seconds(15))
+    /// Port of the HTTP listener for /healthz, /readyz and /metrics; nil → off.
+    public var httpPort: Int?
+    public var appID = "customer-worker"
+
+    public init() {}
+
+    /// One row of the settings table.
+    public struct Setting: Sendable {
+        public let variable: String
+        public let flag: String
+        public let defaultValue: String
+        public let meaning: String
+        let apply: @Sendable (inout WorkerConfiguration, String) throws(ConfigurationError) -> Void
+    }
+
+    /// Reads every setting from `lookup` (environment variable name → value). Unset or empty
+    /// values keep the default; invalid ones throw an error that names the variable.
+    public init(lookup: (String) -> String?) throws(ConfigurationError) {
+        self.init()
+        for setting in Self.settings {
+            guard let raw = lookup(setting.variable), !raw.isEmpty else { continue }
+            try setting.apply(&self, raw)
+        }
+    }
+
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigurationError) -> WorkerConfiguration {
+        try WorkerConfiguration { environment[$0] }
+    }
+
+    public var amqpConfiguration: ConnectionConfiguration {
+        get throws(AMQPError) { try ConnectionConfiguration(url: amqpURL) }
+    }
+}
+
+/// A setting with a value it cannot take; the message names the variable and the rule.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    public let variable: String
+    public let flag: String
+    public let value: String
+    public let rule: String
+
+    public var description: String { "invalid \(variable) (--\(flag)) '\(value)': \(rule)" }
+}
+
+extension WorkerConfiguration {
+    public static let settings: [Setting] = [
+        text("AMQP_URL", "amqp-url", \.amqpURL, "Broker URL: amqp[s]://user:pass@host:port/vhost (query: heartbeat, connection_timeout, cacertfile, certfile, keyfile, verify).") { url in
+            do { _ = try ConnectionConfiguration(url: url) } catch { return "\(error)" }
+            return nil
+        },
+        text("DATABASE_PATH", "database", \.databasePath, "SQLite database file, created with its folder on first use; replicas share it.") { _ in nil },
+        integer("PREFETCH", "prefetch", \.prefetch, 1...65_535, "Unacknowledged commands per worker; also the largest batch (one transaction)."),
+        milliseconds("BATCH_LINGER_MS", "batch-linger-ms", \.batchLinger, 0...1000, "How long a batch waits for more commands after the first arrived."),
+        seconds("SHUTDOWN_TIMEOUT", "shutdown-timeout", \.shutdownTimeout, 1...600, "Seconds SIGTERM/SIGINT may take: stop consuming, finish the batch in hand, exit 0."),
+        milliseconds("DATABASE_BUSY_TIMEOUT_MS", "database-busy-timeout-ms", \.databaseBusyTimeout, 1...600_000, "How long a transaction waits for another process holding the database lock."),
+        seconds("CONFIRM_TIMEOUT", "confirm-timeout", \.confirmTimeout, 1...600, "Seconds to wait for the broker to confirm a batch of replies."),
+        integer("TRANSIENT_ATTEMPTS", "transient-attempts", \.transientAttempts, 1...100, "Attempts at a batch that fails transiently (database busy or full, replies not confirmed) before its commands are requeued."),
+        integer("DELIVERY_LIMIT", "delivery-limit", \.deliveryLimit, 1...1000, "Deliveries of a command before the queue dead-letters it (x-delivery-limit; must match the existing queue)."),
+        integer("REPLIES_MAX_LENGTH", "replies-max-length", \.repliesMaxLength, 1...100_000_000, "Replies kept in the inspection queue; the oldest are dropped beyond it (x-max-length, drop-head)."),
+        Setting(variable: "HTTP_PORT", flag: "http-port", defaultValue: "off", meaning: "Port of the HTTP listener for /healthz, /readyz and /metrics; off when unset.") { configuration, raw throws(ConfigurationError) in
+            guard let port = Int(raw), (0...65_535).contains(port) else { throw .init(variable: "HTTP_PORT", flag: "http-port", value: raw, rule: "must be a port number 0...65535") }
+            configuration.httpPort = port
+        },
+        name("COMMAND_EXCHANGE", "command-exchange", \.names.commandExchange, "Direct exchange the commands are published to."),
+        name("COMMAND_ROUTING_KEY", "command-routing-key", \.names.commandRoutingKey, "Routing key of create-customer commands."),
+        name("COMMAND_QUEUE", "command-queue", \.names.commandQueue, "Quorum queue the worker consumes."),
+        name("DEAD_LETTER_EXCHANGE", "dead-letter-exchange", \.names.deadLetterExchange, "Fanout exchange for commands past the delivery limit."),
+        name("DEAD_LETTER_QUEUE", "dead-letter-queue", \.names.deadLetterQueue, "Queue that keeps dead-lettered commands."),
+        name("EVENTS_EXCHANGE", "events-exchange", \.names.eventsExchange, "Topic exchange replies are published to (customer.created, customer.create_failed)."),
+        name("REPLIES_QUEUE", "replies-queue", \.names.repliesQueue, "Bounded queue bound to the events exchange, for inspecting replies."),
+        name("REPLIES_BINDING_KEY", "replies-binding-key", \.names.repliesBindingKey, "Binding key of the replies queue."),
+    ]
+
+    private static func text(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, String> & Sendable,
+                             _ meaning: String, validate: @escaping @Sendable (String) -> String?) -> Setting {
+        Setting(variable: variable, flag: flag, defaultValue: WorkerConfiguration()[keyPath: keyPath], meaning: meaning) { configuration, raw throws(ConfigurationError) in
+            if let problem = validate(raw) { throw .init(variable: variable, flag: flag, value: raw, rule: problem) }
+            configuration[keyPath: keyPath] = raw
+        }
+    }
+
+    private static func name(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, String> & Sendable,
+                             _ meaning: String) -> Setting {
+        text(variable, flag, keyPath, meaning) { raw in
+            raw.utf8.count <= 255 && !raw.contains(where: \.isWhitespace) ? nil : "must be 1 to 255 characters without spaces"
+        }
+    }
+
+    private static func integer(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Int> & Sendable,
+                                _ range: ClosedRange<Int>, _ meaning: String) -> Setting {
+        Setting(variable: variable, flag: flag, defaultValue: String(WorkerConfiguration()[keyPath: keyPath]), meaning: meaning) { configuration, raw throws(ConfigurationError) in
+            guard let value = Int(raw), range.contains(value) else {
+                throw .init(variable: variable, flag: flag, value: raw, rule: "must be a whole number in \(range.lowerBound)...\(range.upperBound)")
+            }
+            configuration[keyPath: keyPath] = value
+        }
+    }
+
+    private static func seconds(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Duration> & Sendable,
+                                _ range: ClosedRange<Int>, _ meaning: String) -> Setting {
+        duration(variable, flag, keyPath, range, unit: "seconds", meaning, make: Duration.seconds)
+    }
+
+    private static func milliseconds(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Duration> & Sendable,
+                                     _ range: ClosedRange<Int>, _ meaning: String) -> Setting {
+        duration(variable, flag, keyPath, range, unit: "milliseconds", meaning, make: Duration.milliseconds)
+    }
+
+    private static func duration(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Duration> & Sendable,
+                                 _ range: ClosedRange<Int>, unit: String, _ meaning: String,
+                                 make: @escaping @Sendable (Int) -> Duration) -> Setting {
+        let current = WorkerConfiguration()[keyPath: keyPath]
+        let shown = unit == "seconds" ? current.components.seconds : current.components.seconds * 1000 + current.components.attoseconds / 1_000_000_000_000_000
+        return Setting(variable: variable, flag: flag, defaultValue: String(shown), meaning: meaning) { configuration, raw throws(ConfigurationError) in
+            guard let value = Int(raw), range.contains(value) else {
+                throw .init(variable: variable, flag: flag, value: raw, rule: "must be whole \(unit) in \(range.lowerBound)...\(range.upperBound)")
+            }
+            configuration[keyPath: keyPath] = make(value)
+        }
+    }
+}
