@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/swhitty/FlyingFox", from: "0.27.1"),
     ],
     targets: [
         // rabbitmq-c (Debian: librabbitmq-dev) and a header shim for the calls Swift cannot import.
@@ -58,16 +59,41 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The worker service: topology, batches, replies, acks; metrics and health.
+        // Operational surface: Prometheus metrics, JSON logs, the HTTP health and metrics listener.
+        .target(
+            name: "Observability",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "FlyingFox", package: "FlyingFox"),
+            ],
+            swiftSettings: strict
+        ),
+        // The worker service: topology, batches, replies, acks.
         .target(
             name: "CustomerWorker",
             dependencies: [
                 "AMQP",
                 "CustomerDomain",
                 "CustomerStore",
+                "Observability",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // `customer-worker bench`: the broker's ceiling against real worker processes.
+        .target(
+            name: "WorkerBenchmark",
+            dependencies: [
+                "AMQP",
+                "CustomerWorker",
+                "CustomerStore",
+                "CustomerDomain",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -76,6 +102,9 @@ let package = Package(
             name: "customer-worker",
             dependencies: [
                 "CustomerWorker",
+                "CustomerDomain",
+                "CustomerStore",
+                "WorkerBenchmark",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -90,6 +119,7 @@ let package = Package(
         .testTarget(name: "AMQPTests", dependencies: ["AMQP", "BrokerTestSupport"], swiftSettings: strict),
         .testTarget(name: "CustomerDomainTests", dependencies: ["CustomerDomain"], swiftSettings: strict),
         .testTarget(name: "CustomerStoreTests", dependencies: ["CustomerStore"], swiftSettings: strict),
+        .testTarget(name: "ObservabilityTests", dependencies: ["Observability"], swiftSettings: strict),
         .testTarget(name: "CustomerWorkerTests", dependencies: ["CustomerWorker", "AMQP", "BrokerTestSupport"], swiftSettings: strict),
     ]
 )
