@@ -1,0 +1,130 @@
+import AMQP
+import BrokerTestSupport
+import CustomerDomain
+import CustomerStore
+import CustomerWorker
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// A worker environment of its own: a fresh SQLite file, topology names no other test uses, and
+/// a client that publishes commands and receives their replies through direct reply-to.
+final class WorkerFixture: Sendable {
+    let directory: URL
+    let configuration: WorkerConfiguration
+    let store: CustomerStore
+    let client: CommandClient
+
+    init(_ name: String, prefetch: Int = 256) async throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("worker-\(TestBroker.uniqueName(name))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var configuration = WorkerConfiguration()
+        configuration.amqpURL = TestBroker.url
+        configuration.databasePath = directory.appendingPathComponent("customers.sqlite").path
+        configuration.prefetch = prefetch
+        configuration.shutdownTimeout = .seconds(10)
+        configuration.reconnect = TestBroker.quickRecovery
+        let prefix = TestBroker.uniqueName("test.\(name)")
+        configuration.names.commandExchange = "\(prefix).commands"
+        configuration.names.commandQueue = "\(prefix).create"
+        configuration.names.deadLetterExchange = "\(prefix).dead-letter"
+        configuration.names.deadLetterQueue = "\(prefix).create.dead"
+        configuration.names.eventsExchange = "\(prefix).events"
+        configuration.names.repliesQueue = "\(prefix).replies"
+        self.configuration = configuration
+        store = try CustomerStore(path: configuration.databasePath)
+        try store.migrate()
+        client = try await CommandClient(configuration: configuration, logger: TestBroker.logger("client"), name: "\(prefix).client")
+    }
+
+    /// A merchant whose catalog is `catalog` (JSON), returning its credentials.
+    func merchant(catalog: String? = WorkerFixture.freeDefaultCatalog) async throws -> MerchantCredentials {
+        let credentials = try await store.createMerchant(name: "Test merchant")
+        if let catalog {
+            let parsed = try PlanCatalog.parse(Array(catalog.utf8)).get()
+            try await store.importPlans(merchantID: credentials.merchantId, catalog: parsed)
+        }
+        return credentials
+    }
+
+    static let freeDefaultCatalog = """
+        {"plans":[{"id":"free","name":"Free","currency":"USD","price":0,"billingCadence":"monthly","trialDays":0,
+        "isPrivate":false,"status":"available","default":true}]}
+        """
+
+    /// Environment for a `customer-worker run` process on this fixture.
+    var environment: [String: String] {
+        [
+            "AMQP_URL": configuration.amqpURL, "DATABASE_PATH": configuration.databasePath,
+            "PREFETCH": String(configuration.prefetch), "COMMAND_EXCHANGE": configuration.names.commandExchange,
+            "COMMAND_QUEUE": configuration.names.commandQueue, "DEAD_LETTER_EXCHANGE": configuration.names.deadLetterExchange,
+            "DEAD_LETTER_QUEUE": configuration.names.deadLetterQueue, "EVENTS_EXCHANGE": configuration.names.eventsExchange,
+            "REPLIES_QUEUE": configuration.names.repliesQueue, "LOG_LEVEL": "warning",
+        ]
+    }
+
+    /// Runs the worker in this process (exactly what `customer-worker run` builds) while `body` runs.
+    func withWorker<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        let (group, _) = try WorkerApplication.makeServiceGroup(configuration: configuration, logger: TestBroker.logger("worker"))
+        return try await withThrowingTaskGroup(of: T?.self) { tasks in
+            tasks.addTask {
+                try await group.run()
+                return nil
+            }
+            let result = try await body()
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+            return result
+        }
+    }
+
+    /// Publishes and waits for one reply per command.
+    func send(_ commands: [CommandClient.Command], apiKey: String?, timeout: Duration = .seconds(30)) async throws -> [Delivery] {
+        try await client.publish(commands, apiKey: apiKey, wantReplies: true)
+        let replies = try await client.replies(count: commands.count, timeout: timeout)
+        Conformance.record(replies)
+        return replies
+    }
+
+    func send(json: String, apiKey: String?, messageID: String = UUID().uuidString, correlationID: String? = nil,
+              contentType: String? = "application/json") async throws -> Delivery {
+        let command = CommandClient.Command(body: Array(json.utf8), messageID: messageID, correlationID: correlationID, contentType: contentType)
+        let replies = try await send([command], apiKey: apiKey)
+        guard let reply = replies.first else { throw FixtureError.noReply }
+        return reply
+    }
+
+    enum FixtureError: Error { case noReply }
+
+    /// Deletes the fixture's queues and files.
+    func tearDown() async {
+        let session = AMQPSession(configuration: (try? TestBroker.configuration(name: "teardown")) ?? .init(),
+                                  logger: TestBroker.logger("teardown"))
+        for queue in [configuration.names.commandQueue, configuration.names.deadLetterQueue, configuration.names.repliesQueue] {
+            try? await session.deleteQueue(queue)
+        }
+        await session.close()
+        await client.close()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+/// The JSON object of a reply body.
+func json(_ delivery: Delivery) throws -> [String: Any] {
+    guard let object = try JSONSerialization.jsonObject(with: Data(delivery.body)) as? [String: Any] else {
+        throw WorkerFixture.FixtureError.noReply
+    }
+    return object
+}
+
+/// Writes every reply the tests receive to CONFORMANCE_OUTPUT_DIR, which scripts/test.sh
+/// validates against schemas/ afterwards.
+enum Conformance {
+    static func record(_ replies: [Delivery]) {
+        guard let directory = ProcessInfo.processInfo.environment["CONFORMANCE_OUTPUT_DIR"] else { return }
+        for reply in replies {
+            let path = "\(directory)/reply.worker-\(UUID().uuidString).json"
+            _ = FileManager.default.createFile(atPath: path, contents: Data(reply.body))
+        }
+    }
+}
