@@ -95,18 +95,7 @@ public enum TestBroker {
     public static func run(_ executable: String, _ arguments: [String], environment extra: [String: String] = [:]) throws -> String {
         let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("script-\(UUID().uuidString).out").path
         defer { try? FileManager.default.removeItem(atPath: outputPath) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        let environment = ProcessInfo.processInfo.environment.merging(extra) { $1 }.map { "\($0)=\($1)" }
-        var cArguments = ([executable] + arguments).map { strdup($0) } + [nil]
-        var cEnvironment = environment.map { strdup($0) } + [nil]
-        defer { (cArguments + cEnvironment).forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, executable, &actions, nil, &cArguments, &cEnvironment)
-        guard spawned == 0 else { throw ScriptError(command: executable, status: spawned) }
+        let pid = try spawn(executable, arguments, environment: extra, output: outputPath, errorsToOutput: false)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
         let exitCode = (status >> 8) & 0xff
@@ -116,9 +105,34 @@ public enum TestBroker {
         return (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
     }
 
+    /// Starts a process with standard output appended to `output` (and standard error too when
+    /// `errorsToOutput`), standard input from /dev/null, and this environment plus `extra`.
+    public static func spawn(_ executable: String, _ arguments: [String], environment extra: [String: String] = [:],
+                             output: String, errorsToOutput: Bool) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        if errorsToOutput { posix_spawn_file_actions_adddup2(&actions, 1, 2) }
+        let environment = ProcessInfo.processInfo.environment.merging(extra) { $1 }.map { "\($0)=\($1)" }
+        var cArguments: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+        var cEnvironment: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+        defer { (cArguments + cEnvironment).forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, executable, &actions, nil, &cArguments, &cEnvironment)
+        guard spawned == 0 else { throw ScriptError(command: executable, status: spawned) }
+        return pid
+    }
+
     public struct ScriptError: Error, CustomStringConvertible {
         public let command: String
         public let status: Int32
+
+        public init(command: String, status: Int32) {
+            self.command = command
+            self.status = status
+        }
         public var description: String { "\(command) exited with \(status)" }
     }
 }

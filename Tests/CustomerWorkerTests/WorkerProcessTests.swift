@@ -1,0 +1,124 @@
+import AMQP
+import BrokerTestSupport
+import CustomerWorker
+import Foundation
+import Testing
+
+/// The worker as real processes: replicas on one database, kill -9, SIGTERM.
+@Suite("Worker processes", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+struct WorkerProcessTests {
+    private func commands(_ count: Int, distinct: Int? = nil) -> [CommandClient.Command] {
+        (0..<count).map { index in
+            let id = index % (distinct ?? count)
+            return CommandClient.Command(body: Array(#"{"externalId":"ext-\#(id)","name":"Customer \#(id)","email":"c\#(id)@example.com"}"#.utf8),
+                                         messageID: "command-\(index)")
+        }
+    }
+
+    /// Collects replies until every command id in `expected` was answered (replays may repeat some).
+    private func awaitAnswers(_ fixture: WorkerFixture, for expected: Set<String>, timeout: Duration) async throws -> [Delivery] {
+        var replies: [Delivery] = []
+        var answered = Set<String>()
+        let deadline = ContinuousClock.now + timeout
+        while !expected.isSubset(of: answered), ContinuousClock.now < deadline {
+            let batch = try await fixture.client.replies(count: expected.count, timeout: .milliseconds(500))
+            replies += batch
+            batch.forEach { answered.insert($0.properties.correlationID ?? "") }
+        }
+        Conformance.record(Array(replies.prefix(20)))
+        return replies
+    }
+
+    private func logFile(_ fixture: WorkerFixture, _ name: String) -> String {
+        fixture.directory.appendingPathComponent("\(name).log").path
+    }
+
+    @Test func threeReplicasOnOneDatabaseMakeExactlyOneCustomerPerExternalId() async throws {
+        let fixture = try await WorkerFixture("replicas")
+        let merchant = try await fixture.merchant()
+        let workers = try (0..<3).map { try WorkerProcess(environment: fixture.environment, logFile: logFile(fixture, "worker-\($0)")) }
+        defer { Task { for worker in workers { await worker.terminate() } } }
+
+        let batch = commands(300, distinct: 100).shuffled()
+        try await fixture.client.publish(batch, apiKey: merchant.secretKey, wantReplies: true)
+        let replies = try await awaitAnswers(fixture, for: Set(batch.map(\.messageID)), timeout: .seconds(60))
+
+        #expect(replies.count == 300)
+        #expect(try await fixture.store.customerCount() == 100)
+        // Every reply for one externalId is the same bytes, whoever answered it.
+        var bodies: [String: Set<[UInt8]>] = [:]
+        for reply in replies {
+            let customer = try #require(try json(reply)["customer"] as? [String: Any])
+            bodies[customer["externalId"] as? String ?? "", default: []].insert(reply.body)
+        }
+        #expect(bodies.count == 100)
+        #expect(bodies.values.allSatisfy { $0.count == 1 })
+        for worker in workers { worker.signal(SIGTERM) }
+        for worker in workers { #expect(try await worker.waitForExit(timeout: .seconds(15)) == 0) }
+        await fixture.tearDown()
+    }
+
+    @Test func killNineMidStreamLosesNothingAndDuplicatesNothing() async throws {
+        let fixture = try await WorkerFixture("kill9", prefetch: 64)
+        let merchant = try await fixture.merchant()
+        let batch = commands(3000)
+        try await fixture.client.publish(batch, apiKey: merchant.secretKey, wantReplies: true)
+
+        let first = try WorkerProcess(environment: fixture.environment, logFile: logFile(fixture, "first"))
+        var early: [Delivery] = []
+        while early.count < 300 {
+            let more = try await fixture.client.replies(count: 300 - early.count, timeout: .seconds(30))
+            try #require(!more.isEmpty, "the first worker answered nothing")
+            early += more
+        }
+        first.signal(SIGKILL)
+        #expect(try await first.waitForExit(timeout: .seconds(5)) == 128 + SIGKILL)
+        let atKill = try await fixture.store.customerCount()
+        #expect(atKill < 3000, "the worker finished before it was killed")
+
+        let second = try WorkerProcess(environment: fixture.environment, logFile: logFile(fixture, "second"))
+        let rest = try await awaitAnswers(fixture, for: Set(batch.map(\.messageID)).subtracting(early.compactMap(\.properties.correlationID)),
+                                          timeout: .seconds(90))
+        let replays = (early + rest).filter { $0.properties.headers["x-replayed"] == .bool(true) }.count
+        print("kill -9: \(atKill) customers committed at the kill; \(early.count + rest.count) replies for 3000 commands, \(replays) of them replays")
+        let answered = Set((early + rest).compactMap(\.properties.correlationID))
+        #expect(answered == Set(batch.map(\.messageID)))
+        #expect(try await fixture.store.customerCount() == 3000)
+        #expect((early + rest).allSatisfy { $0.properties.type == "CustomerCreated" })
+        second.signal(SIGTERM)
+        #expect(try await second.waitForExit(timeout: .seconds(15)) == 0)
+        await fixture.tearDown()
+    }
+
+    @Test func sigtermMidStreamExitsCleanlyAndLosesNothing() async throws {
+        let fixture = try await WorkerFixture("sigterm", prefetch: 64)
+        let merchant = try await fixture.merchant()
+        let batch = commands(3000)
+        try await fixture.client.publish(batch, apiKey: merchant.secretKey, wantReplies: true)
+
+        let first = try WorkerProcess(environment: fixture.environment, logFile: logFile(fixture, "first"))
+        var early: [Delivery] = []
+        while early.count < 300 {
+            let more = try await fixture.client.replies(count: 300 - early.count, timeout: .seconds(30))
+            try #require(!more.isEmpty, "the worker answered nothing")
+            early += more
+        }
+        first.signal(SIGTERM)
+        #expect(try await first.waitForExit(timeout: .seconds(12)) == 0)
+        let afterStop = try await fixture.store.customerCount()
+        #expect(afterStop < 3000, "the worker finished before it was stopped")
+
+        let second = try WorkerProcess(environment: fixture.environment, logFile: logFile(fixture, "second"))
+        let rest = try await awaitAnswers(fixture, for: Set(batch.map(\.messageID)).subtracting(early.compactMap(\.properties.correlationID)),
+                                          timeout: .seconds(90))
+        let all = early + rest
+        #expect(Set(all.compactMap(\.properties.correlationID)) == Set(batch.map(\.messageID)))
+        // A graceful stop replies to everything it committed: nothing is answered twice.
+        #expect(all.count == 3000)
+        #expect(all.allSatisfy { $0.properties.headers["x-replayed"] == .bool(false) })
+        #expect(try await fixture.store.customerCount() == 3000)
+        second.signal(SIGTERM)
+        #expect(try await second.waitForExit(timeout: .seconds(15)) == 0)
+        await fixture.tearDown()
+    }
+}
