@@ -120,6 +120,10 @@ let package = Package(
         .testTarget(name: "CustomerDomainTests", dependencies: ["CustomerDomain"], swiftSettings: strict),
         .testTarget(name: "CustomerStoreTests", dependencies: ["CustomerStore"], swiftSettings: strict),
         .testTarget(name: "ObservabilityTests", dependencies: ["Observability"], swiftSettings: strict),
-        .testTarget(name: "CustomerWorkerTests", dependencies: ["CustomerWorker", "AMQP", "BrokerTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "CustomerWorkerTests",
+            dependencies: ["CustomerWorker", "AMQP", "BrokerTestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict
+        ),
     ]
 )

@@ -15,13 +15,26 @@ final class WorkerFixture: Sendable {
     let store: CustomerStore
     let client: CommandClient
 
-    init(_ name: String, prefetch: Int = 256) async throws {
+    /// Settings a test may change from the defaults.
+    struct Tuning {
+        var prefetch = 256
+        var busyTimeout: Duration = .seconds(5)
+        var transientAttempts = 5
+        var transientBackoff = RecoveryPolicy(initialDelay: .milliseconds(100), maximumDelay: .seconds(1))
+        var deliveryLimit = 5
+    }
+
+    init(_ name: String, tuning: Tuning = Tuning()) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("worker-\(TestBroker.uniqueName(name))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var configuration = WorkerConfiguration()
         configuration.amqpURL = TestBroker.url
         configuration.databasePath = directory.appendingPathComponent("customers.sqlite").path
-        configuration.prefetch = prefetch
+        configuration.prefetch = tuning.prefetch
+        configuration.databaseBusyTimeout = tuning.busyTimeout
+        configuration.transientAttempts = tuning.transientAttempts
+        configuration.transientBackoff = tuning.transientBackoff
+        configuration.deliveryLimit = tuning.deliveryLimit
         configuration.shutdownTimeout = .seconds(10)
         configuration.reconnect = TestBroker.quickRecovery
         let prefix = TestBroker.uniqueName("test.\(name)")

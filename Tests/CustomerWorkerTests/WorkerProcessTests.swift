@@ -59,7 +59,7 @@ struct WorkerProcessTests {
     }
 
     @Test func killNineMidStreamLosesNothingAndDuplicatesNothing() async throws {
-        let fixture = try await WorkerFixture("kill9", prefetch: 64)
+        let fixture = try await WorkerFixture("kill9", tuning: .init(prefetch: 64))
         let merchant = try await fixture.merchant()
         let batch = commands(3000)
         try await fixture.client.publish(batch, apiKey: merchant.secretKey, wantReplies: true)
@@ -91,7 +91,7 @@ struct WorkerProcessTests {
     }
 
     @Test func sigtermMidStreamExitsCleanlyAndLosesNothing() async throws {
-        let fixture = try await WorkerFixture("sigterm", prefetch: 64)
+        let fixture = try await WorkerFixture("sigterm", tuning: .init(prefetch: 64))
         let merchant = try await fixture.merchant()
         let batch = commands(3000)
         try await fixture.client.publish(batch, apiKey: merchant.secretKey, wantReplies: true)
