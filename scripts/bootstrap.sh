@@ -4,7 +4,7 @@
 # Elsewhere it names what to install and fails.
 set -euo pipefail
 
-PACKAGES=(librabbitmq-dev libsqlite3-dev rabbitmq-server python3-jsonschema python3-yaml docker-compose)
+PACKAGES=(librabbitmq-dev libsqlite3-dev rabbitmq-server openssl ca-certificates python3-jsonschema python3-yaml docker-compose)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

@@ -2,12 +2,15 @@
 # A private RabbitMQ node for development and tests: its own node name, AMQP port, distribution
 # port and data directory, so it never collides with another broker on the machine.
 #
-#   scripts/broker.sh start|stop|status|url|ctl ARGS...
+#   scripts/broker.sh start|stop|status|url|tls-url|ctl ARGS...
 #
 # Settings (environment):
 #   BROKER_PORT   AMQP port (default 5673); the Erlang distribution port is BROKER_PORT + 20000
 #   BROKER_DIR    data, logs and pid file (default ${TMPDIR:-/tmp}/customer-worker-broker-$BROKER_PORT)
 #   BROKER_NODE   node name (default customer-worker-$BROKER_PORT@localhost)
+#
+# The node also listens for AMQP over TLS on BROKER_PORT + 2 with a certificate for `localhost`
+# issued by a CA made for it ($BROKER_DIR/tls/ca.pem), so clients can test verified TLS.
 set -euo pipefail
 
 BROKER_PORT="${BROKER_PORT:-5673}"
@@ -54,10 +57,19 @@ start() {
   : > "$BROKER_DIR/rabbitmq-env.conf"
   : > "$BROKER_DIR/advanced.config"
   echo "[]." > "$BROKER_DIR/advanced.config"
-  cat > "$BROKER_DIR/rabbitmq.conf" <<'CONF'
+  make_certificates
+  cat > "$BROKER_DIR/rabbitmq.conf" <<CONF
 # guest may connect from loopback only (the default); the node listens on 127.0.0.1 only.
 log.console = false
 log.file.level = warning
+listeners.ssl.default = 127.0.0.1:$((BROKER_PORT + 2))
+ssl_options.cacertfile = $BROKER_DIR/tls/ca.pem
+ssl_options.certfile = $BROKER_DIR/tls/server.pem
+ssl_options.keyfile = $BROKER_DIR/tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+ssl_options.versions.1 = tlsv1.2
+ssl_options.versions.2 = tlsv1.3
 CONF
   if [ "$(id -u)" = 0 ]; then chown -R rabbitmq:rabbitmq "$BROKER_DIR"; fi
   as_broker_user "$RABBIT_BIN/rabbitmq-server" -detached >/dev/null 2>&1 \
@@ -79,11 +91,27 @@ stop() {
 
 url() { echo "amqp://guest:guest@127.0.0.1:$BROKER_PORT/%2f"; }
 
+tls_url() { echo "amqps://guest:guest@localhost:$((BROKER_PORT + 2))/%2f?cacertfile=$BROKER_DIR/tls/ca.pem"; }
+
+# A throwaway CA and a server certificate for localhost, made once per data directory.
+make_certificates() {
+  local tls="$BROKER_DIR/tls"
+  [ -s "$tls/server.pem" ] && return 0
+  mkdir -p "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=customer-worker test CA" \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$tls/server.key" -out "$tls/server.csr" >/dev/null 2>&1
+  printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' > "$tls/server.ext"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 3650 \
+    -extfile "$tls/server.ext" -out "$tls/server.pem" >/dev/null 2>&1
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) if is_running; then echo "running: $(url) (node $BROKER_NODE, data $BROKER_DIR)"; else echo "not running"; exit 1; fi ;;
   url) url ;;
+  tls-url) tls_url ;;
   ctl) shift; ctl "$@" ;;
-  *) echo "usage: $0 start|stop|status|url|ctl ARGS..." >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|url|tls-url|ctl ARGS..." >&2; exit 2 ;;
 esac

@@ -1,5 +1,6 @@
 import AMQP
 import CustomerStore
+import Dispatch
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -23,6 +24,13 @@ public final class CommandWorker: Service {
     private let logger: Logger
     private let metrics = WorkerMetrics()
     private let attached = Atomic<Bool>(false)
+    /// Monotonic time of the consume loop's last turn (it turns at least every 100 ms when idle).
+    private let lastTurn = Atomic<UInt64>(0)
+    /// Deliveries taken and not yet acknowledged or returned.
+    private let unacked = Atomic<Int>(0)
+    /// How long the loop may go without turning before liveness fails: a batch stuck this long
+    /// (all retries included) means the process needs a restart.
+    static let livenessWindow: UInt64 = 120_000_000_000
 
     public init(configuration: WorkerConfiguration, store: CustomerStore, logger: Logger) throws(AMQPError) {
         self.configuration = configuration
@@ -39,6 +47,12 @@ public final class CommandWorker: Service {
 
     /// True while the consumer is attached to the command queue (readiness).
     public var isConsuming: Bool { attached.load(ordering: .relaxed) }
+
+    /// False when the consume loop has stopped turning (liveness).
+    public var isLive: Bool {
+        let last = lastTurn.load(ordering: .relaxed)
+        return last == 0 || DispatchTime.now().uptimeNanoseconds - last < Self.livenessWindow
+    }
 
     public func run() async throws {
         try await start()
@@ -74,6 +88,7 @@ public final class CommandWorker: Service {
             var batchInFlight = false
             var generation = await consumer.generation
             while !Task.isShuttingDownGracefully, !Task.isCancelled {
+                lastTurn.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
                 let deliveries = try await consumer.nextDeliveries(
                     maximum: configuration.prefetch, wait: .milliseconds(100), linger: configuration.batchLinger)
                 await noteReconnects(&generation)
@@ -81,7 +96,7 @@ public final class CommandWorker: Service {
                 let received = ContinuousClock.now
                 metrics.received.increment(by: deliveries.count)
                 metrics.batchSize.record(deliveries.count)
-                metrics.unacked.record(deliveries.count)
+                trackUnacked(deliveries.count)
                 guard let replies = await persist(deliveries) else {
                     await giveBack(deliveries)
                     continue
@@ -136,9 +151,10 @@ public final class CommandWorker: Service {
             return
         }
         if await consumer.ack(last.tag, multiple: true) {
-            metrics.handling.recordSince(received)
+            let elapsed = ContinuousClock.now - received
+            for _ in deliveries { metrics.handling.record(duration: elapsed) }
         }
-        metrics.unacked.record(0)
+        trackUnacked(-deliveries.count)
         logBatch(deliveries, replies)
     }
 
@@ -199,9 +215,14 @@ public final class CommandWorker: Service {
     private func giveBack(_ deliveries: [Delivery]) async {
         guard let last = deliveries.last else { return }
         await consumer.nack(last.tag, multiple: true, requeue: true)
-        metrics.unacked.record(0)
+        trackUnacked(-deliveries.count)
         logger.error("batch returned to the queue", metadata: ["batch.size": "\(deliveries.count)"])
         try? await Task.sleep(for: configuration.transientBackoff.maximumDelay)
+    }
+
+    private func trackUnacked(_ change: Int) {
+        let now = unacked.add(change, ordering: .relaxed).newValue
+        metrics.unacked.record(now)
     }
 
     private func logBatch(_ deliveries: [Delivery], _ replies: [ReplyRecord]) {

@@ -1,25 +1,55 @@
 import AMQP
 import CustomerStore
 import Logging
+import Observability
 import ServiceLifecycle
 
-/// Builds the running application, so tests can run exactly what `customer-worker run` runs.
-public enum WorkerApplication {
-    /// Opens (and migrates) the database and assembles the worker's services under one
-    /// ServiceGroup that shuts down gracefully on SIGTERM/SIGINT within the configured timeout.
-    public static func makeServiceGroup(configuration: WorkerConfiguration, logger: Logger) throws -> (ServiceGroup, CommandWorker) {
+/// The running application, built by one function so tests run exactly what
+/// `customer-worker run` runs: the worker and, when `HTTP_PORT` is set, the HTTP listener for
+/// /healthz, /readyz and /metrics, under one ServiceGroup that shuts down gracefully on
+/// SIGTERM/SIGINT within the configured timeout.
+public struct WorkerApplication: Sendable {
+    public let worker: CommandWorker
+    public let healthServer: HealthServer?
+    public let metrics: MetricsRegistry
+    private let group: ServiceGroup
+
+    /// Opens (and migrates) the database and assembles the services; connects nothing yet.
+    public init(configuration: WorkerConfiguration, logger: Logger) throws {
+        // Before any metric is created: metrics made earlier would go nowhere.
+        metrics = MetricsRegistry.bootstrap()
         let store = try CustomerStore(path: configuration.databasePath, busyTimeout: configuration.databaseBusyTimeout)
         try store.migrate()
         let worker = try CommandWorker(configuration: configuration, store: store, logger: logger)
-        var group = ServiceGroupConfiguration(
-            services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            cancellationSignals: [],
-            logger: logger
-        )
+        self.worker = worker
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let port = configuration.httpPort {
+            let registry = metrics
+            let server = try HealthServer(
+                port: UInt16(port), logger: logger,
+                readiness: { worker.isConsuming },
+                health: { worker.isLive },
+                metrics: { registry.render() })
+            // Listed first, so it is shut down last: /healthz answers while the worker drains.
+            services.append(.init(service: HTTPListener(server: server)))
+            healthServer = server
+        } else {
+            healthServer = nil
+        }
+        services.append(.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup))
+        var group = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
+                                              cancellationSignals: [], logger: logger)
         group.maximumGracefulShutdownDuration = configuration.shutdownTimeout
         group.maximumCancellationDuration = .seconds(2)
-        return (ServiceGroup(configuration: group), worker)
+        self.group = ServiceGroup(configuration: group)
+    }
+
+    public func run() async throws {
+        try await group.run()
+    }
+
+    public func triggerGracefulShutdown() async {
+        await group.triggerGracefulShutdown()
     }
 
     /// `customer-worker health`: the broker answers and the database takes a write.
@@ -31,5 +61,16 @@ public enum WorkerApplication {
         let store = try CustomerStore(path: configuration.databasePath, busyTimeout: configuration.databaseBusyTimeout)
         try store.migrate()
         try await store.checkWritable()
+    }
+}
+
+/// The HTTP listener as a service: it runs until graceful shutdown reaches it.
+struct HTTPListener: Service {
+    let server: HealthServer
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            try await server.run()
+        }
     }
 }

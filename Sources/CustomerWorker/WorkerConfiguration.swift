@@ -1,5 +1,7 @@
 import AMQP
 import Foundation
+import Logging
+import Observability
 
 /// Names of everything the worker declares; each one is a setting.
 public struct TopologyNames: Sendable, Hashable {
@@ -41,6 +43,8 @@ public struct WorkerConfiguration: Sendable {
     /// Port of the HTTP listener for /healthz, /readyz and /metrics; nil → off.
     public var httpPort: Int?
     public var appID = "customer-worker"
+    public var logLevel: Logger.Level = .info
+    public var logFormat: LogFormat = .text
 
     public init() {}
 
@@ -100,6 +104,14 @@ extension WorkerConfiguration {
         Setting(variable: "HTTP_PORT", flag: "http-port", defaultValue: "off", meaning: "Port of the HTTP listener for /healthz, /readyz and /metrics; off when unset.") { configuration, raw throws(ConfigurationError) in
             guard let port = Int(raw), (0...65_535).contains(port) else { throw .init(variable: "HTTP_PORT", flag: "http-port", value: raw, rule: "must be a port number 0...65535") }
             configuration.httpPort = port
+        },
+        Setting(variable: "LOG_LEVEL", flag: "log-level", defaultValue: "info", meaning: "trace, debug, info, notice, warning, error or critical.") { configuration, raw throws(ConfigurationError) in
+            guard let level = parseLogLevel(raw) else { throw .init(variable: "LOG_LEVEL", flag: "log-level", value: raw, rule: "must be trace, debug, info, notice, warning, error or critical") }
+            configuration.logLevel = level
+        },
+        Setting(variable: "LOG_FORMAT", flag: "log-format", defaultValue: "text", meaning: "text, or json for one JSON object per line.") { configuration, raw throws(ConfigurationError) in
+            guard let format = LogFormat(parsing: raw) else { throw .init(variable: "LOG_FORMAT", flag: "log-format", value: raw, rule: "must be text or json") }
+            configuration.logFormat = format
         },
         name("COMMAND_EXCHANGE", "command-exchange", \.names.commandExchange, "Direct exchange the commands are published to."),
         name("COMMAND_ROUTING_KEY", "command-routing-key", \.names.commandRoutingKey, "Routing key of create-customer commands."),

@@ -45,7 +45,6 @@ struct WorkerMetrics: Sendable {
 
 extension Timer {
     func recordSince(_ start: ContinuousClock.Instant) {
-        let elapsed = ContinuousClock.now - start
-        recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+        record(duration: ContinuousClock.now - start)
     }
 }

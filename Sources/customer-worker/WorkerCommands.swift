@@ -10,16 +10,14 @@ struct Run: AsyncParsableCommand {
         discussion: "Every option also reads its environment variable. SIGTERM or SIGINT stop it gracefully.")
 
     @OptionGroup var options: WorkerOptions
-    @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        let configuration = try options.configuration()
-        let logger = logging.bootstrap(label: "customer-worker")
-        let (group, _) = try WorkerApplication.makeServiceGroup(configuration: configuration, logger: logger)
+        let (configuration, logger) = try options.bootstrap(label: "customer-worker")
+        let application = try WorkerApplication(configuration: configuration, logger: logger)
         logger.info("starting", metadata: [
             "amqp.url": "\(AMQPError.redacted(configuration.amqpURL))", "database": "\(configuration.databasePath)",
         ])
-        try await group.run()
+        try await application.run()
     }
 }
 
@@ -38,7 +36,6 @@ struct Publish: AsyncParsableCommand {
     @Flag(help: "Wait for the replies and print them.") var wait = false
     @Option(help: "Seconds to wait for the replies.") var timeout: Double = 30
     @OptionGroup var options: WorkerOptions
-    @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
         let bodies = try CommandInput.read(file)
@@ -48,7 +45,8 @@ struct Publish: AsyncParsableCommand {
         let key = apiKey ?? ProcessInfo.processInfo.environment["API_KEY"]
         let commands = bodies.map { CommandClient.Command(body: $0, messageID: messageId ?? UUID().uuidString.lowercased()) }
 
-        let client = try await CommandClient(configuration: options.configuration(), logger: logging.bootstrap(label: "publish"))
+        let (configuration, logger) = try options.bootstrap(label: "publish")
+        let client = try await CommandClient(configuration: configuration, logger: logger)
         try await client.publish(commands, apiKey: key, wantReplies: wait)
         guard wait else {
             FileHandle.standardError.write(Data("published \(commands.count) command(s)\n".utf8))
@@ -74,12 +72,12 @@ struct Replies: AsyncParsableCommand {
     @Option(help: "Stop after this many replies.") var count: Int?
     @Option(help: "Stop when no reply came for this many seconds.") var timeout: Double = 5
     @OptionGroup var options: WorkerOptions
-    @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
         guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
-        let client = try await CommandClient(configuration: options.configuration(), logger: logging.bootstrap(label: "replies"))
+        let (configuration, logger) = try options.bootstrap(label: "replies")
+        let client = try await CommandClient(configuration: configuration, logger: logger)
         let read = try await client.read(queue: queue, count: count, idleTimeout: .milliseconds(Int(timeout * 1000))) { reply in
             print(String(decoding: reply.body, as: UTF8.self))
         }
@@ -93,11 +91,11 @@ struct Health: AsyncParsableCommand {
         abstract: "Exit 0 when the broker answers and the database is writable (a container health check).")
 
     @OptionGroup var options: WorkerOptions
-    @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
         do {
-            try await WorkerApplication.checkHealth(configuration: options.configuration(), logger: logging.bootstrap(label: "health"))
+            let (configuration, logger) = try options.bootstrap(label: "health")
+            try await WorkerApplication.checkHealth(configuration: configuration, logger: logger)
             print("ok")
         } catch {
             FileHandle.standardError.write(Data("unhealthy: \(error)\n".utf8))

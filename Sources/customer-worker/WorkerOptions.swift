@@ -1,6 +1,8 @@
 import ArgumentParser
 import CustomerWorker
 import Foundation
+import Logging
+import Observability
 
 /// The worker's settings as flags. Each flag overrides its environment variable; both are
 /// described by one row of `WorkerConfiguration.settings`.
@@ -16,6 +18,8 @@ struct WorkerOptions: ParsableArguments {
     @Option(help: help("DELIVERY_LIMIT")) var deliveryLimit: String?
     @Option(help: help("REPLIES_MAX_LENGTH")) var repliesMaxLength: String?
     @Option(help: help("HTTP_PORT")) var httpPort: String?
+    @Option(help: help("LOG_LEVEL")) var logLevel: String?
+    @Option(help: help("LOG_FORMAT")) var logFormat: String?
     @Option(help: help("COMMAND_EXCHANGE")) var commandExchange: String?
     @Option(help: help("COMMAND_ROUTING_KEY")) var commandRoutingKey: String?
     @Option(help: help("COMMAND_QUEUE")) var commandQueue: String?
@@ -32,13 +36,22 @@ struct WorkerOptions: ParsableArguments {
         return ArgumentHelp("\(setting.meaning) (env \(variable); default \(setting.defaultValue))", valueName: "value")
     }
 
+    /// The configuration, with logging set up as it says.
+    func bootstrap(label: String) throws -> (WorkerConfiguration, Logger) {
+        let configuration = try configuration()
+        bootstrapLogging(level: configuration.logLevel, format: configuration.logFormat)
+        var logger = Logger(label: label)
+        logger.logLevel = configuration.logLevel
+        return (configuration, logger)
+    }
+
     /// Flags first, then the environment, then the defaults.
     func configuration(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> WorkerConfiguration {
         let flags: [String: String?] = [
             "AMQP_URL": amqpURL, "DATABASE_PATH": database, "PREFETCH": prefetch, "BATCH_LINGER_MS": batchLingerMs,
             "SHUTDOWN_TIMEOUT": shutdownTimeout, "DATABASE_BUSY_TIMEOUT_MS": databaseBusyTimeoutMs,
             "CONFIRM_TIMEOUT": confirmTimeout, "TRANSIENT_ATTEMPTS": transientAttempts, "DELIVERY_LIMIT": deliveryLimit,
-            "REPLIES_MAX_LENGTH": repliesMaxLength, "HTTP_PORT": httpPort, "COMMAND_EXCHANGE": commandExchange,
+            "REPLIES_MAX_LENGTH": repliesMaxLength, "HTTP_PORT": httpPort, "LOG_LEVEL": logLevel, "LOG_FORMAT": logFormat, "COMMAND_EXCHANGE": commandExchange,
             "COMMAND_ROUTING_KEY": commandRoutingKey, "COMMAND_QUEUE": commandQueue,
             "DEAD_LETTER_EXCHANGE": deadLetterExchange, "DEAD_LETTER_QUEUE": deadLetterQueue,
             "EVENTS_EXCHANGE": eventsExchange, "REPLIES_QUEUE": repliesQueue, "REPLIES_BINDING_KEY": repliesBindingKey,

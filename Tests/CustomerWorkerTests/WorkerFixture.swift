@@ -78,14 +78,14 @@ final class WorkerFixture: Sendable {
 
     /// Runs the worker in this process (exactly what `customer-worker run` builds) while `body` runs.
     func withWorker<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
-        let (group, _) = try WorkerApplication.makeServiceGroup(configuration: configuration, logger: TestBroker.logger("worker"))
+        let application = try WorkerApplication(configuration: configuration, logger: TestBroker.logger("worker"))
         return try await withThrowingTaskGroup(of: T?.self) { tasks in
             tasks.addTask {
-                try await group.run()
+                try await application.run()
                 return nil
             }
             let result = try await body()
-            await group.triggerGracefulShutdown()
+            await application.triggerGracefulShutdown()
             try await tasks.waitForAll()
             return result
         }

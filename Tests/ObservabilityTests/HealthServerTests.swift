@@ -13,14 +13,14 @@ final class Switches: Sendable {
     let healthy = Mutex(true)
 }
 
-private struct Reply {
+struct Reply {
     var status: Int
     var contentType: String?
     var allow: String?
     var body: String
 }
 
-private func request(_ method: String, _ path: String, port: UInt16) async throws -> Reply {
+func request(_ method: String, _ path: String, port: UInt16) async throws -> Reply {
     var request = URLRequest(url: try #require(URL(string: "http://127.0.0.1:\(port)\(path)")))
     request.httpMethod = method
     request.timeoutInterval = 5
@@ -115,5 +115,17 @@ private func withServer(
         let port = try await first.waitUntilListening()
         let second = try HealthServer(port: port, host: "127.0.0.1", readiness: { true }, metrics: { "" })
         await #expect(throws: (any Error).self) { try await second.run() }
+    }
+}
+
+@Suite struct HealthServerStopTests {
+    @Test func stopEndsRunNormally() async throws {
+        let server = try HealthServer(port: 0, host: "127.0.0.1", readiness: { true }, metrics: { "" })
+        let running = Task { try await server.run() }
+        let port = try await server.waitUntilListening()
+        #expect(try await request("GET", "/readyz", port: port).status == 200)
+        await server.stop()
+        try await running.value
+        #expect(await server.listeningPort == nil)
     }
 }

@@ -1,0 +1,54 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// How log records are written to standard error.
+public enum LogFormat: String, Sendable, CaseIterable {
+    /// swift-log's `StreamLogHandler`: one human-readable line per record.
+    case text
+    /// ``JSONLogHandler``: one JSON object per line, with stable keys.
+    case json
+
+    /// Parses `text` or `json`, ignoring case and surrounding whitespace.
+    public init?(parsing raw: String) {
+        self.init(rawValue: raw.trimmingCharacters(in: .whitespacesAndNewlines).lowercased())
+    }
+}
+
+/// Parses a log level name: `trace`, `debug`, `info`, `notice`, `warning` (or `warn`), `error`,
+/// `critical`; case and surrounding whitespace are ignored. Returns nil for anything else.
+public func parseLogLevel(_ raw: String) -> Logger.Level? {
+    let name = raw.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+    if name == "warn" { return .warning }
+    return Logger.Level(rawValue: name)
+}
+
+private let loggingBootstrapped = Mutex(false)
+
+/// Installs the process-wide log handler (`LoggingSystem.bootstrap`), writing to standard error.
+///
+/// swift-log allows a single bootstrap per process: the first call installs the handler and
+/// returns true; later calls change nothing and return false.
+@discardableResult
+public func bootstrapLogging(level: Logger.Level, format: LogFormat) -> Bool {
+    let first = loggingBootstrapped.withLock { done in
+        defer { done = true }
+        return !done
+    }
+    guard first else { return false }
+    switch format {
+    case .text:
+        LoggingSystem.bootstrap({ label, metadataProvider in
+            var handler = StreamLogHandler.standardError(label: label, metadataProvider: metadataProvider)
+            handler.logLevel = level
+            return handler
+        }, metadataProvider: nil)
+    case .json:
+        LoggingSystem.bootstrap({ label, metadataProvider in
+            var handler = JSONLogHandler(label: label, metadataProvider: metadataProvider)
+            handler.logLevel = level
+            return handler
+        }, metadataProvider: nil)
+    }
+    return true
+}

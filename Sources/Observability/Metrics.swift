@@ -1,0 +1,142 @@
+import CoreMetrics
+import Prometheus
+import Synchronization
+
+/// The worker's metric names, as emitted through the swift-metrics API and exposed on `/metrics`.
+public enum MetricName {
+    /// Counter: command deliveries received from the queue (redeliveries included).
+    public static let commandsReceived = "customer_worker_commands_received_total"
+    /// Counter with dimensions `outcome` (created, replayed, failed) and `code` (the error code, or none).
+    public static let commandsHandled = "customer_worker_commands_handled_total"
+    /// Counter: commands answered from their idempotency record (the stored reply was sent again).
+    public static let replays = "customer_worker_replays_total"
+    /// Recorder (aggregate, a histogram): commands per batch, i.e. per SQLite transaction.
+    public static let batchSize = "customer_worker_batch_size"
+    /// Timer (a histogram in seconds): delivery received → acknowledged.
+    public static let handlingDuration = "customer_worker_handling_duration_seconds"
+    /// Timer (a histogram in seconds): one batch's SQLite transaction.
+    public static let transactionDuration = "customer_worker_transaction_duration_seconds"
+    /// Timer (a histogram in seconds): publishing a batch's replies → all of them confirmed by the broker.
+    public static let confirmDuration = "customer_worker_confirm_duration_seconds"
+    /// Counter: connections to the broker re-established after a failure.
+    public static let reconnects = "customer_worker_reconnects_total"
+    /// Gauge: deliveries taken from the queue and not yet acknowledged.
+    public static let unackedDeliveries = "customer_worker_unacked_deliveries"
+    /// Counter: batch attempts that failed transiently (database busy or full, replies not confirmed).
+    public static let transientFailures = "customer_worker_transient_failures_total"
+
+    /// Every name above with its `# HELP` text.
+    public static let help: [String: String] = [
+        commandsReceived: "Command deliveries received from the queue, redeliveries included.",
+        commandsHandled: "Commands answered, by outcome (created, replayed, failed) and error code (none when not failed).",
+        replays: "Commands answered from their idempotency record with the stored reply.",
+        batchSize: "Commands per batch (one SQLite transaction, one confirm wait, one multiple ack).",
+        handlingDuration: "Seconds from a delivery's arrival to its acknowledgement.",
+        transactionDuration: "Seconds spent in a batch's SQLite transaction.",
+        confirmDuration: "Seconds from publishing a batch's replies until the broker confirmed them all.",
+        reconnects: "Broker connections re-established after a failure.",
+        unackedDeliveries: "Deliveries received and not yet acknowledged.",
+        transientFailures: "Batch attempts that failed transiently and were retried or requeued.",
+    ]
+}
+
+/// A Prometheus registry with the swift-metrics factory that feeds it, configured with the
+/// worker's histogram buckets, and the text exposition of everything recorded.
+public final class MetricsRegistry: Sendable {
+    /// Buckets of every Timer: 0.5 ms … 10 s.
+    public static let durationBuckets: [Duration] = [
+        .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+        .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+        .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10),
+    ]
+
+    /// Buckets of ``MetricName/batchSize``: powers of two, 1 … 1024.
+    public static let batchSizeBuckets: [Double] = (0...10).map { Double(1 << $0) }
+
+    /// The underlying swift-prometheus registry.
+    public let registry: PrometheusCollectorRegistry
+    /// The swift-metrics factory writing into ``registry``; pass it to `MetricsSystem.bootstrap`,
+    /// or use it directly (`Counter(label:dimensions:factory:)`) where a global bootstrap is unwanted.
+    public let factory: PrometheusMetricsFactory
+
+    public init() {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = Self.durationBuckets
+        factory.valueHistogramBuckets[MetricName.batchSize] = Self.batchSizeBuckets
+        self.registry = registry
+        self.factory = factory
+    }
+
+    private static let bootstrapped = Mutex<MetricsRegistry?>(nil)
+
+    /// Creates the process-wide registry and installs its factory with `MetricsSystem.bootstrap`.
+    ///
+    /// swift-metrics allows a single bootstrap per process: the first call bootstraps, later calls
+    /// return the same registry.
+    public static func bootstrap() -> MetricsRegistry {
+        bootstrapped.withLock { shared in
+            if let shared { return shared }
+            let registry = MetricsRegistry()
+            MetricsSystem.bootstrap(registry.factory)
+            shared = registry
+            return registry
+        }
+    }
+
+    /// Appends the Prometheus text exposition (format 0.0.4) to `buffer`.
+    public func emit(into buffer: inout [UInt8]) {
+        buffer.append(contentsOf: render().utf8)
+    }
+
+    /// The Prometheus text exposition (format 0.0.4): metric families sorted by name, each with a
+    /// `# HELP` line when ``MetricName/help`` knows the name.
+    public func render() -> String {
+        Self.decorate(registry.emitToString())
+    }
+
+    /// Sorts the families of a registry's output by name and adds the known `# HELP` lines to the
+    /// families that have none (the swift-metrics factory registers every metric without help).
+    static func decorate(_ exposition: String) -> String {
+        var families: [(name: String, lines: [Substring])] = []
+        var pendingHelp: [Substring] = []
+        for line in exposition.split(separator: "\n", omittingEmptySubsequences: true) {
+            if line.hasPrefix("# HELP ") {
+                pendingHelp.append(line)
+            } else if line.hasPrefix("# TYPE ") || families.isEmpty {
+                let name = line.hasPrefix("# TYPE ") ? String(line.dropFirst("# TYPE ".count).prefix { $0 != " " }) : ""
+                if pendingHelp.isEmpty, let help = MetricName.help[name] {
+                    pendingHelp.append("# HELP \(name) \(escapeHelp(help))")
+                }
+                families.append((name, pendingHelp + [line]))
+                pendingHelp = []
+            } else {
+                families[families.count - 1].lines.append(line)
+            }
+        }
+        var output = ""
+        for line in families.sorted(by: { $0.name < $1.name }).flatMap(\.lines) + pendingHelp {
+            output += line
+            output += "\n"
+        }
+        return output
+    }
+
+    private static func escapeHelp(_ help: String) -> String {
+        help.replacingBackslashesAndNewlines()
+    }
+}
+
+extension String {
+    fileprivate func replacingBackslashesAndNewlines() -> String {
+        var escaped = ""
+        for character in self {
+            switch character {
+            case "\\": escaped += "\\\\"
+            case "\n": escaped += "\\n"
+            default: escaped.append(character)
+            }
+        }
+        return escaped
+    }
+}

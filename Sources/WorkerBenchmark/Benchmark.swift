@@ -1,0 +1,186 @@
+import AMQP
+import CustomerStore
+import CustomerWorker
+import Foundation
+import Logging
+
+/// `customer-worker bench`: the broker's ceiling for the worker's traffic, then real worker
+/// processes on the same broker with the same commands, in one invocation.
+public enum Benchmark {
+    /// Runs both modes and reports them. Throws when a mode cannot finish (a reply never came, a
+    /// worker failed); a finished run whose checks failed lists them in `problems`.
+    public static func run(_ settings: BenchmarkSettings, logger: Logger,
+                           progress: @escaping @Sendable (String) -> Void) async throws -> BenchmarkReport {
+        if let problem = settings.problems.first { throw BenchmarkError.setupFailed(problem) }
+        let runID = BenchTopology.newRunID()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("customer-worker-bench-\(runID)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer {
+            if settings.keepFiles {
+                progress("kept \(directory.path)")
+            } else {
+                try? FileManager.default.removeItem(at: directory)
+            }
+        }
+        let run = BenchmarkRun(settings: settings, runID: runID, directory: directory, logger: logger, progress: progress)
+        return try await run.measure()
+    }
+}
+
+/// One invocation's state: its settings, workload and database.
+private struct BenchmarkRun: Sendable {
+    let settings: BenchmarkSettings
+    let runID: String
+    let directory: URL
+    let logger: Logger
+    let progress: @Sendable (String) -> Void
+    let workload: Workload
+    let prefetch = WorkerConfiguration().prefetch
+
+    init(settings: BenchmarkSettings, runID: String, directory: URL, logger: Logger, progress: @escaping @Sendable (String) -> Void) {
+        self.settings = settings
+        self.runID = runID
+        self.directory = directory
+        self.logger = logger
+        self.progress = progress
+        workload = Workload(messages: settings.messages, duplicatesPercent: settings.duplicatesPercent,
+                            shape: CommandShape(size: settings.messageSize))
+    }
+
+    var pacing: Pacing {
+        settings.rate.map { .openLoop(perSecond: $0) } ?? .closedLoop(window: max(2048, 4 * prefetch * settings.replicas))
+    }
+
+    func measure() async throws -> BenchmarkReport {
+        let database = try await BenchDatabase.create(path: directory.appendingPathComponent("customers.sqlite").path)
+        let sample = try await database.sampleReply(workload.shape)
+        var preloadSeconds: Double?
+        if settings.preload > 0 {
+            progress("preloading \(settings.preload) customers…")
+            let start = ContinuousClock.now
+            try await database.preload(settings.preload, shape: workload.shape)
+            preloadSeconds = (ContinuousClock.now - start).seconds
+            progress("preloaded in \(String(format: "%.1f", preloadSeconds ?? 0)) s")
+        }
+
+        progress("ceiling: relaying \(workload.count) commands…")
+        let ceiling = try await measureCeiling(apiKey: database.apiKey, reply: sample)
+        progress("worker: \(settings.replicas) process(es), \(workload.count) commands…")
+        let workers = try await measureWorkers(database)
+
+        let window: Int? = if case .closedLoop(let window) = pacing { window } else { nil }
+        let setup = BenchmarkReport.Setup(
+            messages: workload.count, replicas: settings.replicas, duplicates: workload.duplicates,
+            duplicatesPercent: settings.duplicatesPercent, pacing: settings.rate == nil ? "closed-loop" : "open-loop",
+            rate: settings.rate, window: window, prefetch: prefetch, commandBytes: workload.body(at: 0).count,
+            replyBytes: sample.body.count, preload: settings.preload, preloadSeconds: preloadSeconds)
+        let ceilingFigures = BenchmarkReport.Mode(ceiling)
+        return BenchmarkReport(
+            machine: .current, setup: setup, ceiling: ceilingFigures, worker: workers,
+            ratio: workers.mode.messagesPerSecond / ceilingFigures.messagesPerSecond, problems: problems(workers))
+    }
+
+    /// What the worker-mode counts should be, given the workload.
+    private func problems(_ worker: BenchmarkReport.Worker) -> [String] {
+        var problems: [String] = []
+        if worker.replies != workload.count { problems.append("\(worker.replies) replies for \(workload.count) commands") }
+        if worker.failed > 0 { problems.append("\(worker.failed) CustomerCreateFailed replies") }
+        if worker.created != workload.uniqueCommands || worker.replayed != workload.duplicates {
+            problems.append("\(worker.created) created and \(worker.replayed) replayed replies; expected "
+                + "\(workload.uniqueCommands) and \(workload.duplicates)")
+        }
+        if worker.customers != worker.customersExpected {
+            problems.append("\(worker.customers) customers in the database; expected \(worker.customersExpected)")
+        }
+        return problems
+    }
+
+    private func topology(_ mode: String) -> BenchTopology {
+        BenchTopology(runID: runID, mode: mode, amqpURL: settings.amqpURL)
+    }
+
+    // MARK: Ceiling
+
+    private func measureCeiling(apiKey: String, reply: ReplyRecord) async throws -> LoadResult {
+        try await withGenerator(topology("ceiling"), apiKey: apiKey) { topology, generator in
+            let relay = try await Relay(topology: topology, reply: reply, logger: logger)
+            let result = await capture {
+                try await withThrowingTaskGroup(of: LoadResult?.self) { group in
+                    group.addTask {
+                        try await relay.run()
+                        return nil
+                    }
+                    group.addTask {
+                        try await generator.warmUp(count: 1, firstNumber: 0)
+                        return try await generator.run()
+                    }
+                    for try await case let result? in group {
+                        group.cancelAll()
+                        return result
+                    }
+                    throw BenchmarkError.setupFailed("the relay stopped before the run ended")
+                }
+            }
+            await relay.close()
+            return try result.get()
+        }
+    }
+
+    // MARK: Worker
+
+    private func measureWorkers(_ database: BenchDatabase) async throws -> BenchmarkReport.Worker {
+        try await withGenerator(topology("worker"), apiKey: database.apiKey) { topology, generator in
+            let configuration = topology.configuration
+            let fleet = try WorkerFleet(
+                binary: try workerBinary(), count: settings.replicas,
+                environment: topology.workerEnvironment(databasePath: database.store.path),
+                settingNames: WorkerConfiguration.settings.map(\.variable), logDirectory: directory)
+            let outcome = await capture {
+                try await fleet.waitUntilConnected(brokerPort: try configuration.amqpConfiguration.port, timeout: .seconds(60))
+                try await generator.warmUp(count: settings.replicas, firstNumber: 0)
+                let before = try await database.customerCount()
+                let result = try await generator.run()
+                let usage = fleet.usage()
+                try await fleet.stop(timeout: configuration.shutdownTimeout + .seconds(5))
+                return BenchmarkReport.Worker(
+                    mode: .init(result), peakRSSMB: usage.map { $0.peakResidentBytes.map { Double($0) / 1e6 } },
+                    cpuSeconds: usage.map(\.cpuSeconds),
+                    replies: result.latency.count, created: result.tally.created, replayed: result.tally.replayed,
+                    failed: result.tally.failed, extraReplies: result.tally.extra,
+                    customersExpected: before + workload.uniqueCommands, customers: try await database.customerCount())
+            }
+            if case .failure = outcome { await fleet.killAll() }
+            return try outcome.get()
+        }
+    }
+
+    /// Runs `body` with a load generator on `topology`, then closes it and deletes the topology's
+    /// queues, whatever happened.
+    private func withGenerator<T: Sendable>(_ topology: BenchTopology, apiKey: String,
+                                            _ body: (BenchTopology, LoadGenerator) async throws -> T) async throws -> T {
+        let outcome = await capture {
+            let generator = try await LoadGenerator(topology: topology, workload: workload, apiKey: apiKey, pacing: pacing,
+                                                    replyTimeout: settings.replyTimeout, logger: logger)
+            let result = await capture { try await body(topology, generator) }
+            await generator.close()
+            return try result.get()
+        }
+        await topology.deleteQueues(logger: logger)
+        return try outcome.get()
+    }
+
+    private func workerBinary() throws -> String {
+        if let binary = settings.workerBinary { return binary }
+        if let own = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") { return own }
+        return URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
+    }
+}
+
+/// The outcome of `body`, error included.
+private func capture<T>(_ body: () async throws -> T) async -> Result<T, any Error> {
+    do {
+        return .success(try await body())
+    } catch {
+        return .failure(error)
+    }
+}

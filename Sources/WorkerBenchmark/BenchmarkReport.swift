@@ -1,0 +1,111 @@
+import Foundation
+
+/// Every figure of one invocation: the machine, what ran, the ceiling, the worker, and what the
+/// worker-mode checks found wrong (empty when the run is valid).
+public struct BenchmarkReport: Sendable, Codable {
+    public struct Machine: Sendable, Codable {
+        public var cores: Int
+        public var memoryGiB: Double
+        public var system: String
+
+        static var current: Machine {
+            let info = ProcessInfo.processInfo
+            return Machine(cores: info.activeProcessorCount, memoryGiB: Double(info.physicalMemory) / 1_073_741_824,
+                           system: info.operatingSystemVersionString)
+        }
+    }
+
+    public struct Setup: Sendable, Codable {
+        public var messages: Int
+        public var replicas: Int
+        public var duplicates: Int
+        public var duplicatesPercent: Double
+        /// "closed-loop" or "open-loop".
+        public var pacing: String
+        /// Commands per second (open loop only).
+        public var rate: Double?
+        /// Commands waiting for their reply at most (closed loop only).
+        public var window: Int?
+        public var prefetch: Int
+        public var commandBytes: Int
+        public var replyBytes: Int
+        public var preload: Int
+        public var preloadSeconds: Double?
+    }
+
+    public struct Mode: Sendable, Codable {
+        public var messagesPerSecond: Double
+        public var seconds: Double
+        public var latencyMs: LatencySummary
+
+        init(_ result: LoadResult) {
+            messagesPerSecond = result.messagesPerSecond
+            seconds = result.elapsed.seconds
+            latencyMs = result.latency.summary
+        }
+    }
+
+    public struct Worker: Sendable, Codable {
+        public var mode: Mode
+        /// Peak resident set (VmHWM) of each worker process just before SIGTERM, in MB (10^6 bytes).
+        public var peakRSSMB: [Double?]
+        /// CPU time (user + system) of each worker process from its start (warm-up included) to just
+        /// before SIGTERM: on a shared machine a steadier figure of the worker's cost than its speed.
+        public var cpuSeconds: [Double?]
+        public var replies: Int
+        public var created: Int
+        public var replayed: Int
+        public var failed: Int
+        public var extraReplies: Int
+        public var customersExpected: Int
+        public var customers: Int
+    }
+
+    public var machine: Machine
+    public var setup: Setup
+    public var ceiling: Mode
+    public var worker: Worker
+    /// Worker messages/s over ceiling messages/s.
+    public var ratio: Double
+    /// What the worker-mode checks found wrong; a run with problems exits non-zero.
+    public var problems: [String]
+
+    public func json() -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? String(decoding: encoder.encode(self), as: UTF8.self)) ?? "{}"
+    }
+
+    /// The human-readable table.
+    public var table: String {
+        func number(_ value: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", value) }
+        func column(_ text: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - text.count)) + text }
+        func row(_ label: String, _ mode: Mode) -> String {
+            let latency = mode.latencyMs
+            return label.padding(toLength: 16, withPad: " ", startingAt: 0) + column(number(mode.messagesPerSecond, 0), 9)
+                + [latency.p50, latency.p90, latency.p99, latency.p999, latency.max].map { column(number($0, 2), 9) }.joined()
+        }
+        let pacing = setup.rate.map { "open loop at \(number($0, 0)) msg/s" } ?? "closed loop (window \(setup.window ?? 0))"
+        func list(_ values: [Double?], _ digits: Int) -> String { values.map { $0.map { number($0, digits) } ?? "?" }.joined(separator: ", ") }
+        var lines = [
+            "machine: \(machine.cores) cores, \(number(machine.memoryGiB, 1)) GiB, \(machine.system)",
+            "\(setup.messages) commands of \(setup.commandBytes) B (replies \(setup.replyBytes) B), \(pacing), "
+                + "\(setup.replicas) replica(s), \(setup.duplicates) duplicates (\(number(setup.duplicatesPercent, 1))%), prefetch \(setup.prefetch)",
+        ]
+        if setup.preload > 0 {
+            lines.append("preloaded \(setup.preload) customers in \(number(setup.preloadSeconds ?? 0, 1)) s")
+        }
+        lines += [
+            "".padding(toLength: 16, withPad: " ", startingAt: 0) + column("msg/s", 9)
+                + ["p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"].map { column($0, 9) }.joined(),
+            row("ceiling", ceiling),
+            row("worker", worker.mode),
+            "worker/ceiling  " + column(number(ratio, 2), 9),
+            "peak RSS per worker (MB): \(list(worker.peakRSSMB, 1)); CPU seconds per worker: \(list(worker.cpuSeconds, 2))",
+            "replies: \(worker.replies) (\(worker.created) created, \(worker.replayed) replayed, \(worker.failed) failed, "
+                + "\(worker.extraReplies) extra); customers: \(worker.customers) of \(worker.customersExpected) expected",
+        ]
+        lines += problems.map { "PROBLEM: \($0)" }
+        return lines.joined(separator: "\n")
+    }
+}

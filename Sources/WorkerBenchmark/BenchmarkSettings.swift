@@ -1,0 +1,40 @@
+import Foundation
+
+/// What one `customer-worker bench` invocation measures.
+public struct BenchmarkSettings: Sendable {
+    /// Commands published in each mode.
+    public var messages = 20_000
+    /// `customer-worker run` processes sharing the queue and the database in worker mode.
+    public var replicas = 1
+    /// Share of the commands (percent, 0..<100) that repeat an earlier command byte for byte.
+    public var duplicatesPercent = 0.0
+    /// Open loop at this many commands per second; nil → closed loop (saturation).
+    public var rate: Double?
+    /// Customers written into the database before the worker starts.
+    public var preload = 0
+    /// Size of each command body in bytes; nil → the natural size of the generated commands.
+    public var messageSize: Int?
+    public var amqpURL = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    /// The `customer-worker` executable to start; nil → this process's own executable.
+    public var workerBinary: String?
+    /// Keep the temporary folder (database, worker logs) instead of deleting it.
+    public var keepFiles = false
+    /// A run fails when no reply arrived for this long.
+    public var replyTimeout: Duration = .seconds(60)
+
+    public init() {}
+
+    /// Every broken rule, as lines for the user; empty when the settings are usable.
+    public var problems: [String] {
+        var problems: [String] = []
+        if messages < 1 { problems.append("--messages must be at least 1") }
+        if !(1...64).contains(replicas) { problems.append("--replicas must be 1...64") }
+        if !(0..<100).contains(duplicatesPercent) { problems.append("--duplicates must be a percentage in 0..<100") }
+        if let rate, !(rate > 0 && rate.isFinite) { problems.append("--rate must be a positive number of messages per second") }
+        if preload < 0 { problems.append("--preload must not be negative") }
+        if let messageSize, !CommandShape.sizes.contains(messageSize) {
+            problems.append("--message-size must be \(CommandShape.sizes.lowerBound)...\(CommandShape.sizes.upperBound) bytes")
+        }
+        return problems
+    }
+}

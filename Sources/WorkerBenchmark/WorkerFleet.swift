@@ -1,0 +1,138 @@
+import Foundation
+
+/// Real `customer-worker run` processes sharing one queue and one database, each writing its
+/// standard error to its own log file.
+struct WorkerFleet: Sendable {
+    private let processes: [Process]
+    private let logFiles: [URL]
+
+    /// Starts `count` workers of `binary` with `environment` added to this process's environment
+    /// (minus the worker settings it might carry, which would make the workers differ from the ceiling).
+    init(binary: String, count: Int, environment: [String: String], settingNames: [String], logDirectory: URL) throws {
+        var inherited = ProcessInfo.processInfo.environment
+        for name in settingNames { inherited[name] = nil }
+        var processes: [Process] = []
+        var logFiles: [URL] = []
+        for index in 1...count {
+            let log = logDirectory.appendingPathComponent("worker-\(index).log")
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = ["run"]
+            process.environment = inherited.merging(environment) { _, new in new }
+            process.standardOutput = FileHandle.nullDevice
+            do {
+                guard FileManager.default.createFile(atPath: log.path, contents: nil) else { throw CocoaError(.fileWriteUnknown) }
+                process.standardError = try FileHandle(forWritingTo: log)
+                try process.run()
+            } catch {
+                processes.forEach { $0.terminate() }
+                throw BenchmarkError.worker("cannot start worker \(index) (\(binary), log \(log.path)): \(error.localizedDescription)")
+            }
+            processes.append(process)
+            logFiles.append(log)
+        }
+        self.processes = processes
+        self.logFiles = logFiles
+    }
+
+    /// Waits until every worker holds its two broker connections (consumer and publisher). The
+    /// worker opens the publisher's right before it starts consuming, so together with a warm-up
+    /// reply this means every replica is attached to the queue. (`AMQPSession` cannot read a
+    /// queue's consumer count, which would say so directly.)
+    func waitUntilConnected(brokerPort: Int, timeout: Duration) async throws {
+        let deadline = ContinuousClock.now + timeout
+        for (index, process) in processes.enumerated() {
+            while BrokerConnections.count(pid: process.processIdentifier, port: brokerPort) < 2 {
+                guard process.isRunning else { throw exited(index) }
+                guard ContinuousClock.now < deadline else {
+                    throw BenchmarkError.worker("worker \(index + 1) did not connect to the broker within \(timeout)\(logTail(index))")
+                }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+    }
+
+    /// Each worker's peak resident set and CPU time so far (nil fields when /proc cannot tell).
+    func usage() -> [ProcessUsage] {
+        processes.map { ProcessUsage(pid: $0.processIdentifier) }
+    }
+
+    /// SIGTERM to every worker; each must exit with status 0 within `timeout`.
+    func stop(timeout: Duration) async throws {
+        processes.forEach { $0.terminate() }
+        let deadline = ContinuousClock.now + timeout
+        for (index, process) in processes.enumerated() {
+            while process.isRunning {
+                guard ContinuousClock.now < deadline else {
+                    kill(process.processIdentifier, SIGKILL)
+                    throw BenchmarkError.worker("worker \(index + 1) did not exit within \(timeout) of SIGTERM\(logTail(index))")
+                }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            guard process.terminationReason == .exit, process.terminationStatus == 0 else { throw exited(index) }
+        }
+    }
+
+    /// Stops what still runs without judging how (after another failure); waits a little for it.
+    func killAll() async {
+        for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        let deadline = ContinuousClock.now + .seconds(5)
+        while processes.contains(where: \.isRunning), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    private func exited(_ index: Int) -> BenchmarkError {
+        let process = processes[index]
+        let how = process.terminationReason == .exit ? "exit status" : "signal"
+        return .worker("worker \(index + 1) ended with \(how) \(process.terminationStatus)\(logTail(index))")
+    }
+
+    private func logTail(_ index: Int) -> String {
+        guard let text = try? String(contentsOf: logFiles[index], encoding: .utf8), !text.isEmpty else { return "" }
+        return "; last lines of \(logFiles[index].path):\n" + text.split(separator: "\n").suffix(10).joined(separator: "\n")
+    }
+}
+
+/// What /proc (Linux) says about one process.
+struct ProcessUsage: Sendable {
+    /// Peak resident set (VmHWM) in bytes.
+    var peakResidentBytes: Int?
+    /// User plus system CPU time.
+    var cpuSeconds: Double?
+
+    init(pid: Int32) {
+        if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+           let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) {
+            peakResidentBytes = kilobytes * 1024
+        }
+        // Fields after the parenthesised command name: state is field 3, utime 14 and stime 15.
+        if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+           let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 12,
+           let user = Double(fields[11]), let system = Double(fields[12]) {
+            cpuSeconds = (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        }
+    }
+}
+
+/// Established TCP connections of a process to a port, from /proc (Linux).
+enum BrokerConnections {
+    static func count(pid: Int32, port: Int) -> Int {
+        let descriptors = "/proc/\(pid)/fd"
+        let sockets = Set(((try? FileManager.default.contentsOfDirectory(atPath: descriptors)) ?? []).compactMap { entry -> Substring? in
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(descriptors)/\(entry)"),
+                  target.hasPrefix("socket:[") else { return nil }
+            return target.dropFirst("socket:[".count).dropLast()
+        })
+        let remotePort = ":" + String(port, radix: 16, uppercase: true).leftPadded(to: 4)
+        return ["tcp", "tcp6"].reduce(0) { total, table in
+            let rows = ((try? String(contentsOfFile: "/proc/\(pid)/net/\(table)", encoding: .utf8)) ?? "").split(separator: "\n").dropFirst()
+            return total + rows.count { row in
+                // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+                let columns = row.split(separator: " ")
+                return columns.count > 9 && columns[2].hasSuffix(remotePort) && columns[3] == "01" && sockets.contains(columns[9])
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+import ArgumentParser
+import CustomerWorker
+import Foundation
+import WorkerBenchmark
+
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure the worker against the broker's own ceiling: messages/s, latency, peak RSS.",
+        discussion: """
+            Runs two modes on one broker with the same commands: the ceiling (an in-process relay with \
+            the worker's prefetch, confirms and acks, but no domain work) and the worker (real \
+            `customer-worker run` processes on a fresh SQLite database). Every queue and exchange gets a \
+            fresh bench.<id>. name and the queues are deleted at the end. Exits non-zero when replies or \
+            customers do not add up.
+            """)
+
+    @Option(help: "Commands per mode.") var messages = 20_000
+    @Option(help: "Worker processes sharing the queue and the database.") var replicas = 1
+    @Option(help: "Percentage of commands that repeat an earlier command (0..<100).") var duplicates = 0.0
+    @Option(help: "Open loop at this many commands/s (default: closed loop, saturation).") var rate: Double?
+    @Option(help: "Customers written into the database before the run.") var preload = 0
+    @Option(help: "Bytes per command body (default: the natural size, about 230).") var messageSize: Int?
+    @Flag(help: "Print one JSON object with every figure instead of the table.") var json = false
+    @Option(help: "Broker URL (env AMQP_URL; default \(WorkerConfiguration().amqpURL)).") var amqpURL: String?
+    @Option(help: ArgumentHelp("The customer-worker executable to start (default: this one).", valueName: "path"))
+    var workerBinary: String?
+    @Flag(help: "Keep the temporary folder (database, worker logs).") var keep = false
+    @Option(help: "Seconds without a reply after which a run fails.") var replyTimeout = 60
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        var settings = BenchmarkSettings()
+        settings.messages = messages
+        settings.replicas = replicas
+        settings.duplicatesPercent = duplicates
+        settings.rate = rate
+        settings.preload = preload
+        settings.messageSize = messageSize
+        settings.amqpURL = amqpURL ?? ProcessInfo.processInfo.environment["AMQP_URL"] ?? WorkerConfiguration().amqpURL
+        settings.workerBinary = workerBinary
+        settings.keepFiles = keep
+        settings.replyTimeout = .seconds(replyTimeout)
+        if let problem = settings.problems.first { throw ValidationError(problem) }
+
+        let logger = logging.bootstrap(label: "bench")
+        let report = try await Benchmark.run(settings, logger: logger) { line in
+            FileHandle.standardError.write(Data("bench: \(line)\n".utf8))
+        }
+        print(json ? report.json() : report.table)
+        if !report.problems.isEmpty {
+            FileHandle.standardError.write(Data(report.problems.map { "bench: FAILED: \($0)\n" }.joined().utf8))
+            throw ExitCode.failure
+        }
+    }
+}

@@ -1,0 +1,56 @@
+import AMQP
+import BrokerTestSupport
+import Foundation
+import Testing
+
+/// amqps:// against the test broker's TLS listener (a certificate for `localhost` from a CA that
+/// scripts/broker.sh makes): verified connections work, unverifiable ones fail with `tlsFailed`.
+@Suite("AMQP over TLS", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+struct TLSTests {
+    private func tlsConfiguration() throws -> ConnectionConfiguration {
+        let url = try TestBroker.brokerScript(["tls-url"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        return try ConnectionConfiguration(url: url)
+    }
+
+    private func connect(_ configuration: ConnectionConfiguration) async throws -> AMQPSession {
+        let session = AMQPSession(configuration: configuration, recovery: RecoveryPolicy(maximumAttempts: 1),
+                                  logger: TestBroker.logger("tls"), name: "tls")
+        try await session.connect()
+        return session
+    }
+
+    @Test func verifiedTLSCarriesMessages() async throws {
+        let configuration = try tlsConfiguration()
+        #expect(configuration.tls?.verifyPeer == true && configuration.tls?.verifyHostname == true)
+        let session = try await connect(configuration)
+        let queue = TestBroker.uniqueName("tls")
+        try await session.declare(Topology(queues: [.init(name: queue, durable: false, autoDelete: true)]))
+        try await session.enableConfirms()
+        try await session.consume(queue: queue)
+        let outcomes = try await session.publish([OutgoingMessage(exchange: "", routingKey: queue, body: Array("secret".utf8))])
+        #expect(outcomes == [.confirmed])
+        let delivered = try await session.nextDeliveries(maximum: 1, wait: .seconds(5))
+        #expect(delivered.first?.body == Array("secret".utf8))
+        await session.close()
+    }
+
+    @Test func aCertificateFromAnUnknownCAIsRefused() async throws {
+        var configuration = try tlsConfiguration()
+        configuration.tls?.caFile = nil  // the system's CAs do not know the test CA
+        await #expect {
+            try await connect(configuration)
+        } throws: { error in
+            if case AMQPError.tlsFailed = error { true } else { false }
+        }
+    }
+
+    @Test func aCertificateForAnotherHostIsRefused() async throws {
+        var configuration = try tlsConfiguration()
+        configuration.host = "127.0.0.1"  // the certificate names localhost only
+        await #expect {
+            try await connect(configuration)
+        } throws: { error in
+            if case AMQPError.tlsFailed = error { true } else { false }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+import BrokerTestSupport
+import CustomerWorker
+import Foundation
+import Testing
+
+@Suite("Worker configuration")
+struct ConfigurationTests {
+    @Test func readsEverySettingFromTheEnvironment() throws {
+        let configuration = try WorkerConfiguration.fromEnvironment([
+            "AMQP_URL": "amqp://u:p@broker:5673/v", "PREFETCH": "64", "SHUTDOWN_TIMEOUT": "3", "BATCH_LINGER_MS": "0",
+            "HTTP_PORT": "9090", "LOG_LEVEL": "debug", "LOG_FORMAT": "json", "COMMAND_QUEUE": "q", "DELIVERY_LIMIT": "7",
+        ])
+        #expect(configuration.amqpURL == "amqp://u:p@broker:5673/v")
+        #expect(configuration.prefetch == 64)
+        #expect(configuration.shutdownTimeout == .seconds(3))
+        #expect(configuration.batchLinger == .zero)
+        #expect(configuration.httpPort == 9090)
+        #expect(configuration.logLevel == .debug)
+        #expect(configuration.logFormat == .json)
+        #expect(configuration.names.commandQueue == "q")
+        #expect(configuration.deliveryLimit == 7)
+        #expect(configuration.databasePath == "./data/customers.sqlite")
+    }
+
+    @Test(arguments: [
+        ("PREFETCH", "0"), ("PREFETCH", "many"), ("SHUTDOWN_TIMEOUT", "-1"), ("HTTP_PORT", "70000"),
+        ("AMQP_URL", "http://nope"), ("LOG_LEVEL", "loud"), ("LOG_FORMAT", "xml"), ("COMMAND_QUEUE", "has space"),
+    ])
+    func invalidValuesNameTheVariable(variable: String, value: String) {
+        #expect {
+            try WorkerConfiguration.fromEnvironment([variable: value])
+        } throws: { error in
+            "\(error)".contains(variable) && "\(error)".contains(value)
+        }
+    }
+
+    /// The README's table is the documentation of record: it must list every setting with its default.
+    @Test func theReadmeListsEverySettingWithItsDefault() throws {
+        let readme = try String(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        for setting in WorkerConfiguration.settings {
+            #expect(readme.contains("| `\(setting.variable)` | `--\(setting.flag)` | `\(setting.defaultValue)` |"), "\(setting.variable)")
+        }
+    }
+}

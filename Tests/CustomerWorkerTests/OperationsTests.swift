@@ -1,0 +1,128 @@
+import AMQP
+import BrokerTestSupport
+import CustomerWorker
+import Foundation
+import Testing
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// `customer-worker health`, the HTTP listener of a real worker process, and its logs.
+@Suite("Operations", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+struct OperationsTests {
+    private func health(_ environment: [String: String]) throws -> Int32 {
+        do {
+            try TestBroker.run(WorkerProcess.executable, ["health"], environment: environment)
+            return 0
+        } catch let error as TestBroker.ScriptError {
+            return error.status
+        }
+    }
+
+    @Test func healthCommandChecksTheBrokerAndTheDatabase() async throws {
+        let fixture = try await WorkerFixture("health")
+        #expect(try health(fixture.environment) == 0)
+        var noBroker = fixture.environment
+        noBroker["AMQP_URL"] = "amqp://guest:guest@127.0.0.1:1/%2f"
+        #expect(try health(noBroker) == 1)
+        var readOnlyDatabase = fixture.environment
+        readOnlyDatabase["DATABASE_PATH"] = "/proc/customer-worker/customers.sqlite"
+        #expect(try health(readOnlyDatabase) == 1)
+        await fixture.tearDown()
+    }
+
+    /// A TCP port nothing listens on right now.
+    private func freePort() -> Int {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bind(descriptor, pointer, length) == 0 ? getsockname(descriptor, pointer, &length) : -1
+            }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    private func get(_ port: Int, _ path: String) async throws -> (Int, String) {
+        let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+    }
+
+    private func awaitReady(_ port: Int) async throws {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            if let (status, _) = try? await get(port, "/readyz"), status == 200 { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("the worker never became ready")
+    }
+
+    @Test func metricsAndProbesOfARunningWorker() async throws {
+        let fixture = try await WorkerFixture("metrics")
+        let merchant = try await fixture.merchant()
+        let port = freePort()
+        var environment = fixture.environment
+        environment["HTTP_PORT"] = String(port)
+        let worker = try WorkerProcess(environment: environment, logFile: fixture.directory.appendingPathComponent("worker.log").path)
+        defer { Task { await worker.terminate() } }
+        try await awaitReady(port)
+        #expect(try await get(port, "/healthz").0 == 200)
+
+        let commands = [#"{"externalId":"m-1"}"#, #"{"externalId":"m-2"}"#, #"{"externalId":"m-1"}"#, #"{"externalId":""}"#]
+            .map { CommandClient.Command(body: Array($0.utf8)) }
+        _ = try await fixture.send(commands, apiKey: merchant.secretKey)
+        let (status, metrics) = try await get(port, "/metrics")
+        #expect(status == 200)
+        let samples = metrics.split(separator: "\n").filter { !$0.hasPrefix("#") }
+        func value(_ prefix: String) -> Double? {
+            samples.first { $0.hasPrefix(prefix + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+        }
+        #expect(value("customer_worker_commands_received_total") == 4)
+        #expect(value(#"customer_worker_commands_handled_total{outcome="created",code="none"}"#) == 2)
+        #expect(value(#"customer_worker_commands_handled_total{outcome="replayed",code="none"}"#) == 1)
+        #expect(value(#"customer_worker_commands_handled_total{outcome="failed",code="validation_failed"}"#) == 1)
+        #expect(value("customer_worker_replays_total") == 1)
+        #expect(metrics.contains("customer_worker_transaction_duration_seconds_bucket"))
+        #expect(metrics.contains("customer_worker_confirm_duration_seconds_count"))
+        #expect(metrics.contains("customer_worker_batch_size_count"))
+        #expect(try await get(port, "/nope").0 == 404)
+
+        worker.signal(SIGTERM)
+        #expect(try await worker.waitForExit(timeout: .seconds(15)) == 0)
+        await fixture.tearDown()
+    }
+
+    @Test func logsAreJSONLinesWithoutPersonalDataOrKeys() async throws {
+        let fixture = try await WorkerFixture("logs")
+        let merchant = try await fixture.merchant()
+        var environment = fixture.environment
+        environment["LOG_LEVEL"] = "trace"
+        environment["LOG_FORMAT"] = "json"
+        let logPath = fixture.directory.appendingPathComponent("worker.log").path
+        let worker = try WorkerProcess(environment: environment, logFile: logPath)
+        defer { Task { await worker.terminate() } }
+        let sample = try String(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("schemas/examples/create-customer.full.json"), encoding: .utf8)
+        let reply = try await fixture.send(json: sample, apiKey: merchant.secretKey)
+        #expect(reply.properties.type == "CustomerCreated")
+        worker.signal(SIGTERM)
+        #expect(try await worker.waitForExit(timeout: .seconds(15)) == 0)
+
+        let log = try String(contentsOfFile: logPath, encoding: .utf8)
+        let lines = log.split(separator: "\n")
+        #expect(lines.count >= 3)
+        for line in lines {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(object?["timestamp"] is String && object?["level"] is String && object?["message"] is String, "\(line)")
+        }
+        #expect(log.contains("command handled"), "trace logs should describe each command")
+        let command = try #require(try JSONSerialization.jsonObject(with: Data(sample.utf8)) as? [String: Any])
+        let secrets = command.filter { $0.key != "externalId" }.compactMap { $0.value as? String } + [merchant.secretKey]
+        for secret in secrets where secret.count > 3 {
+            #expect(!log.contains(secret), "the log contains '\(secret)'")
+        }
+        await fixture.tearDown()
+    }
+}
