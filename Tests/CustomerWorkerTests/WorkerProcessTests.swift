@@ -58,12 +58,10 @@ struct WorkerProcessTests {
         await fixture.tearDown()
     }
 
-    @Test func killNineMidStreamLosesNothingAndDuplicatesNothing() async throws {
-        let fixture = try await WorkerFixture("kill9", tuning: .init(prefetch: 64))
+    /// Publishes 3000 commands, starts a worker and returns once it has answered 300 of them.
+    private func startMidStream(_ fixture: WorkerFixture, _ batch: [CommandClient.Command]) async throws -> (WorkerProcess, [Delivery]) {
         let merchant = try await fixture.merchant()
-        let batch = commands(3000)
         try await fixture.client.publish(batch, apiKey: merchant.secretKey, wantReplies: true)
-
         let first = try WorkerProcess(environment: fixture.environment, logFile: logFile(fixture, "first"))
         var early: [Delivery] = []
         while early.count < 300 {
@@ -71,14 +69,27 @@ struct WorkerProcessTests {
             try #require(!more.isEmpty, "the first worker answered nothing")
             early += more
         }
+        return (first, early)
+    }
+
+    /// Starts a second worker and returns the replies to every command not answered in `early`.
+    private func finishWithASecondWorker(_ fixture: WorkerFixture, _ batch: [CommandClient.Command],
+                                         early: [Delivery]) async throws -> (WorkerProcess, [Delivery]) {
+        let second = try WorkerProcess(environment: fixture.environment, logFile: logFile(fixture, "second"))
+        let unanswered = Set(batch.map(\.messageID)).subtracting(early.compactMap(\.properties.correlationID))
+        return (second, try await awaitAnswers(fixture, for: unanswered, timeout: .seconds(90)))
+    }
+
+    @Test func killNineMidStreamLosesNothingAndDuplicatesNothing() async throws {
+        let fixture = try await WorkerFixture("kill9", tuning: .init(prefetch: 64))
+        let batch = commands(3000)
+        let (first, early) = try await startMidStream(fixture, batch)
         first.signal(SIGKILL)
         #expect(try await first.waitForExit(timeout: .seconds(5)) == 128 + SIGKILL)
         let atKill = try await fixture.store.customerCount()
         #expect(atKill < 3000, "the worker finished before it was killed")
 
-        let second = try WorkerProcess(environment: fixture.environment, logFile: logFile(fixture, "second"))
-        let rest = try await awaitAnswers(fixture, for: Set(batch.map(\.messageID)).subtracting(early.compactMap(\.properties.correlationID)),
-                                          timeout: .seconds(90))
+        let (second, rest) = try await finishWithASecondWorker(fixture, batch, early: early)
         let replays = (early + rest).filter { $0.properties.headers["x-replayed"] == .bool(true) }.count
         print("kill -9: \(atKill) customers committed at the kill; \(early.count + rest.count) replies for 3000 commands, \(replays) of them replays")
         let answered = Set((early + rest).compactMap(\.properties.correlationID))
@@ -92,25 +103,14 @@ struct WorkerProcessTests {
 
     @Test func sigtermMidStreamExitsCleanlyAndLosesNothing() async throws {
         let fixture = try await WorkerFixture("sigterm", tuning: .init(prefetch: 64))
-        let merchant = try await fixture.merchant()
         let batch = commands(3000)
-        try await fixture.client.publish(batch, apiKey: merchant.secretKey, wantReplies: true)
-
-        let first = try WorkerProcess(environment: fixture.environment, logFile: logFile(fixture, "first"))
-        var early: [Delivery] = []
-        while early.count < 300 {
-            let more = try await fixture.client.replies(count: 300 - early.count, timeout: .seconds(30))
-            try #require(!more.isEmpty, "the worker answered nothing")
-            early += more
-        }
+        let (first, early) = try await startMidStream(fixture, batch)
         first.signal(SIGTERM)
         #expect(try await first.waitForExit(timeout: .seconds(12)) == 0)
         let afterStop = try await fixture.store.customerCount()
         #expect(afterStop < 3000, "the worker finished before it was stopped")
 
-        let second = try WorkerProcess(environment: fixture.environment, logFile: logFile(fixture, "second"))
-        let rest = try await awaitAnswers(fixture, for: Set(batch.map(\.messageID)).subtracting(early.compactMap(\.properties.correlationID)),
-                                          timeout: .seconds(90))
+        let (second, rest) = try await finishWithASecondWorker(fixture, batch, early: early)
         let all = early + rest
         #expect(Set(all.compactMap(\.properties.correlationID)) == Set(batch.map(\.messageID)))
         // A graceful stop replies to everything it committed: nothing is answered twice.
