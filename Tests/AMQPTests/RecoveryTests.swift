@@ -163,9 +163,36 @@ struct RecoveryTests {
     }
 }
 
-/// Stops and starts a second private broker, so the shared one stays up for the other tests.
-@Suite("AMQP broker restart", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+/// Tests that stop the broker or raise its alarms use a second private node, so the shared one
+/// stays up for the other tests; they run one after the other on it.
+@Suite("AMQP on a broker of its own", .serialized, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct BrokerRestartTests {
+    @Test func publishingWaitsWhileTheBrokerBlocksIt() async throws {
+        let port = TestBroker.port + 1
+        try TestBroker.brokerScript(["start"], port: port)
+        defer { _ = try? TestBroker.brokerScript(["ctl", "set_vm_memory_high_watermark", "0.4"], port: port) }
+        var configuration = try TestBroker.configuration(name: "blocked")
+        configuration.port = port
+        let session = AMQPSession(configuration: configuration, recovery: TestBroker.quickRecovery, logger: TestBroker.logger("blocked"))
+        let queue = TestBroker.uniqueName("blocked")
+        try await session.declare(Topology(queues: [.init(name: queue, durable: false, autoDelete: true)]))
+        try await session.enableConfirms()
+        let message = OutgoingMessage(exchange: "", routingKey: queue, body: Array("held".utf8))
+
+        // A memory alarm: the broker blocks publishing connections (connection.blocked).
+        try TestBroker.brokerScript(["ctl", "set_vm_memory_high_watermark", "0.0000001"], port: port)
+        await #expect(throws: AMQPError.self) {
+            try await session.publish([message], timeout: .seconds(2))
+        }
+        #expect(await session.isBlocked)
+
+        try TestBroker.brokerScript(["ctl", "set_vm_memory_high_watermark", "0.4"], port: port)
+        #expect(try await session.publish([message], timeout: .seconds(10)) == [.confirmed])
+        #expect(await session.isBlocked == false)
+        #expect(await session.reconnects == 0)
+        await session.close()
+    }
+
     @Test func consumerSurvivesABrokerRestartAndGetsEveryMessage() async throws {
         let port = TestBroker.port + 1
         try TestBroker.brokerScript(["start"], port: port)
