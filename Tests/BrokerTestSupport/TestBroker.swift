@@ -93,16 +93,21 @@ public enum TestBroker {
     /// is a daemon that inherits descriptors, and `Process` then never sees the script end.
     @discardableResult
     public static func run(_ executable: String, _ arguments: [String], environment extra: [String: String] = [:]) throws -> String {
+        let (status, output) = try runCapturing(executable, arguments, environment: extra, errorsToOutput: false)
+        guard status == 0 else { throw ScriptError(command: ([executable] + arguments).joined(separator: " "), status: status) }
+        return output
+    }
+
+    /// Runs a command to completion: its exit status (128 + signal if killed) and its output.
+    public static func runCapturing(_ executable: String, _ arguments: [String], environment extra: [String: String] = [:],
+                                    errorsToOutput: Bool = true) throws -> (status: Int32, output: String) {
         let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("script-\(UUID().uuidString).out").path
         defer { try? FileManager.default.removeItem(atPath: outputPath) }
-        let pid = try spawn(executable, arguments, environment: extra, output: outputPath, errorsToOutput: false)
+        let pid = try spawn(executable, arguments, environment: extra, output: outputPath, errorsToOutput: errorsToOutput)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-        let exitCode = (status >> 8) & 0xff
-        guard status & 0x7f == 0, exitCode == 0 else {
-            throw ScriptError(command: ([executable] + arguments).joined(separator: " "), status: exitCode)
-        }
-        return (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        let exitCode = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return (exitCode, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
     }
 
     /// Starts a process with standard output appended to `output` (and standard error too when
