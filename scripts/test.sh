@@ -23,6 +23,9 @@ docker-compose config -q
 swift build --build-tests
 swift test --skip-build
 
+# The benchmark end to end, small (a smoke test: it checks replies and customers, not timings).
+"$(swift build --show-bin-path)/customer-worker" bench --messages 500 --replicas 2 --duplicates 10 --log-level warning > /dev/null
+
 # Debian's interpreter, whose python3-jsonschema bootstrap.sh installed.
 python=/usr/bin/python3
 [ -x "$python" ] || python=python3

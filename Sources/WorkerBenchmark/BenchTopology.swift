@@ -8,9 +8,10 @@ import Logging
 struct BenchTopology: Sendable {
     let configuration: WorkerConfiguration
 
-    init(runID: String, mode: String, amqpURL: String) {
+    init(runID: String, mode: String, amqpURL: String, prefetch: Int) {
         var configuration = WorkerConfiguration()
         configuration.amqpURL = amqpURL
+        configuration.prefetch = prefetch
         let prefix = "bench.\(runID).\(mode)"
         configuration.names.commandExchange = "\(prefix).commands"
         configuration.names.commandQueue = "\(prefix).create"

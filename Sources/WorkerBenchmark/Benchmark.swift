@@ -35,7 +35,6 @@ private struct BenchmarkRun: Sendable {
     let logger: Logger
     let progress: @Sendable (String) -> Void
     let workload: Workload
-    let prefetch = WorkerConfiguration().prefetch
 
     init(settings: BenchmarkSettings, runID: String, directory: URL, logger: Logger, progress: @escaping @Sendable (String) -> Void) {
         self.settings = settings
@@ -46,6 +45,8 @@ private struct BenchmarkRun: Sendable {
         workload = Workload(messages: settings.messages, duplicatesPercent: settings.duplicatesPercent,
                             shape: CommandShape(size: settings.messageSize))
     }
+
+    var prefetch: Int { settings.prefetch }
 
     var pacing: Pacing {
         settings.rate.map { .openLoop(perSecond: $0) } ?? .closedLoop(window: max(2048, 4 * prefetch * settings.replicas))
@@ -96,32 +97,25 @@ private struct BenchmarkRun: Sendable {
     }
 
     private func topology(_ mode: String) -> BenchTopology {
-        BenchTopology(runID: runID, mode: mode, amqpURL: settings.amqpURL)
+        BenchTopology(runID: runID, mode: mode, amqpURL: settings.amqpURL, prefetch: prefetch)
     }
 
     // MARK: Ceiling
 
+    /// One relay per worker replica, so both modes have the same number of consumers.
     private func measureCeiling(apiKey: String, reply: ReplyRecord) async throws -> LoadResult {
         try await withGenerator(topology("ceiling"), apiKey: apiKey) { topology, generator in
-            let relay = try await Relay(topology: topology, reply: reply, logger: logger)
+            var relays: [Relay] = []
             let result = await capture {
-                try await withThrowingTaskGroup(of: LoadResult?.self) { group in
-                    group.addTask {
-                        try await relay.run()
-                        return nil
-                    }
-                    group.addTask {
-                        try await generator.warmUp(count: 1, firstNumber: 0)
-                        return try await generator.run()
-                    }
-                    for try await case let result? in group {
-                        group.cancelAll()
-                        return result
-                    }
-                    throw BenchmarkError.setupFailed("the relay stopped before the run ended")
+                for _ in 0..<settings.replicas {
+                    relays.append(try await Relay(topology: topology, reply: reply, logger: logger))
+                }
+                return try await measure(alongside: relays.map { relay in { try await relay.run() } }) {
+                    try await generator.warmUp(count: 1, firstNumber: 0)
+                    return try await generator.run()
                 }
             }
-            await relay.close()
+            for relay in relays { await relay.close() }
             return try result.get()
         }
     }
@@ -132,14 +126,15 @@ private struct BenchmarkRun: Sendable {
         try await withGenerator(topology("worker"), apiKey: database.apiKey) { topology, generator in
             let configuration = topology.configuration
             let fleet = try WorkerFleet(
-                binary: try workerBinary(), count: settings.replicas,
+                binary: workerBinary(), count: settings.replicas,
                 environment: topology.workerEnvironment(databasePath: database.store.path),
                 settingNames: WorkerConfiguration.settings.map(\.variable), logDirectory: directory)
             let outcome = await capture {
                 try await fleet.waitUntilConnected(brokerPort: try configuration.amqpConfiguration.port, timeout: .seconds(60))
                 try await generator.warmUp(count: settings.replicas, firstNumber: 0)
                 let before = try await database.customerCount()
-                let result = try await generator.run()
+                // A worker that dies fails the run at once instead of after the reply timeout.
+                let result = try await measure(alongside: [{ try await fleet.watch() }]) { try await generator.run() }
                 let usage = fleet.usage()
                 try await fleet.stop(timeout: configuration.shutdownTimeout + .seconds(5))
                 return BenchmarkReport.Worker(
@@ -151,6 +146,26 @@ private struct BenchmarkRun: Sendable {
             }
             if case .failure = outcome { await fleet.killAll() }
             return try outcome.get()
+        }
+    }
+
+    /// Runs `body` while `companions` (relays, a watchdog) run beside it: they are cancelled when
+    /// `body` returns, and the first error of any ends the measurement.
+    private func measure(alongside companions: [@Sendable () async throws -> Void],
+                         _ body: @escaping @Sendable () async throws -> LoadResult) async throws -> LoadResult {
+        try await withThrowingTaskGroup(of: LoadResult?.self) { group in
+            for companion in companions {
+                group.addTask {
+                    try await companion()
+                    return nil
+                }
+            }
+            group.addTask { try await body() }
+            for try await case let result? in group {
+                group.cancelAll()
+                return result
+            }
+            throw BenchmarkError.setupFailed("the measurement ended without a result")
         }
     }
 
@@ -169,7 +184,7 @@ private struct BenchmarkRun: Sendable {
         return try outcome.get()
     }
 
-    private func workerBinary() throws -> String {
+    private func workerBinary() -> String {
         if let binary = settings.workerBinary { return binary }
         if let own = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") { return own }
         return URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path

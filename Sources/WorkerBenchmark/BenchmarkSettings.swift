@@ -1,3 +1,4 @@
+import CustomerWorker
 import Foundation
 
 /// What one `customer-worker bench` invocation measures.
@@ -12,6 +13,8 @@ public struct BenchmarkSettings: Sendable {
     public var rate: Double?
     /// Customers written into the database before the worker starts.
     public var preload = 0
+    /// Unacknowledged commands per consumer, for the workers and the relay alike.
+    public var prefetch = WorkerConfiguration().prefetch
     /// Size of each command body in bytes; nil → the natural size of the generated commands.
     public var messageSize: Int?
     public var amqpURL = "amqp://guest:guest@127.0.0.1:5672/%2f"
@@ -31,6 +34,7 @@ public struct BenchmarkSettings: Sendable {
         if !(1...64).contains(replicas) { problems.append("--replicas must be 1...64") }
         if !(0..<100).contains(duplicatesPercent) { problems.append("--duplicates must be a percentage in 0..<100") }
         if let rate, !(rate > 0 && rate.isFinite) { problems.append("--rate must be a positive number of messages per second") }
+        if !(1...65_535).contains(prefetch) { problems.append("--prefetch must be 1...65535") }
         if preload < 0 { problems.append("--preload must not be negative") }
         if let messageSize, !CommandShape.sizes.contains(messageSize) {
             problems.append("--message-size must be \(CommandShape.sizes.lowerBound)...\(CommandShape.sizes.upperBound) bytes")

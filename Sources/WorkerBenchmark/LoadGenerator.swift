@@ -1,4 +1,5 @@
 import AMQP
+import CustomerStore
 import CustomerWorker
 import Foundation
 import Logging
@@ -23,7 +24,7 @@ struct ReplyTally: Sendable, Codable {
     var extra = 0
 
     mutating func count(_ properties: MessageProperties) {
-        if properties.type != "CustomerCreated" {
+        if properties.type != ReplyType.customerCreated.rawValue {
             failed += 1
         } else if properties.headers["x-replayed"] == .bool(true) {
             replayed += 1
@@ -218,13 +219,15 @@ struct LoadGenerator: Sendable {
     }
 
     /// A command exactly as `customer-worker publish` sends one: persistent, JSON, the key in a header.
+    /// `message_id` is the correlation id with a prefix: `UUID()` reads /dev/urandom each time, which
+    /// would make the generator, not the broker, the bottleneck of the ceiling.
     private func command(body: [UInt8], correlationID: String) -> OutgoingMessage {
         let names = topology.configuration.names
         return OutgoingMessage(
             exchange: names.commandExchange, routingKey: names.commandRoutingKey, body: body,
             properties: MessageProperties(
                 contentType: "application/json", headers: ["x-api-key": .string(apiKey)], persistent: true,
-                correlationID: correlationID, messageID: UUID().uuidString.lowercased(),
+                correlationID: correlationID, messageID: "bench-\(correlationID)",
                 timestamp: UInt64(Date().timeIntervalSince1970), appID: "customer-worker-bench"))
     }
 

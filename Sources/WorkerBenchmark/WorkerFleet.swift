@@ -57,6 +57,14 @@ struct WorkerFleet: Sendable {
         processes.map { ProcessUsage(pid: $0.processIdentifier) }
     }
 
+    /// Returns when cancelled; throws as soon as a worker is no longer running.
+    func watch() async throws {
+        while !Task.isCancelled {
+            if let index = processes.firstIndex(where: { !$0.isRunning }) { throw exited(index) }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
     /// SIGTERM to every worker; each must exit with status 0 within `timeout`.
     func stop(timeout: Duration) async throws {
         processes.forEach { $0.terminate() }

@@ -19,6 +19,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Percentage of commands that repeat an earlier command (0..<100).") var duplicates = 0.0
     @Option(help: "Open loop at this many commands/s (default: closed loop, saturation).") var rate: Double?
     @Option(help: "Customers written into the database before the run.") var preload = 0
+    @Option(help: "Unacknowledged commands per consumer, workers and relay alike (default: the worker's).")
+    var prefetch = WorkerConfiguration().prefetch
     @Option(help: "Bytes per command body (default: the natural size, about 230).") var messageSize: Int?
     @Flag(help: "Print one JSON object with every figure instead of the table.") var json = false
     @Option(help: "Broker URL (env AMQP_URL; default \(WorkerConfiguration().amqpURL)).") var amqpURL: String?
@@ -35,6 +37,7 @@ struct Bench: AsyncParsableCommand {
         settings.duplicatesPercent = duplicates
         settings.rate = rate
         settings.preload = preload
+        settings.prefetch = prefetch
         settings.messageSize = messageSize
         settings.amqpURL = amqpURL ?? ProcessInfo.processInfo.environment["AMQP_URL"] ?? WorkerConfiguration().amqpURL
         settings.workerBinary = workerBinary
