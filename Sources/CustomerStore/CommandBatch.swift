@@ -46,7 +46,7 @@ struct CommandBatch {
             }
             return processed.replay
         }
-        let customerID = newIdentifier()
+        let customerID = newIdentifier(now: now)
         guard try CustomerRows.insert(command, id: customerID, merchantID: merchantID, now: now, db: db) else {
             // The unique constraint caught a customer without a processed record (written outside
             // this code path). It is the final guard: report it, never overwrite it.
@@ -58,7 +58,7 @@ struct CommandBatch {
         var subscriptions: [Subscription] = []
         if let plan = decision.plan, let terms = decision.terms {
             let subscription = Subscription(
-                id: newIdentifier(), customerId: customerID, merchantId: merchantID, plan: plan, terms: terms, now: now)
+                id: newIdentifier(now: now), customerId: customerID, merchantId: merchantID, plan: plan, terms: terms, now: now)
             try SubscriptionRows.insert(subscription, db: db)
             subscriptions.append(subscription)
         }

@@ -18,11 +18,12 @@ public struct WorkerApplication: Sendable {
     public init(configuration: WorkerConfiguration, logger: Logger) throws {
         // Before any metric is created: metrics made earlier would go nowhere.
         metrics = MetricsRegistry.bootstrap()
-        let store = try CustomerStore(path: configuration.databasePath, busyTimeout: configuration.databaseBusyTimeout)
+        let store = try CustomerStore(path: configuration.databasePath, busyTimeout: configuration.databaseBusyTimeout,
+                                      backgroundCheckpoints: true)
         try store.migrate()
         let worker = try CommandWorker(configuration: configuration, store: store, logger: logger)
         self.worker = worker
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: Checkpointer(store: store, logger: logger))]
         if let port = configuration.httpPort {
             let registry = metrics
             let server = try HealthServer(
@@ -61,6 +62,28 @@ public struct WorkerApplication: Sendable {
         let store = try CustomerStore(path: configuration.databasePath, busyTimeout: configuration.databaseBusyTimeout)
         try store.migrate()
         try await store.checkWritable()
+    }
+}
+
+/// Checkpoints the database's write-ahead log beside the worker's transactions, several times a
+/// second, until graceful shutdown reaches it.
+struct Checkpointer: Service {
+    let store: CustomerStore
+    let logger: Logger
+
+    func run() async {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    try await store.checkpoint()
+                } catch where !Task.isCancelled {
+                    logger.warning("checkpoint failed; SQLite's automatic checkpoint takes over", metadata: ["error": "\(error)"])
+                } catch {
+                    return  // cancelled by the shutdown
+                }
+                try? await Task.sleep(for: .milliseconds(200))  // cancelled at shutdown: the loop ends
+            }
+        }
     }
 }
 
