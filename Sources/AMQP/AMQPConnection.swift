@@ -156,6 +156,12 @@ final class AMQPConnection {
         try check(amqp_get_rpc_reply(state), "queue.delete '\(name)'")
     }
 
+    func deleteExchange(_ name: String) throws(AMQPError) {
+        defer { arena.reset() }
+        amqp_exchange_delete(state, channel, arena.bytes(name), 0)
+        try check(amqp_get_rpc_reply(state), "exchange.delete '\(name)'")
+    }
+
     func purgeQueue(_ name: String) throws(AMQPError) {
         defer { arena.reset() }
         amqp_queue_purge(state, channel, arena.bytes(name))

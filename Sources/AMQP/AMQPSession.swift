@@ -108,6 +108,10 @@ public actor AMQPSession {
         try withConnection { (connection: AMQPConnection) throws(AMQPError) in try connection.deleteQueue(name) }
     }
 
+    public func deleteExchange(_ name: String) throws(AMQPError) {
+        try withConnection { (connection: AMQPConnection) throws(AMQPError) in try connection.deleteExchange(name) }
+    }
+
     public func purgeQueue(_ name: String) throws(AMQPError) {
         try withConnection { (connection: AMQPConnection) throws(AMQPError) in try connection.purgeQueue(name) }
     }

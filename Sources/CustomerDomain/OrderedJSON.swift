@@ -127,8 +127,11 @@ public struct JSONBytesWriter: JSONFieldWriter {
     private mutating func writeKey(_ key: String) {
         if !isFirstField { bytes.append(UInt8(ascii: ",")) }
         isFirstField = false
-        writeString(key)
-        bytes.append(UInt8(ascii: ":"))
+        // Keys are the contract's own ASCII names, never user input: nothing to escape.
+        assert(!key.utf8.contains(where: Self.needsEscape))
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(contentsOf: key.utf8)
+        bytes.append(contentsOf: "\":".utf8)
     }
 
     private mutating func writeNull() {
@@ -137,10 +140,14 @@ public struct JSONBytesWriter: JSONFieldWriter {
 
     private mutating func writeString(_ string: String) {
         bytes.append(UInt8(ascii: "\""))
-        if string.utf8.contains(where: Self.needsEscape) {
-            for byte in string.utf8 { appendEscaped(byte) }
-        } else {
-            bytes.append(contentsOf: string.utf8)
+        var string = string
+        // One pass over contiguous UTF-8 (a buffer, not the String view) on the reply hot path.
+        string.withUTF8 { utf8 in
+            if utf8.contains(where: Self.needsEscape) {
+                for byte in utf8 { appendEscaped(byte) }
+            } else {
+                bytes.append(contentsOf: utf8)
+            }
         }
         bytes.append(UInt8(ascii: "\""))
     }

@@ -83,10 +83,6 @@ public final class CommandWorker: Service {
         await publisher.close()
     }
 
-    /// Half the prefetch window: while one batch waits for its confirms (holding its deliveries
-    /// unacknowledged), the broker can already hand over the next one for the transaction stage.
-    private var batchLimit: Int { max(1, configuration.prefetch / 2) }
-
     private func consumeUntilShutdown() async throws {
         try await withThrowingTaskGroup(of: Void.self) { publishing in
             var batchInFlight = false
@@ -94,7 +90,7 @@ public final class CommandWorker: Service {
             while !Task.isShuttingDownGracefully, !Task.isCancelled {
                 lastTurn.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
                 let deliveries = try await consumer.nextDeliveries(
-                    maximum: batchLimit, wait: .milliseconds(100), linger: configuration.batchLinger)
+                    maximum: configuration.batchLimit, wait: .milliseconds(100), linger: configuration.batchLinger)
                 await noteReconnects(&generation)
                 guard !deliveries.isEmpty else { continue }
                 let received = ContinuousClock.now

@@ -15,6 +15,17 @@ public struct TopologyNames: Sendable, Hashable {
     public var repliesBindingKey = "customer.#"
 
     public init() {}
+
+    /// Every queue and exchange under `prefix.` (routing and binding keys keep their defaults):
+    /// a topology of its own for a test or a benchmark run.
+    public init(prefix: String) {
+        commandExchange = "\(prefix).commands"
+        commandQueue = "\(prefix).create"
+        deadLetterExchange = "\(prefix).dead-letter"
+        deadLetterQueue = "\(prefix).create.dead"
+        eventsExchange = "\(prefix).events"
+        repliesQueue = "\(prefix).replies"
+    }
 }
 
 /// Every setting of the worker, read from environment variables (the CLI maps its flags onto the
@@ -69,6 +80,23 @@ public struct WorkerConfiguration: Sendable {
 
     public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigurationError) -> WorkerConfiguration {
         try WorkerConfiguration { environment[$0] }
+    }
+
+    /// Half the prefetch window: while one batch waits for its confirms (holding its deliveries
+    /// unacknowledged), the broker can already hand over the next one for the transaction stage.
+    public var batchLimit: Int { max(1, prefetch / 2) }
+
+    /// The environment that gives a `customer-worker run` process this configuration's broker,
+    /// database, prefetch and names (the inverse of `init(lookup:)` for those settings).
+    public var environmentVariables: [String: String] {
+        [
+            "AMQP_URL": amqpURL, "DATABASE_PATH": databasePath, "PREFETCH": String(prefetch),
+            "COMMAND_EXCHANGE": names.commandExchange, "COMMAND_ROUTING_KEY": names.commandRoutingKey,
+            "COMMAND_QUEUE": names.commandQueue, "DEAD_LETTER_EXCHANGE": names.deadLetterExchange,
+            "DEAD_LETTER_QUEUE": names.deadLetterQueue, "EVENTS_EXCHANGE": names.eventsExchange,
+            "REPLIES_QUEUE": names.repliesQueue, "REPLIES_BINDING_KEY": names.repliesBindingKey,
+            "DELIVERY_LIMIT": String(deliveryLimit), "LOG_LEVEL": logLevel.rawValue,
+        ]
     }
 
     public var amqpConfiguration: ConnectionConfiguration {

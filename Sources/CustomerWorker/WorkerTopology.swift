@@ -28,7 +28,7 @@ extension WorkerConfiguration {
 
     /// The AMQP messages that carry one reply: to the events exchange, and to the command's
     /// `reply_to` (through the default exchange, which includes direct reply-to) when it has one.
-    func replyMessages(for command: MessageProperties, reply: ReplyRecord, timestamp: UInt64) -> [OutgoingMessage] {
+    public func replyMessages(for command: MessageProperties, reply: ReplyRecord, timestamp: UInt64) -> [OutgoingMessage] {
         var headers: [String: FieldValue] = ["x-replayed": .bool(reply.replayed)]
         if let key = reply.idempotencyKey { headers["x-idempotency-key"] = .string(key) }
         let properties = MessageProperties(

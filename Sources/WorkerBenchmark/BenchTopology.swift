@@ -12,13 +12,8 @@ struct BenchTopology: Sendable {
         var configuration = WorkerConfiguration()
         configuration.amqpURL = amqpURL
         configuration.prefetch = prefetch
-        let prefix = "bench.\(runID).\(mode)"
-        configuration.names.commandExchange = "\(prefix).commands"
-        configuration.names.commandQueue = "\(prefix).create"
-        configuration.names.deadLetterExchange = "\(prefix).dead-letter"
-        configuration.names.deadLetterQueue = "\(prefix).create.dead"
-        configuration.names.eventsExchange = "\(prefix).events"
-        configuration.names.repliesQueue = "\(prefix).replies"
+        configuration.names = TopologyNames(prefix: "bench.\(runID).\(mode)")
+        configuration.logLevel = .warning
         self.configuration = configuration
     }
 
@@ -29,14 +24,9 @@ struct BenchTopology: Sendable {
 
     /// The variables a `customer-worker run` process needs to work on this topology and `databasePath`.
     func workerEnvironment(databasePath: String) -> [String: String] {
-        let names = configuration.names
-        return [
-            "AMQP_URL": configuration.amqpURL, "DATABASE_PATH": databasePath, "PREFETCH": String(configuration.prefetch),
-            "COMMAND_EXCHANGE": names.commandExchange, "COMMAND_ROUTING_KEY": names.commandRoutingKey,
-            "COMMAND_QUEUE": names.commandQueue, "DEAD_LETTER_EXCHANGE": names.deadLetterExchange,
-            "DEAD_LETTER_QUEUE": names.deadLetterQueue, "EVENTS_EXCHANGE": names.eventsExchange,
-            "REPLIES_QUEUE": names.repliesQueue, "REPLIES_BINDING_KEY": names.repliesBindingKey, "LOG_LEVEL": "warning",
-        ]
+        var configuration = configuration
+        configuration.databasePath = databasePath
+        return configuration.environmentVariables
     }
 
     /// A session on this topology's broker, named for `rabbitmqctl list_connections`.
@@ -46,8 +36,7 @@ struct BenchTopology: Sendable {
         return AMQPSession(configuration: amqp, recovery: RecoveryPolicy(maximumAttempts: 3), logger: logger, name: "bench \(role)")
     }
 
-    /// Deletes the queues (with whatever they still hold). `AMQPSession` has no exchange.delete, so
-    /// the run's exchanges stay behind; with their queues gone they route nothing.
+    /// Deletes the run's queues (with whatever they still hold) and exchanges.
     func deleteQueues(logger: Logger) async {
         guard let session = try? session("cleanup", logger: logger) else { return }
         let names = configuration.names
@@ -56,6 +45,13 @@ struct BenchTopology: Sendable {
                 try await session.deleteQueue(queue)
             } catch {
                 logger.warning("could not delete a benchmark queue", metadata: ["amqp.queue": "\(queue)", "error": "\(error)"])
+            }
+        }
+        for exchange in [names.commandExchange, names.deadLetterExchange, names.eventsExchange] {
+            do {
+                try await session.deleteExchange(exchange)
+            } catch {
+                logger.warning("could not delete a benchmark exchange", metadata: ["amqp.exchange": "\(exchange)", "error": "\(error)"])
             }
         }
         await session.close()

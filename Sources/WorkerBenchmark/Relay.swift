@@ -41,7 +41,7 @@ struct Relay: Sendable {
             var batchInFlight = false
             while !Task.isCancelled {
                 let deliveries = try await consumer.nextDeliveries(
-                    maximum: configuration.prefetch, wait: .milliseconds(100), linger: configuration.batchLinger)
+                    maximum: configuration.batchLimit, wait: .milliseconds(100), linger: configuration.batchLinger)
                 guard let last = deliveries.last else { continue }
                 let replies = replyMessages(for: deliveries)
                 if batchInFlight { try await publishing.next() }
@@ -52,23 +52,10 @@ struct Relay: Sendable {
         }
     }
 
+    /// The worker's own reply messages for each command: the same stored reply every time.
     private func replyMessages(for deliveries: [Delivery]) -> [OutgoingMessage] {
-        var properties = MessageProperties(
-            contentType: "application/json", headers: ["x-replayed": .bool(reply.replayed)], persistent: true,
-            messageID: reply.messageID, timestamp: UInt64(Date().timeIntervalSince1970), type: reply.type.rawValue,
-            appID: configuration.appID)
-        properties.headers["x-idempotency-key"] = reply.idempotencyKey.map(FieldValue.string)
-        var messages: [OutgoingMessage] = []
-        messages.reserveCapacity(deliveries.count)
-        for delivery in deliveries {
-            properties.correlationID = delivery.properties.correlationID ?? delivery.properties.messageID
-            messages.append(OutgoingMessage(
-                exchange: configuration.names.eventsExchange, routingKey: reply.routingKey, body: reply.body, properties: properties))
-            if let replyTo = delivery.properties.replyTo, !replyTo.isEmpty {
-                messages.append(OutgoingMessage(exchange: "", routingKey: replyTo, body: reply.body, properties: properties))
-            }
-        }
-        return messages
+        let timestamp = UInt64(Date().timeIntervalSince1970)
+        return deliveries.flatMap { configuration.replyMessages(for: $0.properties, reply: reply, timestamp: timestamp) }
     }
 
     private func publishAndAck(_ replies: [OutgoingMessage], upTo tag: DeliveryTag) async throws {

@@ -38,12 +38,8 @@ final class WorkerFixture: Sendable {
         configuration.shutdownTimeout = .seconds(10)
         configuration.reconnect = TestBroker.quickRecovery
         let prefix = TestBroker.uniqueName("test.\(name)")
-        configuration.names.commandExchange = "\(prefix).commands"
-        configuration.names.commandQueue = "\(prefix).create"
-        configuration.names.deadLetterExchange = "\(prefix).dead-letter"
-        configuration.names.deadLetterQueue = "\(prefix).create.dead"
-        configuration.names.eventsExchange = "\(prefix).events"
-        configuration.names.repliesQueue = "\(prefix).replies"
+        configuration.names = TopologyNames(prefix: prefix)
+        configuration.logLevel = .warning
         self.configuration = configuration
         store = try CustomerStore(path: configuration.databasePath)
         try store.migrate()
@@ -66,15 +62,7 @@ final class WorkerFixture: Sendable {
         """
 
     /// Environment for a `customer-worker run` process on this fixture.
-    var environment: [String: String] {
-        [
-            "AMQP_URL": configuration.amqpURL, "DATABASE_PATH": configuration.databasePath,
-            "PREFETCH": String(configuration.prefetch), "COMMAND_EXCHANGE": configuration.names.commandExchange,
-            "COMMAND_QUEUE": configuration.names.commandQueue, "DEAD_LETTER_EXCHANGE": configuration.names.deadLetterExchange,
-            "DEAD_LETTER_QUEUE": configuration.names.deadLetterQueue, "EVENTS_EXCHANGE": configuration.names.eventsExchange,
-            "REPLIES_QUEUE": configuration.names.repliesQueue, "LOG_LEVEL": "warning",
-        ]
-    }
+    var environment: [String: String] { configuration.environmentVariables }
 
     /// Runs the worker in this process (exactly what `customer-worker run` builds) while `body` runs.
     func withWorker<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
@@ -109,12 +97,16 @@ final class WorkerFixture: Sendable {
 
     enum FixtureError: Error { case noReply }
 
-    /// Deletes the fixture's queues and files.
+    /// Deletes the fixture's queues, exchanges and files.
     func tearDown() async {
         let session = AMQPSession(configuration: (try? TestBroker.configuration(name: "teardown")) ?? .init(),
                                   logger: TestBroker.logger("teardown"))
-        for queue in [configuration.names.commandQueue, configuration.names.deadLetterQueue, configuration.names.repliesQueue] {
+        let names = configuration.names
+        for queue in [names.commandQueue, names.deadLetterQueue, names.repliesQueue] {
             try? await session.deleteQueue(queue)
+        }
+        for exchange in [names.commandExchange, names.deadLetterExchange, names.eventsExchange] {
+            try? await session.deleteExchange(exchange)
         }
         await session.close()
         await client.close()
