@@ -98,6 +98,10 @@ public final class CommandWorker: Service {
                 metrics.batchSize.record(deliveries.count)
                 trackUnacked(deliveries.count)
                 guard let replies = await persist(deliveries) else {
+                    // Settle the batch in flight first: returning this one with `multiple` must
+                    // not take the previous batch's deliveries along while their replies publish.
+                    if batchInFlight { try await publishing.next() }
+                    batchInFlight = false
                     await giveBack(deliveries)
                     continue
                 }
