@@ -41,7 +41,7 @@ struct Publish: AsyncParsableCommand {
         let bodies = try CommandInput.read(file)
         guard !bodies.isEmpty else { throw ValidationError("no command in \(file ?? "standard input")") }
         if messageId != nil, bodies.count > 1 { throw ValidationError("--message-id needs exactly one command, got \(bodies.count)") }
-        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        guard timeout > 0, timeout <= 86_400 else { throw ValidationError("--timeout must be 0 < seconds ≤ 86400, got \(timeout)") }
         let key = apiKey ?? ProcessInfo.processInfo.environment["API_KEY"]
         let commands = bodies.map { CommandClient.Command(body: $0, messageID: messageId ?? UUID().uuidString.lowercased()) }
 
@@ -75,7 +75,7 @@ struct Replies: AsyncParsableCommand {
 
     func run() async throws {
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
-        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        guard timeout > 0, timeout <= 86_400 else { throw ValidationError("--timeout must be 0 < seconds ≤ 86400, got \(timeout)") }
         let (configuration, logger) = try options.bootstrap(label: "replies")
         let client = try await CommandClient(configuration: configuration, logger: logger)
         let read = try await client.read(queue: queue, count: count, idleTimeout: .milliseconds(Int(timeout * 1000))) { reply in
