@@ -34,7 +34,7 @@ public struct TopologyNames: Sendable, Hashable {
 public struct WorkerConfiguration: Sendable {
     public var amqpURL = "amqp://guest:guest@127.0.0.1:5672/%2f"
     public var databasePath = "./data/customers.sqlite"
-    /// Unacknowledged commands the broker may hand us at once; also the largest batch.
+    /// Unacknowledged commands the broker may hand us at once (a batch takes at most half).
     public var prefetch = 256
     /// How long a batch waits for more commands after the first arrived.
     public var batchLinger: Duration = .milliseconds(2)
@@ -121,7 +121,7 @@ extension WorkerConfiguration {
             return nil
         },
         text("DATABASE_PATH", "database", \.databasePath, "SQLite database file, created with its folder on first use; replicas share it.") { _ in nil },
-        integer("PREFETCH", "prefetch", \.prefetch, 1...65_535, "Unacknowledged commands per worker; also the largest batch (one transaction)."),
+        integer("PREFETCH", "prefetch", \.prefetch, 1...65_535, "Unacknowledged commands per worker; a batch (one transaction) takes at most half of them, so the next batch arrives while the last one's replies are confirmed."),
         milliseconds("BATCH_LINGER_MS", "batch-linger-ms", \.batchLinger, 0...1000, "How long a batch waits for more commands after the first arrived."),
         seconds("SHUTDOWN_TIMEOUT", "shutdown-timeout", \.shutdownTimeout, 1...600, "Seconds SIGTERM/SIGINT may take: stop consuming, finish the batch in hand, exit 0."),
         milliseconds("DATABASE_BUSY_TIMEOUT_MS", "database-busy-timeout-ms", \.databaseBusyTimeout, 1...600_000, "How long a transaction waits for another process holding the database lock."),
