@@ -49,7 +49,7 @@ struct RecoveryTests {
         #expect(first.count == 50)
         #expect(await consumer.ack(first[24].tag, multiple: true))  // m-0…m-24 done, m-25…m-49 unacked
 
-        #expect(try TestBroker.closeConnections(named: name) == 1)
+        #expect(try await TestBroker.closeConnections(named: name) == 1)
         let rest = try await drain(consumer, expecting: Set((25..<300).map { "m-\($0)" }))
 
         let ids = Set(rest.map { $0.properties.messageID ?? "" })
@@ -169,8 +169,8 @@ struct RecoveryTests {
 struct BrokerRestartTests {
     @Test func publishingWaitsWhileTheBrokerBlocksIt() async throws {
         let port = TestBroker.port + 1
-        try TestBroker.brokerScript(["start"], port: port)
-        defer { _ = try? TestBroker.brokerScript(["ctl", "set_vm_memory_high_watermark", "0.4"], port: port) }
+        try await TestBroker.brokerScript(["start"], port: port)
+        defer { TestBroker.brokerScriptBlocking(["ctl", "set_vm_memory_high_watermark", "0.4"], port: port) }
         var configuration = try TestBroker.configuration(name: "blocked")
         configuration.port = port
         let session = AMQPSession(configuration: configuration, recovery: TestBroker.quickRecovery, logger: TestBroker.logger("blocked"))
@@ -180,13 +180,13 @@ struct BrokerRestartTests {
         let message = OutgoingMessage(exchange: "", routingKey: queue, body: Array("held".utf8))
 
         // A memory alarm: the broker blocks publishing connections (connection.blocked).
-        try TestBroker.brokerScript(["ctl", "set_vm_memory_high_watermark", "0.0000001"], port: port)
+        try await TestBroker.brokerScript(["ctl", "set_vm_memory_high_watermark", "0.0000001"], port: port)
         await #expect(throws: AMQPError.self) {
             try await session.publish([message], timeout: .seconds(2))
         }
         #expect(await session.isBlocked)
 
-        try TestBroker.brokerScript(["ctl", "set_vm_memory_high_watermark", "0.4"], port: port)
+        try await TestBroker.brokerScript(["ctl", "set_vm_memory_high_watermark", "0.4"], port: port)
         #expect(try await session.publish([message], timeout: .seconds(10)) == [.confirmed])
         #expect(await session.isBlocked == false)
         #expect(await session.reconnects == 0)
@@ -195,8 +195,8 @@ struct BrokerRestartTests {
 
     @Test func consumerSurvivesABrokerRestartAndGetsEveryMessage() async throws {
         let port = TestBroker.port + 1
-        try TestBroker.brokerScript(["start"], port: port)
-        defer { _ = try? TestBroker.brokerScript(["stop"], port: port) }
+        try await TestBroker.brokerScript(["start"], port: port)
+        defer { TestBroker.brokerScriptBlocking(["stop"], port: port) }
         var configuration = try TestBroker.configuration(name: "restart")
         configuration.port = port
         let logger = TestBroker.logger("restart")
@@ -219,8 +219,8 @@ struct BrokerRestartTests {
         #expect(first.count == 20)
         await consumer.ack(first[9].tag, multiple: true)
 
-        try TestBroker.brokerScript(["stop"], port: port)
-        try TestBroker.brokerScript(["start"], port: port)
+        try await TestBroker.brokerScript(["stop"], port: port)
+        try await TestBroker.brokerScript(["start"], port: port)
 
         var seen = Set<String>()
         let deadline = ContinuousClock.now + .seconds(90)

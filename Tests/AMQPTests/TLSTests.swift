@@ -7,8 +7,8 @@ import Testing
 /// scripts/broker.sh makes): verified connections work, unverifiable ones fail with `tlsFailed`.
 @Suite("AMQP over TLS", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct TLSTests {
-    private func tlsConfiguration() throws -> ConnectionConfiguration {
-        let url = try TestBroker.brokerScript(["tls-url"]).trimmingCharacters(in: .whitespacesAndNewlines)
+    private func tlsConfiguration() async throws -> ConnectionConfiguration {
+        let url = try await TestBroker.brokerScript(["tls-url"]).trimmingCharacters(in: .whitespacesAndNewlines)
         return try ConnectionConfiguration(url: url)
     }
 
@@ -20,7 +20,7 @@ struct TLSTests {
     }
 
     @Test func verifiedTLSCarriesMessages() async throws {
-        let configuration = try tlsConfiguration()
+        let configuration = try await tlsConfiguration()
         #expect(configuration.tls?.verifyPeer == true && configuration.tls?.verifyHostname == true)
         let session = try await connect(configuration)
         let queue = TestBroker.uniqueName("tls")
@@ -35,7 +35,7 @@ struct TLSTests {
     }
 
     @Test func aCertificateFromAnUnknownCAIsRefused() async throws {
-        var configuration = try tlsConfiguration()
+        var configuration = try await tlsConfiguration()
         configuration.tls?.caFile = nil  // the system's CAs do not know the test CA
         await #expect {
             try await connect(configuration)
@@ -45,7 +45,7 @@ struct TLSTests {
     }
 
     @Test func aCertificateForAnotherHostIsRefused() async throws {
-        var configuration = try tlsConfiguration()
+        var configuration = try await tlsConfiguration()
         configuration.host = "127.0.0.1"  // the certificate names localhost only
         await #expect {
             try await connect(configuration)

@@ -68,44 +68,60 @@ public enum TestBroker {
 
     /// Runs `scripts/broker.sh` with this broker's port and returns its standard output.
     @discardableResult
-    public static func brokerScript(_ arguments: [String], port: Int? = nil) throws -> String {
-        try run(repositoryRoot.appendingPathComponent("scripts/broker.sh").path, arguments,
-                environment: ["BROKER_PORT": String(port ?? self.port)])
+    public static func brokerScript(_ arguments: [String], port: Int? = nil) async throws -> String {
+        try await run(brokerScriptPath, arguments, environment: ["BROKER_PORT": String(port ?? self.port)])
     }
 
+    /// The same, blocking the calling thread: only for `defer` clean-ups, which cannot await.
+    public static func brokerScriptBlocking(_ arguments: [String], port: Int? = nil) {
+        guard let pid = try? spawn(brokerScriptPath, arguments, environment: ["BROKER_PORT": String(port ?? self.port)],
+                                   output: "/dev/null", errorsToOutput: false) else { return }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+    }
+
+    private static var brokerScriptPath: String { repositoryRoot.appendingPathComponent("scripts/broker.sh").path }
+
     /// Closes the broker side of every connection with this client-provided name.
-    public static func closeConnections(named name: String, port: Int? = nil) throws -> Int {
+    public static func closeConnections(named name: String, port: Int? = nil) async throws -> Int {
         // RabbitMQ 3.10 cannot list user_provided_name; the client properties carry the name.
-        let listing = try brokerScript(["ctl", "-q", "list_connections", "--no-table-headers", "pid", "client_properties"], port: port)
+        let listing = try await brokerScript(["ctl", "-q", "list_connections", "--no-table-headers", "pid", "client_properties"], port: port)
         let needle = "{\"connection_name\",\"\(name)\"}"
         let pids = listing.split(separator: "\n").compactMap { line -> String? in
             line.contains(needle) ? line.split(separator: "\t").first.map(String.init) : nil
         }
         for pid in pids {
-            try brokerScript(["ctl", "close_connection", pid, "closed by a test"], port: port)
+            try await brokerScript(["ctl", "close_connection", pid, "closed by a test"], port: port)
         }
         return pids.count
     }
 
-    /// Runs a command to completion and returns its standard output.
+    /// Runs a command to completion and returns its standard output; throws if it failed.
     ///
     /// posix_spawn and waitpid rather than Foundation's `Process`: the broker the script starts
     /// is a daemon that inherits descriptors, and `Process` then never sees the script end.
     @discardableResult
-    public static func run(_ executable: String, _ arguments: [String], environment extra: [String: String] = [:]) throws -> String {
-        let (status, output) = try runCapturing(executable, arguments, environment: extra, errorsToOutput: false)
+    public static func run(_ executable: String, _ arguments: [String], environment extra: [String: String] = [:]) async throws -> String {
+        let (status, output) = try await runCapturing(executable, arguments, environment: extra, errorsToOutput: false)
         guard status == 0 else { throw ScriptError(command: ([executable] + arguments).joined(separator: " "), status: status) }
         return output
     }
 
     /// Runs a command to completion: its exit status (128 + signal if killed) and its output.
+    /// Polls for the exit instead of blocking in waitpid, so the cooperative thread stays free
+    /// for what the command may be waiting on (a worker running in this process).
     public static func runCapturing(_ executable: String, _ arguments: [String], environment extra: [String: String] = [:],
-                                    errorsToOutput: Bool = true) throws -> (status: Int32, output: String) {
+                                    errorsToOutput: Bool = true) async throws -> (status: Int32, output: String) {
         let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("script-\(UUID().uuidString).out").path
         defer { try? FileManager.default.removeItem(atPath: outputPath) }
         let pid = try spawn(executable, arguments, environment: extra, output: outputPath, errorsToOutput: errorsToOutput)
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        while true {
+            let result = waitpid(pid, &status, WNOHANG)
+            if result == pid { break }
+            if result == -1 && errno != EINTR { throw ScriptError(command: executable, status: -1) }
+            try await Task.sleep(for: .milliseconds(20))
+        }
         let exitCode = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return (exitCode, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
     }

@@ -8,13 +8,13 @@ struct AdminCommandTests {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent(TestBroker.uniqueName("admin"))
     var environment: [String: String] { ["DATABASE_PATH": directory.appendingPathComponent("db/customers.sqlite").path] }
 
-    private func run(_ arguments: String...) throws -> (status: Int32, output: String) {
-        try TestBroker.runCapturing(WorkerProcess.executable, arguments, environment: environment)
+    private func run(_ arguments: String...) async throws -> (status: Int32, output: String) {
+        try await TestBroker.runCapturing(WorkerProcess.executable, arguments, environment: environment)
     }
 
-    @Test func merchantsKeysAndPlans() throws {
+    @Test func merchantsKeysAndPlans() async throws {
         defer { try? FileManager.default.removeItem(at: directory) }
-        let created = try run("merchants", "create", "--name", "Acme")
+        let created = try await run("merchants", "create", "--name", "Acme")
         #expect(created.status == 0)
         let merchant = try #require(try JSONSerialization.jsonObject(with: Data(created.output.utf8)) as? [String: String])
         let merchantID = try #require(merchant["merchantId"])
@@ -23,27 +23,27 @@ struct AdminCommandTests {
         // 128 bits at least: the secret part alone is 64 hex digits.
         #expect((merchant["secretKey"]?.split(separator: "_").last?.count ?? 0) >= 32)
 
-        let key = try run("keys", "create", "--merchant", merchantID, "--type", "publishable")
+        let key = try await run("keys", "create", "--merchant", merchantID, "--type", "publishable")
         #expect(key.status == 0 && key.output.hasPrefix("pk_"))
         let keyPrefix = key.output.split(separator: "_").prefix(2).joined(separator: "_")
-        #expect(try run("keys", "revoke", keyPrefix).status == 0)
-        #expect(try run("keys", "revoke", "sk_doesnotexist").status != 0)
+        #expect(try await run("keys", "revoke", keyPrefix).status == 0)
+        #expect(try await run("keys", "revoke", "sk_doesnotexist").status != 0)
 
         let catalog = TestBroker.repositoryRoot.appendingPathComponent("schemas/examples/plan-catalog.example.json").path
-        let imported = try run("plans", "import", "--merchant", merchantID, catalog)
+        let imported = try await run("plans", "import", "--merchant", merchantID, catalog)
         #expect(imported.status == 0 && imported.output.contains("imported 7 plan(s)"))
-        #expect(try run("plans", "import", "--merchant", "no-such-merchant", catalog).status != 0)
+        #expect(try await run("plans", "import", "--merchant", "no-such-merchant", catalog).status != 0)
     }
 
-    @Test func aBrokenCatalogNamesTheFileTheFieldAndTheRule() throws {
+    @Test func aBrokenCatalogNamesTheFileTheFieldAndTheRule() async throws {
         defer { try? FileManager.default.removeItem(at: directory) }
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let created = try run("merchants", "create", "--name", "Acme")
+        let created = try await run("merchants", "create", "--name", "Acme")
         let merchant = try #require(try JSONSerialization.jsonObject(with: Data(created.output.utf8)) as? [String: String])
         let file = directory.appendingPathComponent("broken.json").path
         let broken = #"{"plans":[{"id":"a","name":"A","currency":"EUR","price":-1,"billingCadence":"weekly","trialDays":0,"isPrivate":false,"status":"available","default":true}]}"#
         try broken.write(toFile: file, atomically: true, encoding: .utf8)
-        let result = try run("plans", "import", "--merchant", try #require(merchant["merchantId"]), file)
+        let result = try await run("plans", "import", "--merchant", try #require(merchant["merchantId"]), file)
         #expect(result.status == 1)
         #expect(result.output.contains("\(file): plans[0].price"))
         #expect(result.output.contains("\(file): plans[0].currency"))

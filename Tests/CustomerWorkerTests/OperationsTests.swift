@@ -10,24 +10,19 @@ import FoundationNetworking
 /// `customer-worker health`, the HTTP listener of a real worker process, and its logs.
 @Suite("Operations", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct OperationsTests {
-    private func health(_ environment: [String: String]) throws -> Int32 {
-        do {
-            try TestBroker.run(WorkerProcess.executable, ["health"], environment: environment)
-            return 0
-        } catch let error as TestBroker.ScriptError {
-            return error.status
-        }
+    private func health(_ environment: [String: String]) async throws -> Int32 {
+        try await TestBroker.runCapturing(WorkerProcess.executable, ["health"], environment: environment).status
     }
 
     @Test func healthCommandChecksTheBrokerAndTheDatabase() async throws {
         let fixture = try await WorkerFixture("health")
-        #expect(try health(fixture.environment) == 0)
+        #expect(try await health(fixture.environment) == 0)
         var noBroker = fixture.environment
         noBroker["AMQP_URL"] = "amqp://guest:guest@127.0.0.1:1/%2f"
-        #expect(try health(noBroker) == 1)
+        #expect(try await health(noBroker) == 1)
         var readOnlyDatabase = fixture.environment
         readOnlyDatabase["DATABASE_PATH"] = "/proc/customer-worker/customers.sqlite"
-        #expect(try health(readOnlyDatabase) == 1)
+        #expect(try await health(readOnlyDatabase) == 1)
         await fixture.tearDown()
     }
 
