@@ -129,18 +129,15 @@ extension WorkerConfiguration {
         integer("TRANSIENT_ATTEMPTS", "transient-attempts", \.transientAttempts, 1...100, "Attempts at a batch that fails transiently (database busy or full, replies not confirmed) before its commands are requeued."),
         integer("DELIVERY_LIMIT", "delivery-limit", \.deliveryLimit, 1...1000, "Deliveries of a command before the queue dead-letters it (x-delivery-limit; must match the existing queue)."),
         integer("REPLIES_MAX_LENGTH", "replies-max-length", \.repliesMaxLength, 1...100_000_000, "Replies kept in the inspection queue; the oldest are dropped beyond it (x-max-length, drop-head)."),
-        Setting(variable: "HTTP_PORT", flag: "http-port", defaultValue: "off", meaning: "Port of the HTTP listener for /healthz, /readyz and /metrics; off when unset.") { configuration, raw throws(ConfigurationError) in
-            guard let port = Int(raw), (0...65_535).contains(port) else { throw .init(variable: "HTTP_PORT", flag: "http-port", value: raw, rule: "must be a port number 0...65535") }
-            configuration.httpPort = port
+        parsed("HTTP_PORT", "http-port", \.httpPort, shown: "off", "Port of the HTTP listener for /healthz, /readyz and /metrics; off when unset.",
+               rule: "must be a port number 0...65535") { raw -> Int?? in
+            guard let port = Int(raw), (0...65_535).contains(port) else { return nil }
+            return .some(port)
         },
-        Setting(variable: "LOG_LEVEL", flag: "log-level", defaultValue: "info", meaning: "trace, debug, info, notice, warning, error or critical.") { configuration, raw throws(ConfigurationError) in
-            guard let level = parseLogLevel(raw) else { throw .init(variable: "LOG_LEVEL", flag: "log-level", value: raw, rule: "must be trace, debug, info, notice, warning, error or critical") }
-            configuration.logLevel = level
-        },
-        Setting(variable: "LOG_FORMAT", flag: "log-format", defaultValue: "text", meaning: "text, or json for one JSON object per line.") { configuration, raw throws(ConfigurationError) in
-            guard let format = LogFormat(parsing: raw) else { throw .init(variable: "LOG_FORMAT", flag: "log-format", value: raw, rule: "must be text or json") }
-            configuration.logFormat = format
-        },
+        parsed("LOG_LEVEL", "log-level", \.logLevel, shown: "info", "trace, debug, info, notice, warning, error or critical.",
+               rule: "must be trace, debug, info, notice, warning, error or critical", parse: parseLogLevel),
+        parsed("LOG_FORMAT", "log-format", \.logFormat, shown: "text", "text, or json for one JSON object per line.",
+               rule: "must be text or json") { LogFormat(parsing: $0) },
         name("COMMAND_EXCHANGE", "command-exchange", \.names.commandExchange, "Direct exchange the commands are published to."),
         name("COMMAND_ROUTING_KEY", "command-routing-key", \.names.commandRoutingKey, "Routing key of create-customer commands."),
         name("COMMAND_QUEUE", "command-queue", \.names.commandQueue, "Quorum queue the worker consumes."),
@@ -168,34 +165,31 @@ extension WorkerConfiguration {
 
     private static func integer(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Int> & Sendable,
                                 _ range: ClosedRange<Int>, _ meaning: String) -> Setting {
-        Setting(variable: variable, flag: flag, defaultValue: String(WorkerConfiguration()[keyPath: keyPath]), meaning: meaning) { configuration, raw throws(ConfigurationError) in
-            guard let value = Int(raw), range.contains(value) else {
-                throw .init(variable: variable, flag: flag, value: raw, rule: "must be a whole number in \(range.lowerBound)...\(range.upperBound)")
-            }
-            configuration[keyPath: keyPath] = value
-        }
+        parsed(variable, flag, keyPath, shown: String(WorkerConfiguration()[keyPath: keyPath]), meaning,
+               rule: "must be a whole number in \(range.lowerBound)...\(range.upperBound)") { Int($0).flatMap { range.contains($0) ? $0 : nil } }
     }
 
     private static func seconds(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Duration> & Sendable,
                                 _ range: ClosedRange<Int>, _ meaning: String) -> Setting {
-        duration(variable, flag, keyPath, range, unit: "seconds", meaning, make: Duration.seconds)
+        let shown = WorkerConfiguration()[keyPath: keyPath].components.seconds
+        return parsed(variable, flag, keyPath, shown: String(shown), meaning,
+                      rule: "must be whole seconds in \(range.lowerBound)...\(range.upperBound)") { Int($0).flatMap { range.contains($0) ? .seconds($0) : nil } }
     }
 
     private static func milliseconds(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Duration> & Sendable,
                                      _ range: ClosedRange<Int>, _ meaning: String) -> Setting {
-        duration(variable, flag, keyPath, range, unit: "milliseconds", meaning, make: Duration.milliseconds)
+        let (seconds, attoseconds) = WorkerConfiguration()[keyPath: keyPath].components
+        return parsed(variable, flag, keyPath, shown: String(seconds * 1000 + attoseconds / 1_000_000_000_000_000), meaning,
+                      rule: "must be whole milliseconds in \(range.lowerBound)...\(range.upperBound)") { Int($0).flatMap { range.contains($0) ? .milliseconds($0) : nil } }
     }
 
-    private static func duration(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Duration> & Sendable,
-                                 _ range: ClosedRange<Int>, unit: String, _ meaning: String,
-                                 make: @escaping @Sendable (Int) -> Duration) -> Setting {
-        let current = WorkerConfiguration()[keyPath: keyPath]
-        let shown = unit == "seconds" ? current.components.seconds : current.components.seconds * 1000 + current.components.attoseconds / 1_000_000_000_000_000
-        return Setting(variable: variable, flag: flag, defaultValue: String(shown), meaning: meaning) { configuration, raw throws(ConfigurationError) in
-            guard let value = Int(raw), range.contains(value) else {
-                throw .init(variable: variable, flag: flag, value: raw, rule: "must be whole \(unit) in \(range.lowerBound)...\(range.upperBound)")
-            }
-            configuration[keyPath: keyPath] = make(value)
+    /// A setting whose text `parse` turns into its value; nil means the text broke `rule`.
+    private static func parsed<Value>(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Value> & Sendable,
+                                      shown: String, _ meaning: String, rule: String,
+                                      parse: @escaping @Sendable (String) -> Value?) -> Setting {
+        Setting(variable: variable, flag: flag, defaultValue: shown, meaning: meaning) { configuration, raw throws(ConfigurationError) in
+            guard let value = parse(raw) else { throw .init(variable: variable, flag: flag, value: raw, rule: rule) }
+            configuration[keyPath: keyPath] = value
         }
     }
 }

@@ -1,32 +1,29 @@
+import CustomerDomain
 import CustomerStore
 import Dispatch
 import Metrics
+import Observability
 
 /// The worker's metrics, created once (metric objects are looked up through the factory, which
 /// takes a lock: not something for the per-message path).
 struct WorkerMetrics: Sendable {
-    let received = Counter(label: "customer_worker_commands_received_total")
-    let replays = Counter(label: "customer_worker_replays_total")
-    let batchSize = Recorder(label: "customer_worker_batch_size", aggregate: true)
-    let handling = Timer(label: "customer_worker_handling_duration_seconds", preferredDisplayUnit: .seconds)
-    let transaction = Timer(label: "customer_worker_transaction_duration_seconds", preferredDisplayUnit: .seconds)
-    let confirm = Timer(label: "customer_worker_confirm_duration_seconds", preferredDisplayUnit: .seconds)
-    let reconnects = Counter(label: "customer_worker_reconnects_total")
-    let unacked = Gauge(label: "customer_worker_unacked_deliveries")
-    let transientFailures = Counter(label: "customer_worker_transient_failures_total")
+    let received = Counter(label: MetricName.commandsReceived)
+    let replays = Counter(label: MetricName.replays)
+    let batchSize = Recorder(label: MetricName.batchSize, aggregate: true)
+    let handling = Timer(label: MetricName.handlingDuration, preferredDisplayUnit: .seconds)
+    let transaction = Timer(label: MetricName.transactionDuration, preferredDisplayUnit: .seconds)
+    let confirm = Timer(label: MetricName.confirmDuration, preferredDisplayUnit: .seconds)
+    let reconnects = Counter(label: MetricName.reconnects)
+    let unacked = Gauge(label: MetricName.unackedDeliveries)
+    let transientFailures = Counter(label: MetricName.transientFailures)
     private let handled: [String: Counter]
-
-    static let errorCodes = [
-        "malformed_message", "unsupported_content_type", "message_too_large", "unauthorized", "forbidden",
-        "validation_failed", "external_id_conflict",
-    ]
 
     init() {
         var handled: [String: Counter] = [:]
-        let label = "customer_worker_commands_handled_total"
+        let label = MetricName.commandsHandled
         handled["created"] = Counter(label: label, dimensions: [("outcome", "created"), ("code", "none")])
         handled["replayed"] = Counter(label: label, dimensions: [("outcome", "replayed"), ("code", "none")])
-        for code in Self.errorCodes {
+        for code in ErrorCode.allCases.map(\.rawValue) {
             handled[code] = Counter(label: label, dimensions: [("outcome", "failed"), ("code", code)])
         }
         self.handled = handled

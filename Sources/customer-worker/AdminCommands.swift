@@ -1,11 +1,12 @@
 import ArgumentParser
 import CustomerDomain
 import CustomerStore
+import CustomerWorker
 import Foundation
 
 /// `--database PATH`, shared by every command that opens the store.
 struct DatabaseOptions: ParsableArguments {
-    static let defaultPath = "./data/customers.sqlite"
+    static let defaultPath = WorkerConfiguration().databasePath
 
     @Option(
         name: .customLong("database"),
