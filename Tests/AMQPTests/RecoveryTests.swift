@@ -90,14 +90,22 @@ struct RecoveryTests {
         try await consumer.declare(Topology(queues: [.init(name: name, durable: false)]))
         try await consumer.consume(queue: name)
         let publisher = try await publisher("\(name).publisher")
-        _ = try await publisher.publish(messages(2, to: name))
+        _ = try await publisher.publish(messages(1, to: name))
         let first = try #require(try await consumer.nextDeliveries(maximum: 1, wait: .seconds(5)).first)
         #expect(await consumer.ack(first.tag))
-        // Acknowledging twice is a protocol error: the broker closes the channel (406).
+        // Acknowledging twice is a protocol error: the broker closes the channel (406), and the
+        // session notices it on its next read and reconnects.
         await consumer.ack(first.tag)
-        let rest = try await drain(consumer, expecting: ["m-1"], timeout: .seconds(10))
-        #expect(rest.contains { $0.properties.messageID == "m-1" })
-        #expect(!rest.contains { $0.properties.messageID == "m-0" })
+        var seen: [Delivery] = []
+        let deadline = ContinuousClock.now + .seconds(10)
+        while await consumer.reconnects == 0, ContinuousClock.now < deadline {
+            seen += try await consumer.nextDeliveries(maximum: 10, wait: .milliseconds(200))
+        }
+        let after = OutgoingMessage(exchange: "", routingKey: name, body: Array("after".utf8), properties: MessageProperties(messageID: "after"))
+        #expect(try await publisher.publish([after]) == [.confirmed])
+        let rest = try await drain(consumer, expecting: ["after"], timeout: .seconds(10))
+        #expect(rest.contains { $0.properties.messageID == "after" })
+        #expect(!(seen + rest).contains { $0.properties.messageID == "m-0" }, "an acknowledged message came back")
         #expect(await consumer.reconnects == 1)
         try await consumer.deleteQueue(name)
         await consumer.close()
