@@ -86,11 +86,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The benchmark's ceiling: a no-op relay written directly on rabbitmq-c, so that it costs
+        // the broker's limit rather than its own.
+        .target(
+            name: "CBenchRelay",
+            dependencies: ["CRabbitMQ"],
+            linkerSettings: [.linkedLibrary("rabbitmq")]
+        ),
         // `customer-worker bench`: the broker's ceiling against real worker processes.
         .target(
             name: "WorkerBenchmark",
             dependencies: [
                 "AMQP",
+                "CBenchRelay",
                 "CustomerWorker",
                 "CustomerStore",
                 "CustomerDomain",

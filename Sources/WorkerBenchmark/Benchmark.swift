@@ -49,7 +49,16 @@ private struct BenchmarkRun: Sendable {
     var prefetch: Int { settings.prefetch }
 
     var pacing: Pacing {
-        settings.rate.map { .openLoop(perSecond: $0) } ?? .closedLoop(window: max(2048, 4 * prefetch * settings.replicas))
+        if settings.backlog { return .backlog }
+        return settings.rate.map { .openLoop(perSecond: $0) } ?? .closedLoop(window: max(2048, 4 * prefetch * settings.replicas))
+    }
+
+    var pacingName: String {
+        switch pacing {
+        case .closedLoop: "closed-loop"
+        case .openLoop: "open-loop"
+        case .backlog: "backlog"
+        }
     }
 
     func measure() async throws -> BenchmarkReport {
@@ -72,10 +81,10 @@ private struct BenchmarkRun: Sendable {
         let window: Int? = if case .closedLoop(let window) = pacing { window } else { nil }
         let setup = BenchmarkReport.Setup(
             messages: workload.count, replicas: settings.replicas, duplicates: workload.duplicates,
-            duplicatesPercent: settings.duplicatesPercent, pacing: settings.rate == nil ? "closed-loop" : "open-loop",
+            duplicatesPercent: settings.duplicatesPercent, pacing: pacingName,
             rate: settings.rate, window: window, prefetch: prefetch, commandBytes: workload.body(at: 0).count,
             replyBytes: sample.body.count, preload: settings.preload, preloadSeconds: preloadSeconds)
-        let ceilingFigures = BenchmarkReport.Mode(ceiling)
+        let ceilingFigures = BenchmarkReport.Mode(ceiling.result, cpuSeconds: ceiling.cpuSeconds)
         return BenchmarkReport(
             machine: .current, setup: setup, ceiling: ceilingFigures, worker: workers,
             ratio: workers.mode.messagesPerSecond / ceilingFigures.messagesPerSecond, problems: problems(workers))
@@ -102,21 +111,17 @@ private struct BenchmarkRun: Sendable {
 
     // MARK: Ceiling
 
-    /// One relay per worker replica, so both modes have the same number of consumers.
-    private func measureCeiling(apiKey: String, reply: ReplyRecord) async throws -> LoadResult {
+    /// One relay per worker replica, so both modes have the same number of consumers. Returns the
+    /// run and the relays' CPU time.
+    private func measureCeiling(apiKey: String, reply: ReplyRecord) async throws -> (result: LoadResult, cpuSeconds: Double) {
         try await withGenerator(topology("ceiling"), apiKey: apiKey) { topology, generator in
-            var relays: [Relay] = []
-            let result = await capture {
-                for _ in 0..<settings.replicas {
-                    relays.append(try await Relay(topology: topology, reply: reply, logger: logger))
-                }
-                return try await measure(alongside: relays.map { relay in { try await relay.run() } }) {
-                    try await generator.warmUp(count: 1, firstNumber: 0)
-                    return try await generator.run()
-                }
+            let relays = try (0..<settings.replicas).map { _ in try Relay(topology: topology, reply: reply) }
+            if case .backlog = pacing { try await generator.fill() }
+            let result = try await measure(alongside: relays.map { relay in { try await relay.run() } }) {
+                if case .backlog = pacing {} else { try await generator.warmUp(count: 1, firstNumber: 0) }
+                return try await generator.run()
             }
-            for relay in relays { await relay.close() }
-            return try result.get()
+            return (result, relays.map(\.usage.cpuSeconds).reduce(0, +))
         }
     }
 
@@ -125,22 +130,29 @@ private struct BenchmarkRun: Sendable {
     private func measureWorkers(_ database: BenchDatabase) async throws -> BenchmarkReport.Worker {
         try await withGenerator(topology("worker"), apiKey: database.apiKey) { topology, generator in
             let configuration = topology.configuration
+            let backlog = if case .backlog = pacing { true } else { false }
+            // A backlog is queued before the workers start, and they take it at once: count first.
+            let beforeBacklog = try await database.customerCount()
+            if backlog { try await generator.fill() }
             let fleet = try WorkerFleet(
                 binary: workerBinary(), count: settings.replicas,
                 environment: topology.workerEnvironment(databasePath: database.store.path),
                 settingNames: WorkerConfiguration.settings.map(\.variable), logDirectory: directory)
             let outcome = await capture {
-                try await fleet.waitUntilConnected(brokerPort: try configuration.amqpConfiguration.port, timeout: .seconds(60))
-                try await generator.warmUp(count: settings.replicas, firstNumber: 0)
-                let before = try await database.customerCount()
+                if !backlog {
+                    try await fleet.waitUntilConnected(brokerPort: try configuration.amqpConfiguration.port, timeout: .seconds(60))
+                    try await generator.warmUp(count: settings.replicas, firstNumber: 0)
+                }
+                let before = backlog ? beforeBacklog : try await database.customerCount()
                 // A worker that dies fails the run at once instead of after the reply timeout.
                 let result = try await measure(alongside: [{ try await fleet.watch() }]) { try await generator.run() }
                 let usage = fleet.usage()
                 try await fleet.stop(timeout: configuration.shutdownTimeout + .seconds(5))
                 return BenchmarkReport.Worker(
-                    mode: .init(result), peakRSSMB: usage.map { $0.peakResidentBytes.map { Double($0) / 1e6 } },
+                    mode: .init(result, cpuSeconds: usage.compactMap(\.cpuSeconds).reduce(0, +)),
+                    peakRSSMB: usage.map { $0.peakResidentBytes.map { Double($0) / 1e6 } },
                     cpuSeconds: usage.map(\.cpuSeconds),
-                    replies: result.latency.count, created: result.tally.created, replayed: result.tally.replayed,
+                    replies: result.replies, created: result.tally.created, replayed: result.tally.replayed,
                     failed: result.tally.failed, extraReplies: result.tally.extra,
                     customersExpected: before + workload.uniqueCommands, customers: try await database.customerCount())
             }

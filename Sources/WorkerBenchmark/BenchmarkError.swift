@@ -3,7 +3,7 @@ public enum BenchmarkError: Error, Sendable, CustomStringConvertible {
     case setupFailed(String)
     case repliesMissing(phase: String, received: Int, expected: Int, waited: Duration)
     case commandRefused(String)
-    case replyRefused(String)
+    case relayFailed(String)
     case worker(String)
 
     public var description: String {
@@ -14,8 +14,8 @@ public enum BenchmarkError: Error, Sendable, CustomStringConvertible {
             "\(phase): \(received) of \(expected) replies, then none for \(waited)"
         case .commandRefused(let outcome):
             "the broker did not take a command (\(outcome)): is the command queue bound?"
-        case .replyRefused(let outcome):
-            "the broker did not take a relayed reply (\(outcome))"
+        case .relayFailed(let reason):
+            "the ceiling's relay failed: \(reason)"
         case .worker(let problem):
             problem
         }

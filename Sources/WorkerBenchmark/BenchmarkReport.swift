@@ -20,7 +20,7 @@ public struct BenchmarkReport: Sendable, Codable {
         public var replicas: Int
         public var duplicates: Int
         public var duplicatesPercent: Double
-        /// "closed-loop" or "open-loop".
+        /// "closed-loop", "open-loop" or "backlog".
         public var pacing: String
         /// Commands per second (open loop only).
         public var rate: Double?
@@ -36,12 +36,17 @@ public struct BenchmarkReport: Sendable, Codable {
     public struct Mode: Sendable, Codable {
         public var messagesPerSecond: Double
         public var seconds: Double
-        public var latencyMs: LatencySummary
+        /// Publish → reply; nil for a backlog, where it would measure time spent queued.
+        public var latencyMs: LatencySummary?
+        /// CPU time of the relays (ceiling) or the worker processes, per command answered. The
+        /// workers' figure counts from their start, so it includes start-up and the warm-up.
+        public var cpuMicrosecondsPerMessage: Double
 
-        init(_ result: LoadResult) {
+        init(_ result: LoadResult, cpuSeconds: Double) {
             messagesPerSecond = result.messagesPerSecond
             seconds = result.elapsed.seconds
-            latencyMs = result.latency.summary
+            latencyMs = result.latency.count > 0 ? result.latency.summary : nil
+            cpuMicrosecondsPerMessage = result.replies > 0 ? cpuSeconds * 1e6 / Double(result.replies) : 0
         }
     }
 
@@ -81,11 +86,16 @@ public struct BenchmarkReport: Sendable, Codable {
         func number(_ value: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", value) }
         func column(_ text: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - text.count)) + text }
         func row(_ label: String, _ mode: Mode) -> String {
-            let latency = mode.latencyMs
+            let latencies = mode.latencyMs.map { [$0.p50, $0.p90, $0.p99, $0.p999, $0.max].map { number($0, 2) } }
+                ?? Array(repeating: "-", count: 5)
             return label.padding(toLength: 16, withPad: " ", startingAt: 0) + column(number(mode.messagesPerSecond, 0), 9)
-                + [latency.p50, latency.p90, latency.p99, latency.p999, latency.max].map { column(number($0, 2), 9) }.joined()
+                + latencies.map { column($0, 9) }.joined() + column(number(mode.cpuMicrosecondsPerMessage, 1), 12)
         }
-        let pacing = setup.rate.map { "open loop at \(number($0, 0)) msg/s" } ?? "closed loop (window \(setup.window ?? 0))"
+        let pacing = if setup.pacing == "backlog" {
+            "backlog (queued first, timed from first to last reply)"
+        } else {
+            setup.rate.map { "open loop at \(number($0, 0)) msg/s" } ?? "closed loop (window \(setup.window ?? 0))"
+        }
         func list(_ values: [Double?], _ digits: Int) -> String { values.map { $0.map { number($0, digits) } ?? "?" }.joined(separator: ", ") }
         var lines = [
             "machine: \(machine.cores) cores, \(number(machine.memoryGiB, 1)) GiB, \(machine.system)",
@@ -97,7 +107,7 @@ public struct BenchmarkReport: Sendable, Codable {
         }
         lines += [
             "".padding(toLength: 16, withPad: " ", startingAt: 0) + column("msg/s", 9)
-                + ["p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"].map { column($0, 9) }.joined(),
+                + ["p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"].map { column($0, 9) }.joined() + column("CPU µs/msg", 12),
             row("ceiling", ceiling),
             row("worker", worker.mode),
             "worker/ceiling  " + column(number(ratio, 2), 9),

@@ -11,6 +11,8 @@ public struct BenchmarkSettings: Sendable {
     public var duplicatesPercent = 0.0
     /// Open loop at this many commands per second; nil → closed loop (saturation).
     public var rate: Double?
+    /// Queue every command before the consumers start, and time first reply to last reply.
+    public var backlog = false
     /// Customers written into the database before the worker starts.
     public var preload = 0
     /// Unacknowledged commands per consumer, for the workers and the relay alike.
@@ -35,6 +37,7 @@ public struct BenchmarkSettings: Sendable {
         if !(0..<100).contains(duplicatesPercent) { problems.append("--duplicates must be a percentage in 0..<100") }
         if let rate, !(rate > 0 && rate.isFinite) { problems.append("--rate must be a positive number of messages per second") }
         if !(1...65_535).contains(prefetch) { problems.append("--prefetch must be 1...65535") }
+        if backlog && rate != nil { problems.append("--backlog and --rate exclude each other: a backlog is queued at once") }
         if preload < 0 { problems.append("--preload must not be negative") }
         if !(replyTimeout > .zero && replyTimeout <= .seconds(86_400)) { problems.append("--reply-timeout must be 1...86400 seconds") }
         if let messageSize, !CommandShape.sizes.contains(messageSize) {

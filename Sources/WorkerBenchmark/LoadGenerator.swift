@@ -13,6 +13,10 @@ enum Pacing: Sendable {
     /// On a fixed schedule; each latency counts from the command's scheduled send time, so a stall
     /// anywhere shows in the latency of every command it delayed (no coordinated omission).
     case openLoop(perSecond: Double)
+    /// Every command queued before the consumers start (`fill()`), as after an outage or a deploy;
+    /// the run only takes the replies and is timed from the first reply to the last. Latency then
+    /// measures time spent queued, so none is recorded.
+    case backlog
 }
 
 /// Replies by kind, as the worker reports them in their AMQP properties.
@@ -36,13 +40,16 @@ struct ReplyTally: Sendable, Codable {
 
 /// What one measured run saw.
 struct LoadResult: Sendable {
-    /// From the first command sent (or scheduled) to the last reply received.
+    /// From the first command sent (or scheduled) to the last reply received; for a backlog, from
+    /// the first reply to the last.
     var elapsed: Duration
-    /// Publish → reply, per command.
+    /// Publish → reply, per command (empty for a backlog).
     var latency: LatencyHistogram
     var tally: ReplyTally
+    /// Commands answered (the first reply of each).
+    var replies: Int
 
-    var messagesPerSecond: Double { Double(latency.count) / elapsed.seconds }
+    var messagesPerSecond: Double { Double(replies) / elapsed.seconds }
 }
 
 /// Publishes the workload's commands and takes their replies from the inspection queue the
@@ -100,6 +107,15 @@ struct LoadGenerator: Sendable {
         }
     }
 
+    // MARK: Backlog
+
+    /// Queues every command of the workload (confirmed by the broker) before anything consumes.
+    func fill() async throws {
+        for start in stride(from: 0, to: workload.count, by: Self.closedLoopBatch) {
+            try await publish(indices: start..<min(workload.count, start + Self.closedLoopBatch))
+        }
+    }
+
     // MARK: Measured run
 
     func run() async throws -> LoadResult {
@@ -116,14 +132,16 @@ struct LoadGenerator: Sendable {
                 case .received(let replies): received = replies
                 }
             }
-            guard let received, let first = sends.min(), let last = received.arrivals.compactMap(\.self).max() else {
+            let arrivals = received?.arrivals.compactMap(\.self) ?? []
+            let start = if case .backlog = pacing { arrivals.min() } else { sends.min() }
+            guard let received, let start, let last = arrivals.max() else {
                 throw BenchmarkError.setupFailed("the load generator finished without its measurements")
             }
             var latency = LatencyHistogram()
             for (sent, arrived) in zip(sends, received.arrivals) {
                 if let arrived { latency.record(arrived - sent) }
             }
-            return LoadResult(elapsed: last - first, latency: latency, tally: received.tally)
+            return LoadResult(elapsed: last - start, latency: latency, tally: received.tally, replies: arrivals.count)
         }
     }
 
@@ -143,6 +161,7 @@ struct LoadGenerator: Sendable {
         switch pacing {
         case .closedLoop(let window): try await sendClosedLoop(window: window, progress: progress, clock: clock)
         case .openLoop(let perSecond): try await sendOpenLoop(perSecond: perSecond, clock: clock)
+        case .backlog: []  // queued by `fill()` before the run
         }
     }
 

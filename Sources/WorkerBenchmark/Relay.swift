@@ -1,68 +1,56 @@
 import AMQP
+import CBenchRelay
 import CustomerStore
 import CustomerWorker
 import Foundation
-import Logging
 
 /// The broker's ceiling for the worker's traffic: the worker's broker work without its domain work.
 ///
-/// It follows `CommandWorker`'s discipline on an identical topology: a consumer session with the
-/// worker's prefetch takes a batch (the worker's linger), a publisher session publishes one reply
-/// per command (the sample reply's size and properties, persistent, to the events exchange, plus
-/// a copy to `reply_to` when a command has one) and waits once for the confirms, then the batch
-/// is acked with `multiple`. Taking the next batch overlaps with publishing the previous one,
-/// at most one batch publishing, as in the worker.
-struct Relay: Sendable {
-    private let configuration: WorkerConfiguration
-    private let reply: ReplyRecord
-    private let consumer: AMQPSession
-    private let publisher: AMQPSession
+/// A relay written directly on rabbitmq-c (`CBenchRelay`) on a thread of its own consumes the
+/// command queue with the worker's prefetch, publishes the worker's own reply for each command
+/// (same bytes, properties and events exchange, persistent, confirmed) and acknowledges with
+/// `multiple` once the replies are confirmed. It costs a few microseconds of CPU per message, so
+/// what limits it is the broker, which is what the ceiling is meant to measure.
+///
+/// `@unchecked Sendable`: the C handle is touched by the relay's own thread inside `run()` only;
+/// other threads call `cw_relay_stop` (an atomic store) and read the figures after `run()`
+/// returned, which happens after that thread ended (it resumes `run()` as its last act).
+final class Relay: @unchecked Sendable {
+    private let handle: OpaquePointer
 
-    /// Declares the topology and starts consuming; commands published after this are relayed.
-    init(topology: BenchTopology, reply: ReplyRecord, logger: Logger) async throws {
-        configuration = topology.configuration
-        self.reply = reply
-        consumer = try topology.session("relay consumer", logger: logger)
-        publisher = try topology.session("relay publisher", logger: logger)
-        try await consumer.declare(configuration.topology)
-        try await consumer.setPrefetch(UInt16(configuration.prefetch))
-        try await publisher.enableConfirms()
-        try await consumer.consume(queue: configuration.names.commandQueue)
+    /// A relay for `topology`'s command queue; it connects and consumes when `run()` starts.
+    init(topology: BenchTopology, reply: ReplyRecord) throws {
+        let configuration = topology.configuration
+        let amqp = try configuration.amqpConfiguration
+        guard amqp.tls == nil else { throw BenchmarkError.setupFailed("the ceiling's relay speaks plain AMQP only: use an amqp:// URL") }
+        let messages = configuration.replyMessages(for: MessageProperties(), reply: reply, timestamp: 0)
+        guard let event = messages.first, let handle = reply.body.withUnsafeBytes({ body in
+            cw_relay_new(amqp.host, Int32(amqp.port), amqp.user, amqp.password, amqp.vhost,
+                         configuration.names.commandQueue, UInt16(configuration.prefetch), event.exchange, event.routingKey,
+                         body.baseAddress, body.count, reply.type.rawValue, event.properties.contentType ?? "application/json",
+                         configuration.appID, reply.idempotencyKey)
+        }) else { throw BenchmarkError.setupFailed("cannot create the ceiling's relay (out of memory)") }
+        self.handle = handle
     }
 
-    func close() async {
-        await consumer.close()
-        await publisher.close()
-    }
+    deinit { cw_relay_free(handle) }
 
-    /// Relays until the task is cancelled.
+    /// Relays until the task is cancelled; throws when the relay stopped on an error.
     func run() async throws {
-        try await withThrowingTaskGroup(of: Void.self) { publishing in
-            var batchInFlight = false
-            while !Task.isCancelled {
-                let deliveries = try await consumer.nextDeliveries(
-                    maximum: configuration.batchLimit, wait: .milliseconds(100), linger: configuration.batchLinger)
-                guard let last = deliveries.last else { continue }
-                let replies = replyMessages(for: deliveries)
-                if batchInFlight { try await publishing.next() }
-                publishing.addTask { try await self.publishAndAck(replies, upTo: last.tag) }
-                batchInFlight = true
+        let status: Int32 = await withTaskCancellationHandler {
+            await withCheckedContinuation { (finished: CheckedContinuation<Int32, Never>) in
+                let thread = Thread { finished.resume(returning: cw_relay_run(self.handle)) }
+                thread.name = "bench relay"
+                thread.start()
             }
-            try await publishing.waitForAll()
+        } onCancel: {
+            cw_relay_stop(self.handle)
         }
+        if status != 0 { throw BenchmarkError.relayFailed(String(cString: cw_relay_error(handle))) }
     }
 
-    /// The worker's own reply messages for each command: the same stored reply every time.
-    private func replyMessages(for deliveries: [Delivery]) -> [OutgoingMessage] {
-        let timestamp = UInt64(Date().timeIntervalSince1970)
-        return deliveries.flatMap { configuration.replyMessages(for: $0.properties, reply: reply, timestamp: timestamp) }
-    }
-
-    private func publishAndAck(_ replies: [OutgoingMessage], upTo tag: DeliveryTag) async throws {
-        let outcomes = try await publisher.publish(replies, timeout: configuration.confirmTimeout)
-        if let refused = outcomes.first(where: { $0 == .nacked }) {
-            throw BenchmarkError.replyRefused("\(refused)")
-        }
-        await consumer.ack(tag, multiple: true)
+    /// After `run()`: commands relayed and the relay thread's CPU time.
+    var usage: (relayed: Int, cpuSeconds: Double) {
+        (Int(cw_relay_relayed(handle)), Double(cw_relay_cpu_nanoseconds(handle)) / 1e9)
     }
 }

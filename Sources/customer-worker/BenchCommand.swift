@@ -7,8 +7,8 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure the worker against the broker's own ceiling: messages/s, latency, peak RSS.",
         discussion: """
-            Runs two modes on one broker with the same commands: the ceiling (an in-process relay with \
-            the worker's prefetch, confirms and acks, but no domain work) and the worker (real \
+            Runs two modes on one broker with the same commands: the ceiling (a relay written on \
+            rabbitmq-c with the worker's prefetch, reply, confirms and acks, but no domain work) and the worker (real \
             `customer-worker run` processes on a fresh SQLite database). Every queue and exchange gets a \
             fresh bench.<id>. name and the queues are deleted at the end. Exits non-zero when replies or \
             customers do not add up.
@@ -18,6 +18,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Worker processes sharing the queue and the database.") var replicas = 1
     @Option(help: "Percentage of commands that repeat an earlier command (0..<100).") var duplicates = 0.0
     @Option(help: "Open loop at this many commands/s (default: closed loop, saturation).") var rate: Double?
+    @Flag(help: "Queue every command before the consumers (relays, workers) start; time first reply to last reply.")
+    var backlog = false
     @Option(help: "Customers written into the database before the run.") var preload = 0
     @Option(help: "Unacknowledged commands per consumer, workers and relay alike (default: the worker's).")
     var prefetch = WorkerConfiguration().prefetch
@@ -36,6 +38,7 @@ struct Bench: AsyncParsableCommand {
         settings.replicas = replicas
         settings.duplicatesPercent = duplicates
         settings.rate = rate
+        settings.backlog = backlog
         settings.preload = preload
         settings.prefetch = prefetch
         settings.messageSize = messageSize
