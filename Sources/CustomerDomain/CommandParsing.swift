@@ -69,7 +69,7 @@ extension CreateCustomerCommand {
 }
 
 /// One key's value as the validator needs to see it.
-enum RawFieldValue: Sendable {
+enum RawFieldValue: Sendable, Equatable {
     case null
     case string(String)
     /// A number, boolean, array or object.
@@ -77,51 +77,21 @@ enum RawFieldValue: Sendable {
 }
 
 /// The keys of a command body, sorted into known fields and unknown keys.
-struct RawCommandObject: Decodable {
+struct RawCommandObject: Equatable {
     var fields: [CustomerField: RawFieldValue] = [:]
+    /// Sorted.
     var unknownKeys: [String] = []
-
-    private static let decoder = JSONDecoder()
 
     static func decode(_ body: [UInt8]) -> Result<RawCommandObject, CommandRejection> {
         guard !body.isEmpty else { return .failure(malformed("The message body is empty.")) }
-        return body.withUnsafeBytes { raw in
-            // No copy: the Data lives only for the decode call, while `body` keeps the bytes alive.
-            let data = Data(
-                bytesNoCopy: UnsafeMutableRawPointer(mutating: raw.baseAddress!), count: raw.count, deallocator: .none)
-            do {
-                return .success(try decoder.decode(RawCommandObject.self, from: data))
-            } catch DecodingError.typeMismatch {
-                return .failure(malformed("The message body must be a JSON object."))
-            } catch {
-                return .failure(malformed("The message body is not valid JSON."))
-            }
+        switch CommandJSONScanner.scan(body) {
+        case .success(let object): return .success(object)
+        case .failure(.notAnObject): return .failure(malformed("The message body must be a JSON object."))
+        case .failure(.invalidJSON): return .failure(malformed("The message body is not valid JSON."))
         }
     }
 
     private static func malformed(_ message: String) -> CommandRejection {
         CommandRejection(code: .malformedMessage, message: message)
-    }
-
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: JSONKey.self)
-        for key in container.allKeys {
-            if let field = CustomerField(rawValue: key.stringValue) {
-                fields[field] = try Self.value(in: container, for: key)
-            } else {
-                unknownKeys.append(key.stringValue)
-            }
-        }
-        unknownKeys.sort()
-    }
-
-    /// A type mismatch is the sender's field error; anything else (a broken string) is malformed JSON.
-    private static func value(in container: KeyedDecodingContainer<JSONKey>, for key: JSONKey) throws -> RawFieldValue {
-        if try container.decodeNil(forKey: key) { return .null }
-        do {
-            return .string(try container.decode(String.self, forKey: key))
-        } catch DecodingError.typeMismatch {
-            return .notString
-        }
     }
 }
