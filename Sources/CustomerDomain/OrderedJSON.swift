@@ -45,9 +45,7 @@ extension JSONFieldWriter {
 extension OrderedJSONObject {
     /// The canonical JSON bytes: compact, keys in contract order, every nullable key present.
     public func canonicalJSON() -> [UInt8] {
-        var writer = JSONBytesWriter()
-        writer.writeObject(self)
-        return writer.bytes
+        JSONBytesWriter.bytes(of: self)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -63,6 +61,12 @@ public struct JSONBytesWriter: JSONFieldWriter {
 
     public init() {
         bytes.reserveCapacity(1024)
+    }
+
+    static func bytes(of object: some OrderedJSONObject) -> [UInt8] {
+        var writer = JSONBytesWriter()
+        writer.writeObject(object)
+        return writer.bytes
     }
 
     public mutating func writeObject(_ object: some OrderedJSONObject) {
@@ -212,4 +216,16 @@ struct JSONKey: CodingKey, Hashable {
     init(_ string: String) { stringValue = string }
     init(stringValue: String) { self.stringValue = stringValue }
     init?(intValue: Int) { nil }
+}
+
+// The replies are written once per command. Called through the protocol extension from another
+// module, `canonicalJSON()` runs unspecialised generic code: every field a witness-table call on
+// an opaque writer. These concrete entry points let the optimiser specialise the whole writer for
+// each reply type.
+extension CustomerCreated {
+    public func canonicalJSON() -> [UInt8] { JSONBytesWriter.bytes(of: self) }
+}
+
+extension CustomerCreateFailed {
+    public func canonicalJSON() -> [UInt8] { JSONBytesWriter.bytes(of: self) }
 }
