@@ -33,7 +33,7 @@ public final class AMQPSession: Sendable {
         public var state: ConnectionStateMachine.State = .idle
         public var generation: UInt64 = 0
         public var reconnects = 0
-        /// The node in use, or last used (redacted URL).
+        /// The node in use (host:port); nil while not connected.
         public var node: String?
 
         public var isBlocked: Bool { if case .blocked = state { true } else { false } }

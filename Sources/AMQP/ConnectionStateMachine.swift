@@ -24,6 +24,14 @@ public struct ConnectionStateMachine: Sendable, Equatable {
         case recovering(round: Int, lastError: AMQPError)
         /// Closed by its owner: every request fails.
         case closed
+
+        /// Open, blocked or not.
+        public var isConnected: Bool {
+            switch self {
+            case .open, .blocked: true
+            default: false
+            }
+        }
     }
 
     public enum Action: Sendable, Equatable {
@@ -64,12 +72,7 @@ public struct ConnectionStateMachine: Sendable, Equatable {
     }
 
     public var isBlocked: Bool { if case .blocked = state { true } else { false } }
-    public var isOpen: Bool {
-        switch state {
-        case .open, .blocked: true
-        default: false
-        }
-    }
+    public var isOpen: Bool { state.isConnected }
 
     /// A caller needs the connection (set-up, publish, consume, ack).
     public mutating func requestArrived() -> Action {

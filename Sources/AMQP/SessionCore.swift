@@ -406,6 +406,6 @@ final class SessionCore {
 
     private var status: AMQPSession.Status {
         AMQPSession.Status(state: machine.state, generation: machine.generation, reconnects: machine.reconnects,
-                           node: connection.map { _ in nodes[rotation.current].redacted })
+                           node: connection.map { _ in nodes[rotation.current].endpoint })
     }
 }
