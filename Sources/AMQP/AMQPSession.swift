@@ -54,9 +54,16 @@ public final class AMQPSession: Sendable {
         self.init(nodes: [configuration], recovery: recovery, logger: logger, name: name)
     }
 
+    /// In which order a session tries its nodes: shuffled once (so replicas spread over a
+    /// cluster), or as given (when the caller shuffled once for several sessions).
+    public enum NodeOrder: Sendable {
+        case shuffled, asGiven
+    }
+
     /// A session over several broker nodes (a cluster): it connects to one at a time, trying them
-    /// in an order shuffled once, then round robin.
-    public init(nodes: [ConnectionConfiguration], recovery: RecoveryPolicy = .init(), logger: Logger, name: String = "amqp") {
+    /// in `order`, then round robin, moving on to the next node when it loses one.
+    public init(nodes: [ConnectionConfiguration], order: NodeOrder = .shuffled, recovery: RecoveryPolicy = .init(),
+                logger: Logger, name: String = "amqp") {
         precondition(!nodes.isEmpty, "a session needs at least one broker node")
         self.configuration = nodes[0]
         self.nodes = nodes
@@ -65,7 +72,7 @@ public final class AMQPSession: Sendable {
         logger[metadataKey: "amqp.session"] = .string(name)
         let status = StatusBox()
         self.published = status
-        let order = nodes.shuffled()
+        let order = order == .shuffled ? nodes.shuffled() : nodes
         loop = EventLoop(name: "amqp \(name)") { [logger] in
             SessionCore(nodes: order, recovery: recovery, logger: logger) { snapshot in status.value.withLock { $0 = snapshot } }
         }

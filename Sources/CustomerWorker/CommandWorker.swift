@@ -40,14 +40,14 @@ public final class CommandWorker: Service {
         self.configuration = configuration
         self.store = store
         self.logger = logger
-        let nodes = try configuration.amqpNodes
+        let nodes = try configuration.amqpNodes.shuffled()  // once: both connections start on the same node
         let host = ProcessInfo.processInfo.hostName
         let pid = ProcessInfo.processInfo.processIdentifier
         func named(_ role: String) -> [ConnectionConfiguration] {
             nodes.map { var node = $0; node.connectionName = "customer-worker \(host) \(pid) \(role)"; return node }
         }
-        consumer = AMQPSession(nodes: named("consumer"), recovery: configuration.reconnect, logger: logger, name: "consumer")
-        publisher = AMQPSession(nodes: named("publisher"), recovery: configuration.reconnect, logger: logger, name: "publisher")
+        consumer = AMQPSession(nodes: named("consumer"), order: .asGiven, recovery: configuration.reconnect, logger: logger, name: "consumer")
+        publisher = AMQPSession(nodes: named("publisher"), order: .asGiven, recovery: configuration.reconnect, logger: logger, name: "publisher")
     }
 
     /// Readiness: consuming, and both connections open, the publisher's not blocked by the broker.
