@@ -65,6 +65,14 @@ final class AMQPConnection {
         isUsable = true
     }
 
+    /// Opens our channel again after the broker closed it (a failed declaration); the connection
+    /// itself is still fine then.
+    func reopenChannel() throws(AMQPError) {
+        amqp_channel_open(state, channel)
+        try check(amqp_get_rpc_reply(state), "channel.open")
+        isUsable = true
+    }
+
     private func makeSocket() throws(AMQPError) -> OpaquePointer {
         guard let tls = configuration.tls else {
             guard let socket = amqp_tcp_socket_new(state) else {

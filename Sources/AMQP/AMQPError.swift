@@ -59,7 +59,13 @@ public enum AMQPError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     /// `amqp://user:secret@host` → `amqp://user:***@host`, so URLs can be logged and shown.
+    /// A comma-separated list of URLs is redacted URL by URL.
     public static func redacted(_ url: String) -> String {
+        guard !url.contains(",") else { return url.split(separator: ",", omittingEmptySubsequences: false).map { redactedOne(String($0)) }.joined(separator: ",") }
+        return redactedOne(url)
+    }
+
+    private static func redactedOne(_ url: String) -> String {
         guard let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].lastIndex(of: "@") else { return url }
         let userInfo = url[scheme.upperBound..<at]
         guard let colon = userInfo.firstIndex(of: ":") else { return url }

@@ -297,15 +297,34 @@ final class SessionCore {
             } catch {
                 lastError = error
                 if nodes.count > 1 {
-                    logger.warning("cannot use broker node", metadata: ["amqp.node": "\(node.redacted)", "error": "\(error)"])
+                    logger.warning("cannot use broker node", metadata: ["amqp.node": "\(node.endpoint)", "error": "\(error)"])
                 }
             }
         }
         transition(machine.connectFailed(lastError))
     }
 
+    /// Declares the remembered topology, sets prefetch and confirm mode, and starts the consumers
+    /// again. A declaration the broker refuses (e.g. a classic queue whose home node is down in a
+    /// cluster, or an exchange the user may no longer configure) is logged and skipped on a
+    /// reopened channel: what depends on it fails where it is used, not the whole reconnect.
     private func replaySetup(on connection: AMQPConnection) throws(AMQPError) {
-        try connection.declare(topology)
+        var steps: [(String, (AMQPConnection) throws(AMQPError) -> Void)] = []
+        for exchange in topology.exchanges { steps.append(("exchange \(exchange.name)", { c throws(AMQPError) in try c.declare(exchange) })) }
+        for queue in topology.queues { steps.append(("queue \(queue.name)", { c throws(AMQPError) in _ = try c.declare(queue) })) }
+        for binding in topology.bindings {
+            steps.append(("binding of \(binding.queue) to \(binding.exchange)", { c throws(AMQPError) in try c.bind(binding) }))
+        }
+        for (what, step) in steps {
+            do {
+                try step(connection)
+            } catch .channelClosedByBroker(let operation, let code, let text) {
+                logger.error("cannot declare \(what) again; carrying on without it", metadata: [
+                    "amqp.operation": "\(operation)", "amqp.reply_code": "\(code)", "amqp.reply_text": "\(text)",
+                ])
+                try connection.reopenChannel()
+            }
+        }
         if let prefetch { try connection.setPrefetch(prefetch) }
         if confirms { try connection.enableConfirms() }
         for consumer in consumers {
