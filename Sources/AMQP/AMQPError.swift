@@ -22,6 +22,8 @@ public enum AMQPError: Error, Sendable, Equatable, CustomStringConvertible {
     case connectionLost(operation: String, reason: String)
     /// The session was closed by its owner.
     case sessionClosed
+    /// The task waiting for the operation was cancelled (the operation itself may still complete).
+    case cancelled(operation: String)
 
     public var description: String {
         switch self {
@@ -47,13 +49,15 @@ public enum AMQPError: Error, Sendable, Equatable, CustomStringConvertible {
             "connection lost during \(operation): \(reason)"
         case .sessionClosed:
             "the AMQP session is closed"
+        case .cancelled(let operation):
+            "cancelled while \(operation)"
         }
     }
 
     /// Whether reconnecting may help. Configuration mistakes (a bad URL) never get better.
     public var isRecoverable: Bool {
         switch self {
-        case .invalidURL, .sessionClosed: false
+        case .invalidURL, .sessionClosed, .cancelled: false
         default: true
         }
     }

@@ -48,6 +48,8 @@ public final class AMQPSession: Sendable {
     public let recovery: RecoveryPolicy
     private let loop: EventLoop
     private let published: StatusBox
+    /// Identifies waiting calls, so a cancelled task can withdraw its call from the loop.
+    private let tokens = Atomic<UInt64>(1)
 
     public convenience init(configuration: ConnectionConfiguration, recovery: RecoveryPolicy = .init(), logger: Logger,
                             name: String = "amqp") {
@@ -168,13 +170,18 @@ public final class AMQPSession: Sendable {
     /// Up to `maximum` deliveries: waits up to `wait` for the first, then up to `linger` for more.
     /// Returns an empty array when nothing came. A lost connection is recovered by the loop (with
     /// backoff); the broker redelivers whatever was unacknowledged. Acks and publishes from other
-    /// tasks go out while this waits.
+    /// tasks go out while this waits. A cancelled task gets what arrived so far.
     public func nextDeliveries(maximum: Int, wait: Duration, linger: Duration = .zero) async throws(AMQPError) -> [Delivery] {
         precondition(maximum > 0, "maximum must be positive")
         let deadline = ContinuousClock.now + wait
-        return try await call { core, promise in
-            core.awaitDeliveries(DeliveryWaiter(maximum: maximum, deadline: deadline, linger: linger, promise: promise))
-        }
+        let token = tokens.add(1, ordering: .relaxed).oldValue
+        return try await withTaskCancellationHandler {
+            await result { core, promise in
+                core.awaitDeliveries(DeliveryWaiter(token: token, maximum: maximum, deadline: deadline, linger: linger, promise: promise))
+            }
+        } onCancel: {
+            loop.submit { core in core.cancel(token) }
+        }.get()
     }
 
     /// Acknowledges up to and including `tag` (with `multiple`) or just `tag`. Returns false for a
@@ -215,13 +222,19 @@ public final class AMQPSession: Sendable {
     /// was not settled (at-least-once); a channel error (404, 403) is retried on a fresh channel,
     /// after the topology was declared again, at most `recovery.channelErrorAttempts` times.
     /// While the broker blocks the connection, nothing is written and the publish waits.
-    /// Throws `AMQPError.timeout` if the verdicts take longer than `timeout` in all.
+    /// Throws `AMQPError.timeout` if the verdicts take longer than `timeout` in all, and
+    /// `AMQPError.cancelled` when the calling task is cancelled first.
     public func publish(_ messages: [OutgoingMessage], timeout: Duration = .seconds(30)) async throws(AMQPError) -> [PublishOutcome] {
         guard !messages.isEmpty else { return [] }
         let deadline = ContinuousClock.now + timeout
-        return try await call { core, promise in
-            core.publish(PublishRequest(messages: messages, deadline: deadline, promise: promise))
-        }
+        let token = tokens.add(1, ordering: .relaxed).oldValue
+        return try await withTaskCancellationHandler {
+            await result { core, promise in
+                core.publish(PublishRequest(token: token, messages: messages, deadline: deadline, promise: promise))
+            }
+        } onCancel: {
+            loop.submit { core in core.cancel(token) }
+        }.get()
     }
 
     // MARK: Closing
@@ -238,11 +251,14 @@ public final class AMQPSession: Sendable {
 
     /// Runs `body` on the loop's thread and waits for the promise it is handed.
     private func call<T: Sendable>(_ body: @escaping @Sendable (SessionCore, Promise<T>) -> Void) async throws(AMQPError) -> T {
-        let result: Result<T, AMQPError> = await withCheckedContinuation { continuation in
+        try await result(body).get()
+    }
+
+    private func result<T: Sendable>(_ body: @escaping @Sendable (SessionCore, Promise<T>) -> Void) async -> Result<T, AMQPError> {
+        await withCheckedContinuation { continuation in
             let promise = Promise(continuation)
             if !loop.submit({ core in body(core, promise) }) { promise.fail(.sessionClosed) }
         }
-        return try result.get()
     }
 }
 
@@ -266,6 +282,7 @@ struct Promise<T: Sendable>: Sendable {
 
 /// A caller of `nextDeliveries` waiting on the loop.
 struct DeliveryWaiter {
+    let token: UInt64
     let maximum: Int
     let deadline: ContinuousClock.Instant
     let linger: Duration
@@ -276,6 +293,7 @@ struct DeliveryWaiter {
 
 /// One `publish` call on the loop.
 final class PublishRequest {
+    let token: UInt64
     let messages: [OutgoingMessage]
     let deadline: ContinuousClock.Instant
     let promise: Promise<[PublishOutcome]>
@@ -287,7 +305,8 @@ final class PublishRequest {
     var losses = 0
     var channelErrors = 0
 
-    init(messages: [OutgoingMessage], deadline: ContinuousClock.Instant, promise: Promise<[PublishOutcome]>) {
+    init(token: UInt64, messages: [OutgoingMessage], deadline: ContinuousClock.Instant, promise: Promise<[PublishOutcome]>) {
+        self.token = token
         self.messages = messages
         self.deadline = deadline
         self.promise = promise

@@ -279,6 +279,23 @@ final class SessionCore {
         transition(machine.closeRequested())
     }
 
+    /// The task behind the call with `token` was cancelled: a waiter gets what arrived so far, a
+    /// publish fails with `cancelled` (its confirms, if they come, are ignored).
+    func cancel(_ token: UInt64) {
+        if let index = waiters.firstIndex(where: { $0.token == token }) {
+            let waiter = waiters.remove(at: index)
+            let count = min(waiter.maximum, deliveries.count)
+            waiter.promise.succeed(Array(deliveries.prefix(count)))
+            deliveries.removeFirst(count)
+        }
+        if let (id, request) = publishes.first(where: { $0.value.token == token }) {
+            publishes.removeValue(forKey: id)
+            tracker.forget(request: id)
+            writeQueue.removeAll { $0 == id }
+            request.promise.fail(.cancelled(operation: Self.confirmWait))
+        }
+    }
+
     // MARK: Connecting and losing the connection
 
     /// Tries every node once, starting with the one after the node in use when `movingOn`.
@@ -286,18 +303,18 @@ final class SessionCore {
         var lastError = AMQPError.connectionFailed(endpoint: "", reason: "no broker node")
         for index in rotation.round(movingOn: movingOn) {
             let node = nodes[index]
+            logger[metadataKey: "amqp.node"] = .string(node.endpoint)
             do {
                 let fresh = try AMQPConnection(configuration: node)
                 try replaySetup(on: fresh)
                 connection = fresh
                 rotation.use(index)
-                logger[metadataKey: "amqp.node"] = .string(node.endpoint)
                 transition(machine.connected())
                 return
             } catch {
                 lastError = error
                 if nodes.count > 1 {
-                    logger.warning("cannot use broker node", metadata: ["amqp.node": "\(node.endpoint)", "error": "\(error)"])
+                    logger.warning("cannot use broker node", metadata: ["error": "\(error)"])
                 }
             }
         }

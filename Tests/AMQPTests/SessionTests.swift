@@ -122,6 +122,20 @@ struct SessionTests {
         #expect(await session.ack(try #require(next.first).tag))
     }
 
+    @Test func aCancelledWaitReturnsAtOnce() async throws {
+        let (session, queue) = try await sessionWithQueue("cancelled-wait")
+        defer { Task { await session.close() } }
+        try await session.consume(queue: queue)
+        let clock = ContinuousClock()
+        let started = clock.now
+        let waiting = Task { try await session.nextDeliveries(maximum: 10, wait: .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(200))
+        waiting.cancel()
+        #expect(try await waiting.value.isEmpty)
+        #expect(clock.now - started < .seconds(5), "the wait ignored its cancellation")
+        #expect(try await session.publish(messages(1, to: queue)) == [.confirmed], "the session still works")
+    }
+
     @Test func nackAndRejectRequeueOrDrop() async throws {
         let (session, queue) = try await sessionWithQueue("nack", prefetch: 1)
         defer { Task { await session.close() } }
