@@ -412,7 +412,7 @@ final class SessionCore {
             if exhausted {
                 publishes.removeValue(forKey: id)
                 writeQueue.removeAll { $0 == id }
-                logger.error("publishing failed for good", metadata: ["error": "\(error)", "amqp.attempts": "\(request.losses)"])
+                logger.error("publishing failed for good", metadata: ["error": "\(error)", "attempt": "\(request.losses)"])
                 request.promise.fail(error)
             } else if !writeQueue.contains(id) {
                 writeQueue.append(id)
