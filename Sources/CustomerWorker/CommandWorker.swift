@@ -55,9 +55,6 @@ public final class CommandWorker: Service {
         isConsuming && consumer.status.state.isConnected && publisher.status.isUsable
     }
 
-    /// The broker nodes in use (host:port), for logs and metrics.
-    public var nodesInUse: (consumer: String?, publisher: String?) { (consumer.status.node, publisher.status.node) }
-
     /// True while the consumer is attached to the command queue (readiness).
     public var isConsuming: Bool { attached.load(ordering: .relaxed) }
 
