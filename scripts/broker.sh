@@ -3,6 +3,7 @@
 # port and data directory, so it never collides with another broker on the machine.
 #
 #   scripts/broker.sh start|stop|status|url|tls-url|ctl ARGS...
+#   scripts/broker.sh cluster start|stop|url
 #
 # Settings (environment):
 #   BROKER_PORT   AMQP port (default 5673); the Erlang distribution port is BROKER_PORT + 20000
@@ -11,6 +12,12 @@
 #
 # The node also listens for AMQP over TLS on BROKER_PORT + 2 with a certificate for `localhost`
 # issued by a CA made for it ($BROKER_DIR/tls/ca.pem), so clients can test verified TLS.
+#
+# `cluster` runs three such nodes (without TLS) on CLUSTER_PORT, CLUSTER_PORT + 1 and
+# CLUSTER_PORT + 2 (default BROKER_PORT + 10), joined into one cluster with rabbitmqctl
+# join_cluster; `cluster url` prints their three URLs, comma-separated, as AMQP_URL takes them.
+# Each node is also an ordinary private node: `BROKER_PORT=<its port> scripts/broker.sh ctl …`.
+# `cluster stop` removes their data, so the next start forms a fresh cluster.
 set -euo pipefail
 
 BROKER_PORT="${BROKER_PORT:-5673}"
@@ -57,11 +64,14 @@ start() {
   : > "$BROKER_DIR/rabbitmq-env.conf"
   : > "$BROKER_DIR/advanced.config"
   echo "[]." > "$BROKER_DIR/advanced.config"
-  make_certificates
   cat > "$BROKER_DIR/rabbitmq.conf" <<CONF
 # guest may connect from loopback only (the default); the node listens on 127.0.0.1 only.
 log.console = false
 log.file.level = warning
+CONF
+  if [ -z "${BROKER_NO_TLS:-}" ]; then
+    make_certificates
+    cat >> "$BROKER_DIR/rabbitmq.conf" <<CONF
 listeners.ssl.default = 127.0.0.1:$((BROKER_PORT + 2))
 ssl_options.cacertfile = $BROKER_DIR/tls/ca.pem
 ssl_options.certfile = $BROKER_DIR/tls/server.pem
@@ -71,6 +81,7 @@ ssl_options.fail_if_no_peer_cert = false
 ssl_options.versions.1 = tlsv1.2
 ssl_options.versions.2 = tlsv1.3
 CONF
+  fi
   if [ "$(id -u)" = 0 ]; then chown -R rabbitmq:rabbitmq "$BROKER_DIR"; fi
   as_broker_user "$RABBIT_BIN/rabbitmq-server" -detached >/dev/null 2>&1 \
     || die "rabbitmq-server did not start; see $BROKER_DIR/log"
@@ -106,12 +117,62 @@ make_certificates() {
     -extfile "$tls/server.ext" -out "$tls/server.pem" >/dev/null 2>&1
 }
 
+CLUSTER_PORT="${CLUSTER_PORT:-$((BROKER_PORT + 10))}"
+cluster_ports() { echo "$CLUSTER_PORT" "$((CLUSTER_PORT + 1))" "$((CLUSTER_PORT + 2))"; }
+
+# Runs "$@" (a function of this script) for the cluster node on port $1.
+on_node() {
+  local port=$1; shift
+  BROKER_PORT=$port BROKER_DIR="${TMPDIR:-/tmp}/customer-worker-broker-$port" \
+    BROKER_NODE="customer-worker-$port@localhost" BROKER_NO_TLS=1 "$@"
+}
+
+cluster_url() {
+  local urls=() port
+  for port in $(cluster_ports); do urls+=("amqp://guest:guest@127.0.0.1:$port/%2f"); done
+  (IFS=,; echo "${urls[*]}")
+}
+
+cluster_start() {
+  local ports=($(cluster_ports)) pids=() port pid
+  for port in "${ports[@]}"; do
+    (on_node "$port" start >/dev/null) &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || die "a cluster node did not start"; done
+  local first="customer-worker-${ports[0]}@localhost"
+  for port in "${ports[@]:1}"; do
+    if on_node "$port" ctl cluster_status 2>/dev/null | grep -q "$first"; then continue; fi
+    on_node "$port" ctl stop_app >/dev/null
+    on_node "$port" ctl join_cluster "$first" >/dev/null 2>&1 || die "node on port $port could not join $first"
+    on_node "$port" ctl start_app >/dev/null
+  done
+  on_node "${ports[0]}" ctl await_startup >/dev/null
+  echo "cluster running: $(cluster_url)"
+}
+
+cluster_stop() {
+  local port
+  for port in $(cluster_ports); do
+    on_node "$port" stop >/dev/null
+    rm -rf "${TMPDIR:-/tmp}/customer-worker-broker-$port"
+  done
+  echo "cluster stopped"
+}
+
 case "${1:-}" in
+  cluster)
+    case "${2:-}" in
+      start) cluster_start ;;
+      stop) cluster_stop ;;
+      url) cluster_url ;;
+      *) echo "usage: $0 cluster start|stop|url" >&2; exit 2 ;;
+    esac ;;
   start) start ;;
   stop) stop ;;
   status) if is_running; then echo "running: $(url) (node $BROKER_NODE, data $BROKER_DIR)"; else echo "not running"; exit 1; fi ;;
   url) url ;;
   tls-url) tls_url ;;
   ctl) shift; ctl "$@" ;;
-  *) echo "usage: $0 start|stop|status|url|tls-url|ctl ARGS..." >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|url|tls-url|ctl ARGS...|cluster start|stop|url" >&2; exit 2 ;;
 esac

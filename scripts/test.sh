@@ -8,10 +8,13 @@ scripts/bootstrap.sh
 
 export BROKER_PORT="${BROKER_PORT:-5673}"
 scripts/broker.sh start
-trap 'scripts/broker.sh stop >/dev/null; [ -n "${BROKER_EXTRA_PORT:-}" ] && BROKER_PORT=$BROKER_EXTRA_PORT scripts/broker.sh stop >/dev/null 2>&1 || true' EXIT
+trap 'scripts/broker.sh stop >/dev/null; [ -n "${BROKER_EXTRA_PORT:-}" ] && BROKER_PORT=$BROKER_EXTRA_PORT scripts/broker.sh stop >/dev/null 2>&1; scripts/broker.sh cluster stop >/dev/null 2>&1 || true' EXIT
 # The broker-restart test starts (and stops) a second node on the next port.
 export BROKER_EXTRA_PORT=$((BROKER_PORT + 1))
 export AMQP_URL="$(scripts/broker.sh url)"
+# The cluster test's three nodes (ports BROKER_PORT + 10 … + 12).
+scripts/broker.sh cluster start
+export AMQP_CLUSTER_URL="$(scripts/broker.sh cluster url)"
 
 # Replies produced by the tests land here and are checked against schemas/ afterwards.
 CONFORMANCE_OUTPUT_DIR="$(mktemp -d)"

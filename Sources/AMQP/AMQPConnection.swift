@@ -13,9 +13,18 @@ enum InboundEvent {
     case unblocked
 }
 
+/// What one non-blocking read found.
+enum ReadResult {
+    /// Nothing buffered and nothing on the socket.
+    case nothing
+    /// A frame that needs no handling (a header or body outside a message, an unknown method).
+    case skipped
+    case event(InboundEvent)
+}
+
 /// One rabbitmq-c connection with one channel. Not thread-safe and deliberately not `Sendable`:
-/// it is only ever owned by an `AMQPSession`, whose actor executor is a dedicated thread, so every
-/// call (all of them blocking C calls) happens on that thread.
+/// it is only ever owned by one session's event loop, so every call (all of them C calls that
+/// may block) happens on that loop's thread.
 final class AMQPConnection {
     private let state: amqp_connection_state_t
     private let arena = EncodingArena()
@@ -23,6 +32,8 @@ final class AMQPConnection {
     let configuration: ConnectionConfiguration
     /// False once the socket failed or the broker closed the connection or our channel.
     private(set) var isUsable = false
+    /// When we last wrote a frame: the loop sends a heartbeat when it has been quiet too long.
+    private(set) var lastWrite = ContinuousClock.now
 
     init(configuration: ConnectionConfiguration) throws(AMQPError) {
         guard let state = amqp_new_connection() else {
@@ -49,6 +60,14 @@ final class AMQPConnection {
         amqp_set_rpc_timeout(state, &rpcTimeout)
         amqp_set_handshake_timeout(state, &rpcTimeout)
         try login()
+        amqp_channel_open(state, channel)
+        try check(amqp_get_rpc_reply(state), "channel.open")
+        isUsable = true
+    }
+
+    /// Opens our channel again after the broker closed it (a failed declaration); the connection
+    /// itself is still fine then.
+    func reopenChannel() throws(AMQPError) {
         amqp_channel_open(state, channel)
         try check(amqp_get_rpc_reply(state), "channel.open")
         isUsable = true
@@ -191,6 +210,7 @@ final class AMQPConnection {
 
     func publish(_ message: OutgoingMessage) throws(AMQPError) {
         defer { arena.reset() }
+        lastWrite = .now
         var properties = message.properties.cProperties(in: arena)
         let status = message.body.withUnsafeBufferPointer { body in
             amqp_basic_publish(state, channel, arena.bytes(message.exchange), arena.bytes(message.routingKey),
@@ -201,32 +221,53 @@ final class AMQPConnection {
     }
 
     func ack(_ deliveryTag: UInt64, multiple: Bool) throws(AMQPError) {
+        lastWrite = .now
         try checkStatus(amqp_basic_ack(state, channel, deliveryTag, multiple ? 1 : 0), "basic.ack")
     }
 
     func nack(_ deliveryTag: UInt64, multiple: Bool, requeue: Bool) throws(AMQPError) {
+        lastWrite = .now
         try checkStatus(amqp_basic_nack(state, channel, deliveryTag, multiple ? 1 : 0, requeue ? 1 : 0), "basic.nack")
     }
 
     func reject(_ deliveryTag: UInt64, requeue: Bool) throws(AMQPError) {
+        lastWrite = .now
         try checkStatus(amqp_basic_reject(state, channel, deliveryTag, requeue ? 1 : 0), "basic.reject")
     }
 
     // MARK: Reading what the broker sends
 
-    /// Whether a frame is already buffered, so `nextEvent(timeout: .zero)` will not touch the socket.
-    var hasBufferedInput: Bool { amqp_frames_enqueued(state) != 0 || amqp_data_in_buffer(state) != 0 }
+    /// The socket to poll for input; -1 when there is none.
+    var socketDescriptor: Int32 { amqp_get_sockfd(state) }
 
-    /// Waits up to `timeout` for the next event; nil when none came. Heartbeats are serviced by
-    /// rabbitmq-c inside this wait. Broker-initiated closes are answered and thrown.
-    func nextEvent(timeout: Duration) throws(AMQPError) -> InboundEvent? {
+    /// The heartbeat interval agreed with the broker (0: none).
+    var heartbeat: Duration { .seconds(Int(amqp_get_heartbeat(state))) }
+
+    /// Sends a heartbeat frame (the loop does when it wrote nothing for half the interval).
+    func sendHeartbeat() throws(AMQPError) {
+        var frame = amqp_frame_t()
+        frame.frame_type = UInt8(AMQP_FRAME_HEARTBEAT)
+        frame.channel = 0
+        lastWrite = .now
+        try checkStatus(amqp_send_frame(state, &frame), "sending a heartbeat")
+    }
+
+    /// Reads what already arrived without waiting: frames rabbitmq-c queued during an RPC or
+    /// holds in its buffer first, then the socket. rabbitmq-c also sends a heartbeat that is due
+    /// and reports missed ones here. Broker-initiated closes are answered and thrown.
+    func readAvailable() throws(AMQPError) -> ReadResult {
         defer { amqp_maybe_release_buffers(state) }
         var frame = amqp_frame_t()
-        var wait = timeval(max(timeout, .zero))
-        let status = amqp_simple_wait_frame_noblock(state, &frame, &wait)
-        if status == AMQP_STATUS_TIMEOUT.rawValue { return nil }
-        try checkStatus(status, "waiting for frames")
-        guard frame.frame_type == UInt8(AMQP_FRAME_METHOD) else { return nil }
+        var immediately = timeval(tv_sec: 0, tv_usec: 0)
+        let status = amqp_simple_wait_frame_noblock(state, &frame, &immediately)
+        if status == AMQP_STATUS_TIMEOUT.rawValue { return .nothing }
+        try checkStatus(status, "reading frames")
+        guard frame.frame_type == UInt8(AMQP_FRAME_METHOD) else { return .skipped }
+        guard let event = try event(from: frame) else { return .skipped }
+        return .event(event)
+    }
+
+    private func event(from frame: amqp_frame_t) throws(AMQPError) -> InboundEvent? {
         let method = frame.payload.method
         switch method.id {
         case CW_BASIC_DELIVER:
@@ -256,7 +297,7 @@ final class AMQPConnection {
         case CW_CONNECTION_UNBLOCKED:
             return .unblocked
         case CW_CHANNEL_CLOSE, CW_CONNECTION_CLOSE:
-            throw brokerClosed(method, operation: "waiting for frames")
+            throw brokerClosed(method, operation: "reading frames")
         default:
             return nil
         }
@@ -289,6 +330,7 @@ final class AMQPConnection {
     }
 
     private func check(_ reply: amqp_rpc_reply_t, _ operation: String) throws(AMQPError) {
+        lastWrite = .now  // every RPC wrote its request
         switch reply.reply_type {
         case AMQP_RESPONSE_NORMAL:
             return

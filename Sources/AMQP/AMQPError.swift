@@ -22,6 +22,8 @@ public enum AMQPError: Error, Sendable, Equatable, CustomStringConvertible {
     case connectionLost(operation: String, reason: String)
     /// The session was closed by its owner.
     case sessionClosed
+    /// The task waiting for the operation was cancelled (the operation itself may still complete).
+    case cancelled(operation: String)
 
     public var description: String {
         switch self {
@@ -47,19 +49,27 @@ public enum AMQPError: Error, Sendable, Equatable, CustomStringConvertible {
             "connection lost during \(operation): \(reason)"
         case .sessionClosed:
             "the AMQP session is closed"
+        case .cancelled(let operation):
+            "cancelled while \(operation)"
         }
     }
 
     /// Whether reconnecting may help. Configuration mistakes (a bad URL) never get better.
     public var isRecoverable: Bool {
         switch self {
-        case .invalidURL, .sessionClosed: false
+        case .invalidURL, .sessionClosed, .cancelled: false
         default: true
         }
     }
 
     /// `amqp://user:secret@host` → `amqp://user:***@host`, so URLs can be logged and shown.
+    /// A comma-separated list of URLs is redacted URL by URL.
     public static func redacted(_ url: String) -> String {
+        guard !url.contains(",") else { return url.split(separator: ",", omittingEmptySubsequences: false).map { redactedOne(String($0)) }.joined(separator: ",") }
+        return redactedOne(url)
+    }
+
+    private static func redactedOne(_ url: String) -> String {
         guard let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].lastIndex(of: "@") else { return url }
         let userInfo = url[scheme.upperBound..<at]
         guard let colon = userInfo.firstIndex(of: ":") else { return url }

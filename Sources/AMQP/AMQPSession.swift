@@ -1,17 +1,25 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// One broker connection with one channel that survives connection loss.
 ///
-/// The session remembers what was set up on it (topology, prefetch, confirm mode, consumers) and
-/// replays it after reconnecting with backoff. Deliveries carry the connection generation they
-/// arrived on; acknowledging one from an earlier generation is a no-op, because the broker already
-/// requeued it when the old channel died (and its tag may now name another message).
+/// The connection is an event loop on a thread of its own (`EventLoop` + `SessionCore`): the
+/// thread owns the rabbitmq-c connection, waits in `poll()` on its socket and on a wake-up pipe,
+/// dispatches what the broker sends the moment it arrives (deliveries, confirms, returns,
+/// closes, cancels, blocked/unblocked), sends heartbeats itself, and runs what callers submit
+/// (acks, publishes, declarations, close) at once. No caller waits for another caller's read,
+/// and no C call ever runs on Swift's cooperative pool.
 ///
-/// The actor runs on its own thread (`ThreadExecutor`): every rabbitmq-c call blocks that thread,
-/// never Swift's cooperative pool. Use one session for consuming and another for publishing, as
-/// RabbitMQ recommends; one session can do both (the CLI's direct reply-to needs that).
-public actor AMQPSession {
+/// The session remembers what was set up on it (topology, prefetch, confirm mode, consumers) and
+/// replays it after reconnecting with backoff, walking through its broker nodes. Deliveries carry
+/// the connection generation they arrived on; acknowledging one from an earlier generation is a
+/// no-op, because the broker already requeued it when the old channel died (and its tag may now
+/// name another message).
+///
+/// Use one session for consuming and another for publishing, as RabbitMQ recommends; one session
+/// can do both (the CLI's direct reply-to needs that).
+public final class AMQPSession: Sendable {
     public struct Consumer: Sendable, Hashable {
         public var queue: String
         public var consumerTag: String
@@ -20,357 +28,290 @@ public actor AMQPSession {
         public var arguments: [String: FieldValue]
     }
 
-    private let executor: ThreadExecutor
-    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+    /// What the session looks like from outside, updated by its loop at every transition.
+    public struct Status: Sendable, Equatable {
+        public var state: ConnectionStateMachine.State = .idle
+        public var generation: UInt64 = 0
+        public var reconnects = 0
+        /// The node in use (host:port); nil while not connected.
+        public var node: String?
 
-    public nonisolated let configuration: ConnectionConfiguration
-    public nonisolated let recovery: RecoveryPolicy
-    private let logger: Logger
+        public var isBlocked: Bool { if case .blocked = state { true } else { false } }
+        /// Open and not blocked: publishing goes through.
+        public var isUsable: Bool { if case .open = state { true } else { false } }
+    }
 
-    private var connection: AMQPConnection?
-    /// Bumped on every successful (re)connect; part of every delivery tag.
-    public private(set) var generation: UInt64 = 0
-    /// How often the session reconnected after losing its connection.
-    public private(set) var reconnects = 0
-    /// True while the broker has blocked publishing on this connection (resource alarm).
-    public private(set) var isBlocked = false
-    private var isClosed = false
+    /// The first node (the only one unless a list was given).
+    public let configuration: ConnectionConfiguration
+    /// Every node, in the order given.
+    public let nodes: [ConnectionConfiguration]
+    public let recovery: RecoveryPolicy
+    private let loop: EventLoop
+    private let published: StatusBox
+    /// Identifies waiting calls, so a cancelled task can withdraw its call from the loop.
+    private let tokens = Atomic<UInt64>(1)
 
-    // What to replay after a reconnect.
-    private var topology = Topology()
-    private var prefetch: UInt16?
-    private var confirms = false
-    private var consumers: [Consumer] = []
+    public convenience init(configuration: ConnectionConfiguration, recovery: RecoveryPolicy = .init(), logger: Logger,
+                            name: String = "amqp") {
+        self.init(nodes: [configuration], recovery: recovery, logger: logger, name: name)
+    }
 
-    /// Deliveries read while waiting for something else (confirms), served first.
-    private var buffered: [Delivery] = []
-    /// Publish sequence number of the next message on the current channel (confirm mode).
-    private var nextPublishSequence: UInt64 = 1
+    /// In which order a session tries its nodes: shuffled once (so replicas spread over a
+    /// cluster), or as given (when the caller shuffled once for several sessions).
+    public enum NodeOrder: Sendable {
+        case shuffled, asGiven
+    }
 
-    public init(configuration: ConnectionConfiguration, recovery: RecoveryPolicy = .init(), logger: Logger,
-                name: String = "amqp") {
-        self.executor = ThreadExecutor(name: name)
-        self.configuration = configuration
+    /// A session over several broker nodes (a cluster): it connects to one at a time, trying them
+    /// in `order`, then round robin, moving on to the next node when it loses one.
+    public init(nodes: [ConnectionConfiguration], order: NodeOrder = .shuffled, recovery: RecoveryPolicy = .init(),
+                logger: Logger, name: String = "amqp") {
+        precondition(!nodes.isEmpty, "a session needs at least one broker node")
+        self.configuration = nodes[0]
+        self.nodes = nodes
         self.recovery = recovery
         var logger = logger
         logger[metadataKey: "amqp.session"] = .string(name)
-        self.logger = logger
+        let status = StatusBox()
+        self.published = status
+        let order = order == .shuffled ? nodes.shuffled() : nodes
+        loop = EventLoop(name: "amqp \(name)") { [logger] in
+            SessionCore(nodes: order, recovery: recovery, logger: logger) { snapshot in status.value.withLock { $0 = snapshot } }
+        }
     }
 
     deinit {
-        executor.shutdown()
+        loop.submit { core in core.close() }
     }
+
+    // MARK: State
+
+    /// The current state, generation, reconnect count and node, without waiting.
+    public var status: Status { published.value.withLock { $0 } }
+
+    /// Bumped on every successful (re)connect; part of every delivery tag.
+    public var generation: UInt64 { get async { status.generation } }
+    /// How often the session reconnected after losing its connection.
+    public var reconnects: Int { get async { status.reconnects } }
+    /// True while the broker has blocked publishing on this connection (resource alarm).
+    public var isBlocked: Bool { get async { status.isBlocked } }
 
     // MARK: Set-up (remembered and replayed after reconnects)
 
     /// Connects now. Errors are thrown as they are, so a wrong URL or password fails fast.
-    public func connect() throws(AMQPError) {
-        try ensureOpen()
-        if connection == nil { try reconnectOnce() }
+    public func connect() async throws(AMQPError) {
+        try await call { core, promise in core.withConnection(promise) { _ throws(AMQPError) in () } }
     }
 
-    public func declare(_ topology: Topology) throws(AMQPError) {
-        try withConnection { (connection: AMQPConnection) throws(AMQPError) in try connection.declare(topology) }
-        self.topology.merge(topology)
+    public func declare(_ topology: Topology) async throws(AMQPError) {
+        try await call { core, promise in
+            core.withConnection(promise) { connection throws(AMQPError) in
+                try connection.declare(topology)
+                core.topology.merge(topology)
+            }
+        }
     }
 
-    public func setPrefetch(_ count: UInt16) throws(AMQPError) {
-        try withConnection { (connection: AMQPConnection) throws(AMQPError) in try connection.setPrefetch(count) }
-        prefetch = count
+    public func setPrefetch(_ count: UInt16) async throws(AMQPError) {
+        try await call { core, promise in
+            core.withConnection(promise) { connection throws(AMQPError) in
+                try connection.setPrefetch(count)
+                core.prefetch = count
+            }
+        }
     }
 
-    public func enableConfirms() throws(AMQPError) {
-        guard !confirms else { return }
-        try withConnection { (connection: AMQPConnection) throws(AMQPError) in try connection.enableConfirms() }
-        confirms = true
-        nextPublishSequence = 1
+    public func enableConfirms() async throws(AMQPError) {
+        try await call { core, promise in
+            core.withConnection(promise) { connection throws(AMQPError) in
+                guard !core.confirms else { return }
+                try connection.enableConfirms()
+                core.confirms = true
+                core.tracker = ConfirmTracker()
+            }
+        }
     }
 
     /// Starts a consumer; after a reconnect it is started again with the same tag.
     @discardableResult
     public func consume(queue: String, consumerTag: String? = nil, noAck: Bool = false, exclusive: Bool = false,
-                        arguments: [String: FieldValue] = [:]) throws(AMQPError) -> String {
+                        arguments: [String: FieldValue] = [:]) async throws(AMQPError) -> String {
         let requested = consumerTag ?? "\(queue).\(UUID().uuidString.lowercased())"
-        let tag = try withConnection { (connection: AMQPConnection) throws(AMQPError) in
-            try connection.consume(queue: queue, consumerTag: requested, noAck: noAck, exclusive: exclusive, arguments: arguments)
+        return try await call { core, promise in
+            core.withConnection(promise) { connection throws(AMQPError) in
+                let tag = try connection.consume(queue: queue, consumerTag: requested, noAck: noAck, exclusive: exclusive,
+                                                 arguments: arguments)
+                core.consumers.append(Consumer(queue: queue, consumerTag: tag, noAck: noAck, exclusive: exclusive, arguments: arguments))
+                return tag
+            }
         }
-        consumers.append(Consumer(queue: queue, consumerTag: tag, noAck: noAck, exclusive: exclusive, arguments: arguments))
-        return tag
     }
 
     /// Declares a queue once (not replayed), e.g. a server-named queue for a test. Returns its name.
     @discardableResult
-    public func declareQueueOnce(_ queue: Topology.Queue) throws(AMQPError) -> String {
-        try withConnection { (connection: AMQPConnection) throws(AMQPError) in try connection.declare(queue) }
+    public func declareQueueOnce(_ queue: Topology.Queue) async throws(AMQPError) -> String {
+        try await call { core, promise in core.withConnection(promise) { connection throws(AMQPError) in try connection.declare(queue) } }
     }
 
-    public func deleteQueue(_ name: String) throws(AMQPError) {
-        try withConnection { (connection: AMQPConnection) throws(AMQPError) in try connection.deleteQueue(name) }
+    public func deleteQueue(_ name: String) async throws(AMQPError) {
+        try await call { core, promise in core.withConnection(promise) { connection throws(AMQPError) in try connection.deleteQueue(name) } }
     }
 
-    public func deleteExchange(_ name: String) throws(AMQPError) {
-        try withConnection { (connection: AMQPConnection) throws(AMQPError) in try connection.deleteExchange(name) }
+    public func deleteExchange(_ name: String) async throws(AMQPError) {
+        try await call { core, promise in core.withConnection(promise) { connection throws(AMQPError) in try connection.deleteExchange(name) } }
     }
 
-    public func purgeQueue(_ name: String) throws(AMQPError) {
-        try withConnection { (connection: AMQPConnection) throws(AMQPError) in try connection.purgeQueue(name) }
+    public func purgeQueue(_ name: String) async throws(AMQPError) {
+        try await call { core, promise in core.withConnection(promise) { connection throws(AMQPError) in try connection.purgeQueue(name) } }
     }
 
     // MARK: Consuming
 
     /// Up to `maximum` deliveries: waits up to `wait` for the first, then up to `linger` for more.
-    /// Returns an empty array when nothing came. A lost connection is recovered inside (with
-    /// backoff); the broker redelivers whatever was unacknowledged.
-    public func nextDeliveries(maximum: Int, wait: Duration, linger: Duration = .zero) async throws -> [Delivery] {
-        try ensureOpen()
-        var batch = takeBuffered(maximum: maximum)
-        do {
-            let clock = ContinuousClock()
-            if batch.isEmpty {
-                let deadline = clock.now + wait
-                while batch.isEmpty, clock.now < deadline, !Task.isCancelled {
-                    // Short slices, yielding in between, let other calls on this session (an ack
-                    // from the task that publishes replies) through while we wait.
-                    let slice = min(deadline - clock.now, .milliseconds(10))
-                    if let delivery = try await nextDelivery(timeout: slice) {
-                        batch.append(delivery)
-                    } else {
-                        await Task.yield()
-                        batch += takeBuffered(maximum: maximum)
-                    }
-                }
+    /// Returns an empty array when nothing came. A lost connection is recovered by the loop (with
+    /// backoff); the broker redelivers whatever was unacknowledged. Acks and publishes from other
+    /// tasks go out while this waits. A cancelled task gets what arrived so far.
+    public func nextDeliveries(maximum: Int, wait: Duration, linger: Duration = .zero) async throws(AMQPError) -> [Delivery] {
+        precondition(maximum > 0, "maximum must be positive")
+        let deadline = ContinuousClock.now + wait
+        let token = tokens.add(1, ordering: .relaxed).oldValue
+        return try await withTaskCancellationHandler {
+            await result { core, promise in
+                core.awaitDeliveries(DeliveryWaiter(token: token, maximum: maximum, deadline: deadline, linger: linger, promise: promise))
             }
-            guard !batch.isEmpty else { return batch }
-            let lingerDeadline = clock.now + linger
-            while batch.count < maximum {
-                let remaining = lingerDeadline - clock.now
-                let connection = try await usableConnection()
-                guard remaining > .zero || connection.hasBufferedInput else { break }
-                guard let delivery = try await nextDelivery(timeout: max(remaining, .zero)) else {
-                    if remaining <= .zero { break } else { continue }
-                }
-                batch.append(delivery)
-            }
-        } catch let error as AMQPError where error.isRecoverable {
-            // What we read on the dead channel will be redelivered; its tags are void now.
-            try await recover(after: error)
-            return []
-        }
-        return batch
+        } onCancel: {
+            loop.submit { core in core.cancel(token) }
+        }.get()
     }
 
     /// Acknowledges up to and including `tag` (with `multiple`) or just `tag`. Returns false for a
     /// tag from an earlier connection (the broker requeued it already) or when the connection just
     /// failed (it will be requeued): in both cases nothing was acknowledged.
     @discardableResult
-    public func ack(_ tag: DeliveryTag, multiple: Bool = false) -> Bool {
-        settle(tag, "basic.ack") { (connection: AMQPConnection) throws(AMQPError) in try connection.ack(tag.value, multiple: multiple) }
+    public func ack(_ tag: DeliveryTag, multiple: Bool = false) async -> Bool {
+        await settle { core, promise in
+            core.settle(tag, "basic.ack", promise) { connection throws(AMQPError) in try connection.ack(tag.value, multiple: multiple) }
+        }
     }
 
     @discardableResult
-    public func nack(_ tag: DeliveryTag, multiple: Bool = false, requeue: Bool) -> Bool {
-        settle(tag, "basic.nack") { (connection: AMQPConnection) throws(AMQPError) in try connection.nack(tag.value, multiple: multiple, requeue: requeue) }
+    public func nack(_ tag: DeliveryTag, multiple: Bool = false, requeue: Bool) async -> Bool {
+        await settle { core, promise in
+            core.settle(tag, "basic.nack", promise) { connection throws(AMQPError) in
+                try connection.nack(tag.value, multiple: multiple, requeue: requeue)
+            }
+        }
     }
 
     @discardableResult
-    public func reject(_ tag: DeliveryTag, requeue: Bool) -> Bool {
-        settle(tag, "basic.reject") { (connection: AMQPConnection) throws(AMQPError) in try connection.reject(tag.value, requeue: requeue) }
+    public func reject(_ tag: DeliveryTag, requeue: Bool) async -> Bool {
+        await settle { core, promise in
+            core.settle(tag, "basic.reject", promise) { connection throws(AMQPError) in try connection.reject(tag.value, requeue: requeue) }
+        }
     }
 
-    private func settle(_ tag: DeliveryTag, _ operation: String, _ body: (AMQPConnection) throws(AMQPError) -> Void) -> Bool {
-        guard tag.connectionGeneration == generation, let connection, connection.isUsable else {
-            logger.debug("not settling a delivery from a closed channel", metadata: [
-                "amqp.operation": "\(operation)", "amqp.delivery_generation": "\(tag.connectionGeneration)",
-            ])
-            return false
-        }
-        do {
-            try body(connection)
-            return true
-        } catch {
-            logger.warning("settling failed; the broker will redeliver", metadata: ["amqp.operation": "\(operation)", "error": "\(error)"])
-            return false
-        }
+    private func settle(_ body: @escaping @Sendable (SessionCore, Promise<Bool>) -> Void) async -> Bool {
+        (try? await call(body)) ?? false
     }
 
     // MARK: Publishing
 
-    /// Publishes `messages` in order and waits once for the broker's verdict on all of them:
+    /// Publishes `messages` in order and waits for the broker's verdict on each of them:
     /// confirmed, returned (mandatory and unroutable) or nacked. Needs `enableConfirms()`.
     /// If the connection drops meanwhile, the session reconnects and publishes again whatever
-    /// was not settled (at-least-once). Throws `AMQPError.timeout` if confirms take longer than
-    /// `timeout` (for instance while the broker blocks publishers on a resource alarm).
-    public func publish(_ messages: [OutgoingMessage], timeout: Duration = .seconds(30)) async throws -> [PublishOutcome] {
-        try ensureOpen()
-        precondition(confirms, "enableConfirms() before publish(_:)")
-        var outcomes = [PublishOutcome?](repeating: nil, count: messages.count)
-        var attempt = 0
-        while true {
-            let pending = outcomes.indices.filter { outcomes[$0] == nil }
-            if pending.isEmpty { return outcomes.map { $0! } }
-            do {
-                try await publishAndAwaitConfirms(messages, indices: pending, into: &outcomes, timeout: timeout)
-            } catch let error as AMQPError where error.isRecoverable && error != .timeout(operation: Self.confirmWait) {
-                attempt += 1
-                if let limit = recovery.maximumAttempts, attempt > limit { throw error }
-                try await recover(after: error)
+    /// was not settled (at-least-once); a channel error (404, 403) is retried on a fresh channel,
+    /// after the topology was declared again, at most `recovery.channelErrorAttempts` times.
+    /// While the broker blocks the connection, nothing is written and the publish waits.
+    /// Throws `AMQPError.timeout` if the verdicts take longer than `timeout` in all, and
+    /// `AMQPError.cancelled` when the calling task is cancelled first.
+    public func publish(_ messages: [OutgoingMessage], timeout: Duration = .seconds(30)) async throws(AMQPError) -> [PublishOutcome] {
+        guard !messages.isEmpty else { return [] }
+        let deadline = ContinuousClock.now + timeout
+        let token = tokens.add(1, ordering: .relaxed).oldValue
+        return try await withTaskCancellationHandler {
+            await result { core, promise in
+                core.publish(PublishRequest(token: token, messages: messages, deadline: deadline, promise: promise))
             }
-        }
-    }
-
-    private static let confirmWait = "waiting for publisher confirms"
-
-    private func publishAndAwaitConfirms(_ messages: [OutgoingMessage], indices: [Int], into outcomes: inout [PublishOutcome?],
-                                         timeout: Duration) async throws {
-        let connection = try await usableConnection()
-        var unsettled: [UInt64: Int] = [:]  // publish sequence number → message index
-        var returned: [UInt64: PublishOutcome] = [:]
-        unsettled.reserveCapacity(indices.count)
-        for index in indices {
-            try connection.publish(messages[index])
-            unsettled[nextPublishSequence] = index
-            nextPublishSequence += 1
-        }
-        let clock = ContinuousClock()
-        let deadline = clock.now + timeout
-        while !unsettled.isEmpty {
-            let remaining = deadline - clock.now
-            guard remaining > .zero else { throw AMQPError.timeout(operation: Self.confirmWait) }
-            guard let event = try connection.nextEvent(timeout: min(remaining, .seconds(1))) else { continue }
-            switch event {
-            case .ack(let tag, let multiple), .nack(let tag, let multiple):
-                let isAck = if case .ack = event { true } else { false }
-                let settled = multiple ? unsettled.keys.filter { $0 <= tag } : (unsettled[tag] == nil ? [] : [tag])
-                for sequence in settled {
-                    outcomes[unsettled.removeValue(forKey: sequence)!] = isAck ? (returned[sequence] ?? .confirmed) : .nacked
-                }
-            case .returned(let code, let text, let exchange, let routingKey, let properties):
-                // A return precedes its ack; match it to the oldest unsettled message it describes.
-                let match = unsettled.filter { sequence, index in
-                    returned[sequence] == nil && messages[index].exchange == exchange
-                        && messages[index].routingKey == routingKey && messages[index].properties.messageID == properties.messageID
-                }.keys.min()
-                if let match { returned[match] = .returned(replyCode: code, replyText: text) }
-            default:
-                try handleAsynchronous(event)
-            }
-        }
+        } onCancel: {
+            loop.submit { core in core.cancel(token) }
+        }.get()
     }
 
     // MARK: Closing
 
     /// Closes the connection politely. Later calls throw `AMQPError.sessionClosed`.
-    public func close() {
-        isClosed = true
-        connection?.close()
-        connection = nil
-        buffered.removeAll()
+    public func close() async {
+        _ = try? await call { core, promise in
+            core.close()
+            promise.succeed(())
+        }
     }
 
     // MARK: Internals
 
-    private func ensureOpen() throws(AMQPError) {
-        if isClosed { throw .sessionClosed }
+    /// Runs `body` on the loop's thread and waits for the promise it is handed.
+    private func call<T: Sendable>(_ body: @escaping @Sendable (SessionCore, Promise<T>) -> Void) async throws(AMQPError) -> T {
+        try await result(body).get()
     }
 
-    private func withConnection<T>(_ body: (AMQPConnection) throws(AMQPError) -> T) throws(AMQPError) -> T {
-        try ensureOpen()
-        if connection == nil { try reconnectOnce() }
-        return try body(connection!)
-    }
-
-    /// The current connection, recovering first if it is gone or broken.
-    private func usableConnection() async throws -> AMQPConnection {
-        try ensureOpen()
-        if let connection, connection.isUsable { return connection }
-        try await recover(after: .connectionLost(operation: "using the connection", reason: "connection is closed"))
-        return connection!
-    }
-
-    private func nextDelivery(timeout: Duration) async throws -> Delivery? {
-        let connection = try await usableConnection()
-        let clock = ContinuousClock()
-        let deadline = clock.now + timeout
-        repeat {
-            guard let event = try connection.nextEvent(timeout: max(deadline - clock.now, .zero)) else { return nil }
-            if case .delivery = event { return delivery(from: event) }
-            try handleAsynchronous(event)
-        } while clock.now < deadline
-        return nil
-    }
-
-    private func delivery(from event: InboundEvent) -> Delivery? {
-        guard case .delivery(let tag, let consumerTag, let redelivered, let exchange, let routingKey, let body, let properties) = event
-        else { return nil }
-        return Delivery(tag: DeliveryTag(connectionGeneration: generation, value: tag), consumerTag: consumerTag,
-                        redelivered: redelivered, exchange: exchange, routingKey: routingKey, body: body, properties: properties)
-    }
-
-    /// Events that are not what the caller waits for.
-    private func handleAsynchronous(_ event: InboundEvent) throws(AMQPError) {
-        switch event {
-        case .delivery:
-            if let delivery = delivery(from: event) { buffered.append(delivery) }
-        case .blocked(let reason):
-            isBlocked = true
-            logger.warning("broker blocked publishing on this connection", metadata: ["amqp.reason": "\(reason)"])
-        case .unblocked:
-            isBlocked = false
-            logger.notice("broker unblocked publishing on this connection")
-        case .consumerCancelled(let consumerTag):
-            // Queue deleted or its leader moved: reconnecting re-declares and consumes again.
-            connection?.close()
-            throw .consumerCancelledByBroker(consumerTag: consumerTag)
-        case .ack, .nack, .returned:
-            // Late confirms of a batch that timed out: nobody waits for them any more.
-            logger.debug("ignoring a late publisher confirm or return")
+    private func result<T: Sendable>(_ body: @escaping @Sendable (SessionCore, Promise<T>) -> Void) async -> Result<T, AMQPError> {
+        await withCheckedContinuation { continuation in
+            let promise = Promise(continuation)
+            if !loop.submit({ core in body(core, promise) }) { promise.fail(.sessionClosed) }
         }
     }
+}
 
-    private func takeBuffered(maximum: Int) -> [Delivery] {
-        let count = min(maximum, buffered.count)
-        guard count > 0 else { return [] }
-        defer { buffered.removeFirst(count) }
-        return Array(buffered.prefix(count))
+/// The status the loop publishes for readers on other threads.
+final class StatusBox: Sendable {
+    let value = Mutex(AMQPSession.Status())
+}
+
+/// The answer to one caller, given exactly once by the loop.
+struct Promise<T: Sendable>: Sendable {
+    private let continuation: CheckedContinuation<Result<T, AMQPError>, Never>
+
+    init(_ continuation: CheckedContinuation<Result<T, AMQPError>, Never>) {
+        self.continuation = continuation
     }
 
-    /// Reconnects with exponential backoff and jitter until it works, the policy's attempts run
-    /// out, the session is closed, or the task is cancelled.
-    private func recover(after error: AMQPError) async throws {
-        connection = nil
-        buffered.removeAll()
-        logger.warning("AMQP connection lost; reconnecting", metadata: ["error": "\(error)"])
-        var attempt = 0
-        while true {
-            attempt += 1
-            try await Task.sleep(for: recovery.delay(beforeAttempt: attempt))
-            try ensureOpen()
-            do {
-                try reconnectOnce()
-                reconnects += 1
-                logger.notice("AMQP connection recovered", metadata: ["amqp.attempts": "\(attempt)", "amqp.generation": "\(generation)"])
-                return
-            } catch {
-                if let limit = recovery.maximumAttempts, attempt >= limit { throw error }
-                logger.warning("AMQP reconnect failed", metadata: ["amqp.attempt": "\(attempt)", "error": "\(error)"])
-            }
-        }
-    }
+    func succeed(_ value: T) { continuation.resume(returning: .success(value)) }
+    func fail(_ error: AMQPError) { continuation.resume(returning: .failure(error)) }
+    func complete(_ result: Result<T, AMQPError>) { continuation.resume(returning: result) }
+}
 
-    /// Opens a connection and replays the remembered set-up on it.
-    private func reconnectOnce() throws(AMQPError) {
-        connection = nil
-        let fresh = try AMQPConnection(configuration: configuration)
-        try fresh.declare(topology)
-        if let prefetch { try fresh.setPrefetch(prefetch) }
-        if confirms { try fresh.enableConfirms() }
-        for consumer in consumers {
-            _ = try fresh.consume(queue: consumer.queue, consumerTag: consumer.consumerTag, noAck: consumer.noAck,
-                                  exclusive: consumer.exclusive, arguments: consumer.arguments)
-        }
-        connection = fresh
-        generation += 1
-        nextPublishSequence = 1
-        isBlocked = false
+/// A caller of `nextDeliveries` waiting on the loop.
+struct DeliveryWaiter {
+    let token: UInt64
+    let maximum: Int
+    let deadline: ContinuousClock.Instant
+    let linger: Duration
+    let promise: Promise<[Delivery]>
+    /// Set when the first delivery is there: hand over at this time at the latest.
+    var lingerDeadline: ContinuousClock.Instant?
+}
+
+/// One `publish` call on the loop.
+final class PublishRequest {
+    let token: UInt64
+    let messages: [OutgoingMessage]
+    let deadline: ContinuousClock.Instant
+    let promise: Promise<[PublishOutcome]>
+    var outcomes: [PublishOutcome?]
+    var unsettled: Int
+    /// Indices to write (all at first; the unsettled ones again after a lost channel).
+    var unwritten: [Int]
+    /// Channels lost with messages of this request in flight, and of those, closed with 404/403.
+    var losses = 0
+    var channelErrors = 0
+
+    init(token: UInt64, messages: [OutgoingMessage], deadline: ContinuousClock.Instant, promise: Promise<[PublishOutcome]>) {
+        self.token = token
+        self.messages = messages
+        self.deadline = deadline
+        self.promise = promise
+        self.outcomes = Array(repeating: nil, count: messages.count)
+        self.unsettled = messages.count
+        self.unwritten = Array(messages.indices)
     }
 }

@@ -128,15 +128,20 @@ public struct RecoveryPolicy: Sendable, Hashable {
     public var initialDelay: Duration = .milliseconds(100)
     public var maximumDelay: Duration = .seconds(10)
     public var multiplier: Double = 2
-    /// nil → keep trying until the session is closed or the task cancelled.
+    /// Rounds of reconnecting (every node once per round); nil → keep trying until the session
+    /// is closed.
     public var maximumAttempts: Int?
+    /// Attempts at a publish that the broker keeps refusing with a channel error (404, 403).
+    public var channelErrorAttempts: Int = RecoveryPolicy.defaultChannelErrorAttempts
 
     public init(initialDelay: Duration = .milliseconds(100), maximumDelay: Duration = .seconds(10),
-                multiplier: Double = 2, maximumAttempts: Int? = nil) {
+                multiplier: Double = 2, maximumAttempts: Int? = nil,
+                channelErrorAttempts: Int = RecoveryPolicy.defaultChannelErrorAttempts) {
         self.initialDelay = initialDelay
         self.maximumDelay = maximumDelay
         self.multiplier = multiplier
         self.maximumAttempts = maximumAttempts
+        self.channelErrorAttempts = channelErrorAttempts
     }
 
     /// The delay before attempt `attempt` (1-based): a random point between half and all of the
@@ -148,4 +153,32 @@ public struct RecoveryPolicy: Sendable, Hashable {
         let capped = min(exponential, seconds(maximumDelay))
         return .seconds(capped * Double.random(in: 0.5...1.0))
     }
+}
+
+extension ConnectionConfiguration: CustomStringConvertible, CustomDebugStringConvertible {
+    /// The URL without its password (`amqp://user:***@host:port/vhost`): what logs and errors show.
+    public var redacted: String {
+        let vhost = vhost.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? vhost
+        return "\(tls == nil ? "amqp" : "amqps")://\(user):***@\(host):\(port)/\(vhost)"
+    }
+
+    public var description: String { redacted }
+    public var debugDescription: String { redacted }
+
+    /// A comma-separated list of URLs, one per broker node (each with its own credentials and
+    /// query options), as `AMQP_URL` accepts it for a cluster.
+    public static func list(_ urls: String) throws(AMQPError) -> [ConnectionConfiguration] {
+        let parts = urls.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !parts.isEmpty else { throw .invalidURL(url: urls, reason: "no URL given") }
+        var nodes: [ConnectionConfiguration] = []
+        for part in parts { nodes.append(try ConnectionConfiguration(url: part)) }
+        return nodes
+    }
+}
+
+extension RecoveryPolicy {
+    /// The default number of times a publish the broker refuses with a channel error (404 no
+    /// such exchange, 403 access refused) is tried again on a fresh channel, after the session
+    /// re-declared its topology, before it fails.
+    public static let defaultChannelErrorAttempts = 3
 }

@@ -3,6 +3,7 @@ import CustomerStore
 import Dispatch
 import Foundation
 import Logging
+import Metrics
 import ServiceLifecycle
 import Synchronization
 
@@ -28,6 +29,9 @@ public final class CommandWorker: Service {
     private let lastTurn = Atomic<UInt64>(0)
     /// Deliveries taken and not yet acknowledged or returned.
     private let unacked = Atomic<Int>(0)
+    /// Monotonic time of the first publish failure since the last success; 0 while publishing works.
+    private let publishFailingSince = Atomic<UInt64>(0)
+    private let nodeGauges = Mutex(NodeGauges())
     /// How long the loop may go without turning before liveness fails: a batch stuck this long
     /// (all retries included) means the process needs a restart.
     static let livenessWindow: UInt64 = 120_000_000_000
@@ -36,13 +40,19 @@ public final class CommandWorker: Service {
         self.configuration = configuration
         self.store = store
         self.logger = logger
-        var amqp = try configuration.amqpConfiguration
+        let nodes = try configuration.amqpNodes.shuffled()  // once: both connections start on the same node
         let host = ProcessInfo.processInfo.hostName
         let pid = ProcessInfo.processInfo.processIdentifier
-        amqp.connectionName = "customer-worker \(host) \(pid) consumer"
-        consumer = AMQPSession(configuration: amqp, recovery: configuration.reconnect, logger: logger, name: "consumer")
-        amqp.connectionName = "customer-worker \(host) \(pid) publisher"
-        publisher = AMQPSession(configuration: amqp, recovery: configuration.reconnect, logger: logger, name: "publisher")
+        func named(_ role: String) -> [ConnectionConfiguration] {
+            nodes.map { var node = $0; node.connectionName = "customer-worker \(host) \(pid) \(role)"; return node }
+        }
+        consumer = AMQPSession(nodes: named("consumer"), order: .asGiven, recovery: configuration.reconnect, logger: logger, name: "consumer")
+        publisher = AMQPSession(nodes: named("publisher"), order: .asGiven, recovery: configuration.reconnect, logger: logger, name: "publisher")
+    }
+
+    /// Readiness: consuming, and both connections open, the publisher's not blocked by the broker.
+    public var isReady: Bool {
+        isConsuming && consumer.status.state.isConnected && publisher.status.isUsable
     }
 
     /// True while the consumer is attached to the command queue (readiness).
@@ -58,7 +68,12 @@ public final class CommandWorker: Service {
         try await start()
         defer { attached.store(false, ordering: .relaxed) }
         do {
-            try await consumeUntilShutdown()
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await self.consumeUntilShutdown() }
+                tasks.addTask { try await self.watchPublishing() }
+                try await tasks.next()
+                tasks.cancelAll()
+            }
         } catch {
             await closeSessions()
             throw error
@@ -69,12 +84,16 @@ public final class CommandWorker: Service {
 
     private func start() async throws {
         try await consumer.declare(configuration.topology)
+        // Remembered by the publisher, so it declares again what it publishes to after every
+        // reconnect (an events exchange deleted while the worker runs comes back).
+        try await publisher.declare(replyTopology)
         try await consumer.setPrefetch(UInt16(configuration.prefetch))
         try await publisher.enableConfirms()
         try await consumer.consume(queue: configuration.names.commandQueue)
         attached.store(true, ordering: .relaxed)
         logger.info("worker consuming", metadata: [
             "amqp.queue": "\(configuration.names.commandQueue)", "prefetch": "\(configuration.prefetch)",
+            "amqp.node": "\(consumer.status.node ?? "")",
         ])
     }
 
@@ -119,6 +138,38 @@ public final class CommandWorker: Service {
             metrics.reconnects.increment(by: Int(current - generation))
             generation = current
         }
+        nodeGauges.withLock { $0.note(consumer: consumer.status.node, publisher: publisher.status.node, logger: logger) }
+    }
+
+    /// The events exchange, the replies queue and their binding: what the publisher needs.
+    private var replyTopology: Topology {
+        let all = configuration.topology
+        let events = configuration.names.eventsExchange
+        return Topology(exchanges: all.exchanges.filter { $0.name == events },
+                        queues: all.queues.filter { $0.name == configuration.names.repliesQueue },
+                        bindings: all.bindings.filter { $0.exchange == events })
+    }
+
+    /// Ends the worker with an error (a non-zero exit) once publishing replies has failed without
+    /// a success for `publishFailureTimeout`: an orchestrator restarts it instead of it holding
+    /// commands it cannot answer.
+    private func watchPublishing() async throws {
+        let limit = UInt64(configuration.publishFailureTimeout.components.seconds) * 1_000_000_000
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(250))
+            let since = publishFailingSince.load(ordering: .relaxed)
+            if since != 0, DispatchTime.now().uptimeNanoseconds - since > limit {
+                logger.critical("cannot publish replies; exiting so the worker is restarted", metadata: [
+                    "publish_failure_timeout": "\(configuration.publishFailureTimeout)",
+                ])
+                throw PublishingFailed(timeout: configuration.publishFailureTimeout)
+            }
+        }
+    }
+
+    struct PublishingFailed: Error, CustomStringConvertible {
+        let timeout: Duration
+        var description: String { "publishing replies kept failing for \(timeout) (PUBLISH_FAILURE_TIMEOUT)" }
     }
 
     // MARK: Stage 1: one transaction for the batch
@@ -165,7 +216,14 @@ public final class CommandWorker: Service {
     /// Publishes and waits for the broker's confirms; throws if any reply was nacked.
     private func publishConfirmed(_ messages: [OutgoingMessage]) async throws {
         let start = ContinuousClock.now
-        let outcomes = try await publisher.publish(messages, timeout: configuration.confirmTimeout)
+        let outcomes: [PublishOutcome]
+        do {
+            outcomes = try await publisher.publish(messages, timeout: configuration.confirmTimeout)
+            publishFailingSince.store(0, ordering: .relaxed)
+        } catch {
+            _ = publishFailingSince.compareExchange(expected: 0, desired: DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
+            throw error
+        }
         metrics.confirm.recordSince(start)
         var nacked = 0
         for (message, outcome) in zip(messages, outcomes) {
@@ -239,6 +297,26 @@ public final class CommandWorker: Service {
                 "reply.replayed": "\(reply.replayed)",
                 "delivery.redelivered": "\(delivery.redelivered)",
             ])
+        }
+    }
+}
+
+/// `customer_worker_amqp_node{session, node}`: 1 for the broker node each connection uses, 0 for
+/// one it used before; a change is logged.
+struct NodeGauges {
+    private var current: [String: String] = [:]
+
+    mutating func note(consumer: String?, publisher: String?, logger: Logger) {
+        for (session, node) in [("consumer", consumer), ("publisher", publisher)] {
+            guard let node, current[session] != node else { continue }
+            if let previous = current[session] {
+                Gauge(label: "customer_worker_amqp_node", dimensions: [("session", session), ("node", previous)]).record(0)
+                logger.notice("AMQP connection moved to another broker node", metadata: [
+                    "amqp.session": "\(session)", "amqp.node": "\(node)", "amqp.previous_node": "\(previous)",
+                ])
+            }
+            Gauge(label: "customer_worker_amqp_node", dimensions: [("session", session), ("node", node)]).record(1)
+            current[session] = node
         }
     }
 }

@@ -28,7 +28,7 @@ public struct WorkerApplication: Sendable {
             let registry = metrics
             let server = try HealthServer(
                 port: UInt16(port), logger: logger,
-                readiness: { worker.isConsuming },
+                readiness: { worker.isReady },
                 health: { worker.isLive },
                 metrics: { registry.render() })
             // Listed first, so it is shut down last: /healthz answers while the worker drains.
@@ -55,7 +55,7 @@ public struct WorkerApplication: Sendable {
 
     /// `customer-worker health`: the broker answers and the database takes a write.
     public static func checkHealth(configuration: WorkerConfiguration, logger: Logger) async throws {
-        let session = AMQPSession(configuration: try configuration.amqpConfiguration,
+        let session = AMQPSession(nodes: try configuration.amqpNodes,
                                   recovery: RecoveryPolicy(maximumAttempts: 1), logger: logger, name: "health")
         try await session.connect()
         await session.close()

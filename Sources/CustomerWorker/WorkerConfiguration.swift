@@ -46,6 +46,9 @@ public struct WorkerConfiguration: Sendable {
     public var shutdownTimeout: Duration = .seconds(10)
     public var databaseBusyTimeout: Duration = .seconds(5)
     public var confirmTimeout: Duration = .seconds(30)
+    /// How long publishing replies may keep failing before the worker exits non-zero (so an
+    /// orchestrator restarts it) instead of holding commands.
+    public var publishFailureTimeout: Duration = .seconds(300)
     /// Attempts at a batch whose database work or publishing fails transiently before its
     /// commands are returned to the queue (which counts toward the delivery limit).
     public var transientAttempts = 5
@@ -99,8 +102,14 @@ public struct WorkerConfiguration: Sendable {
         ]
     }
 
+    /// The first broker node of `AMQP_URL` (the only one unless it lists several).
     public var amqpConfiguration: ConnectionConfiguration {
-        get throws(AMQPError) { try ConnectionConfiguration(url: amqpURL) }
+        get throws(AMQPError) { try amqpNodes[0] }
+    }
+
+    /// Every broker node of `AMQP_URL`, a comma-separated list of URLs.
+    public var amqpNodes: [ConnectionConfiguration] {
+        get throws(AMQPError) { try ConnectionConfiguration.list(amqpURL) }
     }
 }
 
@@ -116,8 +125,8 @@ public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
 
 extension WorkerConfiguration {
     public static let settings: [Setting] = [
-        text("AMQP_URL", "amqp-url", \.amqpURL, "Broker URL: amqp[s]://user:pass@host:port/vhost (query: heartbeat, connection_timeout, cacertfile, certfile, keyfile, verify).") { url in
-            do { _ = try ConnectionConfiguration(url: url) } catch { return "\(error)" }
+        text("AMQP_URL", "amqp-url", \.amqpURL, "Broker URL: amqp[s]://user:pass@host:port/vhost (query: heartbeat, connection_timeout, cacertfile, certfile, keyfile, verify); a comma-separated list for the nodes of a cluster, tried shuffled, then round robin.") { url in
+            do { _ = try ConnectionConfiguration.list(url) } catch { return "\(error)" }
             return nil
         },
         text("DATABASE_PATH", "database", \.databasePath, "SQLite database file, created with its folder on first use; replicas share it.") { _ in nil },
@@ -126,6 +135,7 @@ extension WorkerConfiguration {
         seconds("SHUTDOWN_TIMEOUT", "shutdown-timeout", \.shutdownTimeout, 1...600, "Seconds SIGTERM/SIGINT may take: stop consuming, finish the batch in hand, exit 0."),
         milliseconds("DATABASE_BUSY_TIMEOUT_MS", "database-busy-timeout-ms", \.databaseBusyTimeout, 1...600_000, "How long a transaction waits for another process holding the database lock."),
         seconds("CONFIRM_TIMEOUT", "confirm-timeout", \.confirmTimeout, 1...600, "Seconds to wait for the broker to confirm a batch of replies."),
+        seconds("PUBLISH_FAILURE_TIMEOUT", "publish-failure-timeout", \.publishFailureTimeout, 5...86_400, "Seconds publishing replies may keep failing (broker refusing them, exchange gone and not re-declarable) before the worker exits non-zero."),
         integer("TRANSIENT_ATTEMPTS", "transient-attempts", \.transientAttempts, 1...100, "Attempts at a batch that fails transiently (database busy or full, replies not confirmed) before its commands are requeued."),
         integer("DELIVERY_LIMIT", "delivery-limit", \.deliveryLimit, 1...1000, "Deliveries of a command before the queue dead-letters it (x-delivery-limit; must match the existing queue)."),
         integer("REPLIES_MAX_LENGTH", "replies-max-length", \.repliesMaxLength, 1...100_000_000, "Replies kept in the inspection queue; the oldest are dropped beyond it (x-max-length, drop-head)."),

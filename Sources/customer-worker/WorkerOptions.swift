@@ -14,6 +14,7 @@ struct WorkerOptions: ParsableArguments {
     @Option(help: help("SHUTDOWN_TIMEOUT")) var shutdownTimeout: String?
     @Option(help: help("DATABASE_BUSY_TIMEOUT_MS")) var databaseBusyTimeoutMs: String?
     @Option(help: help("CONFIRM_TIMEOUT")) var confirmTimeout: String?
+    @Option(help: help("PUBLISH_FAILURE_TIMEOUT")) var publishFailureTimeout: String?
     @Option(help: help("TRANSIENT_ATTEMPTS")) var transientAttempts: String?
     @Option(help: help("DELIVERY_LIMIT")) var deliveryLimit: String?
     @Option(help: help("REPLIES_MAX_LENGTH")) var repliesMaxLength: String?
@@ -50,7 +51,7 @@ struct WorkerOptions: ParsableArguments {
         let flags: [String: String?] = [
             "AMQP_URL": amqpURL, "DATABASE_PATH": database, "PREFETCH": prefetch, "BATCH_LINGER_MS": batchLingerMs,
             "SHUTDOWN_TIMEOUT": shutdownTimeout, "DATABASE_BUSY_TIMEOUT_MS": databaseBusyTimeoutMs,
-            "CONFIRM_TIMEOUT": confirmTimeout, "TRANSIENT_ATTEMPTS": transientAttempts, "DELIVERY_LIMIT": deliveryLimit,
+            "CONFIRM_TIMEOUT": confirmTimeout, "PUBLISH_FAILURE_TIMEOUT": publishFailureTimeout, "TRANSIENT_ATTEMPTS": transientAttempts, "DELIVERY_LIMIT": deliveryLimit,
             "REPLIES_MAX_LENGTH": repliesMaxLength, "HTTP_PORT": httpPort, "LOG_LEVEL": logLevel, "LOG_FORMAT": logFormat, "COMMAND_EXCHANGE": commandExchange,
             "COMMAND_ROUTING_KEY": commandRoutingKey, "COMMAND_QUEUE": commandQueue,
             "DEAD_LETTER_EXCHANGE": deadLetterExchange, "DEAD_LETTER_QUEUE": deadLetterQueue,

@@ -65,3 +65,22 @@ struct ConnectionConfigurationTests {
         }
     }
 }
+
+@Suite("AMQP URL lists")
+struct ConnectionListTests {
+    @Test func aCommaSeparatedListIsOneNodeEach() throws {
+        let nodes = try ConnectionConfiguration.list("amqp://a:pa@h1:5710/%2f, amqps://b:pb@h2:5711/v?heartbeat=5,amqp://h3")
+        #expect(nodes.map(\.endpoint) == ["h1:5710", "h2:5711", "h3:5672"])
+        #expect(nodes[1].tls != nil && nodes[1].heartbeat == .seconds(5) && nodes[1].user == "b")
+        #expect(throws: AMQPError.self) { try ConnectionConfiguration.list(" , ") }
+        #expect(throws: AMQPError.self) { try ConnectionConfiguration.list("amqp://h1,http://h2") }
+    }
+
+    @Test func passwordsNeverShow() throws {
+        let list = "amqp://a:secret1@h1:5710/%2f,amqp://b:secret2@h2:5711/%2f"
+        #expect(AMQPError.redacted(list) == "amqp://a:***@h1:5710/%2f,amqp://b:***@h2:5711/%2f")
+        let node = try #require(try ConnectionConfiguration.list(list).last)
+        #expect("\(node)" == "amqp://b:***@h2:5711/%2F")
+        #expect(!String(reflecting: node).contains("secret2"))
+    }
+}

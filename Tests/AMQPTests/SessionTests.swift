@@ -102,6 +102,40 @@ struct SessionTests {
         #expect(second.first?.properties.messageID == "m-10")
     }
 
+    /// The ack goes out while the same session waits for deliveries with a long timeout: with a
+    /// prefetch window of one, the broker sends the next message only once it has the ack, so the
+    /// waiting call receiving it (seconds before its timeout) proves the ack reached the broker.
+    @Test func anAckIsSentWhileTheConsumerWaitsForDeliveries() async throws {
+        let (session, queue) = try await sessionWithQueue("ack-while-waiting", prefetch: 1)
+        defer { Task { await session.close() } }
+        _ = try await session.publish(messages(2, to: queue))
+        try await session.consume(queue: queue)
+        let first = try #require(try await session.nextDeliveries(maximum: 1, wait: .seconds(5)).first)
+        let clock = ContinuousClock()
+        let started = clock.now
+        let waiting = Task { try await session.nextDeliveries(maximum: 1, wait: .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(300))  // the wait is under way
+        #expect(await session.ack(first.tag))
+        let next = try await waiting.value
+        #expect(next.first?.properties.messageID == "m-1")
+        #expect(clock.now - started < .seconds(5), "the ack waited for the read timeout")
+        #expect(await session.ack(try #require(next.first).tag))
+    }
+
+    @Test func aCancelledWaitReturnsAtOnce() async throws {
+        let (session, queue) = try await sessionWithQueue("cancelled-wait")
+        defer { Task { await session.close() } }
+        try await session.consume(queue: queue)
+        let clock = ContinuousClock()
+        let started = clock.now
+        let waiting = Task { try await session.nextDeliveries(maximum: 10, wait: .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(200))
+        waiting.cancel()
+        #expect(try await waiting.value.isEmpty)
+        #expect(clock.now - started < .seconds(5), "the wait ignored its cancellation")
+        #expect(try await session.publish(messages(1, to: queue)) == [.confirmed], "the session still works")
+    }
+
     @Test func nackAndRejectRequeueOrDrop() async throws {
         let (session, queue) = try await sessionWithQueue("nack", prefetch: 1)
         defer { Task { await session.close() } }

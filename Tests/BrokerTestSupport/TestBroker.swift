@@ -11,6 +11,13 @@ public enum TestBroker {
 
     public static var isCI: Bool { environment["CI"] == "true" }
 
+    /// The three-node cluster of `scripts/broker.sh cluster start` (`scripts/test.sh` exports it):
+    /// its URLs, comma-separated.
+    public static var clusterURL: String? { environment["AMQP_CLUSTER_URL"].flatMap { $0.isEmpty ? nil : $0 } }
+
+    /// Whether cluster tests should run: when the cluster was started, and always under CI.
+    public static var clusterEnabled: Bool { isCI || clusterURL != nil }
+
     /// Whether broker tests should run: when the broker answers, and always under CI, where an
     /// unreachable broker must fail the tests instead of skipping them.
     public static let enabled: Bool = isCI || isReachable
