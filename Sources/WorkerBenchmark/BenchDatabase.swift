@@ -1,4 +1,5 @@
 import CustomerDomain
+import CreateCustomer
 import CustomerStore
 import Foundation
 
@@ -18,7 +19,7 @@ struct BenchDatabase: Sendable {
 
     static func create(path: String) async throws -> BenchDatabase {
         let store = try CustomerStore(path: path)
-        try store.migrate()
+        try store.migrateNow()
         let credentials = try await store.createMerchant(name: "Benchmark merchant")
         let catalog = try PlanCatalog.parse(Array(Self.catalog.utf8)).get()
         _ = try await store.importPlans(merchantID: credentials.merchantId, catalog: catalog)

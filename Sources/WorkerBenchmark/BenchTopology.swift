@@ -25,7 +25,7 @@ struct BenchTopology: Sendable {
     /// The variables a `customer-worker run` process needs to work on this topology and `databasePath`.
     func workerEnvironment(databasePath: String) -> [String: String] {
         var configuration = configuration
-        configuration.databasePath = databasePath
+        configuration.databaseURL = databasePath
         return configuration.environmentVariables
     }
 

@@ -1,4 +1,5 @@
 import AMQP
+import CreateCustomer
 import CustomerStore
 import CustomerWorker
 import Foundation

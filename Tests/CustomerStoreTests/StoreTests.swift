@@ -1,25 +1,44 @@
+import CreateCustomer
 import CustomerDomain
 @testable import CustomerStore
 import Foundation
+import BrokerTestSupport
 import GRDB
+@testable import PostgresStore
 import Testing
 
-@Suite("Store: file, migrations, concurrency")
+@Suite("Store: database, migrations, concurrency")
 struct StoreTests {
-    @Test func opensWithWALForeignKeysAndNormalSync() async throws {
-        try await withStore { store, path in
-            #expect(FileManager.default.fileExists(atPath: path))
-            let (journal, foreignKeys, synchronous) = try await store.pool.write { db in
+    @Test func sqliteOpensWithWALForeignKeysAndNormalSync() async throws {
+        try await withStore(.sqlite) { store, database in
+            #expect(FileManager.default.fileExists(atPath: database.location))
+            let sqlite = try #require(store as? CustomerStore)
+            let (journal, foreignKeys, synchronous) = try await sqlite.pool.write { db in
                 (try String.fetchOne(db, sql: "PRAGMA journal_mode"), try Int.fetchOne(db, sql: "PRAGMA foreign_keys"),
                  try Int.fetchOne(db, sql: "PRAGMA synchronous"))
             }
             #expect(journal == "wal")
             #expect(foreignKeys == 1)
             #expect(synchronous == 1)
-            try store.migrate()
+        }
+    }
+
+    @Test(arguments: StoreKind.all)
+    func migratingTwiceIsHarmlessAndTheStoreTakesWrites(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
+            try await store.migrate()
             try await store.checkWritable()
             #expect(try await store.customerCount() == 0)
             #expect(try await store.handle([], now: now).isEmpty)
+        }
+    }
+
+    @Test func postgresRecordsEachMigrationOnce() async throws {
+        guard StoreKind.all.contains(.postgres) else { return }
+        try await withStore(.postgres) { store, _ in
+            let postgres = try #require(store as? PostgresStore)
+            try await postgres.migrate()
+            #expect(try await postgres.appliedMigrations() == PostgresMigrations.all.map(\.version))
         }
     }
 
@@ -35,33 +54,48 @@ struct StoreTests {
         #expect(!CustomerStoreError.database(operation: "x", path: "p", code: 13, message: "full").isBusy)
     }
 
-    @Test func processesMigrateTheSameFileAtOnce() async throws {
-        try await withStore { _, path in
-            let fresh = path + "-fresh.sqlite"
-            let stores = try (0..<3).map { _ in try CustomerStore(path: fresh) }
+    @Test func postgresDeadlocksAndSerializationFailuresAreRetryable() {
+        let failure = { (state: String) in PostgresStoreError.server(operation: "x", location: "l", sqlState: state, message: "m") }
+        #expect(failure("40P01").isRetryable)
+        #expect(failure("40001").isRetryable)
+        #expect(!failure("23505").isRetryable)
+        #expect(!PostgresStoreError.connection(operation: "x", location: "l", reason: "r").isRetryable)
+    }
+
+    /// Three processes (stores of their own) migrating a fresh database at once.
+    @Test(arguments: StoreKind.all)
+    func processesMigrateTheSameDatabaseAtOnce(_ kind: StoreKind) async throws {
+        try await withStore(kind) { _, database in
+            let fresh = kind == .sqlite
+                ? TestDatabase(kind: kind, location: database.location + "-fresh.sqlite")
+                : TestDatabase(kind: kind, location: try await TestPostgres.createDatabase())
+            defer { if kind == .postgres { Task { await TestPostgres.dropDatabase(fresh.location) } } }
             try await withThrowingTaskGroup(of: Void.self) { group in
-                for store in stores {
-                    group.addTask { try store.migrate() }
+                for _ in 0..<3 {
+                    group.addTask { try await fresh.withStore(migrate: true) { _ in } }
                 }
                 try await group.waitForAll()
             }
-            try await stores[0].checkWritable()
+            try await fresh.withStore { try await $0.checkWritable() }
         }
     }
 
-    /// Two stores on one file stand for two worker processes: each has its own connections and
-    /// locks, so only SQLite's locking and the idempotency records keep them apart.
-    @Test func twoStoresWritingConcurrentlyCreateNoDuplicates() async throws {
-        try await withStore { store, path in
+    /// Two stores on one database stand for two worker processes (or two hosts): each has its own
+    /// connections and locks, so only the database's locking, the unique constraints and the
+    /// idempotency records keep them apart.
+    @Test(arguments: StoreKind.all)
+    func twoStoresWritingConcurrentlyCreateNoDuplicates(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, database in
             let merchant = try await Merchant(store)
-            let other = try CustomerStore(path: path)
             let commands = (0..<300).map {
                 command(#"{"externalId":"race-\#($0)","name":"N\#($0)"}"#, key: merchant.secretKey)
             }
             let batches = stride(from: 0, to: commands.count, by: 25).map { Array(commands[$0..<min($0 + 25, commands.count)]) }
-            async let fromFirst = Self.handleAll(batches, with: store)
-            async let fromSecond = Self.handleAll(batches.reversed(), with: other)
-            let (first, second) = try await (fromFirst, fromSecond)
+            let (first, second) = try await database.withStore { other in
+                async let fromFirst = Self.handleAll(batches, with: store)
+                async let fromSecond = Self.handleAll(batches.reversed(), with: other)
+                return try await (fromFirst, fromSecond)
+            }
 
             #expect(try await store.customerCount() == 300)
             #expect(first.count == 300 && second.count == 300)
@@ -74,7 +108,49 @@ struct StoreTests {
         }
     }
 
-    private static func handleAll(_ batches: [[IncomingCommand]], with store: CustomerStore) async throws -> [ReplyRecord] {
+    /// The same keys in the same batches at the same moment from two stores: every insert of one
+    /// side races an uncommitted insert of the other. Exactly one customer per key; the loser
+    /// replays the winner's bytes (or is a conflict when its payload differs).
+    @Test(arguments: StoreKind.all)
+    func racingTheSameKeysReplaysTheWinnersBytes(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, database in
+            let merchant = try await Merchant(store)
+            let same = (0..<100).map { command(#"{"externalId":"same-\#($0)","name":"N\#($0)"}"#, key: merchant.secretKey) }
+            let different = (0..<100).map { command(#"{"externalId":"same-\#($0)","name":"Other \#($0)"}"#, key: merchant.secretKey) }
+            let (first, second, third) = try await database.withStore { other in
+                try await database.withStore { another in
+                    async let a = store.handle(same, now: now)
+                    async let b = other.handle(same.reversed(), now: now)
+                    async let c = another.handle(different, now: now)
+                    return try await (a, b, Array(c))
+                }
+            }
+            #expect(try await store.customerCount() == 100)
+            let secondInOrder = Array(second.reversed())
+            var created = 0
+            for index in 0..<100 {
+                let sides = [(first[index], "N\(index)"), (secondInOrder[index], "N\(index)"), (third[index], "Other \(index)")]
+                let winners = sides.indices.filter { !sides[$0].0.replayed && sides[$0].0.type == .customerCreated }
+                created += winners.count
+                let winner = try #require(winners.first)
+                let (winningReply, winningName) = sides[winner]
+                let winningCustomer = try decodeCreated(winningReply).customer
+                #expect(winningCustomer.attributes.name == winningName)
+                for side in sides.indices where side != winner {
+                    let (reply, name) = sides[side]
+                    if name == winningName {
+                        #expect(reply.replayed && reply.body == winningReply.body && reply.messageID == winningReply.messageID)
+                    } else {
+                        #expect(reply.errorCode == "external_id_conflict")
+                        #expect(try decodeFailed(reply).error.existingCustomerId == winningCustomer.id)
+                    }
+                }
+            }
+            #expect(created == 100)
+        }
+    }
+
+    private static func handleAll(_ batches: [[IncomingCommand]], with store: any CustomerStorage) async throws -> [ReplyRecord] {
         var replies: [ReplyRecord] = []
         for batch in batches {
             replies += try await store.handle(batch, now: now)

@@ -19,7 +19,7 @@ struct ConfigurationTests {
         #expect(configuration.logFormat == .json)
         #expect(configuration.names.commandQueue == "q")
         #expect(configuration.deliveryLimit == 7)
-        #expect(configuration.databasePath == "./data/customers.sqlite")
+        #expect(configuration.databaseURL == "./data/customers.sqlite")
     }
 
     @Test(arguments: [
