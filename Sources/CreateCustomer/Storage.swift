@@ -8,7 +8,7 @@ public protocol CustomerStorage: Sendable {
 
     /// Runs `body` in one transaction: committed when it returns, rolled back when it throws.
     /// Errors are the adapter's own, with the context a user needs and no secret.
-    func transaction<T: Sendable>(_ operation: String, _ body: (Transaction) async throws -> T) async throws -> T
+    func transaction<T: Sendable>(_ operation: String, _ body: @Sendable (Transaction) async throws -> T) async throws -> T
 
     /// True for a failure after which running the whole transaction again may succeed: a deadlock
     /// or a serialization failure between replicas. Never answered to a sender as an error.
@@ -27,7 +27,7 @@ public protocol CustomerStorage: Sendable {
 }
 
 /// The statements of one transaction. Every method works on a whole batch at once.
-public protocol StorageTransaction {
+public protocol StorageTransaction: Sendable {
     // MARK: Create customer
 
     /// The stored keys among `ids` (key ids, never whole keys).

@@ -123,7 +123,7 @@ public final class CustomerStore: CustomerStorage {
     // MARK: - Transactions
 
     /// Runs `body` in a `BEGIN IMMEDIATE` transaction and maps failures to `CustomerStoreError`.
-    public func transaction<T: Sendable>(_ operation: String, _ body: (SQLiteTransaction) async throws -> T) async throws -> T {
+    public func transaction<T: Sendable>(_ operation: String, _ body: @Sendable (SQLiteTransaction) async throws -> T) async throws -> T {
         await gate.enter()
         let transaction = SQLiteTransaction(pool: pool)
         do {

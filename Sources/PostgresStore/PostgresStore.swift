@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import PostgresNIO
 import ServiceLifecycle
+import Synchronization
 
 /// The customer database on PostgreSQL: the store for replicas on several hosts. An adapter only:
 /// the rules live in `CreateCustomer`.
@@ -39,11 +40,34 @@ public final class PostgresStore: CustomerStorage {
         }
     }
 
-    public func transaction<T: Sendable>(_ operation: String, _ body: (PostgresTransaction) async throws -> T) async throws -> T {
-        let logger = self.logger
+    /// Runs `body` in a transaction on a connection of the pool. Waiting for a connection is
+    /// bounded by `connect_timeout` (the pool itself would wait for as long as the server is away).
+    public func transaction<T: Sendable>(_ operation: String, _ body: @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
+        let (client, logger, timeout, location) = (self.client, self.logger, url.connectTimeout, self.location)
         do {
-            return try await client.withTransaction(logger: logger) { connection in
-                try await body(PostgresTransaction(connection: connection, logger: logger))
+            return try await withoutActuallyEscaping(body) { body in
+                try await withThrowingTaskGroup(of: T?.self) { group in
+                    let leased = Flag()
+                    group.addTask {
+                        try await client.withTransaction(logger: logger) { connection in
+                            leased.set()
+                            return try await body(PostgresTransaction(connection: connection, logger: logger))
+                        }
+                    }
+                    group.addTask {
+                        try await Task.sleep(for: timeout)
+                        guard leased.isSet else {
+                            throw PostgresStoreError.connection(
+                                operation: operation, location: location, reason: "no connection to the server within \(timeout)")
+                        }
+                        return nil
+                    }
+                    defer { group.cancelAll() }
+                    while let result = try await group.next() {
+                        if let value = result { return value }
+                    }
+                    throw CancellationError()
+                }
             }
         } catch {
             throw PostgresStoreError.wrapping(error, operation: operation, location: location)
@@ -104,4 +128,11 @@ public final class PostgresStore: CustomerStorage {
                 logger: logger)
         }
     }
+}
+
+/// Set once, read from another task.
+private final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .acquiring) }
+    func set() { value.store(true, ordering: .releasing) }
 }
