@@ -183,3 +183,30 @@ actor TransactionGate {
         if waiting.isEmpty { busy = false } else { waiting.removeFirst().resume() }
     }
 }
+
+// MARK: - Copying into another store
+
+extension CustomerStore {
+    /// Up to `limit` rows of `table` after the cursor `after` (a rowid), with every column as stored.
+    public func exportRows(_ table: CopiedTable, after: Int64?, limit: Int) async throws -> TableChunk {
+        try await read("read \(table.rawValue)") { db in
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT rowid AS copy_cursor, * FROM \(table.rawValue) WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                arguments: [after ?? Int64.min, limit])
+            guard let first = rows.first else { return TableChunk(columns: [], rows: [], next: nil) }
+            let columns = Array(first.columnNames.dropFirst())
+            let cells = rows.map { row in
+                Array(row.databaseValues.dropFirst()).map { value -> CellValue in
+                    switch value.storage {
+                    case .null: .null
+                    case .int64(let integer): .integer(integer)
+                    case .double(let double): .integer(Int64(double))
+                    case .string(let string): .text(string)
+                    case .blob(let data): .blob([UInt8](data))
+                    }
+                }
+            }
+            return TableChunk(columns: columns, rows: cells, next: rows.count < limit ? nil : rows.last?["copy_cursor"])
+        }
+    }
+}

@@ -239,3 +239,32 @@ public struct PostgresTransaction: StorageTransaction {
         return plans
     }
 }
+
+// MARK: - Copying from another store
+
+extension PostgresStore {
+    /// Columns that are booleans here and integers in SQLite.
+    private static let booleanColumns: Set<String> = ["is_private", "is_default", "is_trial"]
+
+    /// Inserts rows copied from another store, skipping rows that are already here (so a copy
+    /// can be run again after an interruption). Returns how many rows were inserted.
+    public func importRows(_ table: CopiedTable, _ chunk: TableChunk) async throws -> Int {
+        guard !chunk.rows.isEmpty else { return 0 }
+        return try await transaction("copy \(table.rawValue)") { transaction in
+            let query = transaction.insertRows(table.rawValue, chunk.columns, chunk.rows, suffix: " ON CONFLICT DO NOTHING RETURNING 1") { binds, row in
+                for (column, cell) in zip(chunk.columns, row) {
+                    switch cell {
+                    case .null: binds.appendNull()
+                    case .integer(let value) where Self.booleanColumns.contains(column): binds.append(value != 0)
+                    case .integer(let value): binds.append(value)
+                    case .text(let value): binds.append(value)
+                    case .blob(let value): binds.append(ByteBuffer(bytes: value))
+                    }
+                }
+            }
+            var inserted = 0
+            for try await _ in try await transaction.run(query) { inserted += 1 }
+            return inserted
+        }
+    }
+}

@@ -162,3 +162,35 @@ struct Plans: AsyncParsableCommand {
         }
     }
 }
+
+struct CopyDatabase: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "copy-database",
+        abstract: "Copy a SQLite database into PostgreSQL (merchants, API keys, plans, customers, subscriptions, processed records).",
+        discussion: """
+            Stop the workers first. The destination is migrated; rows it already has are kept, so an interrupted \
+            copy can be run again. Replays of commands handled before the move keep their bytes. See docs/operations.md.
+            """)
+
+    @Option(help: ArgumentHelp("The SQLite database (path or sqlite:PATH).", valueName: "path")) var from: String
+    @Option(help: ArgumentHelp("The PostgreSQL database (postgres://user:password@host:port/database).", valueName: "url")) var to: String
+
+    func run() async throws {
+        let source: DatabaseLocation
+        let destination: DatabaseLocation
+        do {
+            source = try DatabaseLocation(from)
+            destination = try DatabaseLocation(to)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        var logger = Logger(label: "copy-database")
+        logger.logLevel = .critical
+        let summaries = try await DatabaseCopy.copy(from: source, to: destination, logger: logger) { summary in
+            print("\(summary.table.rawValue): \(summary.read) read, \(summary.inserted) inserted")
+        }
+        let read = summaries.reduce(0) { $0 + $1.read }
+        let inserted = summaries.reduce(0) { $0 + $1.inserted }
+        print("copied \(source.redacted) into \(destination.redacted): \(inserted) of \(read) rows inserted")
+    }
+}
