@@ -41,6 +41,9 @@ done
 
 # The benchmark end to end, small (a smoke test: it checks replies and customers, not timings).
 "$(swift build --show-bin-path)/customer-worker" bench --messages 500 --replicas 2 --duplicates 10 --log-level warning > /dev/null
+# The same on PostgreSQL.
+"$(swift build --show-bin-path)/customer-worker" bench --messages 500 --replicas 2 --duplicates 10 --log-level warning \
+  --database "$POSTGRES_TEST_URL" > /dev/null
 
 # Debian's interpreter, whose python3-jsonschema bootstrap.sh installed.
 python=/usr/bin/python3

@@ -54,7 +54,14 @@ private struct BenchmarkRun: Sendable {
     }
 
     func measure() async throws -> BenchmarkReport {
-        let database = try await BenchDatabase.create(path: directory.appendingPathComponent("customers.sqlite").path)
+        let database = try await BenchDatabase.create(
+            url: settings.database ?? directory.appendingPathComponent("customers.sqlite").path, logger: logger)
+        let outcome = await capture { try await measure(database) }
+        await database.close()
+        return try outcome.get()
+    }
+
+    private func measure(_ database: BenchDatabase) async throws -> BenchmarkReport {
         let sample = try await database.sampleReply(workload.shape)
         var preloadSeconds: Double?
         if settings.preload > 0 {
@@ -75,7 +82,8 @@ private struct BenchmarkRun: Sendable {
             messages: workload.count, replicas: settings.replicas, duplicates: workload.duplicates,
             duplicatesPercent: settings.duplicatesPercent, pacing: settings.rate == nil ? "closed-loop" : "open-loop",
             rate: settings.rate, window: window, prefetch: prefetch, commandBytes: workload.body(at: 0).count,
-            replyBytes: sample.body.count, preload: settings.preload, preloadSeconds: preloadSeconds)
+            replyBytes: sample.body.count, preload: settings.preload, preloadSeconds: preloadSeconds,
+            database: database.location.redacted)
         let ceilingFigures = BenchmarkReport.Mode(ceiling)
         return BenchmarkReport(
             machine: .current, setup: setup, ceiling: ceilingFigures, worker: workers,
@@ -128,22 +136,25 @@ private struct BenchmarkRun: Sendable {
             let configuration = topology.configuration
             let fleet = try WorkerFleet(
                 binary: workerBinary(), count: settings.replicas,
-                environment: topology.workerEnvironment(databasePath: database.store.path),
+                environment: topology.workerEnvironment(databaseURL: database.url),
                 settingNames: WorkerConfiguration.settings.map(\.variable), logDirectory: directory)
             let outcome = await capture {
                 try await fleet.waitUntilConnected(brokerPort: try configuration.amqpConfiguration.port, timeout: .seconds(60))
                 try await generator.warmUp(count: settings.replicas, firstNumber: 0)
                 let before = try await database.customerCount()
+                let serverBefore = database.serverCPUSeconds()
                 // A worker that dies fails the run at once instead of after the reply timeout.
                 let result = try await measure(alongside: [{ try await fleet.watch() }]) { try await generator.run() }
                 let usage = fleet.usage()
+                let serverCPU = database.serverCPUSeconds().map { $0 - (serverBefore ?? 0) }
                 try await fleet.stop(timeout: configuration.shutdownTimeout + .seconds(5))
                 return BenchmarkReport.Worker(
                     mode: .init(result), peakRSSMB: usage.map { $0.peakResidentBytes.map { Double($0) / 1e6 } },
                     cpuSeconds: usage.map(\.cpuSeconds),
                     replies: result.latency.count, created: result.tally.created, replayed: result.tally.replayed,
                     failed: result.tally.failed, extraReplies: result.tally.extra,
-                    customersExpected: before + workload.uniqueCommands, customers: try await database.customerCount())
+                    customersExpected: before + workload.uniqueCommands, customers: try await database.customerCount(),
+                    databaseServerCPUSeconds: serverCPU)
             }
             if case .failure = outcome { await fleet.killAll() }
             return try outcome.get()
