@@ -111,3 +111,15 @@ public struct CustomerReference: Sendable, Hashable {
         self.externalID = externalID
     }
 }
+
+extension CustomerField {
+    /// The column of this field in both stores' `customers` table: `billingAddress1` →
+    /// `billing_address1` (columns follow the contract's field names).
+    public var columnName: String {
+        var name = ""
+        for character in rawValue {
+            if character.isUppercase { name += "_" + character.lowercased() } else { name.append(character) }
+        }
+        return name
+    }
+}

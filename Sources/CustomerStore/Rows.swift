@@ -60,7 +60,7 @@ public struct SQLiteTransaction: StorageTransaction, Sendable {
     }
 
     private static let insertCustomerSQL: String = {
-        let columns = ["id", "merchant_id"] + CustomerField.allCases.map(CustomerColumns.name) + ["created_at", "updated_at"]
+        let columns = ["id", "merchant_id"] + CustomerField.allCases.map(\.columnName) + ["created_at", "updated_at"]
         let placeholders = Array(repeating: "?", count: columns.count).joined(separator: ", ")
         return "INSERT INTO customers (\(columns.joined(separator: ", "))) VALUES (\(placeholders)) "
             + "ON CONFLICT (merchant_id, external_id) DO NOTHING"
@@ -194,18 +194,6 @@ public struct SQLiteTransaction: StorageTransaction, Sendable {
                 try db.execute(sql: "DELETE FROM plans WHERE merchant_id = ? AND id = ?", arguments: [merchantID, id])
             }
         }
-    }
-}
-
-/// Column names of the `customers` table.
-public enum CustomerColumns {
-    /// `billingAddress1` → `billing_address1`: columns follow the contract's field names.
-    public static func name(_ field: CustomerField) -> String {
-        var name = ""
-        for character in field.rawValue {
-            if character.isUppercase { name += "_" + character.lowercased() } else { name.append(character) }
-        }
-        return name
     }
 }
 

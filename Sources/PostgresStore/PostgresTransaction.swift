@@ -71,17 +71,8 @@ public struct PostgresTransaction: StorageTransaction {
         return plans
     }
 
-    private static let customerColumns = ["id", "merchant_id"] + CustomerField.allCases.map(PostgresTransaction.column)
+    private static let customerColumns = ["id", "merchant_id"] + CustomerField.allCases.map(\.columnName)
         + ["created_at", "updated_at"]
-
-    /// `billingAddress1` → `billing_address1`: columns follow the contract's field names.
-    static func column(_ field: CustomerField) -> String {
-        var name = ""
-        for character in field.rawValue {
-            if character.isUppercase { name += "_" + character.lowercased() } else { name.append(character) }
-        }
-        return name
-    }
 
     public func insertCustomers(_ customers: [NewCustomer]) async throws -> Set<String> {
         guard !customers.isEmpty else { return [] }
