@@ -23,7 +23,12 @@ public final class PostgresStore: CustomerStorage {
     public init(url: PostgresURL, logger: Logger) throws(PostgresStoreError) {
         self.url = url
         self.logger = logger
-        client = PostgresClient(configuration: try url.clientConfiguration, backgroundLogger: logger)
+        // The pool logs every failed connection attempt at info, several a second while the server
+        // is away; the store's own errors say why once per operation (with the reason), at the
+        // caller's level. Its warnings and worse still come through.
+        var poolLogger = logger
+        poolLogger.logLevel = max(logger.logLevel, .notice)
+        client = PostgresClient(configuration: url.clientConfiguration, backgroundLogger: poolLogger)
     }
 
     public convenience init(url text: String, logger: Logger) throws(PostgresStoreError) {
@@ -43,7 +48,7 @@ public final class PostgresStore: CustomerStorage {
     /// Runs `body` in a transaction on a connection of the pool. Waiting for a connection is
     /// bounded by `connect_timeout` (the pool itself would wait for as long as the server is away).
     public func transaction<T: Sendable>(_ operation: String, _ body: @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
-        let (client, logger, timeout, location) = (self.client, self.logger, url.connectTimeout, self.location)
+        let (client, logger, timeout, location, url) = (self.client, self.logger, url.connectTimeout, self.location, self.url)
         do {
             return try await withoutActuallyEscaping(body) { body in
                 try await withThrowingTaskGroup(of: T?.self) { group in
@@ -57,8 +62,9 @@ public final class PostgresStore: CustomerStorage {
                     group.addTask {
                         try await Task.sleep(for: timeout)
                         guard leased.isSet else {
+                            let reason = await Self.whyNoConnection(url, logger: logger)
                             throw PostgresStoreError.connection(
-                                operation: operation, location: location, reason: "no connection to the server within \(timeout)")
+                                operation: operation, location: location, reason: "no connection to the server within \(timeout)\(reason)")
                         }
                         return nil
                     }
@@ -71,6 +77,20 @@ public final class PostgresStore: CustomerStorage {
             }
         } catch {
             throw PostgresStoreError.wrapping(error, operation: operation, location: location)
+        }
+    }
+
+    /// Connects once outside the pool (which keeps its reasons to its log) to tell the user why
+    /// no connection came: refused, TLS, authentication, unknown database.
+    private static func whyNoConnection(_ url: PostgresURL, logger: Logger) async -> String {
+        do {
+            let connection = try await PostgresConnection.connect(configuration: try url.connectionConfiguration, id: 0, logger: logger)
+            try? await connection.close()
+            return ""
+        } catch let error as PSQLError {
+            return ": " + PostgresStoreError.reason(error)
+        } catch {
+            return ""
         }
     }
 

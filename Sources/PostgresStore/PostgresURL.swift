@@ -85,28 +85,44 @@ public struct PostgresURL: Sendable, Hashable {
         return String(text[..<colon]) + ":***" + String(text[at...])
     }
 
+    /// TLS as `sslmode` and `sslrootcert` say; nil for `disable`.
+    private var tlsConfiguration: TLSConfiguration? {
+        guard sslMode != .disable else { return nil }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv12
+        if let sslRootCertificate { tls.trustRoots = .file(sslRootCertificate) }
+        switch sslMode {
+        case .disable, .prefer, .require: tls.certificateVerification = .none
+        case .verifyCA: tls.certificateVerification = .noHostnameVerification
+        case .verifyFull: tls.certificateVerification = .fullVerification
+        }
+        return tls
+    }
+
     var clientConfiguration: PostgresClient.Configuration {
-        get throws(PostgresStoreError) {
-            var configuration = PostgresClient.Configuration(
-                host: host, port: port, username: username, password: password, database: database, tls: .disable)
-            var tls = TLSConfiguration.makeClientConfiguration()
-            tls.minimumTLSVersion = .tlsv12
-            if let sslRootCertificate { tls.trustRoots = .file(sslRootCertificate) }
-            switch sslMode {
-            case .disable: configuration.tls = .disable
-            case .prefer, .require:
-                tls.certificateVerification = .none
-                configuration.tls = sslMode == .prefer ? .prefer(tls) : .require(tls)
-            case .verifyCA:
-                tls.certificateVerification = .noHostnameVerification
-                configuration.tls = .require(tls)
-            case .verifyFull:
-                tls.certificateVerification = .fullVerification
-                configuration.tls = .require(tls)
+        var configuration = PostgresClient.Configuration(
+            host: host, port: port, username: username, password: password, database: database, tls: .disable)
+        if let tls = tlsConfiguration {
+            configuration.tls = sslMode == .prefer ? .prefer(tls) : .require(tls)
+        }
+        configuration.options.maximumConnections = poolSize
+        configuration.options.minimumConnections = 0
+        configuration.options.connectTimeout = connectTimeout
+        return configuration
+    }
+
+    /// The same settings for one connection outside the pool (to learn why the pool cannot connect).
+    var connectionConfiguration: PostgresConnection.Configuration {
+        get throws {
+            var tls = PostgresConnection.Configuration.TLS.disable
+            if let configuration = tlsConfiguration {
+                let context = try NIOSSLContext(configuration: configuration)
+                tls = sslMode == .prefer ? .prefer(context) : .require(context)
             }
-            configuration.options.maximumConnections = poolSize
-            configuration.options.minimumConnections = 0
-            configuration.options.connectTimeout = connectTimeout
+            var configuration = PostgresConnection.Configuration(
+                host: host, port: port, username: username, password: password, database: database, tls: tls)
+            let (seconds, attoseconds) = connectTimeout.components
+            configuration.options.connectTimeout = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
             return configuration
         }
     }
@@ -165,16 +181,25 @@ public enum PostgresStoreError: Error, Sendable, Equatable, CustomStringConverti
 
     /// What went wrong with the connection, in words; never the underlying error's own text,
     /// which could contain connection details.
-    private static func reason(_ error: PSQLError) -> String {
+    static func reason(_ error: PSQLError) -> String {
         switch error.code {
-        case .connectionError: "cannot connect to the server"
+        case .connectionError: "cannot connect to the server" + (error.underlying.map { " (\(Self.describe($0)))" } ?? "")
         case .serverClosedConnection: "the server closed the connection"
         case .clientClosedConnection, .poolClosed: "the connection pool is closed (is the store's client running?)"
         case .sslUnsupported: "the server does not support TLS (sslmode requires it)"
         case .authMechanismRequiresPassword: "the server requires a password"
         case .unsupportedAuthMechanism: "the server asks for an unsupported authentication method"
         case .queryCancelled: "the query was cancelled"
+        case .server: "the server refused: \(error.serverInfo?[.sqlState] ?? "") \(error.serverInfo?[.message] ?? "")"
         default: "PostgreSQL client error \(error.code)"
         }
+    }
+
+    /// A socket-level error in words: NIO's connect errors name the address, never credentials.
+    private static func describe(_ error: any Error) -> String {
+        if let error = error as? NIOConnectionError, let first = error.connectionErrors.first {
+            return "\(first.error)"
+        }
+        return "\(error)"
     }
 }

@@ -62,6 +62,27 @@ struct StoreTests {
         #expect(!PostgresStoreError.connection(operation: "x", location: "l", reason: "r").isRetryable)
     }
 
+    /// `sslmode=require` against a server without TLS fails with a reason, not a hang, and the
+    /// error carries no password.
+    @Test(.enabled(if: TestPostgres.enabled, "no PostgreSQL: run scripts/postgres.sh start and export POSTGRES_TEST_URL"))
+    func postgresTLSRequiredButUnavailableFailsClearly() async throws {
+        let url = try #require(TestPostgres.url)
+        var components = try #require(URLComponents(string: url))
+        components.user = "postgres"
+        components.password = "s3cr3t-pw"
+        components.queryItems = [URLQueryItem(name: "sslmode", value: "require"), URLQueryItem(name: "connect_timeout", value: "5")]
+        let store = try PostgresStore(url: try #require(components.string), logger: TestBroker.logger("test.tls"))
+        try await store.withRunningClient { store in
+            do {
+                try await store.checkWritable()
+                Issue.record("a TLS connection to a server without TLS succeeded")
+            } catch {
+                #expect("\(error)".contains("TLS"), "\(error)")
+                #expect(!"\(error)".contains("s3cr3t-pw"))
+            }
+        }
+    }
+
     /// Three processes (stores of their own) migrating a fresh database at once.
     @Test(arguments: StoreKind.all)
     func processesMigrateTheSameDatabaseAtOnce(_ kind: StoreKind) async throws {
