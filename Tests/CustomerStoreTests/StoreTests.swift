@@ -4,6 +4,7 @@ import CustomerDomain
 import Foundation
 import BrokerTestSupport
 import GRDB
+import PostgresNIO
 @testable import PostgresStore
 import Testing
 
@@ -80,6 +81,60 @@ struct StoreTests {
                 #expect("\(error)".contains("TLS"), "\(error)")
                 #expect(!"\(error)".contains("s3cr3t-pw"))
             }
+        }
+    }
+
+    /// A real deadlock: another transaction holds the batch's second key and then asks for its
+    /// first. PostgreSQL aborts the batch (its deadlock check runs first); the batch runs again
+    /// instead of failing, finds both customers there without processed records, and answers
+    /// `external_id_conflict` for each: never an error.
+    @Test(.enabled(if: TestPostgres.enabled, "no PostgreSQL: run scripts/postgres.sh start and export POSTGRES_TEST_URL"))
+    func postgresDeadlockIsRetriedNotAnswered() async throws {
+        try await withStore(.postgres) { store, database in
+            let merchant = try await Merchant(store)
+            let externalIDs = ["dl-a", "dl-b"].sorted {
+                idempotencyKey(merchantID: merchant.id, externalID: $0) < idempotencyKey(merchantID: merchant.id, externalID: $1)
+            }
+            let (first, second) = (externalIDs[0], externalIDs[1])  // the batch inserts `first` first
+            let url = try PostgresURL(database.location)
+            let logger = TestBroker.logger("deadlock")
+            let other = try await PostgresConnection.connect(configuration: try url.connectionConfiguration, id: 1, logger: logger)
+            let observer = try await PostgresConnection.connect(configuration: try url.connectionConfiguration, id: 2, logger: logger)
+            // This side never runs the deadlock check first: the batch is the victim.
+            try await other.query("SET deadlock_timeout = '20s'", logger: logger)
+            try await other.query("BEGIN", logger: logger)
+            try await other.query("""
+                INSERT INTO customers (id, merchant_id, external_id, created_at, updated_at)
+                VALUES ('other-second', \(merchant.id), \(second), 0, 0)
+                """, logger: logger)
+
+            let batch = Task {
+                try await store.handle([
+                    command(#"{"externalId":"\#(first)"}"#, key: merchant.secretKey),
+                    command(#"{"externalId":"\#(second)"}"#, key: merchant.secretKey),
+                ], now: now)
+            }
+            // Wait until the batch holds `first` and waits for `second`.
+            var waiting = 0
+            while waiting == 0 {
+                let rows = try await observer.query(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    logger: logger)
+                for try await count in rows.decode(Int.self) { waiting = count }
+                if waiting == 0 { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            try await other.query("""
+                INSERT INTO customers (id, merchant_id, external_id, created_at, updated_at)
+                VALUES ('other-first', \(merchant.id), \(first), 0, 0)
+                """, logger: logger)
+            try await other.query("COMMIT", logger: logger)
+            try await other.close()
+            try await observer.close()
+
+            let replies = try await batch.value
+            #expect(replies.map(\.errorCode) == ["external_id_conflict", "external_id_conflict"])
+            #expect(try replies.map { try decodeFailed($0).error.existingCustomerId } == ["other-first", "other-second"])
+            #expect(try await store.customerCount() == 2)
         }
     }
 
