@@ -9,7 +9,7 @@
 #   PG_DIR    data, log and socket folder (default ${TMPDIR:-/tmp}/customer-worker-postgres-$PG_PORT)
 #   PG_BIN    PostgreSQL's programs (default: the newest /usr/lib/postgresql/*/bin)
 #
-# The server trusts local connections (a test server: no password); `url` prints
+# A throwaway server: it trusts local connections (no password) and `stop` deletes its data. `url` prints
 # postgres://postgres@127.0.0.1:PORT/customers?sslmode=disable, a database `start` creates.
 set -euo pipefail
 
