@@ -18,19 +18,29 @@ public struct PostgresTransaction: StorageTransaction {
         return 0
     }
 
-    /// `INSERT INTO table (columns) VALUES (…), (…) suffix` with one row of binds per element.
+    /// The most parameters one statement may carry (the protocol counts them in 16 bits).
+    static let maximumParameters = Int(UInt16.max)
+
+    /// `INSERT INTO table (columns) VALUES (…), (…) suffix` with one row of binds per element, in
+    /// order: one statement for a batch of any usual size, more only when the rows would carry
+    /// more parameters than one statement may. `results` sees each statement's rows.
     func insertRows<Row>(_ table: String, _ columns: [String], _ rows: [Row], suffix: String = "",
-                         bind: (inout PostgresBindings, Row) -> Void) -> PostgresQuery {
-        var binds = PostgresBindings(capacity: rows.count * columns.count)
-        var sql = "INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES "
-        var parameter = 0
-        for (index, row) in rows.enumerated() {
-            sql += index == 0 ? "(" : ", ("
-            sql += (0..<columns.count).map { _ in parameter += 1; return "$\(parameter)" }.joined(separator: ", ")
-            sql += ")"
-            bind(&binds, row)
+                         bind: (inout PostgresBindings, Row) -> Void,
+                         results: (PostgresRowSequence) async throws -> Void = { _ in }) async throws {
+        let rowsPerStatement = max(1, Self.maximumParameters / max(1, columns.count))
+        for start in stride(from: 0, to: rows.count, by: rowsPerStatement) {
+            let chunk = rows[start..<min(rows.count, start + rowsPerStatement)]
+            var binds = PostgresBindings(capacity: chunk.count * columns.count)
+            var sql = "INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES "
+            var parameter = 0
+            for (index, row) in chunk.enumerated() {
+                sql += index == 0 ? "(" : ", ("
+                sql += (0..<columns.count).map { _ in parameter += 1; return "$\(parameter)" }.joined(separator: ", ")
+                sql += ")"
+                bind(&binds, row)
+            }
+            try await results(try await run(PostgresQuery(unsafeSQL: sql + suffix, binds: binds)))
         }
-        return PostgresQuery(unsafeSQL: sql + suffix, binds: binds)
     }
 
     // MARK: Create customer
@@ -78,23 +88,24 @@ public struct PostgresTransaction: StorageTransaction {
         guard !customers.isEmpty else { return [] }
         // In the order given (sorted by the caller). A row another transaction is inserting makes
         // this statement wait for that transaction; if it commits, the row is skipped.
-        let query = insertRows("customers", Self.customerColumns, customers,
-                               suffix: " ON CONFLICT (merchant_id, external_id) DO NOTHING RETURNING id") { binds, customer in
+        var inserted = Set<String>()
+        try await insertRows("customers", Self.customerColumns, customers,
+                             suffix: " ON CONFLICT (merchant_id, external_id) DO NOTHING RETURNING id") { binds, customer in
             binds.append(customer.id)
             binds.append(customer.merchantID)
             for field in CustomerField.allCases { binds.append(customer.attributes[field]) }
             binds.append(customer.createdAt.millisecondsSince1970)
             binds.append(customer.createdAt.millisecondsSince1970)
+        } results: { rows in
+            for try await id in rows.decode(String.self) { inserted.insert(id) }
         }
-        var inserted = Set<String>()
-        for try await id in try await run(query).decode(String.self) { inserted.insert(id) }
         return inserted
     }
 
     public func insertSubscriptions(_ subscriptions: [Subscription]) async throws {
         let columns = ["id", "customer_id", "merchant_id", "plan_id", "status", "is_trial", "start_date", "end_date",
                        "payment_gateway", "created_at", "updated_at"]
-        try await run(insertRows("subscriptions", columns, subscriptions) { binds, subscription in
+        try await insertRows("subscriptions", columns, subscriptions) { binds, subscription in
             binds.append(subscription.id)
             binds.append(subscription.customerId)
             binds.append(subscription.merchantId)
@@ -106,13 +117,13 @@ public struct PostgresTransaction: StorageTransaction {
             binds.append(subscription.paymentGateway?.rawValue)
             binds.append(subscription.createdAt.millisecondsSince1970)
             binds.append(subscription.updatedAt.millisecondsSince1970)
-        })
+        }
     }
 
     public func insertProcessedRequests(_ records: [ProcessedRequest], now: Timestamp) async throws {
         let columns = ["idempotency_key", "merchant_id", "fingerprint", "customer_id", "reply_type", "message_id", "reply_body",
                        "created_at"]
-        try await run(insertRows("processed_requests", columns, records) { binds, record in
+        try await insertRows("processed_requests", columns, records) { binds, record in
             binds.append(record.idempotencyKey)
             binds.append(record.merchantID)
             binds.append(record.fingerprint)
@@ -121,7 +132,7 @@ public struct PostgresTransaction: StorageTransaction {
             binds.append(record.messageID)
             binds.append(ByteBuffer(bytes: record.replyBody))
             binds.append(now.millisecondsSince1970)
-        })
+        }
     }
 
     public func customerIDs(_ references: [CustomerReference]) async throws -> [CustomerReference: String] {
@@ -184,8 +195,8 @@ public struct PostgresTransaction: StorageTransaction {
         try await run("UPDATE plans SET is_default = false WHERE merchant_id = \(merchantID)")
         if !upserting.isEmpty {
             let updates = Self.planColumns.dropFirst().map { "\($0) = excluded.\($0)" }.joined(separator: ", ")
-            try await run(insertRows("plans", ["merchant_id"] + Self.planColumns, upserting,
-                                     suffix: " ON CONFLICT (merchant_id, id) DO UPDATE SET \(updates)") { binds, catalogPlan in
+            try await insertRows("plans", ["merchant_id"] + Self.planColumns, upserting,
+                                 suffix: " ON CONFLICT (merchant_id, id) DO UPDATE SET \(updates)") { binds, catalogPlan in
                 let plan = catalogPlan.plan
                 binds.append(merchantID)
                 binds.append(plan.id)
@@ -200,7 +211,7 @@ public struct PostgresTransaction: StorageTransaction {
                 binds.append(catalogPlan.isDefault)
                 binds.append(plan.availableCountries?.joined(separator: ","))
                 binds.append(plan.availableFrom?.millisecondsSince1970)
-            })
+            }
         }
         if !archiving.isEmpty {
             try await run("UPDATE plans SET status = 'archived' WHERE merchant_id = \(merchantID) AND id = ANY(\(archiving))")
@@ -242,7 +253,8 @@ extension PostgresStore {
     public func importRows(_ table: CopiedTable, _ chunk: TableChunk) async throws -> Int {
         guard !chunk.rows.isEmpty else { return 0 }
         return try await transaction("copy \(table.rawValue)") { transaction in
-            let query = transaction.insertRows(table.rawValue, chunk.columns, chunk.rows, suffix: " ON CONFLICT DO NOTHING RETURNING 1") { binds, row in
+            var inserted = 0
+            try await transaction.insertRows(table.rawValue, chunk.columns, chunk.rows, suffix: " ON CONFLICT DO NOTHING RETURNING 1") { binds, row in
                 for (column, cell) in zip(chunk.columns, row) {
                     switch cell {
                     case .null: binds.appendNull()
@@ -252,9 +264,9 @@ extension PostgresStore {
                     case .blob(let value): binds.append(ByteBuffer(bytes: value))
                     }
                 }
+            } results: { rows in
+                for try await _ in rows { inserted += 1 }
             }
-            var inserted = 0
-            for try await _ in try await transaction.run(query) { inserted += 1 }
             return inserted
         }
     }

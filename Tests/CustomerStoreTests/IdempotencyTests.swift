@@ -184,4 +184,19 @@ struct StoreIdempotencyTests {
             #expect(try await store.customerCount() == 256)
         }
     }
+
+    /// More rows than one PostgreSQL statement can carry parameters for (3,200 customers × 21
+    /// columns > 65,535): still one transaction, every command answered.
+    @Test(arguments: StoreKind.all)
+    func aBatchBeyondOneStatementsParameters(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
+            let merchant = try await Merchant(store)
+            let commands = (0..<3200).map { command(#"{"externalId":"huge-\#($0)"}"#, key: merchant.secretKey) }
+            let replies = try await store.handle(commands + commands.prefix(10), now: now)
+            #expect(replies.count == 3210)
+            #expect(replies.prefix(3200).allSatisfy { $0.type == .customerCreated && !$0.replayed })
+            #expect(replies.suffix(10).allSatisfy { $0.replayed })
+            #expect(try await store.customerCount() == 3200)
+        }
+    }
 }
