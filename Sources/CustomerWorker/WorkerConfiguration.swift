@@ -127,7 +127,7 @@ extension WorkerConfiguration {
             return nil
         },
         database("DATABASE_PATH", "database-path", "Deprecated: a SQLite file, as DATABASE_URL takes it; DATABASE_URL wins when both are set."),
-        database("DATABASE_URL", "database", "SQLite file path or sqlite:PATH (created with its folder on first use; replicas on one host share it), or postgres://user:password@host:port/database?sslmode=disable|prefer|require|verify-ca|verify-full&sslrootcert=FILE&pool_size=N for replicas on several hosts."),
+        database("DATABASE_URL", "database", "SQLite file path or sqlite:PATH (created with its folder on first use; replicas on one host share it), or postgres://user:password@host:port/database?sslmode=disable|prefer|require|verify-ca|verify-full&sslrootcert=FILE&pool_size=N&connect_timeout=SECONDS for replicas on several hosts; the password never appears in logs or errors."),
         integer("PREFETCH", "prefetch", \.prefetch, 1...65_535, "Unacknowledged commands per worker; a batch (one transaction) takes at most half of them, so the next batch arrives while the last one's replies are confirmed."),
         milliseconds("BATCH_LINGER_MS", "batch-linger-ms", \.batchLinger, 0...1000, "How long a batch waits for more commands after the first arrived."),
         seconds("SHUTDOWN_TIMEOUT", "shutdown-timeout", \.shutdownTimeout, 1...600, "Seconds SIGTERM/SIGINT may take: stop consuming, finish the batch in hand, exit 0."),
