@@ -49,7 +49,7 @@ COPY --from=build /staging/customer-worker /usr/local/bin/customer-worker
 
 # The SQLite database lives in /data (WAL: replicas sharing it must share this volume). A new
 # named volume mounted here starts out owned by the worker user.
-ENV DATABASE_PATH=/data/customers.sqlite
+ENV DATABASE_URL=/data/customers.sqlite
 VOLUME ["/data"]
 WORKDIR /data
 USER 10001:10001

@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // rabbitmq-c (Debian: librabbitmq-dev) and a header shim for the calls Swift cannot import.
@@ -49,13 +50,35 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // SQLite persistence through GRDB: migrations, merchants, keys, plans, customers, idempotency.
+        // The create-customer use case and the admin rules, against a batch-wise storage protocol; no SQL.
+        .target(
+            name: "CreateCustomer",
+            dependencies: [
+                "CustomerDomain",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
+        // The SQLite adapter (GRDB): migrations and the storage protocol's statements; no rules.
         .target(
             name: "CustomerStore",
             dependencies: [
+                "CreateCustomer",
                 "CustomerDomain",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
+        // The PostgreSQL adapter (postgres-nio): the store for replicas on several hosts; no rules.
+        .target(
+            name: "PostgresStore",
+            dependencies: [
+                "CreateCustomer",
+                "CustomerDomain",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -77,8 +100,10 @@ let package = Package(
             name: "CustomerWorker",
             dependencies: [
                 "AMQP",
+                "CreateCustomer",
                 "CustomerDomain",
                 "CustomerStore",
+                "PostgresStore",
                 "Observability",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -100,6 +125,7 @@ let package = Package(
                 "AMQP",
                 "CBenchRelay",
                 "CustomerWorker",
+                "CreateCustomer",
                 "CustomerStore",
                 "CustomerDomain",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -112,8 +138,10 @@ let package = Package(
             name: "customer-worker",
             dependencies: [
                 "CustomerWorker",
+                "CreateCustomer",
                 "CustomerDomain",
                 "CustomerStore",
+                "PostgresStore",
                 "WorkerBenchmark",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -122,17 +150,32 @@ let package = Package(
         // Helpers for tests that talk to the private broker started by scripts/broker.sh.
         .target(
             name: "BrokerTestSupport",
-            dependencies: ["AMQP", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "AMQP", "PostgresStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
             path: "Tests/BrokerTestSupport",
             swiftSettings: strict
         ),
         .testTarget(name: "AMQPTests", dependencies: ["AMQP", "BrokerTestSupport"], swiftSettings: strict),
         .testTarget(name: "CustomerDomainTests", dependencies: ["CustomerDomain"], swiftSettings: strict),
-        .testTarget(name: "CustomerStoreTests", dependencies: ["CustomerStore"], swiftSettings: strict),
+        .testTarget(
+            name: "CustomerStoreTests",
+            dependencies: [
+                "CreateCustomer", "CustomerStore", "PostgresStore", "BrokerTestSupport",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "ObservabilityTests", dependencies: ["Observability"], swiftSettings: strict),
         .testTarget(
             name: "CustomerWorkerTests",
-            dependencies: ["CustomerWorker", "AMQP", "BrokerTestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "CustomerWorker", "CreateCustomer", "CustomerStore", "PostgresStore", "AMQP", "BrokerTestSupport",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: strict
         ),
     ]

@@ -4,14 +4,15 @@
 #   2. create the demo merchant once, keeping its credentials in the data volume;
 #   3. import the plan catalog for it (an import replaces the merchant's catalog: idempotent);
 #   4. print the merchant's secret key, for `customer-worker publish --api-key …`.
-# Settings: DATABASE_PATH (the worker's), MERCHANT_FILE, MERCHANT_NAME, PLAN_CATALOG.
+# Settings: DATABASE_URL (the worker's: SQLite file or postgres:// URL), MERCHANT_FILE, MERCHANT_NAME,
+# PLAN_CATALOG.
 set -eu
 
-: "${DATABASE_PATH:=/data/customers.sqlite}"
-: "${MERCHANT_FILE:=$(dirname "$DATABASE_PATH")/demo-merchant.json}"
+: "${DATABASE_URL:=/data/customers.sqlite}"
+: "${MERCHANT_FILE:=/data/demo-merchant.json}"
 : "${MERCHANT_NAME:=Demo merchant}"
 : "${PLAN_CATALOG:=/deploy/plan-catalog.json}"
-export DATABASE_PATH
+export DATABASE_URL
 
 customer-worker migrate
 

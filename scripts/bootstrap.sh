@@ -4,7 +4,7 @@
 # Elsewhere it names what to install and fails.
 set -euo pipefail
 
-PACKAGES=(librabbitmq-dev libsqlite3-dev rabbitmq-server openssl ca-certificates python3-jsonschema python3-yaml docker-compose)
+PACKAGES=(librabbitmq-dev libsqlite3-dev rabbitmq-server postgresql openssl ca-certificates python3-jsonschema python3-yaml docker-compose)
 
 missing=()
 for package in "${PACKAGES[@]}"; do
@@ -20,5 +20,6 @@ sudo=()
 [ "$(id -u)" = 0 ] || sudo=(sudo)
 echo "bootstrap.sh: installing ${missing[*]}"
 "${sudo[@]}" apt-get update -qq
-# The package's own init scripts must not start the system-wide broker: ours is private.
+# The packages' own init scripts must not start the system-wide broker or PostgreSQL cluster: ours
+# are private (scripts/broker.sh, scripts/postgres.sh), on ports of their own.
 DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

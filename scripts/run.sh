@@ -5,7 +5,7 @@
 # the worker in the foreground. Ctrl-C stops it gracefully.
 #
 #   AMQP_URL       default amqp://guest:guest@127.0.0.1:5672/%2f
-#   DATABASE_PATH  default ./data/customers.sqlite
+#   DATABASE_URL   default ./data/customers.sqlite (a SQLite file), or postgres://user:password@host:port/db
 #   other settings: .build/release/customer-worker run --help
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,8 @@ swift build -c release --product customer-worker
 worker=.build/release/customer-worker
 
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
-export DATABASE_PATH="${DATABASE_PATH:-./data/customers.sqlite}"
+# DATABASE_PATH is the older name of a SQLite DATABASE_URL.
+export DATABASE_URL="${DATABASE_URL:-${DATABASE_PATH:-./data/customers.sqlite}}"
 
 # host and port of AMQP_URL, to see whether a broker answers there.
 hostport="${AMQP_URL#*://}"; hostport="${hostport##*@}"; hostport="${hostport%%/*}"; hostport="${hostport%%\?*}"
@@ -29,7 +30,11 @@ if ! (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
 fi
 
 "$worker" migrate >/dev/null
-demo="$(dirname "$DATABASE_PATH")/demo-merchant.json"
+# The demo merchant's keys are kept beside a SQLite file, else in ./data.
+case "$DATABASE_URL" in
+  postgres://*|postgresql://*) demo=./data/demo-merchant.json; mkdir -p ./data ;;
+  *) path="${DATABASE_URL#sqlite:}"; path="${path#//}"; demo="$(dirname "$path")/demo-merchant.json" ;;
+esac
 if [ ! -s "$demo" ]; then
   "$worker" merchants create --name "Demo merchant" > "$demo.tmp"
   merchant_id="$(sed -n 's/.*"merchantId":"\([^"]*\)".*/\1/p' "$demo.tmp")"

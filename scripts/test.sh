@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing, starts a private broker, builds, runs every test
-# against it, validates the contract and the replies the tests produced, and stops the broker.
+# The test command: installs what is missing, starts a private broker and a private PostgreSQL
+# server, builds, runs every test against them (the store and worker suites run on SQLite and on
+# PostgreSQL), validates the contract and the replies the tests produced, and stops both servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/bootstrap.sh
 
 export BROKER_PORT="${BROKER_PORT:-5673}"
+export PG_PORT="${PG_PORT:-5433}"
 scripts/broker.sh start
-trap 'scripts/broker.sh stop >/dev/null; [ -n "${BROKER_EXTRA_PORT:-}" ] && BROKER_PORT=$BROKER_EXTRA_PORT scripts/broker.sh stop >/dev/null 2>&1; scripts/broker.sh cluster stop >/dev/null 2>&1 || true' EXIT
+trap 'scripts/broker.sh stop >/dev/null; scripts/postgres.sh stop >/dev/null 2>&1; [ -n "${BROKER_EXTRA_PORT:-}" ] && BROKER_PORT=$BROKER_EXTRA_PORT scripts/broker.sh stop >/dev/null 2>&1; scripts/broker.sh cluster stop >/dev/null 2>&1 || true' EXIT
+scripts/postgres.sh start
+# Each store or worker test on PostgreSQL creates a database of its own on this server.
+export POSTGRES_TEST_URL="$(scripts/postgres.sh url)"
 # The broker-restart test starts (and stops) a second node on the next port.
 export BROKER_EXTRA_PORT=$((BROKER_PORT + 1))
 export AMQP_URL="$(scripts/broker.sh url)"
@@ -20,8 +25,9 @@ export AMQP_CLUSTER_URL="$(scripts/broker.sh cluster url)"
 CONFORMANCE_OUTPUT_DIR="$(mktemp -d)"
 export CONFORMANCE_OUTPUT_DIR
 
-# The compose file must stay valid (there is no Docker engine to run it here).
+# The compose file and its PostgreSQL variant must stay valid (there is no Docker engine to run them here).
 docker-compose config -q
+docker-compose -f docker-compose.yml -f docker-compose.postgres.yml config -q
 
 swift build --build-tests
 # Every test, in two runs: the memory test measures this process's RSS, so it runs alone, after
@@ -39,6 +45,9 @@ done
 # The benchmark end to end, small (a smoke test: it checks replies and customers, not timings).
 "$(swift build --show-bin-path)/customer-worker" bench --messages 500 --replicas 2 --duplicates 10 --log-level warning > /dev/null
 "$(swift build --show-bin-path)/customer-worker" bench --messages 500 --backlog --log-level warning > /dev/null
+# The same on PostgreSQL.
+"$(swift build --show-bin-path)/customer-worker" bench --messages 500 --replicas 2 --duplicates 10 --log-level warning \
+  --database "$POSTGRES_TEST_URL" > /dev/null
 
 # Debian's interpreter, whose python3-jsonschema bootstrap.sh installed.
 python=/usr/bin/python3

@@ -1,60 +1,23 @@
+import CreateCustomer
 import CustomerDomain
 import Foundation
 import GRDB
 
-/// One command as it came off the queue.
-public struct IncomingCommand: Sendable {
-    /// The `x-api-key` header.
-    public var apiKey: String?
-    /// The AMQP `content_type` property.
-    public var contentType: String?
-    public var body: [UInt8]
-
-    public init(apiKey: String?, contentType: String?, body: [UInt8]) {
-        self.apiKey = apiKey
-        self.contentType = contentType
-        self.body = body
-    }
-}
-
-public enum ReplyType: String, Sendable {
-    case customerCreated = "CustomerCreated"
-    case customerCreateFailed = "CustomerCreateFailed"
-}
-
-/// The reply to publish for one command.
-public struct ReplyRecord: Sendable, Equatable {
-    public var type: ReplyType
-    public var idempotencyKey: String?
-    /// Deterministic per idempotency key and outcome; a replay carries the same.
-    public var messageID: String
-    /// Exact JSON bytes; a replay returns the stored bytes unchanged.
-    public var body: [UInt8]
-    public var replayed: Bool
-    /// Nil for `CustomerCreated`.
-    public var errorCode: String?
-
-    public var routingKey: String { type == .customerCreated ? "customer.created" : "customer.create_failed" }
-
-    public init(type: ReplyType, idempotencyKey: String?, messageID: String, body: [UInt8], replayed: Bool, errorCode: String?) {
-        self.type = type
-        self.idempotencyKey = idempotencyKey
-        self.messageID = messageID
-        self.body = body
-        self.replayed = replayed
-        self.errorCode = errorCode
-    }
-}
-
-/// The customer database: one SQLite file in WAL mode that several processes may share.
+/// The customer database on SQLite: one file in WAL mode that several processes on one host may
+/// share. An adapter only: the rules live in `CreateCustomer`.
 ///
-/// Every write runs in a `BEGIN IMMEDIATE` transaction, so a process that finds another writer
-/// waits up to the busy timeout instead of failing when it would upgrade a read lock.
-public final class CustomerStore: Sendable {
+/// Every transaction starts with `BEGIN IMMEDIATE`, so a process that finds another writer waits
+/// up to the busy timeout instead of failing when it would upgrade a read lock.
+public final class CustomerStore: CustomerStorage {
     public let path: String
     let pool: DatabasePool
     /// A connection of its own for WAL checkpoints, so they run beside the writer, not in its commits.
     private let checkpointer: DatabaseQueue?
+    /// One transaction at a time: a transaction's statements run as separate accesses to the
+    /// writer connection, so nothing else may use the writer in between.
+    private let gate = TransactionGate()
+
+    public var location: String { path }
 
     /// Opens the database at `path`, creating its folder and file; does not migrate.
     ///
@@ -75,6 +38,9 @@ public final class CustomerStore: Sendable {
         configuration.busyMode = .timeout(busyTimeout.seconds)
         configuration.foreignKeysEnabled = true
         configuration.maximumReaderCount = 4
+        // A transaction spans several accesses to the writer (one per statement kind), serialised
+        // by `gate`; GRDB must not treat the open transaction between them as a mistake.
+        configuration.allowsUnsafeTransactions = true
         configuration.prepareDatabase { db in
             // WAL makes NORMAL durable against application crashes; only a power loss may lose the
             // last transactions, never corrupt the file.
@@ -110,7 +76,12 @@ public final class CustomerStore: Sendable {
 
     /// Applies pending migrations. Safe when several processes start at once: a migration that
     /// lost the race to another process is retried after re-reading what is applied.
-    public func migrate() throws {
+    public func migrate() async throws {
+        try migrateNow()
+    }
+
+    /// `migrate()` for callers that cannot await (opening a store before the services run).
+    public func migrateNow() throws {
         let migrator = Migrations.migrator
         var attempt = 0
         while true {
@@ -126,22 +97,6 @@ public final class CustomerStore: Sendable {
         }
     }
 
-    /// Handles commands in order inside one write transaction: authentication, validation,
-    /// idempotency, and the customer, subscription and processed-request rows. Returns one reply
-    /// per command, in order. Throws only when the database fails (busy past the timeout, disk
-    /// full, I/O); then nothing was committed.
-    /// `now` is truncated to whole milliseconds, the precision of replies and rows.
-    public func handle(_ commands: [IncomingCommand], now: Date) async throws -> [ReplyRecord] {
-        guard !commands.isEmpty else { return [] }
-        // Parsing needs no lock, so it happens before the write transaction starts.
-        let parsed = commands.map { CreateCustomerCommand.parse(body: $0.body, contentType: $0.contentType) }
-        let timestamp = Timestamp(now)
-        return try await write("handle commands") { db in
-            var batch = CommandBatch(db: db, now: timestamp)
-            return try zip(commands, parsed).map { command, result in try batch.handle(command, result) }
-        }
-    }
-
     public func customerCount() async throws -> Int {
         try await read("count customers") { db in
             try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM customers") ?? 0
@@ -151,29 +106,48 @@ public final class CustomerStore: Sendable {
     /// Health check: a tiny write transaction, which fails when the file cannot take writes.
     public func checkWritable() async throws {
         let now = Timestamp(Date()).millisecondsSince1970
-        try await write("health check") { db in
-            try db.execute(
-                sql: "INSERT INTO health_checks (id, checked_at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET checked_at = excluded.checked_at",
-                arguments: [now])
+        try await transaction("health check") { transaction in
+            try await transaction.access { db in
+                try db.execute(
+                    sql: "INSERT INTO health_checks (id, checked_at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET checked_at = excluded.checked_at",
+                    arguments: [now])
+            }
         }
+    }
+
+    public func isRetryable(_ error: any Error) -> Bool {
+        // One writer at a time: SQLite has no deadlocks between batches; busy is the worker's to retry.
+        false
     }
 
     // MARK: - Transactions
 
     /// Runs `body` in a `BEGIN IMMEDIATE` transaction and maps failures to `CustomerStoreError`.
-    func write<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    public func transaction<T: Sendable>(_ operation: String, _ body: @Sendable (SQLiteTransaction) async throws -> T) async throws -> T {
+        await gate.enter()
+        let transaction = SQLiteTransaction(pool: pool)
         do {
-            return try await pool.writeWithoutTransaction { db in
-                var result: T?
-                try db.inTransaction(.immediate) {
-                    result = try body(db)
-                    return .commit
-                }
-                return result!
-            }
+            try await transaction.access { try $0.beginTransaction(.immediate) }
+            let result = try await body(transaction)
+            try await transaction.access { try $0.commit() }
+            await gate.leave()
+            return result
         } catch {
+            await rollback()
+            await gate.leave()
             throw CustomerStoreError.wrapping(error, operation: operation, path: path)
         }
+    }
+
+    /// Rolls back whatever is open, even when the calling task was cancelled (an unstructured task
+    /// does not inherit the cancellation, and GRDB refuses accesses from cancelled tasks).
+    private func rollback() async {
+        let pool = self.pool
+        await Task {
+            try? await pool.writeWithoutTransaction { db in
+                if db.isInsideTransaction { try db.rollback() }
+            }
+        }.value
     }
 
     func read<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
@@ -192,17 +166,47 @@ extension Duration {
     }
 }
 
-/// Identifiers the store mints: lowercase time-ordered UUIDs (version 7, RFC 9562). New rows
-/// land at the end of the id indexes instead of on random pages, which keeps inserts cheap as
-/// the tables grow; the 74 random bits keep ids unguessable and unique across processes.
-func newIdentifier(now: Timestamp = Timestamp(Date())) -> String {
-    var generator = SystemRandomNumberGenerator()
-    let random = (generator.next() as UInt64, generator.next() as UInt64)
-    let milliseconds = UInt64(max(0, now.millisecondsSince1970))
-    let high = (milliseconds << 16) | 0x7000 | (random.0 & 0x0FFF)  // unix_ts_ms(48) | ver(4) | rand_a(12)
-    let low = 0x8000_0000_0000_0000 | (random.1 & 0x3FFF_FFFF_FFFF_FFFF)  // var(2) | rand_b(62)
-    let bytes = withUnsafeBytes(of: (high.bigEndian, low.bigEndian)) { Array($0) }
-    let uuid = UUID(uuid: (bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
-                           bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]))
-    return uuid.uuidString.lowercased()
+/// Admits one transaction at a time, in arrival order, without blocking a thread.
+actor TransactionGate {
+    private var busy = false
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    func enter() async {
+        guard busy else {
+            busy = true
+            return
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func leave() {
+        if waiting.isEmpty { busy = false } else { waiting.removeFirst().resume() }
+    }
+}
+
+// MARK: - Copying into another store
+
+extension CustomerStore {
+    /// Up to `limit` rows of `table` after the cursor `after` (a rowid), with every column as stored.
+    public func exportRows(_ table: CopiedTable, after: Int64?, limit: Int) async throws -> TableChunk {
+        try await read("read \(table.rawValue)") { db in
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT rowid AS copy_cursor, * FROM \(table.rawValue) WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                arguments: [after ?? Int64.min, limit])
+            guard let first = rows.first else { return TableChunk(columns: [], rows: [], next: nil) }
+            let columns = Array(first.columnNames.dropFirst())
+            let cells = rows.map { row in
+                Array(row.databaseValues.dropFirst()).map { value -> CellValue in
+                    switch value.storage {
+                    case .null: .null
+                    case .int64(let integer): .integer(integer)
+                    case .double(let double): .integer(Int64(double))
+                    case .string(let string): .text(string)
+                    case .blob(let data): .blob([UInt8](data))
+                    }
+                }
+            }
+            return TableChunk(columns: columns, rows: cells, next: rows.count < limit ? nil : rows.last?["copy_cursor"])
+        }
+    }
 }

@@ -1,142 +1,221 @@
+import CreateCustomer
 import CustomerDomain
 import Foundation
 import GRDB
 
-/// SQL for the `customers` table.
-enum CustomerRows {
-    /// `billingAddress1` → `billing_address1`: columns follow the contract's field names.
-    static func column(_ field: CustomerField) -> String {
-        var name = ""
-        for character in field.rawValue {
-            if character.isUppercase { name += "_" + character.lowercased() } else { name.append(character) }
-        }
-        return name
+/// The statements of one SQLite transaction. Each method is one access to the writer connection;
+/// `CustomerStore.transaction` opens and closes the transaction around them.
+public struct SQLiteTransaction: StorageTransaction, Sendable {
+    let pool: DatabasePool
+
+    func access<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await pool.writeWithoutTransaction(body)
     }
 
-    private static let insertSQL: String = {
-        let columns = ["id", "merchant_id"] + CustomerField.allCases.map(column) + ["created_at", "updated_at"]
+    // MARK: Create customer
+
+    public func apiKeys(ids: [String]) async throws -> [StoredAPIKey] {
+        try await access { db in
+            let statement = try db.cachedStatement(sql: "SELECT id, merchant_id, type, key_hash, revoked_at FROM api_keys WHERE id = ?")
+            return try ids.compactMap { id in
+                try Row.fetchOne(statement, arguments: [id]).map { row in
+                    let type: String = row["type"]
+                    let hash: Data = row["key_hash"]
+                    return StoredAPIKey(id: row["id"], merchantID: row["merchant_id"], type: APIKeyType(rawValue: type) ?? .publishable,
+                                        keyHash: [UInt8](hash), isRevoked: (row["revoked_at"] as Int64?) != nil)
+                }
+            }
+        }
+    }
+
+    public func processedRequests(keys: [String]) async throws -> [ProcessedRequest] {
+        try await access { db in
+            let statement = try db.cachedStatement(sql: """
+                SELECT merchant_id, fingerprint, customer_id, reply_type, message_id, reply_body
+                FROM processed_requests WHERE idempotency_key = ?
+                """)
+            return try keys.compactMap { key in
+                try Row.fetchOne(statement, arguments: [key]).map { row in
+                    let replyType: String = row["reply_type"]
+                    let body: Data = row["reply_body"]
+                    return ProcessedRequest(
+                        idempotencyKey: key, merchantID: row["merchant_id"], fingerprint: row["fingerprint"],
+                        customerID: row["customer_id"], replyType: ReplyType(rawValue: replyType) ?? .customerCreated,
+                        messageID: row["message_id"], replyBody: [UInt8](body))
+                }
+            }
+        }
+    }
+
+    public func defaultPlans(merchantIDs: [String]) async throws -> [String: Plan] {
+        try await access { db in
+            let statement = try db.cachedStatement(
+                sql: "SELECT \(PlanColumns.list) FROM plans WHERE merchant_id = ? AND is_default = 1 AND status = 'available'")
+            var plans: [String: Plan] = [:]
+            for merchantID in merchantIDs {
+                plans[merchantID] = try Row.fetchOne(statement, arguments: [merchantID]).map(PlanColumns.catalogPlan)?.plan
+            }
+            return plans
+        }
+    }
+
+    private static let insertCustomerSQL: String = {
+        let columns = ["id", "merchant_id"] + CustomerField.allCases.map(\.columnName) + ["created_at", "updated_at"]
         let placeholders = Array(repeating: "?", count: columns.count).joined(separator: ", ")
         return "INSERT INTO customers (\(columns.joined(separator: ", "))) VALUES (\(placeholders)) "
             + "ON CONFLICT (merchant_id, external_id) DO NOTHING"
     }()
 
-    /// False when the merchant already has a customer with this `externalId`.
-    static func insert(_ command: CreateCustomerCommand, id: String, merchantID: String, now: Timestamp, db: Database) throws -> Bool {
-        var values: [(any DatabaseValueConvertible)?] = [id, merchantID]
-        values += CustomerField.allCases.map { command[$0] }
-        values += [now.millisecondsSince1970, now.millisecondsSince1970]
-        try db.cachedStatement(sql: insertSQL).execute(arguments: StatementArguments(values))
-        return db.changesCount == 1
+    public func insertCustomers(_ customers: [NewCustomer]) async throws -> Set<String> {
+        try await access { db in
+            let statement = try db.cachedStatement(sql: Self.insertCustomerSQL)
+            var inserted = Set<String>()
+            for customer in customers {
+                var values: [(any DatabaseValueConvertible)?] = [customer.id, customer.merchantID]
+                values += CustomerField.allCases.map { customer.attributes[$0] }
+                values += [customer.createdAt.millisecondsSince1970, customer.createdAt.millisecondsSince1970]
+                try statement.execute(arguments: StatementArguments(values))
+                if db.changesCount == 1 { inserted.insert(customer.id) }
+            }
+            return inserted
+        }
     }
 
-    static func id(merchantID: String, externalID: String, db: Database) throws -> String? {
-        try String.fetchOne(
-            db.cachedStatement(sql: "SELECT id FROM customers WHERE merchant_id = ? AND external_id = ?"),
-            arguments: [merchantID, externalID])
+    public func insertSubscriptions(_ subscriptions: [Subscription]) async throws {
+        try await access { db in
+            let statement = try db.cachedStatement(sql: """
+                INSERT INTO subscriptions (id, customer_id, merchant_id, plan_id, status, is_trial, start_date, end_date,
+                                           payment_gateway, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            for subscription in subscriptions {
+                try statement.execute(arguments: [
+                    subscription.id, subscription.customerId, subscription.merchantId, subscription.planId,
+                    subscription.status.rawValue, subscription.isTrial, subscription.startDate.millisecondsSince1970,
+                    subscription.endDate?.millisecondsSince1970, subscription.paymentGateway?.rawValue,
+                    subscription.createdAt.millisecondsSince1970, subscription.updatedAt.millisecondsSince1970,
+                ])
+            }
+        }
+    }
+
+    public func insertProcessedRequests(_ records: [ProcessedRequest], now: Timestamp) async throws {
+        try await access { db in
+            let statement = try db.cachedStatement(sql: """
+                INSERT INTO processed_requests (idempotency_key, merchant_id, fingerprint, customer_id, reply_type,
+                                                message_id, reply_body, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            for record in records {
+                try statement.execute(arguments: [
+                    record.idempotencyKey, record.merchantID, record.fingerprint, record.customerID, record.replyType.rawValue,
+                    record.messageID, Data(record.replyBody), now.millisecondsSince1970,
+                ])
+            }
+        }
+    }
+
+    public func customerIDs(_ references: [CustomerReference]) async throws -> [CustomerReference: String] {
+        try await access { db in
+            let statement = try db.cachedStatement(sql: "SELECT id FROM customers WHERE merchant_id = ? AND external_id = ?")
+            var ids: [CustomerReference: String] = [:]
+            for reference in references {
+                ids[reference] = try String.fetchOne(statement, arguments: [reference.merchantID, reference.externalID])
+            }
+            return ids
+        }
+    }
+
+    // MARK: Administration
+
+    public func merchantExists(_ id: String) async throws -> Bool {
+        try await access { db in try Bool.fetchOne(db, sql: "SELECT 1 FROM merchants WHERE id = ?", arguments: [id]) != nil }
+    }
+
+    public func insertMerchant(id: String, name: String, now: Timestamp) async throws {
+        try await access { db in
+            try db.execute(sql: "INSERT INTO merchants (id, name, created_at) VALUES (?, ?, ?)",
+                           arguments: [id, name, now.millisecondsSince1970])
+        }
+    }
+
+    public func insertAPIKey(_ key: StoredAPIKey, now: Timestamp) async throws {
+        try await access { db in
+            try db.execute(
+                sql: "INSERT INTO api_keys (id, merchant_id, type, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [key.id, key.merchantID, key.type.rawValue, Data(key.keyHash), now.millisecondsSince1970])
+        }
+    }
+
+    public func revokeAPIKey(id: String, type: APIKeyType?, now: Timestamp) async throws -> Bool {
+        try await access { db in
+            try db.execute(
+                sql: "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND type = COALESCE(?, type)",
+                arguments: [now.millisecondsSince1970, id, type?.rawValue])
+            return db.changesCount == 1
+        }
+    }
+
+    public func plans(merchantID: String) async throws -> [CatalogPlan] {
+        try await access { db in
+            try Row.fetchAll(db, sql: "SELECT \(PlanColumns.list) FROM plans WHERE merchant_id = ? ORDER BY id", arguments: [merchantID])
+                .map(PlanColumns.catalogPlan)
+        }
+    }
+
+    public func referencedPlanIDs(merchantID: String) async throws -> Set<String> {
+        try await access { db in
+            try String.fetchSet(db, sql: "SELECT DISTINCT plan_id FROM subscriptions WHERE merchant_id = ?", arguments: [merchantID])
+        }
+    }
+
+    public func savePlans(merchantID: String, upserting: [CatalogPlan], archiving: [String], deleting: [String]) async throws {
+        try await access { db in
+            // Clear the old default first: at most one default per merchant is enforced by an index.
+            try db.execute(sql: "UPDATE plans SET is_default = 0 WHERE merchant_id = ?", arguments: [merchantID])
+            for catalogPlan in upserting {
+                let plan = catalogPlan.plan
+                try db.execute(
+                    sql: """
+                        INSERT INTO plans (merchant_id, \(PlanColumns.list)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        ON CONFLICT (merchant_id, id) DO UPDATE SET \(PlanColumns.updateFromExcluded)
+                        """,
+                    arguments: [
+                        merchantID, plan.id, plan.name, plan.description, plan.currency, plan.price,
+                        plan.billingCadence.rawValue, plan.trialDays, plan.isPrivate, plan.status.rawValue,
+                        catalogPlan.isDefault, plan.availableCountries.map(PlanColumns.countries),
+                        plan.availableFrom?.millisecondsSince1970,
+                    ])
+            }
+            for id in archiving {
+                try db.execute(sql: "UPDATE plans SET status = 'archived' WHERE merchant_id = ? AND id = ?", arguments: [merchantID, id])
+            }
+            for id in deleting {
+                try db.execute(sql: "DELETE FROM plans WHERE merchant_id = ? AND id = ?", arguments: [merchantID, id])
+            }
+        }
     }
 }
 
-/// SQL for the `subscriptions` table.
-enum SubscriptionRows {
-    static func insert(_ subscription: Subscription, db: Database) throws {
-        let statement = try db.cachedStatement(sql: """
-            INSERT INTO subscriptions (id, customer_id, merchant_id, plan_id, status, is_trial, start_date, end_date,
-                                       payment_gateway, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """)
-        try statement.execute(arguments: [
-            subscription.id, subscription.customerId, subscription.merchantId, subscription.planId,
-            subscription.status.rawValue, subscription.isTrial, subscription.startDate.millisecondsSince1970,
-            subscription.endDate?.millisecondsSince1970, subscription.paymentGateway?.rawValue,
-            subscription.createdAt.millisecondsSince1970, subscription.updatedAt.millisecondsSince1970,
-        ])
-    }
-}
-
-/// The record that makes a command idempotent: its key, what it asked for and the exact reply.
-struct ProcessedRequest {
-    var idempotencyKey: String
-    var merchantID: String
-    var fingerprint: String
-    var customerID: String
-    var replyType: ReplyType
-    var messageID: String
-    var replyBody: [UInt8]
-
-    static func fetch(_ db: Database, key: String) throws -> ProcessedRequest? {
-        let statement = try db.cachedStatement(sql: """
-            SELECT merchant_id, fingerprint, customer_id, reply_type, message_id, reply_body
-            FROM processed_requests WHERE idempotency_key = ?
-            """)
-        guard let row = try Row.fetchOne(statement, arguments: [key]) else { return nil }
-        let replyType: String = row["reply_type"]
-        let body: Data = row["reply_body"]
-        return ProcessedRequest(
-            idempotencyKey: key, merchantID: row["merchant_id"], fingerprint: row["fingerprint"],
-            customerID: row["customer_id"], replyType: ReplyType(rawValue: replyType) ?? .customerCreated,
-            messageID: row["message_id"], replyBody: [UInt8](body))
-    }
-
-    func insert(_ db: Database, now: Timestamp) throws {
-        let statement = try db.cachedStatement(sql: """
-            INSERT INTO processed_requests (idempotency_key, merchant_id, fingerprint, customer_id, reply_type,
-                                            message_id, reply_body, created_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """)
-        try statement.execute(arguments: [
-            idempotencyKey, merchantID, fingerprint, customerID, replyType.rawValue, messageID, Data(replyBody),
-            now.millisecondsSince1970,
-        ])
-    }
-
-    /// Only successes are recorded, so a replay never carries an error code.
-    var replay: ReplyRecord {
-        ReplyRecord(
-            type: replyType, idempotencyKey: idempotencyKey, messageID: messageID, body: replyBody, replayed: true,
-            errorCode: nil)
-    }
-}
-
-/// SQL for the `plans` table.
-enum PlanRows {
-    private static let columns = """
+/// Columns of the `plans` table and their mapping to `CatalogPlan`.
+enum PlanColumns {
+    static let list = """
         id, name, description, currency, price, billing_cadence, trial_days, is_private, status, is_default,
         available_countries, available_from
         """
 
-    static func defaultPlan(merchantID: String, db: Database) throws -> Plan? {
-        let statement = try db.cachedStatement(
-            sql: "SELECT \(columns) FROM plans WHERE merchant_id = ? AND is_default = 1 AND status = 'available'")
-        return try Row.fetchOne(statement, arguments: [merchantID]).map(catalogPlan)?.plan
-    }
+    static let updateFromExcluded = """
+        name = excluded.name, description = excluded.description, currency = excluded.currency,
+        price = excluded.price, billing_cadence = excluded.billing_cadence,
+        trial_days = excluded.trial_days, is_private = excluded.is_private, status = excluded.status,
+        is_default = excluded.is_default, available_countries = excluded.available_countries,
+        available_from = excluded.available_from
+        """
 
-    static func all(merchantID: String, db: Database) throws -> [CatalogPlan] {
-        try Row.fetchAll(db, sql: "SELECT \(columns) FROM plans WHERE merchant_id = ? ORDER BY id", arguments: [merchantID])
-            .map(catalogPlan)
-    }
+    /// Comma-separated codes; NULL = everywhere.
+    static func countries(_ codes: [String]) -> String { codes.joined(separator: ",") }
 
-    /// Inserts the plan or overwrites the merchant's plan with the same id.
-    static func upsert(_ catalogPlan: CatalogPlan, merchantID: String, db: Database) throws {
-        let plan = catalogPlan.plan
-        try db.execute(
-            sql: """
-                INSERT INTO plans (merchant_id, \(columns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (merchant_id, id) DO UPDATE SET
-                    name = excluded.name, description = excluded.description, currency = excluded.currency,
-                    price = excluded.price, billing_cadence = excluded.billing_cadence,
-                    trial_days = excluded.trial_days, is_private = excluded.is_private, status = excluded.status,
-                    is_default = excluded.is_default, available_countries = excluded.available_countries,
-                    available_from = excluded.available_from
-                """,
-            arguments: [
-                merchantID, plan.id, plan.name, plan.description, plan.currency, plan.price,
-                plan.billingCadence.rawValue, plan.trialDays, plan.isPrivate, plan.status.rawValue,
-                catalogPlan.isDefault, plan.availableCountries?.joined(separator: ","),
-                plan.availableFrom?.millisecondsSince1970,
-            ])
-    }
-
-    private static func catalogPlan(_ row: Row) -> CatalogPlan {
+    static func catalogPlan(_ row: Row) -> CatalogPlan {
         let countries: String? = row["available_countries"]
         let availableFrom: Int64? = row["available_from"]
         let cadence: String = row["billing_cadence"]

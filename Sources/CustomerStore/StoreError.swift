@@ -1,14 +1,12 @@
+import CreateCustomer
 import GRDB
 
-/// Everything the store throws. Admin operations throw the specific cases; `handle` throws only
-/// `database`, `cancelled` and `unexpected`, after which nothing of the batch was committed.
+/// Everything the SQLite store throws (besides the admin rules' `AdministrationError`, passed
+/// through unchanged); after a failed transaction nothing of it was committed.
 public enum CustomerStoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case cannotCreateDirectory(path: String, reason: String)
     /// SQLite failed; `code` is the extended result code (5 = SQLITE_BUSY, 13 = SQLITE_FULL, …).
     case database(operation: String, path: String, code: Int32, message: String)
-    case merchantNotFound(String)
-    case apiKeyNotFound(String)
-    case invalidArgument(String)
     case cancelled(operation: String)
     case unexpected(operation: String, description: String)
 
@@ -18,12 +16,6 @@ public enum CustomerStoreError: Error, Sendable, Equatable, CustomStringConverti
             "cannot create the database directory \(path): \(reason)"
         case .database(let operation, let path, let code, let message):
             "\(operation) failed on \(path): SQLite error \(code): \(message)"
-        case .merchantNotFound(let id):
-            "no merchant has the id \(id)"
-        case .apiKeyNotFound(let reference):
-            "no API key matches \(reference)"
-        case .invalidArgument(let message):
-            message
         case .cancelled(let operation):
             "\(operation) was cancelled"
         case .unexpected(let operation, let description):
@@ -37,18 +29,20 @@ public enum CustomerStoreError: Error, Sendable, Equatable, CustomStringConverti
         return code & 0xFF == 5 || code & 0xFF == 6
     }
 
-    static func wrapping(_ error: any Error, operation: String, path: String) -> CustomerStoreError {
+    static func wrapping(_ error: any Error, operation: String, path: String) -> any Error {
         switch error {
+        case let error as AdministrationError:
+            error
         case let error as CustomerStoreError:
             error
         case let error as DatabaseError:
-            .database(
+            CustomerStoreError.database(
                 operation: operation, path: path, code: error.extendedResultCode.rawValue,
                 message: error.message ?? "\(error)")
         case is CancellationError:
-            .cancelled(operation: operation)
+            CustomerStoreError.cancelled(operation: operation)
         default:
-            .unexpected(operation: operation, description: String(describing: error))
+            CustomerStoreError.unexpected(operation: operation, description: String(describing: error))
         }
     }
 }

@@ -1,5 +1,5 @@
 import AMQP
-import CustomerStore
+import CreateCustomer
 import Dispatch
 import Foundation
 import Logging
@@ -9,7 +9,7 @@ import Synchronization
 
 /// Consumes create-customer commands and answers each with a reply.
 ///
-/// Per batch, in this order: one SQLite transaction for the whole batch → replies published and
+/// Per batch, in this order: one database transaction for the whole batch → replies published and
 /// confirmed by the broker → commands acknowledged with `multiple`. A command is never
 /// acknowledged before its reply is confirmed. The next batch's transaction overlaps with the
 /// previous batch's publishing (at most one batch in each stage), and acks stay in order because
@@ -19,7 +19,7 @@ import Synchronization
 /// batches in hand, close both connections; unread prefetched commands go back to the queue.
 public final class CommandWorker: Service {
     public let configuration: WorkerConfiguration
-    private let store: CustomerStore
+    private let store: any CustomerStorage
     private let consumer: AMQPSession
     private let publisher: AMQPSession
     private let logger: Logger
@@ -36,7 +36,7 @@ public final class CommandWorker: Service {
     /// (all retries included) means the process needs a restart.
     static let livenessWindow: UInt64 = 120_000_000_000
 
-    public init(configuration: WorkerConfiguration, store: CustomerStore, logger: Logger) throws(AMQPError) {
+    public init(configuration: WorkerConfiguration, store: any CustomerStorage, logger: Logger) throws(AMQPError) {
         self.configuration = configuration
         self.store = store
         self.logger = logger

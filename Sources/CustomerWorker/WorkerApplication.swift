@@ -1,5 +1,5 @@
 import AMQP
-import CustomerStore
+import CreateCustomer
 import Logging
 import Observability
 import ServiceLifecycle
@@ -14,16 +14,17 @@ public struct WorkerApplication: Sendable {
     public let metrics: MetricsRegistry
     private let group: ServiceGroup
 
-    /// Opens (and migrates) the database and assembles the services; connects nothing yet.
+    /// Opens the database (`DATABASE_URL`: SQLite or PostgreSQL) and assembles the services;
+    /// connects nothing yet. The worker migrates the database before it takes a command.
     public init(configuration: WorkerConfiguration, logger: Logger) throws {
         // Before any metric is created: metrics made earlier would go nowhere.
         metrics = MetricsRegistry.bootstrap()
-        let store = try CustomerStore(path: configuration.databasePath, busyTimeout: configuration.databaseBusyTimeout,
-                                      backgroundCheckpoints: true)
-        try store.migrate()
-        let worker = try CommandWorker(configuration: configuration, store: store, logger: logger)
+        let store = try OpenedStore.open(try configuration.databaseLocation, busyTimeout: configuration.databaseBusyTimeout,
+                                         logger: logger, backgroundCheckpoints: true)
+        let worker = try CommandWorker(configuration: configuration, store: store.storage, logger: logger)
         self.worker = worker
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: Checkpointer(store: store, logger: logger))]
+        // The store's services first, so they shut down after the worker has finished its batches.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = store.services.map { .init(service: $0) }
         if let port = configuration.httpPort {
             let registry = metrics
             let server = try HealthServer(
@@ -37,7 +38,8 @@ public struct WorkerApplication: Sendable {
         } else {
             healthServer = nil
         }
-        services.append(.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup))
+        services.append(.init(service: MigratingWorker(storage: store.storage, worker: worker),
+                              successTerminationBehavior: .gracefullyShutdownGroup))
         var group = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
                                               cancellationSignals: [], logger: logger)
         group.maximumGracefulShutdownDuration = configuration.shutdownTimeout
@@ -59,31 +61,8 @@ public struct WorkerApplication: Sendable {
                                   recovery: RecoveryPolicy(maximumAttempts: 1), logger: logger, name: "health")
         try await session.connect()
         await session.close()
-        let store = try CustomerStore(path: configuration.databasePath, busyTimeout: configuration.databaseBusyTimeout)
-        try store.migrate()
-        try await store.checkWritable()
-    }
-}
-
-/// Checkpoints the database's write-ahead log beside the worker's transactions, several times a
-/// second, until graceful shutdown reaches it.
-struct Checkpointer: Service {
-    let store: CustomerStore
-    let logger: Logger
-
-    func run() async {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                do {
-                    try await store.checkpoint()
-                } catch where !Task.isCancelled {
-                    logger.warning("checkpoint failed; SQLite's automatic checkpoint takes over", metadata: ["error": "\(error)"])
-                } catch {
-                    return  // cancelled by the shutdown
-                }
-                try? await Task.sleep(for: .milliseconds(200))  // cancelled at shutdown: the loop ends
-            }
-        }
+        try await OpenedStore.with(try configuration.databaseLocation, busyTimeout: configuration.databaseBusyTimeout,
+                                   logger: logger, migrate: true) { try await $0.checkWritable() }
     }
 }
 

@@ -2,6 +2,7 @@ import AMQP
 import Foundation
 import Logging
 import Observability
+import PostgresStore
 
 /// Names of everything the worker declares; each one is a setting.
 public struct TopologyNames: Sendable, Hashable {
@@ -33,7 +34,8 @@ public struct TopologyNames: Sendable, Hashable {
 /// the README.
 public struct WorkerConfiguration: Sendable {
     public var amqpURL = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    public var databasePath = "./data/customers.sqlite"
+    /// `DATABASE_URL`: a SQLite file path or `sqlite:` URL, or a `postgres://` URL.
+    public var databaseURL = "./data/customers.sqlite"
     /// Unacknowledged commands the broker may hand us at once (a batch takes at most half).
     public var prefetch = 256
     /// How long a batch waits for more commands after the first arrived.
@@ -93,13 +95,17 @@ public struct WorkerConfiguration: Sendable {
     /// database, prefetch and names (the inverse of `init(lookup:)` for those settings).
     public var environmentVariables: [String: String] {
         [
-            "AMQP_URL": amqpURL, "DATABASE_PATH": databasePath, "PREFETCH": String(prefetch),
+            "AMQP_URL": amqpURL, "DATABASE_URL": databaseURL, "PREFETCH": String(prefetch),
             "COMMAND_EXCHANGE": names.commandExchange, "COMMAND_ROUTING_KEY": names.commandRoutingKey,
             "COMMAND_QUEUE": names.commandQueue, "DEAD_LETTER_EXCHANGE": names.deadLetterExchange,
             "DEAD_LETTER_QUEUE": names.deadLetterQueue, "EVENTS_EXCHANGE": names.eventsExchange,
             "REPLIES_QUEUE": names.repliesQueue, "REPLIES_BINDING_KEY": names.repliesBindingKey,
             "DELIVERY_LIMIT": String(deliveryLimit), "LOG_LEVEL": logLevel.rawValue,
         ]
+    }
+
+    public var databaseLocation: DatabaseLocation {
+        get throws(DatabaseLocationError) { try DatabaseLocation(databaseURL) }
     }
 
     /// The first broker node of `AMQP_URL` (the only one unless it lists several).
@@ -129,7 +135,8 @@ extension WorkerConfiguration {
             do { _ = try ConnectionConfiguration.list(url) } catch { return "\(error)" }
             return nil
         },
-        text("DATABASE_PATH", "database", \.databasePath, "SQLite database file, created with its folder on first use; replicas share it.") { _ in nil },
+        database("DATABASE_PATH", "database-path", "Deprecated: a SQLite file, as DATABASE_URL takes it; DATABASE_URL wins when both are set."),
+        database("DATABASE_URL", "database", "SQLite file path or sqlite:PATH (created with its folder on first use; replicas on one host share it), or postgres://user:password@host:port/database?sslmode=disable|prefer|require|verify-ca|verify-full&sslrootcert=FILE&pool_size=N&connect_timeout=SECONDS for replicas on several hosts; the password never appears in logs or errors."),
         integer("PREFETCH", "prefetch", \.prefetch, 1...65_535, "Unacknowledged commands per worker; a batch (one transaction) takes at most half of them, so the next batch arrives while the last one's replies are confirmed."),
         milliseconds("BATCH_LINGER_MS", "batch-linger-ms", \.batchLinger, 0...1000, "How long a batch waits for more commands after the first arrived."),
         seconds("SHUTDOWN_TIMEOUT", "shutdown-timeout", \.shutdownTimeout, 1...600, "Seconds SIGTERM/SIGINT may take: stop consuming, finish the batch in hand, exit 0."),
@@ -163,6 +170,18 @@ extension WorkerConfiguration {
         Setting(variable: variable, flag: flag, defaultValue: WorkerConfiguration()[keyPath: keyPath], meaning: meaning) { configuration, raw throws(ConfigurationError) in
             if let problem = validate(raw) { throw .init(variable: variable, flag: flag, value: raw, rule: problem) }
             configuration[keyPath: keyPath] = raw
+        }
+    }
+
+    /// The database setting: checked as a `DatabaseLocation`; the value is redacted in errors.
+    private static func database(_ variable: String, _ flag: String, _ meaning: String) -> Setting {
+        Setting(variable: variable, flag: flag, defaultValue: WorkerConfiguration().databaseURL, meaning: meaning) { configuration, raw throws(ConfigurationError) in
+            do throws(DatabaseLocationError) {
+                _ = try DatabaseLocation(raw)
+            } catch {
+                throw .init(variable: variable, flag: flag, value: PostgresURL.redact(raw), rule: error.description)
+            }
+            configuration.databaseURL = raw
         }
     }
 

@@ -1,5 +1,5 @@
 import CustomerDomain
-import CustomerStore
+import CreateCustomer
 import Dispatch
 import Metrics
 import Observability

@@ -1,5 +1,5 @@
 import AMQP
-import CustomerStore
+import CreateCustomer
 
 extension WorkerConfiguration {
     /// Everything the worker (and the CLI) declares, idempotently, at start and after reconnects.

@@ -10,11 +10,11 @@ public enum MetricName {
     public static let commandsHandled = "customer_worker_commands_handled_total"
     /// Counter: commands answered from their idempotency record (the stored reply was sent again).
     public static let replays = "customer_worker_replays_total"
-    /// Recorder (aggregate, a histogram): commands per batch, i.e. per SQLite transaction.
+    /// Recorder (aggregate, a histogram): commands per batch, i.e. per database transaction.
     public static let batchSize = "customer_worker_batch_size"
     /// Timer (a histogram in seconds): delivery received → acknowledged.
     public static let handlingDuration = "customer_worker_handling_duration_seconds"
-    /// Timer (a histogram in seconds): one batch's SQLite transaction.
+    /// Timer (a histogram in seconds): one batch's database transaction.
     public static let transactionDuration = "customer_worker_transaction_duration_seconds"
     /// Timer (a histogram in seconds): publishing a batch's replies → all of them confirmed by the broker.
     public static let confirmDuration = "customer_worker_confirm_duration_seconds"
@@ -30,9 +30,9 @@ public enum MetricName {
         commandsReceived: "Command deliveries received from the queue, redeliveries included.",
         commandsHandled: "Commands answered, by outcome (created, replayed, failed) and error code (none when not failed).",
         replays: "Commands answered from their idempotency record with the stored reply.",
-        batchSize: "Commands per batch (one SQLite transaction, one confirm wait, one multiple ack).",
+        batchSize: "Commands per batch (one database transaction, one confirm wait, one multiple ack).",
         handlingDuration: "Seconds from a delivery's arrival to its acknowledgement.",
-        transactionDuration: "Seconds spent in a batch's SQLite transaction.",
+        transactionDuration: "Seconds spent in a batch's database transaction.",
         confirmDuration: "Seconds from publishing a batch's replies until the broker confirmed them all.",
         reconnects: "Broker connections re-established after a failure.",
         unackedDeliveries: "Deliveries received and not yet acknowledged.",

@@ -1,9 +1,13 @@
+import CreateCustomer
 import CustomerDomain
-import CustomerStore
+import CustomerWorker
 import Foundation
+import Logging
 
 /// The worker's database for one run: migrated, one merchant whose default plan is free (so every
-/// customer also gets a subscription, the worker's full job), and optionally many customers.
+/// customer also gets a subscription, the worker's full job), and optionally many customers. A
+/// fresh SQLite file by default, or the PostgreSQL (or SQLite) database `--database` names: a new
+/// merchant keeps the run's customers apart from whatever is already there.
 struct BenchDatabase: Sendable {
     static let catalog = """
         {"plans":[{"id":"free","name":"Free","description":"The benchmark's default plan","currency":"USD","price":0,
@@ -12,17 +16,40 @@ struct BenchDatabase: Sendable {
     /// Customers per transaction while preloading.
     private static let preloadBatch = 10_000
 
-    let store: CustomerStore
+    let store: any CustomerStorage
+    /// `DATABASE_URL` for the worker processes.
+    let url: String
+    let location: DatabaseLocation
     /// The merchant's secret key, sent in each command's `x-api-key` header.
     let apiKey: String
+    /// Runs the store's services (PostgreSQL's connection pool) until `close()`.
+    private let services: Task<Void, Never>
 
-    static func create(path: String) async throws -> BenchDatabase {
-        let store = try CustomerStore(path: path)
-        try store.migrate()
-        let credentials = try await store.createMerchant(name: "Benchmark merchant")
-        let catalog = try PlanCatalog.parse(Array(Self.catalog.utf8)).get()
-        _ = try await store.importPlans(merchantID: credentials.merchantId, catalog: catalog)
-        return BenchDatabase(store: store, apiKey: credentials.secretKey)
+    static func create(url: String, logger: Logger) async throws -> BenchDatabase {
+        let location = try DatabaseLocation(url)
+        let opened = try OpenedStore.open(location, busyTimeout: .seconds(5), logger: logger)
+        let services = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for service in opened.services { group.addTask { try? await service.run() } }
+            }
+        }
+        do {
+            let store = opened.storage
+            try await store.migrate()
+            let credentials = try await store.createMerchant(name: "Benchmark merchant")
+            let catalog = try PlanCatalog.parse(Array(Self.catalog.utf8)).get()
+            _ = try await store.importPlans(merchantID: credentials.merchantId, catalog: catalog)
+            return BenchDatabase(store: store, url: url, location: location, apiKey: credentials.secretKey, services: services)
+        } catch {
+            services.cancel()
+            await services.value
+            throw error
+        }
+    }
+
+    func close() async {
+        services.cancel()
+        await services.value
     }
 
     private func handle(_ bodies: [[UInt8]]) async throws -> [ReplyRecord] {
@@ -49,4 +76,19 @@ struct BenchDatabase: Sendable {
     }
 
     func customerCount() async throws -> Int { try await store.customerCount() }
+
+    /// CPU seconds (user + system) of every PostgreSQL server process on this machine, when the
+    /// database is PostgreSQL (nil for SQLite, whose work is inside the workers' own CPU time).
+    /// The server must run here for the figure to mean anything.
+    func serverCPUSeconds() -> Double? {
+        guard case .postgres = location else { return nil }
+        let processes = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        var total = 0.0
+        for pid in processes.compactMap(Int32.init) {
+            guard let name = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8),
+                  name.trimmingCharacters(in: .whitespacesAndNewlines) == "postgres" else { continue }
+            total += ProcessUsage(pid: pid).cpuSeconds ?? 0
+        }
+        return total
+    }
 }

@@ -22,10 +22,10 @@ struct BenchTopology: Sendable {
         String(UUID().uuidString.lowercased().filter(\.isHexDigit).prefix(8))
     }
 
-    /// The variables a `customer-worker run` process needs to work on this topology and `databasePath`.
-    func workerEnvironment(databasePath: String) -> [String: String] {
+    /// The variables a `customer-worker run` process needs to work on this topology and database.
+    func workerEnvironment(databaseURL: String) -> [String: String] {
         var configuration = configuration
-        configuration.databasePath = databasePath
+        configuration.databaseURL = databaseURL
         return configuration.environmentVariables
     }
 

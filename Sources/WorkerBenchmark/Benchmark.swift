@@ -1,4 +1,5 @@
 import AMQP
+import CreateCustomer
 import CustomerStore
 import CustomerWorker
 import Foundation
@@ -62,7 +63,17 @@ private struct BenchmarkRun: Sendable {
     }
 
     func measure() async throws -> BenchmarkReport {
-        let database = try await BenchDatabase.create(path: directory.appendingPathComponent("customers.sqlite").path)
+        // The pool's own chatter (e.g. a lease racing its start) is not the benchmark's business.
+        var storeLogger = logger
+        storeLogger.logLevel = max(logger.logLevel, .error)
+        let database = try await BenchDatabase.create(
+            url: settings.database ?? directory.appendingPathComponent("customers.sqlite").path, logger: storeLogger)
+        let outcome = await capture { try await measure(database) }
+        await database.close()
+        return try outcome.get()
+    }
+
+    private func measure(_ database: BenchDatabase) async throws -> BenchmarkReport {
         let sample = try await database.sampleReply(workload.shape)
         var preloadSeconds: Double?
         if settings.preload > 0 {
@@ -83,7 +94,8 @@ private struct BenchmarkRun: Sendable {
             messages: workload.count, replicas: settings.replicas, duplicates: workload.duplicates,
             duplicatesPercent: settings.duplicatesPercent, pacing: pacingName,
             rate: settings.rate, window: window, prefetch: prefetch, commandBytes: workload.body(at: 0).count,
-            replyBytes: sample.body.count, preload: settings.preload, preloadSeconds: preloadSeconds)
+            replyBytes: sample.body.count, preload: settings.preload, preloadSeconds: preloadSeconds,
+            database: database.location.redacted)
         let ceilingFigures = BenchmarkReport.Mode(ceiling.result, cpuSeconds: ceiling.cpuSeconds)
         return BenchmarkReport(
             machine: .current, setup: setup, ceiling: ceilingFigures, worker: workers,
@@ -136,7 +148,7 @@ private struct BenchmarkRun: Sendable {
             if backlog { try await generator.fill() }
             let fleet = try WorkerFleet(
                 binary: workerBinary(), count: settings.replicas,
-                environment: topology.workerEnvironment(databasePath: database.store.path),
+                environment: topology.workerEnvironment(databaseURL: database.url),
                 settingNames: WorkerConfiguration.settings.map(\.variable), logDirectory: directory)
             let outcome = await capture {
                 if !backlog {
@@ -144,9 +156,11 @@ private struct BenchmarkRun: Sendable {
                     try await generator.warmUp(count: settings.replicas, firstNumber: 0)
                 }
                 let before = backlog ? beforeBacklog : try await database.customerCount()
+                let serverBefore = database.serverCPUSeconds()
                 // A worker that dies fails the run at once instead of after the reply timeout.
                 let result = try await measure(alongside: [{ try await fleet.watch() }]) { try await generator.run() }
                 let usage = fleet.usage()
+                let serverCPU = database.serverCPUSeconds().map { $0 - (serverBefore ?? 0) }
                 try await fleet.stop(timeout: configuration.shutdownTimeout + .seconds(5))
                 return BenchmarkReport.Worker(
                     mode: .init(result, cpuSeconds: usage.compactMap(\.cpuSeconds).reduce(0, +)),
@@ -154,7 +168,8 @@ private struct BenchmarkRun: Sendable {
                     cpuSeconds: usage.map(\.cpuSeconds),
                     replies: result.replies, created: result.tally.created, replayed: result.tally.replayed,
                     failed: result.tally.failed, extraReplies: result.tally.extra,
-                    customersExpected: before + workload.uniqueCommands, customers: try await database.customerCount())
+                    customersExpected: before + workload.uniqueCommands, customers: try await database.customerCount(),
+                    databaseServerCPUSeconds: serverCPU)
             }
             if case .failure = outcome { await fleet.killAll() }
             return try outcome.get()

@@ -31,6 +31,8 @@ public struct BenchmarkReport: Sendable, Codable {
         public var replyBytes: Int
         public var preload: Int
         public var preloadSeconds: Double?
+        /// The workers' database: a SQLite path or a PostgreSQL URL without its password.
+        public var database: String
     }
 
     public struct Mode: Sendable, Codable {
@@ -64,6 +66,8 @@ public struct BenchmarkReport: Sendable, Codable {
         public var extraReplies: Int
         public var customersExpected: Int
         public var customers: Int
+        /// CPU time of the PostgreSQL server processes during the measured run (PostgreSQL only).
+        public var databaseServerCPUSeconds: Double?
     }
 
     public var machine: Machine
@@ -101,6 +105,7 @@ public struct BenchmarkReport: Sendable, Codable {
             "machine: \(machine.cores) cores, \(number(machine.memoryGiB, 1)) GiB, \(machine.system)",
             "\(setup.messages) commands of \(setup.commandBytes) B (replies \(setup.replyBytes) B), \(pacing), "
                 + "\(setup.replicas) replica(s), \(setup.duplicates) duplicates (\(number(setup.duplicatesPercent, 1))%), prefetch \(setup.prefetch)",
+            "database: \(setup.database)",
         ]
         if setup.preload > 0 {
             lines.append("preloaded \(setup.preload) customers in \(number(setup.preloadSeconds ?? 0, 1)) s")
@@ -112,6 +117,12 @@ public struct BenchmarkReport: Sendable, Codable {
             row("worker", worker.mode),
             "worker/ceiling  " + column(number(ratio, 2), 9),
             "peak RSS per worker (MB): \(list(worker.peakRSSMB, 1)); CPU seconds per worker: \(list(worker.cpuSeconds, 2))",
+        ]
+        if let server = worker.databaseServerCPUSeconds {
+            let perCommand = server / Double(max(1, setup.messages)) * 1e6
+            lines.append("PostgreSQL server CPU during the worker run: \(number(server, 2)) s (\(number(perCommand, 1)) µs per command)")
+        }
+        lines += [
             "replies: \(worker.replies) (\(worker.created) created, \(worker.replayed) replayed, \(worker.failed) failed, "
                 + "\(worker.extraReplies) extra); customers: \(worker.customers) of \(worker.customersExpected) expected",
         ]

@@ -20,6 +20,8 @@ public struct BenchmarkSettings: Sendable {
     /// Size of each command body in bytes; nil → the natural size of the generated commands.
     public var messageSize: Int?
     public var amqpURL = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    /// The workers' database (`DATABASE_URL` syntax); nil → a fresh SQLite file in the run's folder.
+    public var database: String?
     /// The `customer-worker` executable to start; nil → this process's own executable.
     public var workerBinary: String?
     /// Keep the temporary folder (database, worker logs) instead of deleting it.

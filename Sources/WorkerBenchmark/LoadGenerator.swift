@@ -1,5 +1,5 @@
 import AMQP
-import CustomerStore
+import CreateCustomer
 import CustomerWorker
 import Foundation
 import Logging

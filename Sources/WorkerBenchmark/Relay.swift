@@ -1,6 +1,6 @@
 import AMQP
 import CBenchRelay
-import CustomerStore
+import CreateCustomer
 import CustomerWorker
 import Foundation
 

@@ -124,6 +124,15 @@ struct ProcessUsage: Sendable {
     }
 }
 
+/// The whole of a /proc file. They report a size of 0 and hand out a page per read, so reading
+/// must go on until EOF (`String(contentsOfFile:)` stops after the first page: with a few dozen
+/// connections on the machine, the worker's own were past it).
+private func readProcFile(_ path: String) -> String {
+    guard let handle = FileHandle(forReadingAtPath: path) else { return "" }
+    defer { try? handle.close() }
+    return String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self)
+}
+
 /// Established TCP connections of a process to a port, from /proc (Linux).
 enum BrokerConnections {
     static func count(pid: Int32, port: Int) -> Int {
@@ -135,7 +144,7 @@ enum BrokerConnections {
         })
         let remotePort = ":" + String(port, radix: 16, uppercase: true).leftPadded(to: 4)
         return ["tcp", "tcp6"].reduce(0) { total, table in
-            let rows = ((try? String(contentsOfFile: "/proc/\(pid)/net/\(table)", encoding: .utf8)) ?? "").split(separator: "\n").dropFirst()
+            let rows = readProcFile("/proc/\(pid)/net/\(table)").split(separator: "\n").dropFirst()
             return total + rows.count { row in
                 // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
                 let columns = row.split(separator: " ")

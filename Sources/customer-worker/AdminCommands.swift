@@ -1,35 +1,42 @@
 import ArgumentParser
 import CustomerDomain
-import CustomerStore
+import CreateCustomer
+import Logging
 import CustomerWorker
 import Foundation
 
-/// `--database PATH`, shared by every command that opens the store.
+/// `--database URL`, shared by every command that opens the store.
 struct DatabaseOptions: ParsableArguments {
-    static let defaultPath = WorkerConfiguration().databasePath
+    static let defaultURL = WorkerConfiguration().databaseURL
 
     @Option(
         name: .customLong("database"),
         help: ArgumentHelp(
-            "The SQLite database file, created with its folder on first use.",
-            discussion: "Default: the DATABASE_PATH environment variable, else \(defaultPath).",
-            valueName: "path"))
-    var explicitPath: String?
+            "The database: a SQLite file (path or sqlite:PATH, created with its folder on first use) or postgres://user:password@host:port/database.",
+            discussion: "Default: the DATABASE_URL environment variable, else DATABASE_PATH (deprecated), else \(defaultURL).",
+            valueName: "url"))
+    var explicitURL: String?
 
-    /// ArgumentParser reads no environment, so the fallback to `DATABASE_PATH` happens here.
-    var path: String {
-        if let explicitPath { return explicitPath }
-        if let fromEnvironment = ProcessInfo.processInfo.environment["DATABASE_PATH"], !fromEnvironment.isEmpty {
-            return fromEnvironment
+    /// ArgumentParser reads no environment, so the fallback to `DATABASE_URL` happens here.
+    var url: String {
+        if let explicitURL { return explicitURL }
+        let environment = ProcessInfo.processInfo.environment
+        for variable in ["DATABASE_URL", "DATABASE_PATH"] {
+            if let value = environment[variable], !value.isEmpty { return value }
         }
-        return Self.defaultPath
+        return Self.defaultURL
     }
 
-    /// Opens the store and applies pending migrations, which every admin command needs first.
-    func openMigratedStore() throws -> CustomerStore {
-        let store = try CustomerStore(path: path)
-        try store.migrate()
-        return store
+    var location: DatabaseLocation {
+        get throws { do { return try DatabaseLocation(url) } catch { throw ValidationError(error.description) } }
+    }
+
+    /// Opens the store, applies pending migrations (which every admin command needs first), runs
+    /// `body`, and closes the store.
+    func withMigratedStore<T: Sendable>(_ body: (any CustomerStorage) async throws -> T) async throws -> T {
+        var logger = Logger(label: "admin")
+        logger.logLevel = .critical
+        return try await OpenedStore.with(try location, logger: logger, migrate: true, body)
     }
 }
 
@@ -45,8 +52,8 @@ struct Migrate: AsyncParsableCommand {
     @OptionGroup var database: DatabaseOptions
 
     func run() async throws {
-        _ = try database.openMigratedStore()
-        print("migrated \(database.path)")
+        try await database.withMigratedStore { _ in }
+        print("migrated \(try database.location.redacted)")
     }
 }
 
@@ -64,7 +71,8 @@ struct Merchants: AsyncParsableCommand {
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
-            let credentials = try await database.openMigratedStore().createMerchant(name: name)
+            let name = self.name
+            let credentials = try await database.withMigratedStore { try await $0.createMerchant(name: name) }
             print(String(decoding: credentials.canonicalJSON(), as: UTF8.self))
         }
     }
@@ -89,7 +97,8 @@ struct Keys: AsyncParsableCommand {
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
-            print(try await database.openMigratedStore().createAPIKey(merchantID: merchantID, type: type.storeType))
+            let (merchantID, type) = (self.merchantID, self.type.storeType)
+            print(try await database.withMigratedStore { try await $0.createAPIKey(merchantID: merchantID, type: type) })
         }
     }
 
@@ -102,7 +111,8 @@ struct Keys: AsyncParsableCommand {
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
-            let keyID = try await database.openMigratedStore().revokeAPIKey(reference)
+            let reference = self.reference
+            let keyID = try await database.withMigratedStore { try await $0.revokeAPIKey(reference) }
             print("revoked key \(keyID)")
         }
     }
@@ -125,7 +135,8 @@ struct Plans: AsyncParsableCommand {
 
         func run() async throws {
             let catalog = try loadCatalog()
-            let summary = try await database.openMigratedStore().importPlans(merchantID: merchantID, catalog: catalog)
+            let merchantID = self.merchantID
+            let summary = try await database.withMigratedStore { try await $0.importPlans(merchantID: merchantID, catalog: catalog) }
             print("imported \(summary.imported.count) plan(s) for merchant \(merchantID)"
                 + Self.listing("archived", summary.archived) + Self.listing("deleted", summary.deleted))
         }
@@ -149,5 +160,37 @@ struct Plans: AsyncParsableCommand {
         private static func listing(_ label: String, _ ids: [String]) -> String {
             ids.isEmpty ? "" : "; \(label): " + ids.joined(separator: ", ")
         }
+    }
+}
+
+struct CopyDatabase: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "copy-database",
+        abstract: "Copy a SQLite database into PostgreSQL (merchants, API keys, plans, customers, subscriptions, processed records).",
+        discussion: """
+            Stop the workers first. The destination is migrated; rows it already has are kept, so an interrupted \
+            copy can be run again. Replays of commands handled before the move keep their bytes. See docs/operations.md.
+            """)
+
+    @Option(help: ArgumentHelp("The SQLite database (path or sqlite:PATH).", valueName: "path")) var from: String
+    @Option(help: ArgumentHelp("The PostgreSQL database (postgres://user:password@host:port/database).", valueName: "url")) var to: String
+
+    func run() async throws {
+        let source: DatabaseLocation
+        let destination: DatabaseLocation
+        do {
+            source = try DatabaseLocation(from)
+            destination = try DatabaseLocation(to)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        var logger = Logger(label: "copy-database")
+        logger.logLevel = .critical
+        let summaries = try await DatabaseCopy.copy(from: source, to: destination, logger: logger) { summary in
+            print("\(summary.table.rawValue): \(summary.read) read, \(summary.inserted) inserted")
+        }
+        let read = summaries.reduce(0) { $0 + $1.read }
+        let inserted = summaries.reduce(0) { $0 + $1.inserted }
+        print("copied \(source.redacted) into \(destination.redacted): \(inserted) of \(read) rows inserted")
     }
 }

@@ -9,7 +9,7 @@ struct Bench: AsyncParsableCommand {
         discussion: """
             Runs two modes on one broker with the same commands: the ceiling (a relay written on \
             rabbitmq-c with the worker's prefetch, reply, confirms and acks, but no domain work) and the worker (real \
-            `customer-worker run` processes on a fresh SQLite database). Every queue and exchange gets a \
+            `customer-worker run` processes on a fresh SQLite database, or on --database). Every queue and exchange gets a \
             fresh bench.<id>. name and the queues are deleted at the end. Exits non-zero when replies or \
             customers do not add up.
             """)
@@ -26,6 +26,10 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Bytes per command body (default: the natural size, about 230).") var messageSize: Int?
     @Flag(help: "Print one JSON object with every figure instead of the table.") var json = false
     @Option(help: "Broker URL (env AMQP_URL; default \(WorkerConfiguration().amqpURL)).") var amqpURL: String?
+    @Option(help: ArgumentHelp(
+        "The workers' database: a SQLite path or postgres://user:password@host:port/database (env DATABASE_URL; default: a fresh SQLite file). A new merchant keeps the run's customers apart.",
+        valueName: "url"))
+    var database: String?
     @Option(help: ArgumentHelp("The customer-worker executable to start (default: this one).", valueName: "path"))
     var workerBinary: String?
     @Flag(help: "Keep the temporary folder (database, worker logs).") var keep = false
@@ -43,6 +47,10 @@ struct Bench: AsyncParsableCommand {
         settings.prefetch = prefetch
         settings.messageSize = messageSize
         settings.amqpURL = amqpURL ?? ProcessInfo.processInfo.environment["AMQP_URL"] ?? WorkerConfiguration().amqpURL
+        settings.database = database ?? ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
+        if let database = settings.database {
+            do { _ = try DatabaseLocation(database) } catch { throw ValidationError(error.description) }
+        }
         settings.workerBinary = workerBinary
         settings.keepFiles = keep
         settings.replyTimeout = .seconds(replyTimeout)

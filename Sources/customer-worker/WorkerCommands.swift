@@ -15,7 +15,7 @@ struct Run: AsyncParsableCommand {
         let (configuration, logger) = try options.bootstrap(label: "customer-worker")
         let application = try WorkerApplication(configuration: configuration, logger: logger)
         logger.info("starting", metadata: [
-            "amqp.url": "\(AMQPError.redacted(configuration.amqpURL))", "database": "\(configuration.databasePath)",
+            "amqp.url": "\(AMQPError.redacted(configuration.amqpURL))", "database": "\((try? configuration.databaseLocation)?.redacted ?? "?")",
         ])
         try await application.run()
     }

@@ -8,7 +8,8 @@ import Observability
 /// described by one row of `WorkerConfiguration.settings`.
 struct WorkerOptions: ParsableArguments {
     @Option(help: help("AMQP_URL")) var amqpURL: String?
-    @Option(help: help("DATABASE_PATH")) var database: String?
+    @Option(help: help("DATABASE_URL")) var database: String?
+    @Option(help: help("DATABASE_PATH")) var databasePath: String?
     @Option(help: help("PREFETCH")) var prefetch: String?
     @Option(help: help("BATCH_LINGER_MS")) var batchLingerMs: String?
     @Option(help: help("SHUTDOWN_TIMEOUT")) var shutdownTimeout: String?
@@ -49,7 +50,7 @@ struct WorkerOptions: ParsableArguments {
     /// Flags first, then the environment, then the defaults.
     func configuration(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> WorkerConfiguration {
         let flags: [String: String?] = [
-            "AMQP_URL": amqpURL, "DATABASE_PATH": database, "PREFETCH": prefetch, "BATCH_LINGER_MS": batchLingerMs,
+            "AMQP_URL": amqpURL, "DATABASE_URL": database, "DATABASE_PATH": databasePath, "PREFETCH": prefetch, "BATCH_LINGER_MS": batchLingerMs,
             "SHUTDOWN_TIMEOUT": shutdownTimeout, "DATABASE_BUSY_TIMEOUT_MS": databaseBusyTimeoutMs,
             "CONFIRM_TIMEOUT": confirmTimeout, "PUBLISH_FAILURE_TIMEOUT": publishFailureTimeout, "TRANSIENT_ATTEMPTS": transientAttempts, "DELIVERY_LIMIT": deliveryLimit,
             "REPLIES_MAX_LENGTH": repliesMaxLength, "HTTP_PORT": httpPort, "LOG_LEVEL": logLevel, "LOG_FORMAT": logFormat, "COMMAND_EXCHANGE": commandExchange,

@@ -1,4 +1,6 @@
 import CustomerDomain
+import BrokerTestSupport
+import CreateCustomer
 @testable import CustomerStore
 import Foundation
 import GRDB
@@ -8,8 +10,9 @@ import Testing
 struct StoreIdempotencyTests {
     static let ada = #"{"externalId":"cus_1","name":"Ada","billingCountry":"us","billingState":"ca"}"#
 
-    @Test func sameCommandTwiceCreatesOneCustomerAndReplaysTheBytes() async throws {
-        try await withStore { store, _ in
+    @Test(arguments: StoreKind.all)
+    func sameCommandTwiceCreatesOneCustomerAndReplaysTheBytes(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let merchant = try await Merchant(store)
             let first = try await store.handleOne(command(Self.ada, key: merchant.secretKey))
             let second = try await store.handleOne(command(Self.ada, key: merchant.secretKey))
@@ -32,8 +35,9 @@ struct StoreIdempotencyTests {
         }
     }
 
-    @Test func reorderedOrNullEquivalentCommandIsTheSameCommand() async throws {
-        try await withStore { store, _ in
+    @Test(arguments: StoreKind.all)
+    func reorderedOrNullEquivalentCommandIsTheSameCommand(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let merchant = try await Merchant(store)
             let first = try await store.handleOne(command(Self.ada, key: merchant.secretKey))
             let same = #"{"billingState":"CA","name":"Ada","email":null,"billingCountry":"US","externalId":"cus_1"}"#
@@ -43,8 +47,9 @@ struct StoreIdempotencyTests {
         }
     }
 
-    @Test func differentPayloadIsAConflictThatIsNotRecorded() async throws {
-        try await withStore { store, _ in
+    @Test(arguments: StoreKind.all)
+    func differentPayloadIsAConflictThatIsNotRecorded(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let merchant = try await Merchant(store)
             let created = try await store.handleOne(command(Self.ada, key: merchant.secretKey))
             let changed = #"{"externalId":"cus_1","name":"Ada Lovelace"}"#
@@ -64,8 +69,9 @@ struct StoreIdempotencyTests {
         }
     }
 
-    @Test func externalIdIsCaseSensitive() async throws {
-        try await withStore { store, _ in
+    @Test(arguments: StoreKind.all)
+    func externalIdIsCaseSensitive(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let merchant = try await Merchant(store)
             let replies = try await store.handleRecording([
                 command(#"{"externalId":"abc"}"#, key: merchant.secretKey),
@@ -76,8 +82,9 @@ struct StoreIdempotencyTests {
         }
     }
 
-    @Test func sameExternalIdUnderTwoMerchantsIsTwoCustomers() async throws {
-        try await withStore { store, _ in
+    @Test(arguments: StoreKind.all)
+    func sameExternalIdUnderTwoMerchantsIsTwoCustomers(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let acme = try await Merchant(store, name: "Acme")
             let globex = try await Merchant(store, name: "Globex")
             let replies = try await store.handleRecording([
@@ -93,8 +100,9 @@ struct StoreIdempotencyTests {
         }
     }
 
-    @Test func duplicatesInsideOneBatchBehaveLikeDuplicatesAcrossBatches() async throws {
-        try await withStore { store, _ in
+    @Test(arguments: StoreKind.all)
+    func duplicatesInsideOneBatchBehaveLikeDuplicatesAcrossBatches(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let merchant = try await Merchant(store)
             let changed = #"{"externalId":"cus_1","name":"Someone else"}"#
             let replies = try await store.handleRecording([
@@ -112,8 +120,9 @@ struct StoreIdempotencyTests {
         }
     }
 
-    @Test func failuresAreNotRecordedSoACorrectedCommandSucceeds() async throws {
-        try await withStore { store, _ in
+    @Test(arguments: StoreKind.all)
+    func failuresAreNotRecordedSoACorrectedCommandSucceeds(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let merchant = try await Merchant(store)
             let invalid = try await store.handleOne(command(#"{"externalId":"cus_9","email":"nope"}"#, key: merchant.secretKey))
             #expect(invalid.errorCode == "validation_failed")
@@ -126,8 +135,9 @@ struct StoreIdempotencyTests {
         }
     }
 
-    @Test func envelopeFailuresCarryNoKey() async throws {
-        try await withStore { store, _ in
+    @Test(arguments: StoreKind.all)
+    func envelopeFailuresCarryNoKey(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let merchant = try await Merchant(store)
             let replies = try await store.handleRecording([
                 command(Self.ada, key: merchant.secretKey, contentType: "text/plain"),
@@ -149,15 +159,13 @@ struct StoreIdempotencyTests {
 
     /// A customer row without a processed record (written behind the worker's back) must not crash
     /// the batch or be overwritten: the unique constraint is the last guard.
-    @Test func uniqueConstraintIsTheFinalGuard() async throws {
-        try await withStore { store, _ in
+    @Test(arguments: StoreKind.all)
+    func uniqueConstraintIsTheFinalGuard(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let merchant = try await Merchant(store)
             let legacyID = UUID().uuidString.lowercased()
-            try await store.pool.write { db in
-                try db.execute(
-                    sql: "INSERT INTO customers (id, merchant_id, external_id, created_at, updated_at) VALUES (?, ?, 'cus_1', 0, 0)",
-                    arguments: [legacyID, merchant.id])
-            }
+            try await store.execute(
+                "INSERT INTO customers (id, merchant_id, external_id, created_at, updated_at) VALUES ('\(legacyID)', '\(merchant.id)', 'cus_1', 0, 0)")
             let reply = try await store.handleOne(command(Self.ada, key: merchant.secretKey))
             #expect(reply.errorCode == "external_id_conflict")
             #expect(try decodeFailed(reply).error.existingCustomerId == legacyID)
@@ -165,14 +173,30 @@ struct StoreIdempotencyTests {
         }
     }
 
-    @Test func aLargeBatchIsOneTransaction() async throws {
-        try await withStore { store, _ in
+    @Test(arguments: StoreKind.all)
+    func aLargeBatchIsOneTransaction(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let merchant = try await Merchant(store)
             let commands = (0..<256).map { command(#"{"externalId":"bulk-\#($0)","email":"u\#($0)@example.com"}"#, key: merchant.secretKey) }
             let replies = try await store.handle(commands, now: now)
             #expect(replies.count == 256)
             #expect(replies.allSatisfy { $0.type == .customerCreated })
             #expect(try await store.customerCount() == 256)
+        }
+    }
+
+    /// More rows than one PostgreSQL statement can carry parameters for (3,200 customers × 21
+    /// columns > 65,535): still one transaction, every command answered.
+    @Test(arguments: StoreKind.all)
+    func aBatchBeyondOneStatementsParameters(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
+            let merchant = try await Merchant(store)
+            let commands = (0..<3200).map { command(#"{"externalId":"huge-\#($0)"}"#, key: merchant.secretKey) }
+            let replies = try await store.handle(commands + commands.prefix(10), now: now)
+            #expect(replies.count == 3210)
+            #expect(replies.prefix(3200).allSatisfy { $0.type == .customerCreated && !$0.replayed })
+            #expect(replies.suffix(10).allSatisfy { $0.replayed })
+            #expect(try await store.customerCount() == 3200)
         }
     }
 }

@@ -1,4 +1,6 @@
 import CustomerDomain
+import BrokerTestSupport
+import CreateCustomer
 @testable import CustomerStore
 import Foundation
 import GRDB
@@ -14,8 +16,9 @@ func catalogJSON(_ plans: String...) -> String {
 
 @Suite("Store: plans and the default plan")
 struct PlanStoreTests {
-    @Test func importArchivesReferencedPlansAndDeletesTheRest() async throws {
-        try await withStore { store, _ in
+    @Test(arguments: StoreKind.all)
+    func importArchivesReferencedPlansAndDeletesTheRest(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let merchant = try await Merchant(store)
             try await store.importPlans(merchantID: merchant.id, catalog: catalog(catalogJSON(
                 planEntry("free", isDefault: true), planEntry("pro", price: 900))))
@@ -29,9 +32,7 @@ struct PlanStoreTests {
             #expect(plans.map(\.plan.id) == ["free", "team"])
             #expect(plans.map(\.plan.status) == [.archived, .available])
             #expect(plans.map(\.isDefault) == [false, true])
-            let subscriptions = try await store.pool.read { db in
-                try String.fetchAll(db, sql: "SELECT plan_id FROM subscriptions")
-            }
+            let subscriptions = try await store.strings("SELECT plan_id FROM subscriptions").map { $0[0] }
             #expect(subscriptions == ["free"])
 
             // Re-importing an archived plan brings it back as the file says.
@@ -40,8 +41,9 @@ struct PlanStoreTests {
         }
     }
 
-    @Test func importRoundTripsEveryPlanField() async throws {
-        try await withStore { store, _ in
+    @Test(arguments: StoreKind.all)
+    func importRoundTripsEveryPlanField(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let merchant = try await Merchant(store)
             let file = catalogJSON(
                 planEntry("eu", price: 2700, trialDays: 14, extra: #","description":"EU","availableCountries":["DE","FR"],"availableFrom":"2030-01-01T00:00:00.000Z""#),
@@ -53,16 +55,18 @@ struct PlanStoreTests {
         }
     }
 
-    @Test func importNeedsAMerchant() async throws {
-        try await withStore { store, _ in
-            await #expect(throws: CustomerStoreError.merchantNotFound("nobody")) {
+    @Test(arguments: StoreKind.all)
+    func importNeedsAMerchant(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
+            await #expect(throws: AdministrationError.merchantNotFound("nobody")) {
                 try await store.importPlans(merchantID: "nobody", catalog: PlanCatalog(plans: []))
             }
         }
     }
 
-    @Test func trialStartsWithAnActiveTrialSubscription() async throws {
-        try await withStore { store, _ in
+    @Test(arguments: StoreKind.all)
+    func trialStartsWithAnActiveTrialSubscription(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let merchant = try await Merchant(store)
             try await store.importPlans(merchantID: merchant.id, catalog: catalog(catalogJSON(
                 planEntry("team", price: 4900, trialDays: 14, isDefault: true))))
@@ -76,25 +80,26 @@ struct PlanStoreTests {
             #expect(subscription.customerId == reply.customer.id)
             #expect(subscription.plan.id == "team")
             #expect(!reply.customer.isEligibleForTrial)
-            let row = try await store.pool.read { db in
-                try Row.fetchOne(db, sql: "SELECT customer_id, end_date FROM subscriptions").map {
-                    (customerID: $0["customer_id"] as String, endDate: $0["end_date"] as Int64)
-                }
+            let row = try await store.strings("SELECT customer_id, CAST(end_date AS TEXT) FROM subscriptions").first.map {
+                (customerID: $0[0], endDate: $0[1].flatMap { Int64($0) })
             }
             #expect(row?.customerID == reply.customer.id)
             #expect(row?.endDate == Timestamp(now).adding(days: 14).millisecondsSince1970)
         }
     }
 
-    @Test("outcomes through the store", arguments: [
+    static let outcomeCases: [(String, String, DefaultPlanOutcome)] = [
         (planEntry("p", price: 900, isDefault: true), #"{"externalId":"x","stripeId":"cus_1"}"#, DefaultPlanOutcome.subscribed),
         (planEntry("p", price: 900, isDefault: true), #"{"externalId":"x"}"#, .notEligible),
         (planEntry("p", isDefault: true, extra: #","availableCountries":["DE"]"#), #"{"externalId":"x","billingCountry":"US"}"#, .notEligible),
         (planEntry("p", isDefault: true, extra: #","availableFrom":"2030-01-01T00:00:00.000Z""#), #"{"externalId":"x"}"#, .scheduled),
         (planEntry("p"), #"{"externalId":"x"}"#, .noDefaultPlan),
-    ])
-    func outcome(_ plan: String, _ body: String, _ expected: DefaultPlanOutcome) async throws {
-        try await withStore { store, _ in
+    ]
+
+    @Test("outcomes through the store", arguments: StoreKind.all, outcomeCases)
+    func outcome(_ kind: StoreKind, _ outcomeCase: (String, String, DefaultPlanOutcome)) async throws {
+        let (plan, body, expected) = outcomeCase
+        try await withStore(kind) { store, _ in
             let merchant = try await Merchant(store)
             try await store.importPlans(merchantID: merchant.id, catalog: catalog(catalogJSON(plan)))
             let reply = try decodeCreated(try await store.handleOne(command(body, key: merchant.secretKey), test: "outcome\(expected.rawValue)"))

@@ -1,25 +1,45 @@
+import CreateCustomer
 import CustomerDomain
 @testable import CustomerStore
 import Foundation
+import BrokerTestSupport
 import GRDB
+import PostgresNIO
+@testable import PostgresStore
 import Testing
 
-@Suite("Store: file, migrations, concurrency")
+@Suite("Store: database, migrations, concurrency")
 struct StoreTests {
-    @Test func opensWithWALForeignKeysAndNormalSync() async throws {
-        try await withStore { store, path in
-            #expect(FileManager.default.fileExists(atPath: path))
-            let (journal, foreignKeys, synchronous) = try await store.pool.write { db in
+    @Test func sqliteOpensWithWALForeignKeysAndNormalSync() async throws {
+        try await withStore(.sqlite) { store, database in
+            #expect(FileManager.default.fileExists(atPath: database.location))
+            let sqlite = try #require(store as? CustomerStore)
+            let (journal, foreignKeys, synchronous) = try await sqlite.pool.write { db in
                 (try String.fetchOne(db, sql: "PRAGMA journal_mode"), try Int.fetchOne(db, sql: "PRAGMA foreign_keys"),
                  try Int.fetchOne(db, sql: "PRAGMA synchronous"))
             }
             #expect(journal == "wal")
             #expect(foreignKeys == 1)
             #expect(synchronous == 1)
-            try store.migrate()
+        }
+    }
+
+    @Test(arguments: StoreKind.all)
+    func migratingTwiceIsHarmlessAndTheStoreTakesWrites(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
+            try await store.migrate()
             try await store.checkWritable()
             #expect(try await store.customerCount() == 0)
             #expect(try await store.handle([], now: now).isEmpty)
+        }
+    }
+
+    @Test func postgresRecordsEachMigrationOnce() async throws {
+        guard StoreKind.all.contains(.postgres) else { return }
+        try await withStore(.postgres) { store, _ in
+            let postgres = try #require(store as? PostgresStore)
+            try await postgres.migrate()
+            #expect(try await postgres.appliedMigrations() == PostgresMigrations.all.map(\.version))
         }
     }
 
@@ -35,33 +55,123 @@ struct StoreTests {
         #expect(!CustomerStoreError.database(operation: "x", path: "p", code: 13, message: "full").isBusy)
     }
 
-    @Test func processesMigrateTheSameFileAtOnce() async throws {
-        try await withStore { _, path in
-            let fresh = path + "-fresh.sqlite"
-            let stores = try (0..<3).map { _ in try CustomerStore(path: fresh) }
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for store in stores {
-                    group.addTask { try store.migrate() }
-                }
-                try await group.waitForAll()
+    @Test func postgresDeadlocksAndSerializationFailuresAreRetryable() {
+        let failure = { (state: String) in PostgresStoreError.server(operation: "x", location: "l", sqlState: state, message: "m") }
+        #expect(failure("40P01").isRetryable)
+        #expect(failure("40001").isRetryable)
+        #expect(!failure("23505").isRetryable)
+        #expect(!PostgresStoreError.connection(operation: "x", location: "l", reason: "r").isRetryable)
+    }
+
+    /// `sslmode=require` against a server without TLS fails with a reason, not a hang, and the
+    /// error carries no password.
+    @Test(.enabled(if: TestPostgres.enabled, "no PostgreSQL: run scripts/postgres.sh start and export POSTGRES_TEST_URL"))
+    func postgresTLSRequiredButUnavailableFailsClearly() async throws {
+        let url = try #require(TestPostgres.url)
+        var components = try #require(URLComponents(string: url))
+        components.user = "postgres"
+        components.password = "s3cr3t-pw"
+        components.queryItems = [URLQueryItem(name: "sslmode", value: "require"), URLQueryItem(name: "connect_timeout", value: "5")]
+        let store = try PostgresStore(url: try #require(components.string), logger: TestBroker.logger("test.tls"))
+        try await store.withRunningClient { store in
+            do {
+                try await store.checkWritable()
+                Issue.record("a TLS connection to a server without TLS succeeded")
+            } catch {
+                #expect("\(error)".contains("TLS"), "\(error)")
+                #expect(!"\(error)".contains("s3cr3t-pw"))
             }
-            try await stores[0].checkWritable()
         }
     }
 
-    /// Two stores on one file stand for two worker processes: each has its own connections and
-    /// locks, so only SQLite's locking and the idempotency records keep them apart.
-    @Test func twoStoresWritingConcurrentlyCreateNoDuplicates() async throws {
-        try await withStore { store, path in
+    /// A real deadlock: another transaction holds the batch's second key and then asks for its
+    /// first. PostgreSQL aborts the batch (its deadlock check runs first); the batch runs again
+    /// instead of failing, finds both customers there without processed records, and answers
+    /// `external_id_conflict` for each: never an error.
+    @Test(.enabled(if: TestPostgres.enabled, "no PostgreSQL: run scripts/postgres.sh start and export POSTGRES_TEST_URL"))
+    func postgresDeadlockIsRetriedNotAnswered() async throws {
+        try await withStore(.postgres) { store, database in
             let merchant = try await Merchant(store)
-            let other = try CustomerStore(path: path)
+            let externalIDs = ["dl-a", "dl-b"].sorted {
+                idempotencyKey(merchantID: merchant.id, externalID: $0) < idempotencyKey(merchantID: merchant.id, externalID: $1)
+            }
+            let (first, second) = (externalIDs[0], externalIDs[1])  // the batch inserts `first` first
+            let url = try PostgresURL(database.location)
+            let logger = TestBroker.logger("deadlock")
+            let other = try await PostgresConnection.connect(configuration: try url.connectionConfiguration, id: 1, logger: logger)
+            let observer = try await PostgresConnection.connect(configuration: try url.connectionConfiguration, id: 2, logger: logger)
+            // This side never runs the deadlock check first: the batch is the victim.
+            try await other.query("SET deadlock_timeout = '20s'", logger: logger)
+            try await other.query("BEGIN", logger: logger)
+            try await other.query("""
+                INSERT INTO customers (id, merchant_id, external_id, created_at, updated_at)
+                VALUES ('other-second', \(merchant.id), \(second), 0, 0)
+                """, logger: logger)
+
+            let batch = Task {
+                try await store.handle([
+                    command(#"{"externalId":"\#(first)"}"#, key: merchant.secretKey),
+                    command(#"{"externalId":"\#(second)"}"#, key: merchant.secretKey),
+                ], now: now)
+            }
+            // Wait until the batch holds `first` and waits for `second`.
+            var waiting = 0
+            while waiting == 0 {
+                let rows = try await observer.query(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    logger: logger)
+                for try await count in rows.decode(Int.self) { waiting = count }
+                if waiting == 0 { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            try await other.query("""
+                INSERT INTO customers (id, merchant_id, external_id, created_at, updated_at)
+                VALUES ('other-first', \(merchant.id), \(first), 0, 0)
+                """, logger: logger)
+            try await other.query("COMMIT", logger: logger)
+            try await other.close()
+            try await observer.close()
+
+            let replies = try await batch.value
+            #expect(replies.map(\.errorCode) == ["external_id_conflict", "external_id_conflict"])
+            #expect(try replies.map { try decodeFailed($0).error.existingCustomerId } == ["other-first", "other-second"])
+            #expect(try await store.customerCount() == 2)
+        }
+    }
+
+    /// Three processes (stores of their own) migrating a fresh database at once.
+    @Test(arguments: StoreKind.all)
+    func processesMigrateTheSameDatabaseAtOnce(_ kind: StoreKind) async throws {
+        try await withStore(kind) { _, database in
+            let fresh = kind == .sqlite
+                ? TestDatabase(kind: kind, location: database.location + "-fresh.sqlite")
+                : TestDatabase(kind: kind, location: try await TestPostgres.createDatabase())
+            defer { if kind == .postgres { Task { await TestPostgres.dropDatabase(fresh.location) } } }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<3 {
+                    group.addTask { try await fresh.withStore(migrate: true) { _ in } }
+                }
+                try await group.waitForAll()
+            }
+            try await fresh.withStore { try await $0.checkWritable() }
+        }
+    }
+
+    /// Two stores on one database stand for two worker processes (or two hosts): each has its own
+    /// connections and locks, so only the database's locking, the unique constraints and the
+    /// idempotency records keep them apart.
+    @Test(arguments: StoreKind.all)
+    func twoStoresWritingConcurrentlyCreateNoDuplicates(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, database in
+            let merchant = try await Merchant(store)
             let commands = (0..<300).map {
                 command(#"{"externalId":"race-\#($0)","name":"N\#($0)"}"#, key: merchant.secretKey)
             }
             let batches = stride(from: 0, to: commands.count, by: 25).map { Array(commands[$0..<min($0 + 25, commands.count)]) }
-            async let fromFirst = Self.handleAll(batches, with: store)
-            async let fromSecond = Self.handleAll(batches.reversed(), with: other)
-            let (first, second) = try await (fromFirst, fromSecond)
+            let (first, second) = try await database.withStore { other in
+                async let fromFirst = Self.handleAll(batches, with: store)
+                async let fromSecond = Self.handleAll(batches.reversed(), with: other)
+                return try await (fromFirst, fromSecond)
+            }
 
             #expect(try await store.customerCount() == 300)
             #expect(first.count == 300 && second.count == 300)
@@ -74,7 +184,49 @@ struct StoreTests {
         }
     }
 
-    private static func handleAll(_ batches: [[IncomingCommand]], with store: CustomerStore) async throws -> [ReplyRecord] {
+    /// The same keys in the same batches at the same moment from two stores: every insert of one
+    /// side races an uncommitted insert of the other. Exactly one customer per key; the loser
+    /// replays the winner's bytes (or is a conflict when its payload differs).
+    @Test(arguments: StoreKind.all)
+    func racingTheSameKeysReplaysTheWinnersBytes(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, database in
+            let merchant = try await Merchant(store)
+            let same = (0..<100).map { command(#"{"externalId":"same-\#($0)","name":"N\#($0)"}"#, key: merchant.secretKey) }
+            let different = (0..<100).map { command(#"{"externalId":"same-\#($0)","name":"Other \#($0)"}"#, key: merchant.secretKey) }
+            let (first, second, third) = try await database.withStore { other in
+                try await database.withStore { another in
+                    async let a = store.handle(same, now: now)
+                    async let b = other.handle(same.reversed(), now: now)
+                    async let c = another.handle(different, now: now)
+                    return try await (a, b, Array(c))
+                }
+            }
+            #expect(try await store.customerCount() == 100)
+            let secondInOrder = Array(second.reversed())
+            var created = 0
+            for index in 0..<100 {
+                let sides = [(first[index], "N\(index)"), (secondInOrder[index], "N\(index)"), (third[index], "Other \(index)")]
+                let winners = sides.indices.filter { !sides[$0].0.replayed && sides[$0].0.type == .customerCreated }
+                created += winners.count
+                let winner = try #require(winners.first)
+                let (winningReply, winningName) = sides[winner]
+                let winningCustomer = try decodeCreated(winningReply).customer
+                #expect(winningCustomer.attributes.name == winningName)
+                for side in sides.indices where side != winner {
+                    let (reply, name) = sides[side]
+                    if name == winningName {
+                        #expect(reply.replayed && reply.body == winningReply.body && reply.messageID == winningReply.messageID)
+                    } else {
+                        #expect(reply.errorCode == "external_id_conflict")
+                        #expect(try decodeFailed(reply).error.existingCustomerId == winningCustomer.id)
+                    }
+                }
+            }
+            #expect(created == 100)
+        }
+    }
+
+    private static func handleAll(_ batches: [[IncomingCommand]], with store: any CustomerStorage) async throws -> [ReplyRecord] {
         var replies: [ReplyRecord] = []
         for batch in batches {
             replies += try await store.handle(batch, now: now)

@@ -19,7 +19,7 @@ struct ConfigurationTests {
         #expect(configuration.logFormat == .json)
         #expect(configuration.names.commandQueue == "q")
         #expect(configuration.deliveryLimit == 7)
-        #expect(configuration.databasePath == "./data/customers.sqlite")
+        #expect(configuration.databaseURL == "./data/customers.sqlite")
     }
 
     @Test(arguments: [
@@ -39,6 +39,37 @@ struct ConfigurationTests {
         let readme = try String(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("README.md"), encoding: .utf8)
         for setting in WorkerConfiguration.settings {
             #expect(readme.contains("| `\(setting.variable)` | `--\(setting.flag)` | `\(setting.defaultValue)` |"), "\(setting.variable)")
+        }
+    }
+
+    @Test func databaseURLPicksTheStore() throws {
+        #expect(try DatabaseLocation("./data/customers.sqlite") == .sqlite(path: "./data/customers.sqlite"))
+        #expect(try DatabaseLocation("sqlite:/var/lib/customers.sqlite") == .sqlite(path: "/var/lib/customers.sqlite"))
+        #expect(try DatabaseLocation("sqlite:///var/lib/customers.sqlite") == .sqlite(path: "/var/lib/customers.sqlite"))
+        let postgres = try DatabaseLocation("postgres://worker:p%40ss@db.internal:6432/billing?sslmode=verify-full&pool_size=8")
+        guard case .postgres(let url) = postgres else {
+            Issue.record("not PostgreSQL: \(postgres)")
+            return
+        }
+        #expect(url.host == "db.internal" && url.port == 6432 && url.database == "billing")
+        #expect(url.username == "worker" && url.password == "p@ss")
+        #expect(url.sslMode == .verifyFull && url.poolSize == 8)
+        #expect(!postgres.redacted.contains("p%40ss") && !postgres.redacted.contains("p@ss"))
+        // DATABASE_URL wins over the deprecated DATABASE_PATH.
+        let both = try WorkerConfiguration.fromEnvironment(["DATABASE_PATH": "/a.sqlite", "DATABASE_URL": "/b.sqlite"])
+        #expect(both.databaseURL == "/b.sqlite")
+        #expect(try WorkerConfiguration.fromEnvironment(["DATABASE_PATH": "/a.sqlite"]).databaseURL == "/a.sqlite")
+    }
+
+    @Test(arguments: [
+        "mysql://root:hunter2@db/customers", "postgres://worker:hunter2@/customers",
+        "postgres://worker:hunter2@db/customers?sslmode=sometimes", "postgres://worker:hunter2@db/customers?colour=red",
+    ])
+    func invalidDatabaseURLsAreRefusedWithoutTheirPassword(url: String) {
+        #expect {
+            try WorkerConfiguration.fromEnvironment(["DATABASE_URL": url])
+        } throws: { error in
+            "\(error)".contains("DATABASE_URL") && !"\(error)".contains("hunter2")
         }
     }
 }

@@ -14,15 +14,28 @@ struct OperationsTests {
         try await TestBroker.runCapturing(WorkerProcess.executable, ["health"], environment: environment).status
     }
 
-    @Test func healthCommandChecksTheBrokerAndTheDatabase() async throws {
-        let fixture = try await WorkerFixture("health")
+    @Test(arguments: StoreKind.all)
+    func healthCommandChecksTheBrokerAndTheDatabase(_ kind: StoreKind) async throws {
+        let fixture = try await WorkerFixture("health", store: kind)
         #expect(try await health(fixture.environment) == 0)
         var noBroker = fixture.environment
         noBroker["AMQP_URL"] = "amqp://guest:guest@127.0.0.1:1/%2f"
         #expect(try await health(noBroker) == 1)
-        var readOnlyDatabase = fixture.environment
-        readOnlyDatabase["DATABASE_PATH"] = "/proc/customer-worker/customers.sqlite"
-        #expect(try await health(readOnlyDatabase) == 1)
+        var unusableDatabase = fixture.environment
+        unusableDatabase["DATABASE_URL"] = kind == .sqlite
+            ? "/proc/customer-worker/customers.sqlite" : "postgres://worker:s3cr3t-pw@127.0.0.1:1/customers?connect_timeout=2"
+        let result = try await TestBroker.runCapturing(WorkerProcess.executable, ["health"], environment: unusableDatabase)
+        #expect(result.status == 1)
+        #expect(!result.output.contains("s3cr3t-pw"), "the password leaked: \(result.output)")
+        await fixture.tearDown()
+    }
+
+    /// `DATABASE_PATH` (the setting before `DATABASE_URL`) still works.
+    @Test func theDeprecatedDatabasePathStillWorks() async throws {
+        let fixture = try await WorkerFixture("legacy-path")
+        var environment = fixture.environment
+        environment["DATABASE_PATH"] = environment.removeValue(forKey: "DATABASE_URL")
+        #expect(try await health(environment) == 0)
         await fixture.tearDown()
     }
 

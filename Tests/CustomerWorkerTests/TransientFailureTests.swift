@@ -35,7 +35,7 @@ struct TransientFailureTests {
         let fixture = try await WorkerFixture("busy", tuning: tuning)
         let merchant = try await fixture.merchant()
         let reply = try await fixture.withWorker {
-            try await holdWriteLock(on: fixture.configuration.databasePath, for: .milliseconds(1500))
+            try await holdWriteLock(on: fixture.configuration.databaseURL, for: .milliseconds(1500))
             let started = ContinuousClock.now
             let reply = try await fixture.send(json: #"{"externalId":"busy-1"}"#, apiKey: merchant.secretKey)
             #expect(ContinuousClock.now - started >= .milliseconds(500), "the reply came while the database was locked")
@@ -57,7 +57,7 @@ struct TransientFailureTests {
         let deadLetters = try await TestBroker.session("poison.dead")
         try await deadLetters.consume(queue: fixture.configuration.names.deadLetterQueue)
         let dead = try await fixture.withWorker {
-            try await holdWriteLock(on: fixture.configuration.databasePath, for: .seconds(20))
+            try await holdWriteLock(on: fixture.configuration.databaseURL, for: .seconds(20))
             try await fixture.client.publish([.init(body: Array(#"{"externalId":"never"}"#.utf8), messageID: "poison-1")],
                                              apiKey: merchant.secretKey, wantReplies: true)
             return try await deadLetters.nextDeliveries(maximum: 1, wait: .seconds(15))

@@ -1,18 +1,23 @@
 import AMQP
 import BrokerTestSupport
+import CreateCustomer
 import CustomerDomain
-import CustomerStore
 import CustomerWorker
 import Foundation
 import Logging
 import ServiceLifecycle
 
-/// A worker environment of its own: a fresh SQLite file, topology names no other test uses, and
-/// a client that publishes commands and receives their replies through direct reply-to.
+/// A worker environment of its own: a fresh database (a SQLite file, or a PostgreSQL database of
+/// its own), topology names no other test uses, and a client that publishes commands and receives
+/// their replies through direct reply-to.
 final class WorkerFixture: Sendable {
     let directory: URL
     let configuration: WorkerConfiguration
-    let store: CustomerStore
+    let kind: StoreKind
+    /// The test's own handle on the database (the worker opens its own).
+    let store: any CustomerStorage
+    /// Runs the store's services (PostgreSQL's connection pool) until `tearDown`.
+    private let storeServices: Task<Void, Never>
     let client: CommandClient
 
     /// Settings a test may change from the defaults.
@@ -24,12 +29,16 @@ final class WorkerFixture: Sendable {
         var deliveryLimit = 5
     }
 
-    init(_ name: String, tuning: Tuning = Tuning()) async throws {
+    init(_ name: String, tuning: Tuning = Tuning(), store kind: StoreKind = .sqlite) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("worker-\(TestBroker.uniqueName(name))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var configuration = WorkerConfiguration()
         configuration.amqpURL = TestBroker.url
-        configuration.databasePath = directory.appendingPathComponent("customers.sqlite").path
+        switch kind {
+        case .sqlite: configuration.databaseURL = directory.appendingPathComponent("customers.sqlite").path
+        case .postgres: configuration.databaseURL = try await TestPostgres.createDatabase()
+        }
+        self.kind = kind
         configuration.prefetch = tuning.prefetch
         configuration.databaseBusyTimeout = tuning.busyTimeout
         configuration.transientAttempts = tuning.transientAttempts
@@ -41,8 +50,15 @@ final class WorkerFixture: Sendable {
         configuration.names = TopologyNames(prefix: prefix)
         configuration.logLevel = .warning
         self.configuration = configuration
-        store = try CustomerStore(path: configuration.databasePath)
-        try store.migrate()
+        let opened = try OpenedStore.open(try configuration.databaseLocation, busyTimeout: tuning.busyTimeout,
+                                          logger: TestBroker.logger("store"))
+        storeServices = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for service in opened.services { group.addTask { try? await service.run() } }
+            }
+        }
+        try await opened.storage.migrate()
+        store = opened.storage
         client = try await CommandClient(configuration: configuration, logger: TestBroker.logger("client"), name: "\(prefix).client")
     }
 
@@ -110,6 +126,9 @@ final class WorkerFixture: Sendable {
         }
         await session.close()
         await client.close()
+        storeServices.cancel()
+        await storeServices.value
+        if kind == .postgres { await TestPostgres.dropDatabase(configuration.databaseURL) }
         try? FileManager.default.removeItem(at: directory)
     }
 }

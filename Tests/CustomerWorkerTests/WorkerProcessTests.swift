@@ -4,7 +4,7 @@ import CustomerWorker
 import Foundation
 import Testing
 
-/// The worker as real processes: replicas on one database, kill -9, SIGTERM.
+/// The worker as real processes, on SQLite and on PostgreSQL: replicas on one database, kill -9, SIGTERM.
 @Suite("Worker processes", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct WorkerProcessTests {
     /// Commands in the mid-stream tests: enough that a worker is still busy when it is stopped.
@@ -36,8 +36,9 @@ struct WorkerProcessTests {
         fixture.directory.appendingPathComponent("\(name).log").path
     }
 
-    @Test func threeReplicasOnOneDatabaseMakeExactlyOneCustomerPerExternalId() async throws {
-        let fixture = try await WorkerFixture("replicas")
+    @Test(arguments: StoreKind.all)
+    func threeReplicasOnOneDatabaseMakeExactlyOneCustomerPerExternalId(_ kind: StoreKind) async throws {
+        let fixture = try await WorkerFixture("replicas", store: kind)
         let merchant = try await fixture.merchant()
         let workers = try (0..<3).map { try WorkerProcess(environment: fixture.environment, logFile: logFile(fixture, "worker-\($0)")) }
         defer { Task { for worker in workers { await worker.terminate() } } }
@@ -84,8 +85,9 @@ struct WorkerProcessTests {
         return (second, try await awaitAnswers(fixture, for: unanswered, timeout: .seconds(90)))
     }
 
-    @Test func killNineMidStreamLosesNothingAndDuplicatesNothing() async throws {
-        let fixture = try await WorkerFixture("kill9", tuning: .init(prefetch: 64))
+    @Test(arguments: StoreKind.all)
+    func killNineMidStreamLosesNothingAndDuplicatesNothing(_ kind: StoreKind) async throws {
+        let fixture = try await WorkerFixture("kill9", tuning: .init(prefetch: 64), store: kind)
         let batch = commands(total)
         let (first, early) = try await startMidStream(fixture, batch)
         first.signal(SIGKILL)
@@ -105,8 +107,9 @@ struct WorkerProcessTests {
         await fixture.tearDown()
     }
 
-    @Test func sigtermMidStreamExitsCleanlyAndLosesNothing() async throws {
-        let fixture = try await WorkerFixture("sigterm", tuning: .init(prefetch: 64))
+    @Test(arguments: StoreKind.all)
+    func sigtermMidStreamExitsCleanlyAndLosesNothing(_ kind: StoreKind) async throws {
+        let fixture = try await WorkerFixture("sigterm", tuning: .init(prefetch: 64), store: kind)
         let batch = commands(total)
         let (first, early) = try await startMidStream(fixture, batch)
         first.signal(SIGTERM)

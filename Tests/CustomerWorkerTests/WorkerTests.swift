@@ -1,6 +1,6 @@
 import AMQP
 import BrokerTestSupport
-import CustomerStore
+import CreateCustomer
 import CustomerWorker
 import Foundation
 import Testing
@@ -48,9 +48,9 @@ struct WorkerTests {
                  outcome: "no_default_plan", reason: nil, active: 0, upcoming: 0),
     ]
 
-    @Test(arguments: planCases)
-    func defaultPlanOutcome(_ planCase: PlanCase) async throws {
-        let fixture = try await WorkerFixture("plan")
+    @Test(arguments: StoreKind.all, planCases)
+    func defaultPlanOutcome(_ kind: StoreKind, _ planCase: PlanCase) async throws {
+        let fixture = try await WorkerFixture("plan", store: kind)
         let merchant = try await fixture.merchant(catalog: planCase.catalog)
         let reply = try await fixture.withWorker {
             try await fixture.send(json: planCase.command, apiKey: merchant.secretKey)
@@ -68,8 +68,9 @@ struct WorkerTests {
         await fixture.tearDown()
     }
 
-    @Test func replyPropertiesFollowTheContract() async throws {
-        let fixture = try await WorkerFixture("properties")
+    @Test(arguments: StoreKind.all)
+    func replyPropertiesFollowTheContract(_ kind: StoreKind) async throws {
+        let fixture = try await WorkerFixture("properties", store: kind)
         let merchant = try await fixture.merchant()
         let (withCorrelation, withoutCorrelation) = try await fixture.withWorker {
             let first = try await fixture.send(json: #"{"externalId":"c-1"}"#, apiKey: merchant.secretKey, messageID: "m-1", correlationID: "corr-1")
@@ -98,8 +99,9 @@ struct WorkerTests {
         await fixture.tearDown()
     }
 
-    @Test func theSameCommandFiftyTimesMakesOneCustomerAndIdenticalReplies() async throws {
-        let fixture = try await WorkerFixture("duplicates")
+    @Test(arguments: StoreKind.all)
+    func theSameCommandFiftyTimesMakesOneCustomerAndIdenticalReplies(_ kind: StoreKind) async throws {
+        let fixture = try await WorkerFixture("duplicates", store: kind)
         let merchant = try await fixture.merchant()
         let body = Array(#"{"externalId":"dup-1","name":"Ada","email":"ada@example.com"}"#.utf8)
         let commands = (0..<50).map { CommandClient.Command(body: body, messageID: "attempt-\($0)") }
@@ -121,8 +123,9 @@ struct WorkerTests {
         await fixture.tearDown()
     }
 
-    @Test func everyErrorCodeGetsAFailureReply() async throws {
-        let fixture = try await WorkerFixture("errors")
+    @Test(arguments: StoreKind.all)
+    func everyErrorCodeGetsAFailureReply(_ kind: StoreKind) async throws {
+        let fixture = try await WorkerFixture("errors", store: kind)
         let merchant = try await fixture.merchant()
         let revoked = try await fixture.store.createAPIKey(merchantID: merchant.merchantId, type: .secret)
         try await fixture.store.revokeAPIKey(revoked)
@@ -162,8 +165,9 @@ struct WorkerTests {
         await fixture.tearDown()
     }
 
-    @Test func theSameExternalIdUnderTwoMerchantsIsTwoCustomers() async throws {
-        let fixture = try await WorkerFixture("merchants")
+    @Test(arguments: StoreKind.all)
+    func theSameExternalIdUnderTwoMerchantsIsTwoCustomers(_ kind: StoreKind) async throws {
+        let fixture = try await WorkerFixture("merchants", store: kind)
         let first = try await fixture.merchant()
         let second = try await fixture.merchant()
         let (a, b) = try await fixture.withWorker {

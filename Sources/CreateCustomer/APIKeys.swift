@@ -1,0 +1,103 @@
+import Crypto
+import CustomerDomain
+import Foundation
+
+public enum APIKeyType: String, Sendable, CaseIterable {
+    case secret, publishable
+
+    /// What every key of this type starts with.
+    public var prefix: String { self == .secret ? "sk_" : "pk_" }
+}
+
+/// The outcome of checking an `x-api-key` header.
+public enum Authentication: Sendable, Equatable {
+    case merchant(id: String)
+    case unauthorized(UnauthorizedReason)
+    /// A valid key that may not create customers: a publishable one.
+    case forbidden
+}
+
+public enum UnauthorizedReason: Sendable, Equatable {
+    case missing, unknown, revoked
+
+    /// Unknown and revoked keys get the same reply, so a reply does not tell which keys once existed.
+    var rejection: CommandRejection {
+        self == .missing ? .missingAPIKey : .invalidAPIKey
+    }
+}
+
+/// What `merchants create` hands out; the secret parts are shown only once.
+public struct MerchantCredentials: Sendable, Hashable, OrderedJSONObject {
+    public var merchantId: String
+    public var secretKey: String
+    public var publishableKey: String
+
+    public func writeFields(to writer: inout some JSONFieldWriter) throws {
+        try writer.write("merchantId", merchantId)
+        try writer.write("secretKey", secretKey)
+        try writer.write("publishableKey", publishableKey)
+    }
+}
+
+/// API keys look like `sk_<key id>_<secret>`: the key id (16 hex digits) finds the row without being
+/// secret; the secret (256 random bits, 64 hex digits) is what makes the key unguessable. Only the
+/// SHA-256 of the whole key is stored.
+public enum APIKeys {
+    static let keyIDLength = 16
+
+    /// A new key and the row that stores it.
+    static func generate(_ type: APIKeyType, merchantID: String) -> (stored: StoredAPIKey, key: String) {
+        let keyID = randomHex(bytes: keyIDLength / 2)
+        let key = type.prefix + keyID + "_" + randomHex(bytes: 32)
+        return (StoredAPIKey(id: keyID, merchantID: merchantID, type: type, keyHash: Array(hash(key)), isRevoked: false), key)
+    }
+
+    static func hash(_ key: String) -> SHA256.Digest {
+        SHA256.hash(data: Array(key.utf8))
+    }
+
+    /// The key id inside a whole key, a `sk_<id>`/`pk_<id>` prefix or a bare id, and the type its
+    /// prefix names, if any.
+    public static func keyID(from reference: String) -> (id: String, type: APIKeyType?)? {
+        var rest = Substring(reference)
+        var type: APIKeyType?
+        for candidate in APIKeyType.allCases where rest.hasPrefix(candidate.prefix) {
+            type = candidate
+            rest = rest.dropFirst(candidate.prefix.count)
+        }
+        let id = rest.prefix { $0 != "_" }
+        guard id.count == keyIDLength, id.allSatisfy(\.isHexDigit) else { return nil }
+        return (String(id), type)
+    }
+
+    /// The rule: the stored hash must match (compared in constant time), the key must not be
+    /// revoked, and only secret keys may create customers.
+    static func authenticate(_ apiKey: String, stored: StoredAPIKey?) -> Authentication {
+        guard let stored, stored.keyHash.count == SHA256.byteCount else { return .unauthorized(.unknown) }
+        // Digest == compares in constant time.
+        guard hash(apiKey) == Data(stored.keyHash) else { return .unauthorized(.unknown) }
+        if stored.isRevoked { return .unauthorized(.revoked) }
+        guard stored.type == .secret else { return .forbidden }
+        return .merchant(id: stored.merchantID)
+    }
+
+    private static func randomHex(bytes count: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &generator) }.hexString
+    }
+}
+
+/// Identifiers the use case mints: lowercase time-ordered UUIDs (version 7, RFC 9562). New rows
+/// land at the end of the id indexes instead of on random pages, which keeps inserts cheap as
+/// the tables grow; the 74 random bits keep ids unguessable and unique across processes.
+public func newIdentifier(now: Timestamp = Timestamp(Date())) -> String {
+    var generator = SystemRandomNumberGenerator()
+    let random = (generator.next() as UInt64, generator.next() as UInt64)
+    let milliseconds = UInt64(max(0, now.millisecondsSince1970))
+    let high = (milliseconds << 16) | 0x7000 | (random.0 & 0x0FFF)  // unix_ts_ms(48) | ver(4) | rand_a(12)
+    let low = 0x8000_0000_0000_0000 | (random.1 & 0x3FFF_FFFF_FFFF_FFFF)  // var(2) | rand_b(62)
+    let bytes = withUnsafeBytes(of: (high.bigEndian, low.bigEndian)) { Array($0) }
+    let uuid = UUID(uuid: (bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+                           bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]))
+    return uuid.uuidString.lowercased()
+}

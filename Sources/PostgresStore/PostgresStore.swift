@@ -1,0 +1,158 @@
+import CreateCustomer
+import CustomerDomain
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import Synchronization
+
+/// The customer database on PostgreSQL: the store for replicas on several hosts. An adapter only:
+/// the rules live in `CreateCustomer`.
+///
+/// Its `client` (a connection pool) must run while the store is used: as a Service in the
+/// worker's ServiceGroup, or through `withRunningClient` for one-off commands. Transactions run
+/// at READ COMMITTED; the unique constraints are the final guard between replicas, and rows are
+/// inserted sorted by idempotency key, so batches wait for each other instead of deadlocking.
+public final class PostgresStore: CustomerStorage {
+    public let url: PostgresURL
+    public let client: PostgresClient
+    private let logger: Logger
+
+    public var location: String { url.redacted }
+
+    public init(url: PostgresURL, logger: Logger) throws(PostgresStoreError) {
+        self.url = url
+        self.logger = logger
+        // The pool logs every failed connection attempt at info, several a second while the server
+        // is away; the store's own errors say why once per operation (with the reason), at the
+        // caller's level. Its warnings and worse still come through.
+        var poolLogger = logger
+        poolLogger.logLevel = max(logger.logLevel, .notice)
+        client = PostgresClient(configuration: url.clientConfiguration, backgroundLogger: poolLogger)
+    }
+
+    public convenience init(url text: String, logger: Logger) throws(PostgresStoreError) {
+        try self.init(url: PostgresURL(text), logger: logger)
+    }
+
+    /// Runs the client while `body` runs (for commands that are not services).
+    public func withRunningClient<T: Sendable>(_ body: (PostgresStore) async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let client = self.client
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            return try await body(self)
+        }
+    }
+
+    /// Runs `body` in a transaction on a connection of the pool. Waiting for a connection is
+    /// bounded by `connect_timeout` (the pool itself would wait for as long as the server is away).
+    public func transaction<T: Sendable>(_ operation: String, _ body: @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
+        let (client, logger, timeout, location, url) = (self.client, self.logger, url.connectTimeout, self.location, self.url)
+        do {
+            return try await withoutActuallyEscaping(body) { body in
+                try await withThrowingTaskGroup(of: T?.self) { group in
+                    let leased = Flag()
+                    group.addTask {
+                        try await client.withTransaction(logger: logger) { connection in
+                            leased.set()
+                            return try await body(PostgresTransaction(connection: connection, logger: logger))
+                        }
+                    }
+                    group.addTask {
+                        try await Task.sleep(for: timeout)
+                        guard leased.isSet else {
+                            let reason = await Self.whyNoConnection(url, logger: logger)
+                            throw PostgresStoreError.connection(
+                                operation: operation, location: location, reason: "no connection to the server within \(timeout)\(reason)")
+                        }
+                        return nil
+                    }
+                    defer { group.cancelAll() }
+                    while let result = try await group.next() {
+                        if let value = result { return value }
+                    }
+                    throw CancellationError()
+                }
+            }
+        } catch {
+            throw PostgresStoreError.wrapping(error, operation: operation, location: location)
+        }
+    }
+
+    /// Connects once outside the pool (which keeps its reasons to its log) to tell the user why
+    /// no connection came: refused, TLS, authentication, unknown database.
+    private static func whyNoConnection(_ url: PostgresURL, logger: Logger) async -> String {
+        do {
+            let connection = try await PostgresConnection.connect(configuration: try url.connectionConfiguration, id: 0, logger: logger)
+            try? await connection.close()
+            return ""
+        } catch let error as PSQLError {
+            return ": " + PostgresStoreError.reason(error)
+        } catch {
+            return ""
+        }
+    }
+
+    public func isRetryable(_ error: any Error) -> Bool {
+        (error as? PostgresStoreError)?.isRetryable ?? false
+    }
+
+    /// Applies the migrations not applied yet, in order, each recorded in `schema_migrations`.
+    /// Replicas starting at once take turns on an advisory lock, held until the transaction ends.
+    public func migrate() async throws {
+        _ = try await transaction("migrate") { transaction in
+            let connection = transaction.connection
+            try await connection.query("SELECT pg_advisory_xact_lock(\(PostgresMigrations.lockKey))", logger: logger)
+            try await connection.query("""
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
+                """, logger: logger)
+            var applied = Set<Int>()
+            for try await version in try await connection.query("SELECT version FROM schema_migrations", logger: logger).decode(Int.self) {
+                applied.insert(version)
+            }
+            for migration in PostgresMigrations.all where !applied.contains(migration.version) {
+                for statement in migration.statements {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+                try await connection.query(
+                    "INSERT INTO schema_migrations (version, description) VALUES (\(migration.version), \(migration.description))",
+                    logger: logger)
+            }
+            return applied.count
+        }
+    }
+
+    /// The schema versions applied, in order.
+    public func appliedMigrations() async throws -> [Int] {
+        try await transaction("read migrations") { transaction in
+            var versions: [Int] = []
+            let rows = try await transaction.connection.query("SELECT version FROM schema_migrations ORDER BY version", logger: logger)
+            for try await version in rows.decode(Int.self) { versions.append(version) }
+            return versions
+        }
+    }
+
+    public func customerCount() async throws -> Int {
+        try await transaction("count customers") { transaction in
+            try await transaction.single("SELECT count(*) FROM customers")
+        }
+    }
+
+    public func checkWritable() async throws {
+        let now = Timestamp(Date()).millisecondsSince1970
+        try await transaction("health check") { transaction in
+            _ = try await transaction.connection.query(
+                "INSERT INTO health_checks (id, checked_at) VALUES (1, \(now)) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                logger: logger)
+        }
+    }
+}
+
+/// Set once, read from another task.
+private final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .acquiring) }
+    func set() { value.store(true, ordering: .releasing) }
+}

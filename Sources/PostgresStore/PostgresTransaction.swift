@@ -1,0 +1,273 @@
+import CreateCustomer
+import CustomerDomain
+import PostgresNIO
+
+/// The statements of one PostgreSQL transaction: one round trip per kind of statement per batch
+/// (arrays with `= ANY`, multi-row `VALUES`).
+public struct PostgresTransaction: StorageTransaction {
+    let connection: PostgresConnection
+    let logger: Logger
+
+    @discardableResult
+    func run(_ query: PostgresQuery) async throws -> PostgresRowSequence {
+        try await connection.query(query, logger: logger)
+    }
+
+    func single(_ query: PostgresQuery) async throws -> Int {
+        for try await value in try await run(query).decode(Int.self) { return value }
+        return 0
+    }
+
+    /// The most parameters one statement may carry (the protocol counts them in 16 bits).
+    static let maximumParameters = Int(UInt16.max)
+
+    /// `INSERT INTO table (columns) VALUES (…), (…) suffix` with one row of binds per element, in
+    /// order: one statement for a batch of any usual size, more only when the rows would carry
+    /// more parameters than one statement may. `results` sees each statement's rows.
+    func insertRows<Row>(_ table: String, _ columns: [String], _ rows: [Row], suffix: String = "",
+                         bind: (inout PostgresBindings, Row) -> Void,
+                         results: (PostgresRowSequence) async throws -> Void = { _ in }) async throws {
+        let rowsPerStatement = max(1, Self.maximumParameters / max(1, columns.count))
+        for start in stride(from: 0, to: rows.count, by: rowsPerStatement) {
+            let chunk = rows[start..<min(rows.count, start + rowsPerStatement)]
+            var binds = PostgresBindings(capacity: chunk.count * columns.count)
+            var sql = "INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES "
+            var parameter = 0
+            for (index, row) in chunk.enumerated() {
+                sql += index == 0 ? "(" : ", ("
+                sql += (0..<columns.count).map { _ in parameter += 1; return "$\(parameter)" }.joined(separator: ", ")
+                sql += ")"
+                bind(&binds, row)
+            }
+            try await results(try await run(PostgresQuery(unsafeSQL: sql + suffix, binds: binds)))
+        }
+    }
+
+    // MARK: Create customer
+
+    public func apiKeys(ids: [String]) async throws -> [StoredAPIKey] {
+        let rows = try await run("""
+            SELECT id, merchant_id, type, key_hash, revoked_at IS NOT NULL FROM api_keys WHERE id = ANY(\(ids))
+            """)
+        var keys: [StoredAPIKey] = []
+        for try await (id, merchantID, type, hash, revoked) in rows.decode((String, String, String, ByteBuffer, Bool).self) {
+            keys.append(StoredAPIKey(id: id, merchantID: merchantID, type: APIKeyType(rawValue: type) ?? .publishable,
+                                     keyHash: Array(hash.readableBytesView), isRevoked: revoked))
+        }
+        return keys
+    }
+
+    public func processedRequests(keys: [String]) async throws -> [ProcessedRequest] {
+        let rows = try await run("""
+            SELECT idempotency_key, merchant_id, fingerprint, customer_id, reply_type, message_id, reply_body
+            FROM processed_requests WHERE idempotency_key = ANY(\(keys))
+            """)
+        var records: [ProcessedRequest] = []
+        for try await (key, merchantID, fingerprint, customerID, type, messageID, body)
+            in rows.decode((String, String, String, String, String, String, ByteBuffer).self) {
+            records.append(ProcessedRequest(
+                idempotencyKey: key, merchantID: merchantID, fingerprint: fingerprint, customerID: customerID,
+                replyType: ReplyType(rawValue: type) ?? .customerCreated, messageID: messageID,
+                replyBody: Array(body.readableBytesView)))
+        }
+        return records
+    }
+
+    public func defaultPlans(merchantIDs: [String]) async throws -> [String: Plan] {
+        var plans: [String: Plan] = [:]
+        for (merchantID, plan) in try await planRows("merchant_id = ANY(\(merchantIDs)) AND is_default AND status = 'available'") {
+            plans[merchantID] = plan.plan
+        }
+        return plans
+    }
+
+    private static let customerColumns = ["id", "merchant_id"] + CustomerField.allCases.map(\.columnName)
+        + ["created_at", "updated_at"]
+
+    public func insertCustomers(_ customers: [NewCustomer]) async throws -> Set<String> {
+        guard !customers.isEmpty else { return [] }
+        // In the order given (sorted by the caller). A row another transaction is inserting makes
+        // this statement wait for that transaction; if it commits, the row is skipped.
+        var inserted = Set<String>()
+        try await insertRows("customers", Self.customerColumns, customers,
+                             suffix: " ON CONFLICT (merchant_id, external_id) DO NOTHING RETURNING id") { binds, customer in
+            binds.append(customer.id)
+            binds.append(customer.merchantID)
+            for field in CustomerField.allCases { binds.append(customer.attributes[field]) }
+            binds.append(customer.createdAt.millisecondsSince1970)
+            binds.append(customer.createdAt.millisecondsSince1970)
+        } results: { rows in
+            for try await id in rows.decode(String.self) { inserted.insert(id) }
+        }
+        return inserted
+    }
+
+    public func insertSubscriptions(_ subscriptions: [Subscription]) async throws {
+        let columns = ["id", "customer_id", "merchant_id", "plan_id", "status", "is_trial", "start_date", "end_date",
+                       "payment_gateway", "created_at", "updated_at"]
+        try await insertRows("subscriptions", columns, subscriptions) { binds, subscription in
+            binds.append(subscription.id)
+            binds.append(subscription.customerId)
+            binds.append(subscription.merchantId)
+            binds.append(subscription.planId)
+            binds.append(subscription.status.rawValue)
+            binds.append(subscription.isTrial)
+            binds.append(subscription.startDate.millisecondsSince1970)
+            binds.append(subscription.endDate?.millisecondsSince1970)
+            binds.append(subscription.paymentGateway?.rawValue)
+            binds.append(subscription.createdAt.millisecondsSince1970)
+            binds.append(subscription.updatedAt.millisecondsSince1970)
+        }
+    }
+
+    public func insertProcessedRequests(_ records: [ProcessedRequest], now: Timestamp) async throws {
+        let columns = ["idempotency_key", "merchant_id", "fingerprint", "customer_id", "reply_type", "message_id", "reply_body",
+                       "created_at"]
+        try await insertRows("processed_requests", columns, records) { binds, record in
+            binds.append(record.idempotencyKey)
+            binds.append(record.merchantID)
+            binds.append(record.fingerprint)
+            binds.append(record.customerID)
+            binds.append(record.replyType.rawValue)
+            binds.append(record.messageID)
+            binds.append(ByteBuffer(bytes: record.replyBody))
+            binds.append(now.millisecondsSince1970)
+        }
+    }
+
+    public func customerIDs(_ references: [CustomerReference]) async throws -> [CustomerReference: String] {
+        let rows = try await run("""
+            SELECT c.merchant_id, c.external_id, c.id FROM customers c
+            JOIN unnest(\(references.map(\.merchantID))::text[], \(references.map(\.externalID))::text[]) AS r(merchant_id, external_id)
+              ON c.merchant_id = r.merchant_id AND c.external_id = r.external_id
+            """)
+        var ids: [CustomerReference: String] = [:]
+        for try await (merchantID, externalID, id) in rows.decode((String, String, String).self) {
+            ids[CustomerReference(merchantID: merchantID, externalID: externalID)] = id
+        }
+        return ids
+    }
+
+    // MARK: Administration
+
+    public func merchantExists(_ id: String) async throws -> Bool {
+        try await single("SELECT count(*) FROM merchants WHERE id = \(id)") > 0
+    }
+
+    public func insertMerchant(id: String, name: String, now: Timestamp) async throws {
+        try await run("INSERT INTO merchants (id, name, created_at) VALUES (\(id), \(name), \(now.millisecondsSince1970))")
+    }
+
+    public func insertAPIKey(_ key: StoredAPIKey, now: Timestamp) async throws {
+        try await run("""
+            INSERT INTO api_keys (id, merchant_id, type, key_hash, created_at)
+            VALUES (\(key.id), \(key.merchantID), \(key.type.rawValue), \(ByteBuffer(bytes: key.keyHash)), \(now.millisecondsSince1970))
+            """)
+    }
+
+    public func revokeAPIKey(id: String, type: APIKeyType?, now: Timestamp) async throws -> Bool {
+        let rows = try await run("""
+            UPDATE api_keys SET revoked_at = COALESCE(revoked_at, \(now.millisecondsSince1970))
+            WHERE id = \(id) AND type = COALESCE(\(type?.rawValue), type) RETURNING id
+            """)
+        var count = 0
+        for try await _ in rows.decode(String.self) { count += 1 }
+        return count == 1
+    }
+
+    public func plans(merchantID: String) async throws -> [CatalogPlan] {
+        try await planRows("merchant_id = \(merchantID) ORDER BY id").map(\.1)
+    }
+
+    public func referencedPlanIDs(merchantID: String) async throws -> Set<String> {
+        var ids = Set<String>()
+        for try await id in try await run("SELECT DISTINCT plan_id FROM subscriptions WHERE merchant_id = \(merchantID)").decode(String.self) {
+            ids.insert(id)
+        }
+        return ids
+    }
+
+    private static let planColumns = ["id", "name", "description", "currency", "price", "billing_cadence", "trial_days",
+                                      "is_private", "status", "is_default", "available_countries", "available_from"]
+
+    public func savePlans(merchantID: String, upserting: [CatalogPlan], archiving: [String], deleting: [String]) async throws {
+        // Clear the old default first: at most one default per merchant is enforced by an index.
+        try await run("UPDATE plans SET is_default = false WHERE merchant_id = \(merchantID)")
+        if !upserting.isEmpty {
+            let updates = Self.planColumns.dropFirst().map { "\($0) = excluded.\($0)" }.joined(separator: ", ")
+            try await insertRows("plans", ["merchant_id"] + Self.planColumns, upserting,
+                                 suffix: " ON CONFLICT (merchant_id, id) DO UPDATE SET \(updates)") { binds, catalogPlan in
+                let plan = catalogPlan.plan
+                binds.append(merchantID)
+                binds.append(plan.id)
+                binds.append(plan.name)
+                binds.append(plan.description)
+                binds.append(plan.currency)
+                binds.append(Int64(plan.price))
+                binds.append(plan.billingCadence.rawValue)
+                binds.append(Int64(plan.trialDays))
+                binds.append(plan.isPrivate)
+                binds.append(plan.status.rawValue)
+                binds.append(catalogPlan.isDefault)
+                binds.append(plan.availableCountries?.joined(separator: ","))
+                binds.append(plan.availableFrom?.millisecondsSince1970)
+            }
+        }
+        if !archiving.isEmpty {
+            try await run("UPDATE plans SET status = 'archived' WHERE merchant_id = \(merchantID) AND id = ANY(\(archiving))")
+        }
+        if !deleting.isEmpty {
+            try await run("DELETE FROM plans WHERE merchant_id = \(merchantID) AND id = ANY(\(deleting))")
+        }
+    }
+
+    /// Plans with their merchant id, selected by `condition` (an SQL fragment with binds).
+    private func planRows(_ condition: PostgresQuery) async throws -> [(String, CatalogPlan)] {
+        var query = condition
+        query.sql = "SELECT merchant_id, \(Self.planColumns.joined(separator: ", ")) FROM plans WHERE " + condition.sql
+        var plans: [(String, CatalogPlan)] = []
+        let rows = try await run(query).decode(
+            (String, String, String, String?, String, Int, String, Int, Bool, String, Bool, String?, Int64?).self)
+        for try await (merchantID, id, name, description, currency, price, cadence, trialDays, isPrivate, status, isDefault,
+                       countries, availableFrom) in rows {
+            let plan = Plan(
+                id: id, name: name, description: description, currency: currency, price: price,
+                billingCadence: BillingCadence(rawValue: cadence) ?? .monthly, trialDays: trialDays, isPrivate: isPrivate,
+                status: PlanStatus(rawValue: status) ?? .archived,
+                availableCountries: countries.map { $0.isEmpty ? [] : $0.split(separator: ",").map(String.init) },
+                availableFrom: availableFrom.map(Timestamp.init(millisecondsSince1970:)))
+            plans.append((merchantID, CatalogPlan(plan: plan, isDefault: isDefault)))
+        }
+        return plans
+    }
+}
+
+// MARK: - Copying from another store
+
+extension PostgresStore {
+    /// Columns that are booleans here and integers in SQLite.
+    private static let booleanColumns: Set<String> = ["is_private", "is_default", "is_trial"]
+
+    /// Inserts rows copied from another store, skipping rows that are already here (so a copy
+    /// can be run again after an interruption). Returns how many rows were inserted.
+    public func importRows(_ table: CopiedTable, _ chunk: TableChunk) async throws -> Int {
+        guard !chunk.rows.isEmpty else { return 0 }
+        return try await transaction("copy \(table.rawValue)") { transaction in
+            var inserted = 0
+            try await transaction.insertRows(table.rawValue, chunk.columns, chunk.rows, suffix: " ON CONFLICT DO NOTHING RETURNING 1") { binds, row in
+                for (column, cell) in zip(chunk.columns, row) {
+                    switch cell {
+                    case .null: binds.appendNull()
+                    case .integer(let value) where Self.booleanColumns.contains(column): binds.append(value != 0)
+                    case .integer(let value): binds.append(value)
+                    case .text(let value): binds.append(value)
+                    case .blob(let value): binds.append(ByteBuffer(bytes: value))
+                    }
+                }
+            } results: { rows in
+                for try await _ in rows { inserted += 1 }
+            }
+            return inserted
+        }
+    }
+}

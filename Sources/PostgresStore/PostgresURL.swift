@@ -1,0 +1,205 @@
+import Foundation
+import PostgresNIO
+
+/// A `postgres://user:password@host:port/database?sslmode=…` URL, parsed. The password never
+/// appears in `redacted`, in errors or in logs.
+///
+/// Query options: `sslmode` (`disable`, `prefer` (default), `require`, `verify-ca`, `verify-full`;
+/// `require` encrypts without checking the certificate, `verify-full` checks it and the host name),
+/// `sslrootcert` (PEM file of the CA to trust instead of the system's), `pool_size` (connections per
+/// process, default 4), `connect_timeout` (seconds, default 10).
+public struct PostgresURL: Sendable, Hashable {
+    public enum SSLMode: String, Sendable, CaseIterable {
+        case disable, prefer, require, verifyCA = "verify-ca", verifyFull = "verify-full"
+    }
+
+    public var host: String
+    public var port: Int
+    public var username: String
+    public var password: String?
+    public var database: String
+    public var sslMode: SSLMode
+    public var sslRootCertificate: String?
+    public var poolSize: Int
+    public var connectTimeout: Duration
+
+    /// Whether `text` names a PostgreSQL database (`postgres://` or `postgresql://`).
+    public static func matches(_ text: String) -> Bool {
+        text.hasPrefix("postgres://") || text.hasPrefix("postgresql://")
+    }
+
+    public init(_ text: String) throws(PostgresStoreError) {
+        let invalid = { (rule: String) in PostgresStoreError.invalidURL(Self.redact(text), rule) }
+        guard Self.matches(text), let components = URLComponents(string: text) else {
+            throw invalid("must look like postgres://user:password@host:port/database")
+        }
+        guard let host = components.host, !host.isEmpty else { throw invalid("names no host") }
+        self.host = host
+        port = components.port ?? 5432
+        guard (1...65_535).contains(port) else { throw invalid("the port must be 1...65535") }
+        guard let user = components.user, !user.isEmpty else { throw invalid("names no user") }
+        username = user.removingPercentEncoding ?? user
+        password = components.password.map { $0.removingPercentEncoding ?? $0 }
+        let path = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
+        database = path.isEmpty ? username : (path.removingPercentEncoding ?? path)
+        sslMode = .prefer
+        poolSize = 4
+        connectTimeout = .seconds(10)
+        for item in components.queryItems ?? [] {
+            let value = item.value ?? ""
+            switch item.name {
+            case "sslmode":
+                guard let mode = SSLMode(rawValue: value) else {
+                    throw invalid("sslmode must be one of " + SSLMode.allCases.map(\.rawValue).joined(separator: ", "))
+                }
+                sslMode = mode
+            case "sslrootcert":
+                sslRootCertificate = value
+            case "pool_size":
+                guard let size = Int(value), (1...100).contains(size) else { throw invalid("pool_size must be 1...100") }
+                poolSize = size
+            case "connect_timeout":
+                guard let seconds = Int(value), (1...600).contains(seconds) else { throw invalid("connect_timeout must be 1...600 seconds") }
+                connectTimeout = .seconds(seconds)
+            default:
+                throw invalid("unknown option \(item.name) (sslmode, sslrootcert, pool_size, connect_timeout)")
+            }
+        }
+    }
+
+    /// The URL with its password replaced by `***`.
+    public var redacted: String { Self.redact(description) }
+
+    private var description: String {
+        "postgres://\(username)@\(host):\(port)/\(database)?sslmode=\(sslMode.rawValue)"
+    }
+
+    /// `scheme://user:***@rest`: whatever stands between the first `:` after the scheme and the last
+    /// `@` before the path is a password.
+    public static func redact(_ text: String) -> String {
+        guard let schemeEnd = text.range(of: "://") else { return text }
+        let rest = text[schemeEnd.upperBound...]
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        guard let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") else { return text }
+        return String(text[..<colon]) + ":***" + String(text[at...])
+    }
+
+    /// TLS as `sslmode` and `sslrootcert` say; nil for `disable`.
+    private var tlsConfiguration: TLSConfiguration? {
+        guard sslMode != .disable else { return nil }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv12
+        if let sslRootCertificate { tls.trustRoots = .file(sslRootCertificate) }
+        switch sslMode {
+        case .disable, .prefer, .require: tls.certificateVerification = .none
+        case .verifyCA: tls.certificateVerification = .noHostnameVerification
+        case .verifyFull: tls.certificateVerification = .fullVerification
+        }
+        return tls
+    }
+
+    var clientConfiguration: PostgresClient.Configuration {
+        var configuration = PostgresClient.Configuration(
+            host: host, port: port, username: username, password: password, database: database, tls: .disable)
+        if let tls = tlsConfiguration {
+            configuration.tls = sslMode == .prefer ? .prefer(tls) : .require(tls)
+        }
+        configuration.options.maximumConnections = poolSize
+        configuration.options.minimumConnections = 0
+        configuration.options.connectTimeout = connectTimeout
+        return configuration
+    }
+
+    /// The same settings for one connection outside the pool (to learn why the pool cannot connect).
+    var connectionConfiguration: PostgresConnection.Configuration {
+        get throws {
+            var tls = PostgresConnection.Configuration.TLS.disable
+            if let configuration = tlsConfiguration {
+                let context = try NIOSSLContext(configuration: configuration)
+                tls = sslMode == .prefer ? .prefer(context) : .require(context)
+            }
+            var configuration = PostgresConnection.Configuration(
+                host: host, port: port, username: username, password: password, database: database, tls: tls)
+            let (seconds, attoseconds) = connectTimeout.components
+            configuration.options.connectTimeout = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+            return configuration
+        }
+    }
+}
+
+/// Everything the PostgreSQL store throws (besides the admin rules' errors, passed through). No
+/// case carries a password: URLs are redacted, server messages carry none.
+public enum PostgresStoreError: Error, Sendable, Equatable, CustomStringConvertible {
+    case invalidURL(String, String)
+    /// The server answered with an error; `sqlState` is its SQLSTATE (40P01 deadlock, 40001
+    /// serialization failure, 23505 unique violation, …).
+    case server(operation: String, location: String, sqlState: String, message: String)
+    /// No answer: the server is unreachable, closed the connection or refused the login.
+    case connection(operation: String, location: String, reason: String)
+    case unexpected(operation: String, location: String, description: String)
+
+    public var description: String {
+        switch self {
+        case .invalidURL(let url, let rule):
+            "invalid PostgreSQL URL \(url): \(rule)"
+        case .server(let operation, let location, let sqlState, let message):
+            "\(operation) failed on \(location): PostgreSQL error \(sqlState): \(message)"
+        case .connection(let operation, let location, let reason):
+            "\(operation) failed on \(location): \(reason)"
+        case .unexpected(let operation, let location, let description):
+            "\(operation) failed on \(location): \(description)"
+        }
+    }
+
+    /// A deadlock or a serialization failure: running the transaction again may succeed.
+    public var isRetryable: Bool {
+        guard case .server(_, _, let sqlState, _) = self else { return false }
+        return sqlState == "40P01" || sqlState == "40001"
+    }
+
+    static func wrapping(_ error: any Error, operation: String, location: String) -> any Error {
+        switch error {
+        case let error as PostgresStoreError:
+            return error
+        case let error as PostgresTransactionError:
+            let inner = error.closureError ?? error.commitError ?? error.beginError ?? error.rollbackError
+            return inner.map { wrapping($0, operation: operation, location: location) }
+                ?? PostgresStoreError.unexpected(operation: operation, location: location, description: "transaction failed")
+        case let error as PSQLError:
+            if let info = error.serverInfo {
+                return PostgresStoreError.server(
+                    operation: operation, location: location, sqlState: info[.sqlState] ?? "?????",
+                    message: info[.message] ?? "no message")
+            }
+            return PostgresStoreError.connection(operation: operation, location: location, reason: Self.reason(error))
+        default:
+            // Our own errors (the admin rules') and anything else pass through; none carries the URL.
+            return error
+        }
+    }
+
+    /// What went wrong with the connection, in words; never the underlying error's own text,
+    /// which could contain connection details.
+    static func reason(_ error: PSQLError) -> String {
+        switch error.code {
+        case .connectionError: "cannot connect to the server" + (error.underlying.map { " (\(Self.describe($0)))" } ?? "")
+        case .serverClosedConnection: "the server closed the connection"
+        case .clientClosedConnection, .poolClosed: "the connection pool is closed (is the store's client running?)"
+        case .sslUnsupported: "the server does not support TLS (sslmode requires it)"
+        case .authMechanismRequiresPassword: "the server requires a password"
+        case .unsupportedAuthMechanism: "the server asks for an unsupported authentication method"
+        case .queryCancelled: "the query was cancelled"
+        case .server: "the server refused: \(error.serverInfo?[.sqlState] ?? "") \(error.serverInfo?[.message] ?? "")"
+        default: "PostgreSQL client error \(error.code)"
+        }
+    }
+
+    /// A socket-level error in words: NIO's connect errors name the address, never credentials.
+    private static func describe(_ error: any Error) -> String {
+        if let error = error as? NIOConnectionError, let first = error.connectionErrors.first {
+            return "\(first.error)"
+        }
+        return "\(error)"
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+import Logging
+import PostgresNIO
+import PostgresStore
+
+/// The stores the store and worker suites run against: SQLite always, PostgreSQL when
+/// scripts/test.sh started one (and always under CI, where a missing server fails the tests).
+public enum StoreKind: String, Sendable, CaseIterable {
+    case sqlite, postgres
+
+    public static var all: [StoreKind] { TestPostgres.enabled ? [.sqlite, .postgres] : [.sqlite] }
+}
+
+/// The private PostgreSQL server the tests talk to: `scripts/test.sh` starts it with
+/// `scripts/postgres.sh start` and exports its URL as `POSTGRES_TEST_URL`. Each test gets a
+/// database of its own, created from that server and dropped afterwards.
+public enum TestPostgres {
+    public static var url: String? {
+        TestBroker.environment["POSTGRES_TEST_URL"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// Whether tests run against PostgreSQL too: when a server is named, and always under CI,
+    /// where a missing server must fail the tests instead of leaving them out.
+    public static var enabled: Bool { url != nil || TestBroker.isCI }
+
+    public struct Unavailable: Error, CustomStringConvertible {
+        public var description: String { "POSTGRES_TEST_URL is not set: run scripts/postgres.sh start and export its url" }
+    }
+
+    /// Creates an empty database and returns its URL.
+    public static func createDatabase() async throws -> String {
+        guard let url else { throw Unavailable() }
+        let name = "test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        try await administer(url) { connection, logger in
+            try await connection.query("CREATE DATABASE \(unescaped: name)", logger: logger)
+        }
+        var components = try require(URLComponents(string: url))
+        components.path = "/" + name
+        return try require(components.string)
+    }
+
+    /// Drops a database `createDatabase` made, closing its connections.
+    public static func dropDatabase(_ databaseURL: String) async {
+        guard let url, let name = URLComponents(string: databaseURL)?.path.dropFirst(), name.hasPrefix("test_") else { return }
+        try? await administer(url) { connection, logger in
+            try await connection.query("DROP DATABASE IF EXISTS \(unescaped: String(name)) WITH (FORCE)", logger: logger)
+        }
+    }
+
+    private static func administer(_ url: String, _ body: (PostgresConnection, Logger) async throws -> Void) async throws {
+        let parsed = try PostgresURL(url)
+        let logger = TestBroker.logger("postgres")
+        let configuration = PostgresConnection.Configuration(
+            host: parsed.host, port: parsed.port, username: parsed.username, password: parsed.password,
+            database: parsed.database, tls: .disable)
+        let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
+        do {
+            try await body(connection, logger)
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+        try await connection.close()
+    }
+}
+
+/// `#require` for the support target, which cannot import Testing's macros everywhere.
+private func require<T>(_ value: T?) throws -> T {
+    guard let value else { throw TestPostgres.Unavailable() }
+    return value
+}
