@@ -53,7 +53,7 @@ struct CommandBatch {
             let existing = try CustomerRows.id(merchantID: merchantID, externalID: command.externalId, db: db)
             return conflict(command, key: key, existingCustomerID: existing, body: body)
         }
-        let decision = DefaultPlanRules.evaluate(
+        let decision = try DefaultPlanRules.evaluate(
             defaultPlan: try defaultPlan(merchantID), for: command, isEligibleForTrial: true, now: now.date)
         var subscriptions: [Subscription] = []
         if let plan = decision.plan, let terms = decision.terms {

@@ -82,7 +82,7 @@ struct PlanStoreTests {
                 }
             }
             #expect(row?.customerID == reply.customer.id)
-            #expect(row?.endDate == Timestamp(now).adding(days: 14).millisecondsSince1970)
+            #expect(row?.endDate == Timestamp(now).adding(days: 14)?.millisecondsSince1970)
         }
     }
 

@@ -49,4 +49,17 @@ struct AdminCommandTests {
         #expect(result.output.contains("\(file): plans[0].currency"))
         #expect(result.output.contains("\(file): plans[0].billingCadence"))
     }
+
+    @Test func aHugeTrialIsRefusedAtImport() async throws {
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let created = try await run("merchants", "create", "--name", "Acme")
+        let merchant = try #require(try JSONSerialization.jsonObject(with: Data(created.output.utf8)) as? [String: String])
+        let file = directory.appendingPathComponent("huge-trial.json").path
+        let catalog = #"{"plans":[{"id":"pro","name":"Pro","currency":"USD","price":900,"billingCadence":"monthly","trialDays":99999999999999,"isPrivate":false,"status":"available","default":true}]}"#
+        try catalog.write(toFile: file, atomically: true, encoding: .utf8)
+        let result = try await run("plans", "import", "--merchant", try #require(merchant["merchantId"]), file)
+        #expect(result.status == 1)
+        #expect(result.output.contains("\(file): plans[0].trialDays: must be a whole number of days in 0...730"))
+    }
 }
