@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// One broker connection with one channel that survives connection loss.
 ///
@@ -33,7 +34,20 @@ public actor AMQPSession {
     /// How often the session reconnected after losing its connection.
     public private(set) var reconnects = 0
     /// True while the broker has blocked publishing on this connection (resource alarm).
-    public private(set) var isBlocked = false
+    public private(set) var isBlocked = false {
+        didSet { impairments.store(impairmentBits, ordering: .relaxed) }
+    }
+    private var isRecoveringNow = false {
+        didSet { impairments.store(impairmentBits, ordering: .relaxed) }
+    }
+    /// `isRecovering` and `isBlocked` for readers on any thread (health probes), without waiting
+    /// for the session's thread, which may sit in a blocking broker call.
+    private nonisolated let impairments = Atomic<UInt8>(0)
+    private var impairmentBits: UInt8 { (isRecoveringNow ? 1 : 0) | (isBlocked ? 2 : 0) }
+    /// True from losing the connection until it is re-established (readable from any thread).
+    public nonisolated var isRecovering: Bool { impairments.load(ordering: .relaxed) & 1 != 0 }
+    /// `isBlocked`, readable from any thread.
+    public nonisolated var isBlockedNow: Bool { impairments.load(ordering: .relaxed) & 2 != 0 }
     private var isClosed = false
 
     // What to replay after a reconnect.
@@ -337,6 +351,8 @@ public actor AMQPSession {
     /// Reconnects with exponential backoff and jitter until it works, the policy's attempts run
     /// out, the session is closed, or the task is cancelled.
     private func recover(after error: AMQPError) async throws {
+        isRecoveringNow = true
+        defer { isRecoveringNow = false }
         connection = nil
         buffered.removeAll()
         logger.warning("AMQP connection lost; reconnecting", metadata: ["error": "\(error)"])

@@ -28,14 +28,18 @@ public final class CommandWorker: Service {
     private let lastTurn = Atomic<UInt64>(0)
     /// Deliveries taken and not yet acknowledged or returned.
     private let unacked = Atomic<Int>(0)
-    /// How long the loop may go without turning before liveness fails: a batch stuck this long
-    /// (all retries included) means the process needs a restart.
-    static let livenessWindow: UInt64 = 120_000_000_000
+    /// True while the worker holds a batch it cannot commit because the store keeps failing.
+    private let paused = Atomic<Bool>(false)
+    /// How long the loop may go without turning before liveness fails, in nanoseconds
+    /// (`WorkerConfiguration.livenessWindow`).
+    private let livenessWindow: UInt64
 
     public init(configuration: WorkerConfiguration, store: CustomerStore, logger: Logger) throws(AMQPError) {
         self.configuration = configuration
         self.store = store
         self.logger = logger
+        let (seconds, attoseconds) = configuration.livenessWindow.components
+        livenessWindow = UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
         var amqp = try configuration.amqpConfiguration
         let host = ProcessInfo.processInfo.hostName
         let pid = ProcessInfo.processInfo.processIdentifier
@@ -45,13 +49,25 @@ public final class CommandWorker: Service {
         publisher = AMQPSession(configuration: amqp, recovery: configuration.reconnect, logger: logger, name: "publisher")
     }
 
-    /// True while the consumer is attached to the command queue (readiness).
+    /// True while the consumer is attached to the command queue.
     public var isConsuming: Bool { attached.load(ordering: .relaxed) }
 
-    /// False when the consume loop has stopped turning (liveness).
+    /// True while the store keeps failing and the worker holds its batch instead of taking more.
+    public var isPaused: Bool { paused.load(ordering: .relaxed) }
+
+    /// Readiness: attached to the queue, and neither reconnecting, blocked by the broker, nor
+    /// paused by a failing store. Reads only atomics, so a probe never waits for the worker.
+    public var isReady: Bool {
+        isConsuming && !isPaused && !consumer.isRecovering && !publisher.isRecovering && !publisher.isBlockedNow
+    }
+
+    /// Liveness: false when the consume loop has not turned for longer than the longest
+    /// legitimate wait the settings allow. Waiting for the broker to come back counts as alive:
+    /// a restart would not bring it back sooner.
     public var isLive: Bool {
+        if consumer.isRecovering || publisher.isRecovering { return true }
         let last = lastTurn.load(ordering: .relaxed)
-        return last == 0 || DispatchTime.now().uptimeNanoseconds - last < Self.livenessWindow
+        return last == 0 || DispatchTime.now().uptimeNanoseconds - last < livenessWindow
     }
 
     public func run() async throws {

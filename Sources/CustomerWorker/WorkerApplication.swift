@@ -19,7 +19,7 @@ public struct WorkerApplication: Sendable {
         // Before any metric is created: metrics made earlier would go nowhere.
         metrics = MetricsRegistry.bootstrap()
         let store = try CustomerStore(path: configuration.databasePath, busyTimeout: configuration.databaseBusyTimeout,
-                                      backgroundCheckpoints: true)
+                                      backgroundCheckpoints: true, synchronous: configuration.databaseSynchronous)
         try store.migrate()
         let worker = try CommandWorker(configuration: configuration, store: store, logger: logger)
         self.worker = worker
@@ -28,7 +28,7 @@ public struct WorkerApplication: Sendable {
             let registry = metrics
             let server = try HealthServer(
                 port: UInt16(port), logger: logger,
-                readiness: { worker.isConsuming },
+                readiness: { worker.isReady },
                 health: { worker.isLive },
                 metrics: { registry.render() })
             // Listed first, so it is shut down last: /healthz answers while the worker drains.
@@ -53,14 +53,14 @@ public struct WorkerApplication: Sendable {
         await group.triggerGracefulShutdown()
     }
 
-    /// `customer-worker health`: the broker answers and the database takes a write.
+    /// `customer-worker health`: the broker answers and the database takes a write. It changes
+    /// nothing else: it does not migrate (a database the worker has not migrated is unhealthy).
     public static func checkHealth(configuration: WorkerConfiguration, logger: Logger) async throws {
         let session = AMQPSession(configuration: try configuration.amqpConfiguration,
                                   recovery: RecoveryPolicy(maximumAttempts: 1), logger: logger, name: "health")
         try await session.connect()
         await session.close()
         let store = try CustomerStore(path: configuration.databasePath, busyTimeout: configuration.databaseBusyTimeout)
-        try store.migrate()
         try await store.checkWritable()
     }
 }

@@ -127,7 +127,8 @@ private struct BenchmarkRun: Sendable {
             let configuration = topology.configuration
             let fleet = try WorkerFleet(
                 binary: workerBinary(), count: settings.replicas,
-                environment: topology.workerEnvironment(databasePath: database.store.path),
+                environment: topology.workerEnvironment(databasePath: database.store.path)
+                    .merging(settings.databaseSynchronous.map { ["DATABASE_SYNCHRONOUS": $0] } ?? [:]) { $1 },
                 settingNames: WorkerConfiguration.settings.map(\.variable), logDirectory: directory)
             let outcome = await capture {
                 try await fleet.waitUntilConnected(brokerPort: try configuration.amqpConfiguration.port, timeout: .seconds(60))

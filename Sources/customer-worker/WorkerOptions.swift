@@ -13,6 +13,7 @@ struct WorkerOptions: ParsableArguments {
     @Option(help: help("BATCH_LINGER_MS")) var batchLingerMs: String?
     @Option(help: help("SHUTDOWN_TIMEOUT")) var shutdownTimeout: String?
     @Option(help: help("DATABASE_BUSY_TIMEOUT_MS")) var databaseBusyTimeoutMs: String?
+    @Option(help: help("DATABASE_SYNCHRONOUS")) var databaseSynchronous: String?
     @Option(help: help("CONFIRM_TIMEOUT")) var confirmTimeout: String?
     @Option(help: help("TRANSIENT_ATTEMPTS")) var transientAttempts: String?
     @Option(help: help("DELIVERY_LIMIT")) var deliveryLimit: String?
@@ -50,6 +51,7 @@ struct WorkerOptions: ParsableArguments {
         let flags: [String: String?] = [
             "AMQP_URL": amqpURL, "DATABASE_PATH": database, "PREFETCH": prefetch, "BATCH_LINGER_MS": batchLingerMs,
             "SHUTDOWN_TIMEOUT": shutdownTimeout, "DATABASE_BUSY_TIMEOUT_MS": databaseBusyTimeoutMs,
+            "DATABASE_SYNCHRONOUS": databaseSynchronous,
             "CONFIRM_TIMEOUT": confirmTimeout, "TRANSIENT_ATTEMPTS": transientAttempts, "DELIVERY_LIMIT": deliveryLimit,
             "REPLIES_MAX_LENGTH": repliesMaxLength, "HTTP_PORT": httpPort, "LOG_LEVEL": logLevel, "LOG_FORMAT": logFormat, "COMMAND_EXCHANGE": commandExchange,
             "COMMAND_ROUTING_KEY": commandRoutingKey, "COMMAND_QUEUE": commandQueue,

@@ -6,7 +6,7 @@ import Testing
 
 @Suite("Store: file, migrations, concurrency")
 struct StoreTests {
-    @Test func opensWithWALForeignKeysAndNormalSync() async throws {
+    @Test func opensWithWALForeignKeysAndFullSync() async throws {
         try await withStore { store, path in
             #expect(FileManager.default.fileExists(atPath: path))
             let (journal, foreignKeys, synchronous) = try await store.pool.write { db in
@@ -15,11 +15,18 @@ struct StoreTests {
             }
             #expect(journal == "wal")
             #expect(foreignKeys == 1)
-            #expect(synchronous == 1)
+            #expect(synchronous == 2, "synchronous=FULL by default")
             try store.migrate()
             try await store.checkWritable()
             #expect(try await store.customerCount() == 0)
             #expect(try await store.handle([], now: now).isEmpty)
+        }
+    }
+
+    @Test func normalSyncIsAnOptIn() async throws {
+        try await withStore { _, path in
+            let relaxed = try CustomerStore(path: path, synchronous: .normal)
+            #expect(try await relaxed.pool.write { try Int.fetchOne($0, sql: "PRAGMA synchronous") } == 1)
         }
     }
 
