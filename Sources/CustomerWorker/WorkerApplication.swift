@@ -21,7 +21,9 @@ public struct WorkerApplication: Sendable {
         let store = try CustomerStore(path: configuration.databasePath, busyTimeout: configuration.databaseBusyTimeout,
                                       backgroundCheckpoints: true, synchronous: configuration.databaseSynchronous)
         try store.migrate()
-        let worker = try CommandWorker(configuration: configuration, store: store, logger: logger)
+        let faults = FaultInjection.fromEnvironment()
+        if faults.isArmed { logger.warning("fault injection is armed: this worker will crash on purpose", metadata: ["fault": "\(FaultInjection.crashOnExternalIDVariable)"]) }
+        let worker = try CommandWorker(configuration: configuration, store: store, logger: logger, faults: faults)
         self.worker = worker
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: Checkpointer(store: store, logger: logger))]
         if let port = configuration.httpPort {

@@ -49,11 +49,14 @@ public struct WorkerConfiguration: Sendable {
     /// SQLite `synchronous`: FULL (durable through a power loss) unless NORMAL is chosen.
     public var databaseSynchronous: SynchronousMode = .full
     public var confirmTimeout: Duration = .seconds(30)
-    /// Attempts at a batch whose database work or publishing fails transiently before its
-    /// commands are returned to the queue (which counts toward the delivery limit).
+    /// Attempts at publishing a batch's replies before its commands are returned to the queue
+    /// (which counts toward the delivery limit). A failing database never returns commands: the
+    /// worker pauses and retries with `transientBackoff` until it recovers.
     public var transientAttempts = 5
     public var transientBackoff = RecoveryPolicy(initialDelay: .milliseconds(200), maximumDelay: .seconds(5))
     public var reconnect = RecoveryPolicy(initialDelay: .milliseconds(200), maximumDelay: .seconds(15))
+    /// Which `reply_to` names get a copy of the reply (`REPLY_TO_PATTERN`).
+    public var replyTo = ReplyToPolicy()
     /// Port of the HTTP listener for /healthz, /readyz and /metrics; nil → off.
     public var httpPort: Int?
     public var appID = "customer-worker"
@@ -109,7 +112,7 @@ public struct WorkerConfiguration: Sendable {
             "REPLIES_QUEUE": names.repliesQueue, "REPLIES_BINDING_KEY": names.repliesBindingKey,
             "DELIVERY_LIMIT": String(deliveryLimit), "LOG_LEVEL": logLevel.rawValue,
             "DATABASE_SYNCHRONOUS": databaseSynchronous.rawValue,
-        ]
+        ].merging(replyTo.pattern.map { ["REPLY_TO_PATTERN": $0] } ?? [:]) { $1 }
     }
 
     public var amqpConfiguration: ConnectionConfiguration {
@@ -150,9 +153,12 @@ extension WorkerConfiguration {
                "full: every commit is fsynced, so an acknowledged customer survives a power loss. normal: faster commits, but a power loss or kernel crash can lose the last acknowledged customers (their senders' retries then create new ids); only for data you can lose.",
                rule: "must be full or normal") { SynchronousMode(rawValue: $0.lowercased()) },
         seconds("CONFIRM_TIMEOUT", "confirm-timeout", \.confirmTimeout, 1...600, "Seconds to wait for the broker to confirm a batch of replies."),
-        integer("TRANSIENT_ATTEMPTS", "transient-attempts", \.transientAttempts, 1...100, "Attempts at a batch that fails transiently (database busy or full, replies not confirmed) before its commands are requeued."),
+        integer("TRANSIENT_ATTEMPTS", "transient-attempts", \.transientAttempts, 1...100, "Attempts at publishing a batch's replies (not confirmed in time) before its commands are requeued. A failing database (busy, full, read-only) never requeues: the worker holds the batch, pauses (not ready) and retries with backoff up to 5 s until it recovers."),
         integer("DELIVERY_LIMIT", "delivery-limit", \.deliveryLimit, 1...1000, "Deliveries of a command before the queue dead-letters it (x-delivery-limit; must match the existing queue)."),
         integer("REPLIES_MAX_LENGTH", "replies-max-length", \.repliesMaxLength, 1...100_000_000, "Replies kept in the inspection queue; the oldest are dropped beyond it (x-max-length, drop-head)."),
+        parsed("REPLY_TO_PATTERN", "reply-to-pattern", \.replyTo, shown: "none",
+               "Regular expression (whole name) of further queues a command's reply_to may name. Always allowed: direct reply-to (amq.rabbitmq.reply-to.…) and server-named queues (amq.gen-…). A reply_to that is not allowed is ignored (the events copy stands), counted and logged.",
+               rule: "must be a valid regular expression") { try? ReplyToPolicy(pattern: $0) },
         parsed("HTTP_PORT", "http-port", \.httpPort, shown: "off", "Port of the HTTP listener for /healthz, /readyz and /metrics; off when unset.",
                rule: "must be a port number 0...65535") { raw -> Int?? in
             guard let port = Int(raw), (0...65_535).contains(port) else { return nil }
