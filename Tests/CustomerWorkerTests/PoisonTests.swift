@@ -2,6 +2,7 @@ import AMQP
 import BrokerTestSupport
 import CustomerWorker
 import Foundation
+import GRDB
 import Testing
 
 /// A command that crashes the worker takes only itself to the dead-letter queue.
@@ -54,5 +55,37 @@ struct PoisonTests {
         #expect(!FaultInjection.fromEnvironment([:]).isArmed)
         #expect(!FaultInjection.fromEnvironment([FaultInjection.crashOnExternalIDVariable: ""]).isArmed)
         #expect(FaultInjection.fromEnvironment([FaultInjection.crashOnExternalIDVariable: "x"]).crashOnExternalID == "x")
+    }
+
+    /// A stored plan no import would accept (written by hand): the command of that merchant
+    /// fails on its own and is dead-lettered at once with a clear error; the commands of another
+    /// merchant in the same batch are answered.
+    @Test func aCommandFailingOnItsOwnIsDeadLetteredAlone() async throws {
+        let fixture = try await WorkerFixture("poison-plan")
+        let healthy = try await fixture.merchant()
+        let broken = try await fixture.merchant(catalog: """
+            {"plans":[{"id":"pro","name":"Pro","currency":"USD","price":900,"billingCadence":"monthly","trialDays":14,
+            "isPrivate":false,"status":"available","default":true}]}
+            """)
+        try await DatabaseQueue(path: fixture.configuration.databasePath).write { db in
+            try db.execute(sql: "UPDATE plans SET trial_days = 9223372036854775807 WHERE merchant_id = ?", arguments: [broken.merchantId])
+        }
+        let good = (0..<10).map { CommandClient.Command(body: Array(#"{"externalId":"plan-ok-\#($0)"}"#.utf8), messageID: "plan-ok-\($0)") }
+        try await fixture.client.publish(Array(good[..<5]), apiKey: healthy.secretKey, wantReplies: true)
+        try await fixture.client.publish([.init(body: Array(#"{"externalId":"plan-broken"}"#.utf8), messageID: "plan-broken")],
+                                         apiKey: broken.secretKey, wantReplies: true)
+        try await fixture.client.publish(Array(good[5...]), apiKey: healthy.secretKey, wantReplies: true)
+
+        let worker = try ObservedWorker(fixture, name: "worker")
+        defer { Task { await worker.process.terminate() } }
+        let replies = try await fixture.collectReplies(for: Set(good.map(\.messageID)), timeout: .seconds(20))
+        #expect(Set(replies.compactMap(\.properties.correlationID)) == Set(good.map(\.messageID)))
+        let dead = try await fixture.drain(fixture.configuration.names.deadLetterQueue)
+        #expect(dead.compactMap(\.properties.messageID) == ["plan-broken"])
+        #expect(await worker.metric(#"customer_worker_dead_lettered_total{reason="failed"}"#) == 1)
+        #expect(try await worker.stop() == 0)
+        let log = try String(contentsOfFile: worker.log, encoding: .utf8)
+        #expect(log.contains("trialDays 9223372036854775807 is out of range"), "the error names the plan field")
+        await fixture.tearDown()
     }
 }
