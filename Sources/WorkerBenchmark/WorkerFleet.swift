@@ -135,12 +135,20 @@ enum BrokerConnections {
         })
         let remotePort = ":" + String(port, radix: 16, uppercase: true).leftPadded(to: 4)
         return ["tcp", "tcp6"].reduce(0) { total, table in
-            let rows = ((try? String(contentsOfFile: "/proc/\(pid)/net/\(table)", encoding: .utf8)) ?? "").split(separator: "\n").dropFirst()
+            let rows = readProcFile("/proc/\(pid)/net/\(table)").split(separator: "\n").dropFirst()
             return total + rows.count { row in
                 // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
                 let columns = row.split(separator: " ")
                 return columns.count > 9 && columns[2].hasSuffix(remotePort) && columns[3] == "01" && sockets.contains(columns[9])
             }
         }
+    }
+
+    /// The whole of a /proc file. /proc reports a size of 0, and `String(contentsOfFile:)` then
+    /// reads one page only: on a machine with many TCP connections the table is longer.
+    private static func readProcFile(_ path: String) -> String {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return "" }
+        defer { try? handle.close() }
+        return String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self)
     }
 }
