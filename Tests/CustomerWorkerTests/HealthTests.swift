@@ -4,29 +4,11 @@ import CustomerWorker
 import Foundation
 import GRDB
 import Testing
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// Probes that tell the truth: readiness false while the worker cannot take commands, a
 /// liveness window derived from the settings, and a health command that changes nothing.
 @Suite("Health", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct HealthTests {
-    private func get(_ port: Int, _ path: String) async -> Int? {
-        guard let (_, response) = try? await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!) else { return nil }
-        return (response as? HTTPURLResponse)?.statusCode
-    }
-
-    /// Polls `path` until it answers `status`; false after `timeout`.
-    private func poll(_ port: Int, _ path: String, _ status: Int, timeout: Duration) async throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if await get(port, path) == status { return true }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return false
-    }
-
     @discardableResult
     private func ctl(_ arguments: String...) async throws -> String {
         try await TestBroker.brokerScript(["ctl", "-q"] + arguments)
@@ -55,27 +37,24 @@ struct HealthTests {
         try await ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
         defer { TestBroker.brokerScriptBlocking(["ctl", "-q", "delete_user", user]) }
 
-        let port = FreePort.next()
-        var environment = fixture.environment
-        environment["HTTP_PORT"] = String(port)
         let configuration = try ConnectionConfiguration(url: TestBroker.url)
-        environment["AMQP_URL"] = "amqp://\(user):ready-password@\(configuration.host):\(configuration.port)/%2f"
-        let worker = try WorkerProcess(environment: environment, logFile: fixture.directory.appendingPathComponent("worker.log").path)
-        defer { Task { await worker.terminate() } }
-        #expect(try await poll(port, "/readyz", 200, timeout: .seconds(20)), "never ready")
+        let worker = try ObservedWorker(fixture, name: "worker", environment: [
+            "AMQP_URL": "amqp://\(user):ready-password@\(configuration.host):\(configuration.port)/%2f",
+        ])
+        defer { Task { await worker.process.terminate() } }
+        #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(20)), "never ready")
 
         try await ctl("clear_permissions", "-p", "/", user)
         #expect(try await closeConnections(of: user) == 2, "the consumer's and the publisher's connections")
-        #expect(try await poll(port, "/readyz", 503, timeout: .seconds(10)), "still ready while reconnecting")
-        #expect(await get(port, "/healthz") == 200, "waiting for the broker is not a reason to restart")
+        #expect(try await worker.poll("/readyz", until: 503, timeout: .seconds(10)), "still ready while reconnecting")
+        #expect(await worker.status("/healthz") == 200, "waiting for the broker is not a reason to restart")
 
         try await ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
-        #expect(try await poll(port, "/readyz", 200, timeout: .seconds(40)), "not ready again after the broker let it back in")
+        #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(40)), "not ready again after the broker let it back in")
         let reply = try await fixture.send(json: #"{"externalId":"after-reconnect"}"#, apiKey: merchant.secretKey)
         #expect(reply.properties.type == "CustomerCreated")
 
-        worker.signal(SIGTERM)
-        #expect(try await worker.waitForExit(timeout: .seconds(15)) == 0)
+        #expect(try await worker.stop() == 0)
         await fixture.tearDown()
     }
 
