@@ -95,6 +95,15 @@ public final class AMQPSession: Sendable {
     public var reconnects: Int { get async { status.reconnects } }
     /// True while the broker has blocked publishing on this connection (resource alarm).
     public var isBlocked: Bool { get async { status.isBlocked } }
+    /// True from losing the connection until it is re-established (for health probes, without waiting).
+    public var isRecovering: Bool {
+        switch status.state {
+        case .connecting, .recovering: true
+        default: false
+        }
+    }
+    /// `isBlocked` without waiting (for health probes).
+    public var isBlockedNow: Bool { status.isBlocked }
 
     // MARK: Set-up (remembered and replayed after reconnects)
 

@@ -7,7 +7,8 @@ extension CustomerStorage {
     /// in order. Throws only when the database fails; then nothing was committed. A deadlock or
     /// serialization failure runs the batch again (a few times) instead of failing it.
     /// `now` is truncated to whole milliseconds, the precision of replies and rows.
-    public func handle(_ commands: [IncomingCommand], now: Date) async throws -> [ReplyRecord] {
+    /// With `finishingAttempt`, the transaction also removes that handling-attempt marker.
+    public func handle(_ commands: [IncomingCommand], now: Date, finishingAttempt attemptKey: String? = nil) async throws -> [ReplyRecord] {
         guard !commands.isEmpty else { return [] }
         // Parsing needs no lock, so it happens before the transaction starts.
         let batch = CreateCustomerBatch(commands: commands, now: Timestamp(now))
@@ -15,7 +16,11 @@ extension CustomerStorage {
         while true {
             attempt += 1
             do {
-                return try await transaction("handle commands") { try await batch.run(in: $0) }
+                return try await transaction("handle commands") { transaction in
+                    let replies = try await batch.run(in: transaction)
+                    if let attemptKey { try await transaction.deleteAttempt(key: attemptKey) }
+                    return replies
+                }
             } catch where attempt < CreateCustomerBatch.conflictAttempts && isRetryable(error) {
                 try await Task.sleep(for: .milliseconds(Int.random(in: 1...(10 * attempt))))
             }
@@ -73,7 +78,7 @@ struct CreateCustomerBatch: Sendable {
                 replies[candidate.index] = resolve(candidate, against: record)
                 continue
             }
-            let creation = create(candidate, defaultPlan: defaultPlans[candidate.merchantID])
+            let creation = try create(candidate, defaultPlan: defaultPlans[candidate.merchantID])
             known[candidate.key] = creation.record
             replies[candidate.index] = ReplyRecord(
                 type: .customerCreated, idempotencyKey: candidate.key, messageID: creation.record.messageID,
@@ -153,9 +158,11 @@ struct CreateCustomerBatch: Sendable {
         return APIKeys.authenticate(apiKey, stored: stored[keyID])
     }
 
-    private func create(_ candidate: Candidate, defaultPlan: Plan?) -> Creation {
+    /// Throws `PlanOutOfRange` when the stored default plan cannot give a valid subscription: the
+    /// command fails on its own, and the worker dead-letters it alone.
+    private func create(_ candidate: Candidate, defaultPlan: Plan?) throws -> Creation {
         let customerID = newIdentifier(now: now)
-        let decision = DefaultPlanRules.evaluate(
+        let decision = try DefaultPlanRules.evaluate(
             defaultPlan: defaultPlan, for: candidate.command, isEligibleForTrial: true, now: now.date)
         var subscriptions: [Subscription] = []
         if let plan = decision.plan, let terms = decision.terms {

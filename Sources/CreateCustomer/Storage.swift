@@ -14,6 +14,11 @@ public protocol CustomerStorage: Sendable {
     /// or a serialization failure between replicas. Never answered to a sender as an error.
     func isRetryable(_ error: any Error) -> Bool
 
+    /// True when the database itself is unavailable (unreachable, busy past its timeout, full,
+    /// read-only, I/O): every command would fail the same way, so the worker pauses and retries
+    /// instead of blaming the commands. False for a failure a command causes by itself.
+    func isOutage(_ error: any Error) -> Bool
+
     /// Applies pending schema migrations; safe when several processes start at once.
     func migrate() async throws
 
@@ -44,6 +49,13 @@ public protocol StorageTransaction: Sendable {
     func insertProcessedRequests(_ records: [ProcessedRequest], now: Timestamp) async throws
     /// The ids of existing customers.
     func customerIDs(_ references: [CustomerReference]) async throws -> [CustomerReference: String]
+
+    // MARK: Handling attempts (`HandlingAttempt`)
+
+    /// Counts one more started attempt at `key` and returns how many earlier ones never finished.
+    func beginAttempt(key: String, now: Timestamp) async throws -> Int
+    /// Removes the marker of `key`, if there is one.
+    func deleteAttempt(key: String) async throws
 
     // MARK: Administration
 

@@ -80,9 +80,9 @@ private struct PlanFieldReader {
         let name = text("name")
         let description = optionalText("description")
         let currency = self.currency("currency")
-        let price = count("price")
+        let price = bounded("price", Plan.priceRange, unit: "cents")
         let cadence: BillingCadence? = choice("billingCadence")
-        let trialDays = count("trialDays")
+        let trialDays = bounded("trialDays", Plan.trialDaysRange, unit: "days")
         let isPrivate = flag("isPrivate")
         let status: PlanStatus? = choice("status")
         let isDefault = flag("default")
@@ -144,9 +144,11 @@ private struct PlanFieldReader {
         required(key, { _ in "must be \"\(Plan.currency)\"" }) { $0.stringValue == Plan.currency ? Plan.currency : nil }
     }
 
-    /// A non-negative integer.
-    private mutating func count(_ key: String) -> Int? {
-        required(key, { _ in "must be an integer ≥ 0" }) { $0.integerValue.flatMap { $0 >= 0 ? $0 : nil } }
+    /// A whole number inside `range`; the rule names the range.
+    private mutating func bounded(_ key: String, _ range: ClosedRange<Int>, unit: String) -> Int? {
+        required(key, { _ in "must be a whole number of \(unit) in \(range.lowerBound)...\(range.upperBound)" }) {
+            $0.integerValue.flatMap { range.contains($0) ? $0 : nil }
+        }
     }
 
     private mutating func flag(_ key: String) -> Bool? {
@@ -187,9 +189,15 @@ private struct PlanFieldReader {
             return nil
         case .string(let text)?:
             // The contract's one format only: UTC with milliseconds.
-            if let timestamp = Timestamp(iso8601: text), timestamp.iso8601 == text { return timestamp }
-            fail(key, "must be an ISO 8601 UTC timestamp with milliseconds, e.g. 2021-01-01T00:00:00.000Z")
-            return nil
+            guard let timestamp = Timestamp(iso8601: text), timestamp.iso8601 == text else {
+                fail(key, "must be an ISO 8601 UTC timestamp with milliseconds, e.g. 2021-01-01T00:00:00.000Z")
+                return nil
+            }
+            guard Timestamp.validRange.contains(timestamp) else {
+                fail(key, "must be between \(Timestamp.validRange.lowerBound.iso8601) and \(Timestamp.validRange.upperBound.iso8601)")
+                return nil
+            }
+            return timestamp
         case let value?:
             fail(key, "must be an ISO 8601 timestamp string, not \(value.kindDescription)")
             return nil

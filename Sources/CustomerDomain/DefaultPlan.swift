@@ -55,12 +55,17 @@ public enum DefaultPlanRules {
     /// Applies the contract's ordered rules: no default plan; country restriction; free plan; trial;
     /// paid plan needing a payment reference; and a future `availableFrom` turns any subscription
     /// into a scheduled one that starts then.
+    ///
+    /// Throws `PlanOutOfRange` when the stored plan holds numbers no catalog import accepts (a row
+    /// written by hand or before the bounds existed) or its trial would end past year 9999: a
+    /// clear error instead of an arithmetic trap.
     public static func evaluate(
         defaultPlan: Plan?, for command: CreateCustomerCommand, isEligibleForTrial: Bool, now: Date
-    ) -> DefaultPlanDecision {
+    ) throws(PlanOutOfRange) -> DefaultPlanDecision {
         guard let plan = defaultPlan, plan.status == .available else {
             return DefaultPlanDecision(result: DefaultPlanResult(outcome: .noDefaultPlan), plan: nil, terms: nil)
         }
+        try PlanOutOfRange.check(plan)
         if let countries = plan.availableCountries, !countries.contains(command.billingCountry ?? "") {
             return notEligible(plan, .countryNotSupported)
         }
@@ -72,11 +77,19 @@ public enum DefaultPlanRules {
         let nowStamp = Timestamp(now)
         let isScheduled = plan.availableFrom.map { $0 > nowStamp } ?? false
         let start = isScheduled ? plan.availableFrom ?? nowStamp : nowStamp
+        var endDate: Timestamp?
+        if isTrial {
+            guard let end = start.adding(days: plan.trialDays) else {
+                throw PlanOutOfRange(planID: plan.id, field: "trialDays", value: String(plan.trialDays),
+                                     rule: "the trial would end after \(Timestamp.validRange.upperBound.iso8601)")
+            }
+            endDate = end
+        }
         let terms = SubscriptionTerms(
             status: isScheduled ? .pendingActivation : .active,
             isTrial: isTrial,
             startDate: start,
-            endDate: isTrial ? start.adding(days: plan.trialDays) : nil,
+            endDate: endDate,
             paymentGateway: plan.isFree ? nil : gateway)
         let outcome: DefaultPlanOutcome = isScheduled ? .scheduled : isTrial ? .trialStarted : .subscribed
         return DefaultPlanDecision(result: DefaultPlanResult(outcome: outcome, planId: plan.id), plan: plan, terms: terms)
@@ -98,5 +111,31 @@ public enum DefaultPlanRules {
     private static func notEligible(_ plan: Plan, _ reason: NotEligibleReason) -> DefaultPlanDecision {
         DefaultPlanDecision(
             result: DefaultPlanResult(outcome: .notEligible, planId: plan.id, reason: reason), plan: nil, terms: nil)
+    }
+}
+
+/// A stored plan whose numbers are outside what the rules can work with.
+public struct PlanOutOfRange: Error, Sendable, Hashable, CustomStringConvertible {
+    public var planID: String
+    public var field: String
+    public var value: String
+    public var rule: String
+
+    public var description: String { "plan \(planID): \(field) \(value) is out of range: \(rule)" }
+
+    /// The bounds a catalog import enforces, checked again on what the database returned.
+    static func check(_ plan: Plan) throws(PlanOutOfRange) {
+        if !Plan.priceRange.contains(plan.price) {
+            throw PlanOutOfRange(planID: plan.id, field: "price", value: String(plan.price),
+                                 rule: "must be \(Plan.priceRange.lowerBound)...\(Plan.priceRange.upperBound) cents")
+        }
+        if !Plan.trialDaysRange.contains(plan.trialDays) {
+            throw PlanOutOfRange(planID: plan.id, field: "trialDays", value: String(plan.trialDays),
+                                 rule: "must be \(Plan.trialDaysRange.lowerBound)...\(Plan.trialDaysRange.upperBound) days")
+        }
+        if let from = plan.availableFrom, !Timestamp.validRange.contains(from) {
+            throw PlanOutOfRange(planID: plan.id, field: "availableFrom", value: String(from.millisecondsSince1970),
+                                 rule: "must be between \(Timestamp.validRange.lowerBound.iso8601) and \(Timestamp.validRange.upperBound.iso8601)")
+        }
     }
 }

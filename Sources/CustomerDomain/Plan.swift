@@ -10,6 +10,10 @@ public enum PlanStatus: String, Codable, Sendable, CaseIterable {
 /// the contract's JSON keys.
 public struct Plan: Codable, Sendable, Hashable, OrderedJSONObject {
     public static let currency = "USD"
+    /// Prices a catalog may set, in cents: free up to 10,000,000.00 USD per billing period.
+    public static let priceRange = 0...1_000_000_000
+    /// Trial lengths a catalog may set: none up to two years.
+    public static let trialDaysRange = 0...730
 
     public var id: String
     public var name: String

@@ -26,8 +26,18 @@ public struct Timestamp: Hashable, Comparable, Sendable {
 
     static let millisecondsPerDay: Int64 = 86_400_000
 
-    public func adding(days: Int) -> Timestamp {
-        Timestamp(millisecondsSince1970: millisecondsSince1970 + Int64(days) * Self.millisecondsPerDay)
+    /// 1970-01-01T00:00:00.000Z … 9999-12-31T23:59:59.999Z: what the wire format and the
+    /// database can hold; arithmetic that leaves it is an error, never a trap.
+    public static let validRange = Timestamp(millisecondsSince1970: 0)...Timestamp(millisecondsSince1970: 253_402_300_799_999)
+
+    /// `days` later, or nil when the result overflows or leaves `validRange` (checked arithmetic:
+    /// whatever a database row holds, this cannot trap).
+    public func adding(days: Int) -> Timestamp? {
+        let (offset, overflowed) = Int64(clamping: days).multipliedReportingOverflow(by: Self.millisecondsPerDay)
+        let (sum, overflowedSum) = millisecondsSince1970.addingReportingOverflow(offset)
+        guard !overflowed, !overflowedSum else { return nil }
+        let result = Timestamp(millisecondsSince1970: sum)
+        return Self.validRange.contains(result) ? result : nil
     }
 }
 

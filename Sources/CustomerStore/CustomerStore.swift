@@ -25,7 +25,10 @@ public final class CustomerStore: CustomerStorage {
     /// database themselves (SQLite does that inside COMMIT every 1000 pages, fsync included); the
     /// owner calls `checkpoint()` regularly instead. SQLite's automatic checkpoint stays on at a
     /// larger size as a backstop, should the owner fall behind.
-    public init(path: String, busyTimeout: Duration = .seconds(5), backgroundCheckpoints: Bool = false) throws {
+    ///
+    /// `synchronous` is `.full` unless the owner opts into `.normal` (see `SynchronousMode`).
+    public init(path: String, busyTimeout: Duration = .seconds(5), backgroundCheckpoints: Bool = false,
+                synchronous: SynchronousMode = .full) throws {
         self.path = path
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         do {
@@ -42,9 +45,7 @@ public final class CustomerStore: CustomerStorage {
         // by `gate`; GRDB must not treat the open transaction between them as a mistake.
         configuration.allowsUnsafeTransactions = true
         configuration.prepareDatabase { db in
-            // WAL makes NORMAL durable against application crashes; only a power loss may lose the
-            // last transactions, never corrupt the file.
-            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            try db.execute(sql: synchronous.pragma)
             // 64 MiB of page cache instead of 2: the idempotency index is keyed by a hash, so a
             // batch touches pages all over it as the tables grow.
             try db.execute(sql: "PRAGMA cache_size = -65536")
@@ -52,6 +53,8 @@ public final class CustomerStore: CustomerStorage {
         }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
+            // GRDB sets NORMAL on the writer when it turns WAL on, after `prepareDatabase`.
+            try pool.writeWithoutTransaction { try $0.execute(sql: synchronous.pragma) }
             var checkpointing = Configuration()
             checkpointing.label = "customers.checkpoint"
             checkpointing.busyMode = .timeout(busyTimeout.seconds)

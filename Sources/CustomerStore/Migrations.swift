@@ -7,6 +7,7 @@ enum Migrations {
         migrator.registerMigration("v1: merchants, keys, plans, customers, subscriptions, processed requests") { db in
             try db.execute(sql: v1)
         }
+        CustomerStore.registerHandlingAttempts(in: &migrator)
         return migrator
     }
 

@@ -15,31 +15,48 @@ import Synchronization
 /// previous batch's publishing (at most one batch in each stage), and acks stay in order because
 /// the publishing stage runs one batch at a time.
 ///
+/// One command or one outage never hurts the others:
+/// - Only the copy to the events exchange gates the ack; a copy to `reply_to` (only to allowed
+///   names, see `ReplyToPolicy`) is best effort, sent once, and its failure is counted and logged.
+/// - A database that keeps failing pauses the worker (not ready, nothing new taken) with the
+///   batch in hand, retried with capped backoff until it recovers: never requeued for that.
+/// - A batch with a redelivery, or failing on a command's own error, is handled one command per
+///   transaction; a redelivered command first commits a marker, so the worker that finds it
+///   after a crash dead-letters that command alone (`CustomerStorage.beginAttempt`).
+///
 /// Graceful shutdown (SIGTERM/SIGINT through the ServiceGroup): stop taking commands, finish the
-/// batches in hand, close both connections; unread prefetched commands go back to the queue.
+/// batches in hand, close both connections; unread prefetched commands go back to the queue, and
+/// so does a batch held while the database was failing.
 public final class CommandWorker: Service {
     public let configuration: WorkerConfiguration
     private let store: any CustomerStorage
     private let consumer: AMQPSession
     private let publisher: AMQPSession
     private let logger: Logger
+    private let faults: FaultInjection
     private let metrics = WorkerMetrics()
     private let attached = Atomic<Bool>(false)
     /// Monotonic time of the consume loop's last turn (it turns at least every 100 ms when idle).
     private let lastTurn = Atomic<UInt64>(0)
     /// Deliveries taken and not yet acknowledged or returned.
     private let unacked = Atomic<Int>(0)
+    /// True while the worker holds a batch it cannot commit because the store keeps failing.
+    private let paused = Atomic<Bool>(false)
     /// Monotonic time of the first publish failure since the last success; 0 while publishing works.
     private let publishFailingSince = Atomic<UInt64>(0)
     private let nodeGauges = Mutex(NodeGauges())
-    /// How long the loop may go without turning before liveness fails: a batch stuck this long
-    /// (all retries included) means the process needs a restart.
-    static let livenessWindow: UInt64 = 120_000_000_000
+    /// How long the loop may go without turning before liveness fails, in nanoseconds
+    /// (`WorkerConfiguration.livenessWindow`).
+    private let livenessWindow: UInt64
 
-    public init(configuration: WorkerConfiguration, store: any CustomerStorage, logger: Logger) throws(AMQPError) {
+    public init(configuration: WorkerConfiguration, store: any CustomerStorage, logger: Logger,
+                faults: FaultInjection = FaultInjection()) throws(AMQPError) {
         self.configuration = configuration
+        self.faults = faults
         self.store = store
         self.logger = logger
+        let (seconds, attoseconds) = configuration.livenessWindow.components
+        livenessWindow = UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
         let nodes = try configuration.amqpNodes.shuffled()  // once: both connections start on the same node
         let host = ProcessInfo.processInfo.hostName
         let pid = ProcessInfo.processInfo.processIdentifier
@@ -50,18 +67,26 @@ public final class CommandWorker: Service {
         publisher = AMQPSession(nodes: named("publisher"), order: .asGiven, recovery: configuration.reconnect, logger: logger, name: "publisher")
     }
 
-    /// Readiness: consuming, and both connections open, the publisher's not blocked by the broker.
-    public var isReady: Bool {
-        isConsuming && consumer.status.state.isConnected && publisher.status.isUsable
-    }
-
-    /// True while the consumer is attached to the command queue (readiness).
+    /// True while the consumer is attached to the command queue.
     public var isConsuming: Bool { attached.load(ordering: .relaxed) }
 
-    /// False when the consume loop has stopped turning (liveness).
+    /// True while the store keeps failing and the worker holds its batch instead of taking more.
+    public var isPaused: Bool { paused.load(ordering: .relaxed) }
+
+    /// Readiness: attached to the queue, both connections open (not reconnecting), the
+    /// publisher's not blocked by the broker, and not paused by a failing store. Reads only
+    /// published state, so a probe never waits for the worker.
+    public var isReady: Bool {
+        isConsuming && !isPaused && consumer.status.state.isConnected && publisher.status.isUsable
+    }
+
+    /// Liveness: false when the consume loop has not turned for longer than the longest
+    /// legitimate wait the settings allow. Waiting for the broker to come back counts as alive:
+    /// a restart would not bring it back sooner.
     public var isLive: Bool {
+        if consumer.isRecovering || publisher.isRecovering { return true }
         let last = lastTurn.load(ordering: .relaxed)
-        return last == 0 || DispatchTime.now().uptimeNanoseconds - last < Self.livenessWindow
+        return last == 0 || DispatchTime.now().uptimeNanoseconds - last < livenessWindow
     }
 
     public func run() async throws {
@@ -116,17 +141,20 @@ public final class CommandWorker: Service {
                 metrics.received.increment(by: deliveries.count)
                 metrics.batchSize.record(deliveries.count)
                 trackUnacked(deliveries.count)
-                guard let replies = await persist(deliveries) else {
-                    // Settle the batch in flight first: returning this one with `multiple` must
-                    // not take the previous batch's deliveries along while their replies publish.
-                    if batchInFlight { try await publishing.next() }
-                    batchInFlight = false
-                    await giveBack(deliveries)
+                let answered: [Answered]
+                switch await persist(deliveries) {
+                case .answered(let done):
+                    answered = done
+                case .interrupted(let unsettled):
+                    // Shutting down while the database was failing: return what we hold.
+                    await giveBack(unsettled)
                     continue
                 }
                 if batchInFlight { try await publishing.next() }
-                publishing.addTask { await self.reply(to: deliveries, with: replies, received: received) }
-                batchInFlight = true
+                batchInFlight = !answered.isEmpty
+                if batchInFlight {
+                    publishing.addTask { await self.reply(to: answered, received: received) }
+                }
             }
             try await publishing.waitForAll()
         }
@@ -172,114 +200,279 @@ public final class CommandWorker: Service {
         var description: String { "publishing replies kept failing for \(timeout) (PUBLISH_FAILURE_TIMEOUT)" }
     }
 
-    // MARK: Stage 1: one transaction for the batch
+    // MARK: Stage 1: transactions
 
-    /// The replies of the committed transaction, or nil when the database kept failing.
-    private func persist(_ deliveries: [Delivery]) async -> [ReplyRecord]? {
-        let commands = deliveries.map {
-            IncomingCommand(apiKey: $0.properties.headers["x-api-key"]?.stringValue, contentType: $0.properties.contentType, body: $0.body)
+    /// A delivery and the reply its transaction produced.
+    struct Answered: Sendable {
+        let delivery: Delivery
+        let reply: ReplyRecord
+    }
+
+    enum Persisted: Sendable {
+        /// Replies for the deliveries not dead-lettered (those are settled already).
+        case answered([Answered])
+        /// Shutdown came while the database was failing: these deliveries are still ours.
+        case interrupted(unsettled: [Delivery])
+    }
+
+    private func incoming(_ delivery: Delivery) -> IncomingCommand {
+        IncomingCommand(apiKey: delivery.properties.headers["x-api-key"]?.stringValue, contentType: delivery.properties.contentType,
+                        body: delivery.body)
+    }
+
+    /// One transaction for a batch of first deliveries. A batch holding a redelivery (the broker
+    /// tried it before: a worker may have died on one of these) or failing on a command's own
+    /// error is handled one command per transaction instead, so a poison command takes only
+    /// itself to the dead-letter queue.
+    private func persist(_ deliveries: [Delivery]) async -> Persisted {
+        if deliveries.contains(where: \.redelivered) {
+            return await persistOneByOne(deliveries, markAttempts: true)
         }
-        return await withTransientRetries("database transaction", batchSize: deliveries.count) {
+        faults.crashIfTargeted(deliveries, logger: logger)
+        let commands = deliveries.map(incoming)
+        let result = await withAvailableStore("database transaction", batchSize: deliveries.count) {
             let start = ContinuousClock.now
             let replies = try await self.store.handle(commands, now: Date())
             self.metrics.transaction.recordSince(start)
             return replies
         }
+        switch result {
+        case .success(let replies):
+            return .answered(zip(deliveries, replies).map { Answered(delivery: $0, reply: $1) })
+        case .failure(let error):
+            logger.warning("batch failed on a command's own error; handling its commands one by one", metadata: [
+                "batch.size": "\(deliveries.count)", "error": "\(error)",
+            ])
+            return await persistOneByOne(deliveries, markAttempts: false)
+        case nil:
+            return .interrupted(unsettled: deliveries)
+        }
+    }
+
+    /// One transaction per command. With `markAttempts`, each redelivered command first commits a
+    /// marker (removed in the same transaction as its work): a command whose marker is already
+    /// there took a worker down before, and goes to the dead-letter queue without being tried
+    /// again. A command whose transaction fails on its own is dead-lettered too.
+    private func persistOneByOne(_ deliveries: [Delivery], markAttempts: Bool) async -> Persisted {
+        var answered: [Answered] = []
+        for (index, delivery) in deliveries.enumerated() {
+            let command = incoming(delivery)
+            let marked = markAttempts && delivery.redelivered
+            let key = HandlingAttempt.key(messageID: delivery.properties.messageID, body: delivery.body)
+            if marked {
+                switch await withAvailableStore("record a handling attempt", batchSize: 1, { try await self.store.beginAttempt(key: key, now: Date()) }) {
+                case .success(let earlier) where earlier > 0:
+                    await deadLetter(delivery, .crashed, key: key, reason: "the worker died while handling it before (\(earlier) unfinished attempt(s))")
+                    continue
+                case .success, .failure:
+                    break
+                case nil:
+                    return .interrupted(unsettled: answered.map(\.delivery) + deliveries[index...])
+                }
+            }
+            faults.crashIfTargeted(CollectionOfOne(delivery), logger: logger)
+            let result = await withAvailableStore("database transaction", batchSize: 1) {
+                marked ? try await self.store.handleAttempt(command, key: key, now: Date())
+                    : try await self.store.handle([command], now: Date())[0]
+            }
+            switch result {
+            case .success(let reply):
+                answered.append(Answered(delivery: delivery, reply: reply))
+            case .failure(let error):
+                await deadLetter(delivery, .failed, key: marked ? key : nil, reason: "\(error)")
+            case nil:
+                if marked { try? await store.clearAttempt(key: key) }
+                return .interrupted(unsettled: answered.map(\.delivery) + deliveries[index...])
+            }
+        }
+        return .answered(answered)
+    }
+
+    /// Rejects a delivery without requeueing it: the queue dead-letters it.
+    private func deadLetter(_ delivery: Delivery, _ reason: WorkerMetrics.DeadLetterReason, key: String?, reason detail: String) async {
+        await consumer.reject(delivery.tag, requeue: false)
+        trackUnacked(-1)
+        metrics.deadLettered(reason)
+        logger.error("command sent to the dead-letter queue", metadata: [
+            "command.message_id": "\(delivery.properties.messageID ?? "")", "dead_letter.reason": "\(reason.rawValue)",
+            "error": "\(detail)",
+        ])
+        if let key { try? await store.clearAttempt(key: key) }
+    }
+
+    /// Runs a store operation until it succeeds or fails for a reason of the commands' own. While
+    /// the database is unavailable (busy, full, read-only, I/O), the worker holds what it has,
+    /// takes nothing new, reports not ready, and retries with capped backoff: an outage never
+    /// spends the commands' deliveries. Nil when shutdown came first.
+    private func withAvailableStore<T: Sendable>(_ operation: String, batchSize: Int,
+                                                 _ body: @Sendable () async throws -> T) async -> Result<T, any Error>? {
+        var attempt = 0
+        var pausedSince: ContinuousClock.Instant?
+        defer { if pausedSince != nil { setPaused(false) } }
+        while true {
+            do {
+                let value = try await body()
+                if let pausedSince {
+                    logger.notice("database available again; resuming", metadata: [
+                        "operation": "\(operation)", "attempt": "\(attempt + 1)",
+                        "paused.seconds": "\((ContinuousClock.now - pausedSince).components.seconds)",
+                    ])
+                }
+                return .success(value)
+            } catch {
+                if Task.isCancelled || error is CancellationError { return nil }
+                guard store.isOutage(error) else { return .failure(error) }
+                attempt += 1
+                metrics.storeFailures.increment()
+                if pausedSince == nil {
+                    pausedSince = .now
+                    setPaused(true)
+                }
+                logger.log(level: attempt == 1 ? .error : .warning, "database unavailable: paused, holding the batch and retrying", metadata: [
+                    "operation": "\(operation)", "attempt": "\(attempt)", "batch.size": "\(batchSize)", "error": "\(error)",
+                ])
+                if await sleepUnlessShuttingDown(configuration.transientBackoff.delay(beforeAttempt: attempt)) { return nil }
+            }
+        }
+    }
+
+    private func setPaused(_ value: Bool) {
+        paused.store(value, ordering: .relaxed)
+        metrics.paused.record(value ? 1 : 0)
+    }
+
+    /// Sleeps in short steps, keeping liveness fresh (a pause is a decision, not a hang); true
+    /// when graceful shutdown or cancellation came first.
+    private func sleepUnlessShuttingDown(_ delay: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + delay
+        while ContinuousClock.now < deadline {
+            lastTurn.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
+            if Task.isShuttingDownGracefully || Task.isCancelled { return true }
+            try? await Task.sleep(for: min(.milliseconds(100), deadline - ContinuousClock.now))
+        }
+        return Task.isShuttingDownGracefully || Task.isCancelled
     }
 
     // MARK: Stage 2: publish, await confirms, ack
 
-    private func reply(to deliveries: [Delivery], with replies: [ReplyRecord], received: ContinuousClock.Instant) async {
-        metrics.record(replies)
+    /// Publishes every reply to the events exchange (these confirms gate the ack) and, once and
+    /// best effort, to each command's allowed `reply_to`. A `reply_to` copy that is refused,
+    /// nacked, returned or lost is counted and logged, and never fails, delays or repeats another
+    /// command's reply: retries publish only the events copies still unconfirmed.
+    private func reply(to answered: [Answered], received: ContinuousClock.Instant) async {
+        metrics.record(answered.map(\.reply))
         let timestamp = UInt64(Date().timeIntervalSince1970)
-        var messages: [OutgoingMessage] = []
-        messages.reserveCapacity(deliveries.count * 2)
-        for (delivery, reply) in zip(deliveries, replies) {
-            messages += configuration.replyMessages(for: delivery.properties, reply: reply, timestamp: timestamp)
+        var events: [OutgoingMessage] = []
+        var copies: [OutgoingMessage] = []
+        events.reserveCapacity(answered.count)
+        for item in answered {
+            let messages = configuration.replyMessages(for: item.delivery.properties, reply: item.reply, timestamp: timestamp)
+            events.append(messages[0])
+            copies += messages.dropFirst()
+            if case .refused(let name) = configuration.replyTo.decide(item.delivery.properties.replyTo) {
+                metrics.replyToUndelivered(.refused)
+                logger.notice("reply_to not allowed; the reply goes to the events exchange only", metadata: [
+                    "command.message_id": "\(item.delivery.properties.messageID ?? "")", "reply_to": "\(name.prefix(255))",
+                ])
+            }
         }
-        let replyMessages = messages
-        let confirmed: Void? = await withTransientRetries("publishing replies", batchSize: deliveries.count) {
-            try await self.publishConfirmed(replyMessages)
+        var pending = Array(events.indices)
+        var copiesToSend = copies
+        var attempt = 0
+        while !pending.isEmpty {
+            attempt += 1
+            let sending = pending.map { events[$0] } + copiesToSend
+            let sentCopies = copiesToSend
+            copiesToSend = []  // reply_to copies get one attempt only
+            do {
+                let start = ContinuousClock.now
+                let outcomes: [PublishOutcome]
+                do {
+                    outcomes = try await publisher.publish(sending, timeout: configuration.confirmTimeout)
+                    publishFailingSince.store(0, ordering: .relaxed)
+                } catch {
+                    _ = publishFailingSince.compareExchange(expected: 0, desired: DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
+                    throw error
+                }
+                metrics.confirm.recordSince(start)
+                pending = settleEvents(pending, events: events, outcomes: outcomes.prefix(pending.count))
+                noteCopies(sentCopies, outcomes: outcomes.dropFirst(outcomes.count - sentCopies.count))
+                if !pending.isEmpty { throw ReplyNotConfirmed(nacked: pending.count) }
+            } catch {
+                if !sentCopies.isEmpty, !(error is ReplyNotConfirmed) { metrics.replyToUndelivered(.error, count: sentCopies.count) }
+                metrics.transientFailures.increment()
+                let exhausted = attempt >= configuration.transientAttempts || Task.isCancelled
+                logger.log(level: exhausted ? .error : .warning, "transient failure", metadata: [
+                    "operation": "publishing replies", "attempt": "\(attempt)", "batch.size": "\(answered.count)", "error": "\(error)",
+                ])
+                if exhausted {
+                    await giveBack(answered.map(\.delivery))
+                    try? await Task.sleep(for: configuration.transientBackoff.maximumDelay)
+                    return
+                }
+                try? await Task.sleep(for: configuration.transientBackoff.delay(beforeAttempt: attempt))
+            }
         }
-        guard confirmed != nil, let last = deliveries.last else {
-            await giveBack(deliveries)
-            return
-        }
-        if await consumer.ack(last.tag, multiple: true) {
+        guard let last = answered.last else { return }
+        if await consumer.ack(last.delivery.tag, multiple: true) {
             let elapsed = ContinuousClock.now - received
-            for _ in deliveries { metrics.handling.record(duration: elapsed) }
+            for _ in answered { metrics.handling.record(duration: elapsed) }
         }
-        trackUnacked(-deliveries.count)
-        logBatch(deliveries, replies)
+        trackUnacked(-answered.count)
+        logBatch(answered)
     }
 
-    /// Publishes and waits for the broker's confirms; throws if any reply was nacked.
-    private func publishConfirmed(_ messages: [OutgoingMessage]) async throws {
-        let start = ContinuousClock.now
-        let outcomes: [PublishOutcome]
-        do {
-            outcomes = try await publisher.publish(messages, timeout: configuration.confirmTimeout)
-            publishFailingSince.store(0, ordering: .relaxed)
-        } catch {
-            _ = publishFailingSince.compareExchange(expected: 0, desired: DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
-            throw error
-        }
-        metrics.confirm.recordSince(start)
-        var nacked = 0
-        for (message, outcome) in zip(messages, outcomes) {
+    /// The events copies (indices into `events`) the broker did not take.
+    private func settleEvents(_ pending: [Int], events: [OutgoingMessage], outcomes: ArraySlice<PublishOutcome>) -> [Int] {
+        var nacked: [Int] = []
+        for (index, outcome) in zip(pending, outcomes) {
             switch outcome {
             case .confirmed:
                 continue
             case .nacked:
-                nacked += 1
-            case .returned(let code, let text) where message.exchange == configuration.names.eventsExchange:
+                nacked.append(index)
+            case .returned(let code, let text):
                 logger.warning("reply not routed: nothing is bound to the events exchange", metadata: [
-                    "reply.routing_key": "\(message.routingKey)", "amqp.reply_code": "\(code)", "amqp.reply_text": "\(text)",
+                    "reply.routing_key": "\(events[index].routingKey)", "amqp.reply_code": "\(code)", "amqp.reply_text": "\(text)",
                 ])
-            case .returned:
-                // The requester's reply-to queue is gone (it stopped waiting): the event copy stands.
-                logger.debug("reply-to not routed", metadata: ["command.message_id": "\(message.properties.correlationID ?? "")"])
             }
         }
-        if nacked > 0 { throw ReplyNotConfirmed(nacked: nacked) }
+        return nacked
+    }
+
+    /// Counts and logs (debug) the reply_to copies the broker did not deliver.
+    private func noteCopies(_ copies: [OutgoingMessage], outcomes: ArraySlice<PublishOutcome>) {
+        for (copy, outcome) in zip(copies, outcomes) {
+            let failure: WorkerMetrics.ReplyToFailure
+            switch outcome {
+            case .confirmed: continue
+            case .nacked: failure = .nacked
+            case .returned: failure = .returned  // the requester's queue is gone (it stopped waiting)
+            }
+            metrics.replyToUndelivered(failure)
+            logger.debug("reply_to copy not delivered; the events copy stands", metadata: [
+                "command.message_id": "\(copy.properties.correlationID ?? "")", "reply_to.outcome": "\(failure.rawValue)",
+            ])
+        }
     }
 
     struct ReplyNotConfirmed: Error, CustomStringConvertible {
         let nacked: Int
-        var description: String { "the broker refused (nacked) \(nacked) replies" }
+        var description: String { "the broker refused (nacked) \(nacked) replies to the events exchange" }
     }
 
     // MARK: Failure handling
 
-    /// Retries `body` with backoff; nil when every attempt failed (all logged and counted).
-    private func withTransientRetries<T: Sendable>(_ operation: String, batchSize: Int,
-                                                   _ body: @Sendable () async throws -> T) async -> T? {
-        var attempt = 0
-        while true {
-            attempt += 1
-            do {
-                return try await body()
-            } catch {
-                metrics.transientFailures.increment()
-                let exhausted = attempt >= configuration.transientAttempts || Task.isCancelled
-                logger.log(level: exhausted ? .error : .warning, "transient failure", metadata: [
-                    "operation": "\(operation)", "attempt": "\(attempt)", "batch.size": "\(batchSize)", "error": "\(error)",
-                ])
-                if exhausted { return nil }
-                try? await Task.sleep(for: configuration.transientBackoff.delay(beforeAttempt: attempt))
-            }
-        }
-    }
-
-    /// Returns a batch to the queue after its attempts ran out, then pauses so a persistent fault
-    /// does not become a hot requeue loop. Requeues count toward the delivery limit, after which
-    /// the queue dead-letters the command.
+    /// Returns deliveries to the queue, one by one (so no other batch's deliveries go along).
+    /// Requeues count toward the delivery limit: only for replies that could not be published,
+    /// and for what the worker holds at shutdown.
     private func giveBack(_ deliveries: [Delivery]) async {
-        guard let last = deliveries.last else { return }
-        await consumer.nack(last.tag, multiple: true, requeue: true)
+        guard !deliveries.isEmpty else { return }
+        for delivery in deliveries {
+            await consumer.nack(delivery.tag, multiple: false, requeue: true)
+        }
         trackUnacked(-deliveries.count)
-        logger.error("batch returned to the queue", metadata: ["batch.size": "\(deliveries.count)"])
-        try? await Task.sleep(for: configuration.transientBackoff.maximumDelay)
+        logger.error("commands returned to the queue", metadata: ["batch.size": "\(deliveries.count)"])
     }
 
     private func trackUnacked(_ change: Int) {
@@ -287,15 +480,15 @@ public final class CommandWorker: Service {
         metrics.unacked.record(now)
     }
 
-    private func logBatch(_ deliveries: [Delivery], _ replies: [ReplyRecord]) {
+    private func logBatch(_ answered: [Answered]) {
         guard logger.logLevel <= .debug else { return }
-        for (delivery, reply) in zip(deliveries, replies) {
+        for item in answered {
             logger.debug("command handled", metadata: [
-                "command.message_id": "\(delivery.properties.messageID ?? "")",
-                "reply.type": "\(reply.type.rawValue)",
-                "reply.code": "\(reply.errorCode ?? "none")",
-                "reply.replayed": "\(reply.replayed)",
-                "delivery.redelivered": "\(delivery.redelivered)",
+                "command.message_id": "\(item.delivery.properties.messageID ?? "")",
+                "reply.type": "\(item.reply.type.rawValue)",
+                "reply.code": "\(item.reply.errorCode ?? "none")",
+                "reply.replayed": "\(item.reply.replayed)",
+                "delivery.redelivered": "\(item.delivery.redelivered)",
             ])
         }
     }

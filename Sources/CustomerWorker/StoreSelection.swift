@@ -48,11 +48,13 @@ public struct OpenedStore: Sendable {
     public let storage: any CustomerStorage
     public let services: [any Service]
 
+    /// `synchronous` applies to SQLite (PostgreSQL's durability is the server's own setting).
     public static func open(_ location: DatabaseLocation, busyTimeout: Duration, logger: Logger,
-                            backgroundCheckpoints: Bool = false) throws -> OpenedStore {
+                            backgroundCheckpoints: Bool = false, synchronous: SynchronousMode = .full) throws -> OpenedStore {
         switch location {
         case .sqlite(let path):
-            let store = try CustomerStore(path: path, busyTimeout: busyTimeout, backgroundCheckpoints: backgroundCheckpoints)
+            let store = try CustomerStore(path: path, busyTimeout: busyTimeout, backgroundCheckpoints: backgroundCheckpoints,
+                                          synchronous: synchronous)
             return OpenedStore(storage: store, services: backgroundCheckpoints ? [Checkpointer(store: store, logger: logger)] : [])
         case .postgres(let url):
             let store = try PostgresStore(url: url, logger: logger)

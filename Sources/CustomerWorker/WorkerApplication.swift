@@ -20,8 +20,10 @@ public struct WorkerApplication: Sendable {
         // Before any metric is created: metrics made earlier would go nowhere.
         metrics = MetricsRegistry.bootstrap()
         let store = try OpenedStore.open(try configuration.databaseLocation, busyTimeout: configuration.databaseBusyTimeout,
-                                         logger: logger, backgroundCheckpoints: true)
-        let worker = try CommandWorker(configuration: configuration, store: store.storage, logger: logger)
+                                         logger: logger, backgroundCheckpoints: true, synchronous: configuration.databaseSynchronous)
+        let faults = FaultInjection.fromEnvironment()
+        if faults.isArmed { logger.warning("fault injection is armed: this worker will crash on purpose", metadata: ["fault": "\(FaultInjection.crashOnExternalIDVariable)"]) }
+        let worker = try CommandWorker(configuration: configuration, store: store.storage, logger: logger, faults: faults)
         self.worker = worker
         // The store's services first, so they shut down after the worker has finished its batches.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = store.services.map { .init(service: $0) }
@@ -55,14 +57,15 @@ public struct WorkerApplication: Sendable {
         await group.triggerGracefulShutdown()
     }
 
-    /// `customer-worker health`: the broker answers and the database takes a write.
+    /// `customer-worker health`: the broker answers and the database takes a write. It changes
+    /// nothing else: it does not migrate (a database the worker has not migrated is unhealthy).
     public static func checkHealth(configuration: WorkerConfiguration, logger: Logger) async throws {
         let session = AMQPSession(nodes: try configuration.amqpNodes,
                                   recovery: RecoveryPolicy(maximumAttempts: 1), logger: logger, name: "health")
         try await session.connect()
         await session.close()
         try await OpenedStore.with(try configuration.databaseLocation, busyTimeout: configuration.databaseBusyTimeout,
-                                   logger: logger, migrate: true) { try await $0.checkWritable() }
+                                   logger: logger, migrate: false) { try await $0.checkWritable() }
     }
 }
 

@@ -1,4 +1,5 @@
 import AMQP
+import CustomerStore
 import Foundation
 import Logging
 import Observability
@@ -47,15 +48,20 @@ public struct WorkerConfiguration: Sendable {
     public var repliesMaxLength = 100_000
     public var shutdownTimeout: Duration = .seconds(10)
     public var databaseBusyTimeout: Duration = .seconds(5)
+    /// SQLite `synchronous`: FULL (durable through a power loss) unless NORMAL is chosen.
+    public var databaseSynchronous: SynchronousMode = .full
     public var confirmTimeout: Duration = .seconds(30)
     /// How long publishing replies may keep failing before the worker exits non-zero (so an
     /// orchestrator restarts it) instead of holding commands.
     public var publishFailureTimeout: Duration = .seconds(300)
-    /// Attempts at a batch whose database work or publishing fails transiently before its
-    /// commands are returned to the queue (which counts toward the delivery limit).
+    /// Attempts at publishing a batch's replies before its commands are returned to the queue
+    /// (which counts toward the delivery limit). A failing database never returns commands: the
+    /// worker pauses and retries with `transientBackoff` until it recovers.
     public var transientAttempts = 5
     public var transientBackoff = RecoveryPolicy(initialDelay: .milliseconds(200), maximumDelay: .seconds(5))
     public var reconnect = RecoveryPolicy(initialDelay: .milliseconds(200), maximumDelay: .seconds(15))
+    /// Which `reply_to` names get a copy of the reply (`REPLY_TO_PATTERN`).
+    public var replyTo = ReplyToPolicy()
     /// Port of the HTTP listener for /healthz, /readyz and /metrics; nil → off.
     public var httpPort: Int?
     public var appID = "customer-worker"
@@ -87,6 +93,15 @@ public struct WorkerConfiguration: Sendable {
         try WorkerConfiguration { environment[$0] }
     }
 
+    /// The longest the worker's consume loop may legitimately go without turning, derived from
+    /// the settings: a transaction waiting for the database lock, then a batch's replies through
+    /// every attempt (each waiting up to the confirm timeout, then backing off), plus one broker
+    /// connect and reconnect delay, plus a minute of margin. Liveness fails only beyond it.
+    public var livenessWindow: Duration {
+        let replies = (confirmTimeout + transientBackoff.maximumDelay) * transientAttempts
+        return databaseBusyTimeout + replies + reconnect.maximumDelay + .seconds(10) + .seconds(60)
+    }
+
     /// Half the prefetch window: while one batch waits for its confirms (holding its deliveries
     /// unacknowledged), the broker can already hand over the next one for the transaction stage.
     public var batchLimit: Int { max(1, prefetch / 2) }
@@ -101,7 +116,8 @@ public struct WorkerConfiguration: Sendable {
             "DEAD_LETTER_QUEUE": names.deadLetterQueue, "EVENTS_EXCHANGE": names.eventsExchange,
             "REPLIES_QUEUE": names.repliesQueue, "REPLIES_BINDING_KEY": names.repliesBindingKey,
             "DELIVERY_LIMIT": String(deliveryLimit), "LOG_LEVEL": logLevel.rawValue,
-        ]
+            "DATABASE_SYNCHRONOUS": databaseSynchronous.rawValue,
+        ].merging(replyTo.pattern.map { ["REPLY_TO_PATTERN": $0] } ?? [:]) { $1 }
     }
 
     public var databaseLocation: DatabaseLocation {
@@ -123,8 +139,16 @@ public struct WorkerConfiguration: Sendable {
 public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
     public let variable: String
     public let flag: String
+    /// The value as given, with any URL password masked: errors never echo secrets.
     public let value: String
     public let rule: String
+
+    public init(variable: String, flag: String, value: String, rule: String) {
+        self.variable = variable
+        self.flag = flag
+        self.value = Redaction.redactingCredentials(in: value)
+        self.rule = Redaction.redactingCredentials(in: rule)
+    }
 
     public var description: String { "invalid \(variable) (--\(flag)) '\(value)': \(rule)" }
 }
@@ -141,11 +165,17 @@ extension WorkerConfiguration {
         milliseconds("BATCH_LINGER_MS", "batch-linger-ms", \.batchLinger, 0...1000, "How long a batch waits for more commands after the first arrived."),
         seconds("SHUTDOWN_TIMEOUT", "shutdown-timeout", \.shutdownTimeout, 1...600, "Seconds SIGTERM/SIGINT may take: stop consuming, finish the batch in hand, exit 0."),
         milliseconds("DATABASE_BUSY_TIMEOUT_MS", "database-busy-timeout-ms", \.databaseBusyTimeout, 1...600_000, "How long a transaction waits for another process holding the database lock."),
+        parsed("DATABASE_SYNCHRONOUS", "database-synchronous", \.databaseSynchronous, shown: "full",
+               "full: every commit is fsynced, so an acknowledged customer survives a power loss. normal: faster commits, but a power loss or kernel crash can lose the last acknowledged customers (their senders' retries then create new ids); only for data you can lose.",
+               rule: "must be full or normal") { SynchronousMode(rawValue: $0.lowercased()) },
         seconds("CONFIRM_TIMEOUT", "confirm-timeout", \.confirmTimeout, 1...600, "Seconds to wait for the broker to confirm a batch of replies."),
         seconds("PUBLISH_FAILURE_TIMEOUT", "publish-failure-timeout", \.publishFailureTimeout, 5...86_400, "Seconds publishing replies may keep failing (broker refusing them, exchange gone and not re-declarable) before the worker exits non-zero."),
-        integer("TRANSIENT_ATTEMPTS", "transient-attempts", \.transientAttempts, 1...100, "Attempts at a batch that fails transiently (database busy or full, replies not confirmed) before its commands are requeued."),
+        integer("TRANSIENT_ATTEMPTS", "transient-attempts", \.transientAttempts, 1...100, "Attempts at publishing a batch's replies (not confirmed in time) before its commands are requeued. A failing database (busy, full, read-only) never requeues: the worker holds the batch, pauses (not ready) and retries with backoff up to 5 s until it recovers."),
         integer("DELIVERY_LIMIT", "delivery-limit", \.deliveryLimit, 1...1000, "Deliveries of a command before the queue dead-letters it (x-delivery-limit; must match the existing queue)."),
         integer("REPLIES_MAX_LENGTH", "replies-max-length", \.repliesMaxLength, 1...100_000_000, "Replies kept in the inspection queue; the oldest are dropped beyond it (x-max-length, drop-head)."),
+        parsed("REPLY_TO_PATTERN", "reply-to-pattern", \.replyTo, shown: "none",
+               "Regular expression (whole name) of further queues a command's reply_to may name. Always allowed: direct reply-to (amq.rabbitmq.reply-to.…) and server-named queues (amq.gen-…). A reply_to that is not allowed is ignored (the events copy stands), counted and logged.",
+               rule: "must be a valid regular expression") { try? ReplyToPolicy(pattern: $0) },
         parsed("HTTP_PORT", "http-port", \.httpPort, shown: "off", "Port of the HTTP listener for /healthz, /readyz and /metrics; off when unset.",
                rule: "must be a port number 0...65535") { raw -> Int?? in
             guard let port = Int(raw), (0...65_535).contains(port) else { return nil }
@@ -167,7 +197,9 @@ extension WorkerConfiguration {
 
     private static func text(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, String> & Sendable,
                              _ meaning: String, validate: @escaping @Sendable (String) -> String?) -> Setting {
-        Setting(variable: variable, flag: flag, defaultValue: WorkerConfiguration()[keyPath: keyPath], meaning: meaning) { configuration, raw throws(ConfigurationError) in
+        // A default URL is shown like any other URL: without its password.
+        let shown = Redaction.redactingCredentials(in: WorkerConfiguration()[keyPath: keyPath])
+        return Setting(variable: variable, flag: flag, defaultValue: shown, meaning: meaning) { configuration, raw throws(ConfigurationError) in
             if let problem = validate(raw) { throw .init(variable: variable, flag: flag, value: raw, rule: problem) }
             configuration[keyPath: keyPath] = raw
         }

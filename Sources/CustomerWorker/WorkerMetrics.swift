@@ -16,7 +16,22 @@ struct WorkerMetrics: Sendable {
     let reconnects = Counter(label: MetricName.reconnects)
     let unacked = Gauge(label: MetricName.unackedDeliveries)
     let transientFailures = Counter(label: MetricName.transientFailures)
+    let paused = Gauge(label: MetricName.paused)
+    let storeFailures = Counter(label: MetricName.storeFailures)
     private let handled: [String: Counter]
+    private let replyToUndelivered: [ReplyToFailure: Counter]
+    private let deadLettered: [DeadLetterReason: Counter]
+
+    enum ReplyToFailure: String, CaseIterable {
+        case refused, nacked, returned, error
+    }
+
+    enum DeadLetterReason: String, CaseIterable {
+        /// Its handling fails on its own (not because the database is unavailable).
+        case failed
+        /// The worker died while handling it.
+        case crashed
+    }
 
     init() {
         var handled: [String: Counter] = [:]
@@ -27,6 +42,21 @@ struct WorkerMetrics: Sendable {
             handled[code] = Counter(label: label, dimensions: [("outcome", "failed"), ("code", code)])
         }
         self.handled = handled
+        replyToUndelivered = Dictionary(uniqueKeysWithValues: ReplyToFailure.allCases.map {
+            ($0, Counter(label: MetricName.replyToUndelivered, dimensions: [("reason", $0.rawValue)]))
+        })
+        deadLettered = Dictionary(uniqueKeysWithValues: DeadLetterReason.allCases.map {
+            ($0, Counter(label: MetricName.deadLettered, dimensions: [("reason", $0.rawValue)]))
+        })
+        paused.record(0)
+    }
+
+    func replyToUndelivered(_ reason: ReplyToFailure, count: Int = 1) {
+        replyToUndelivered[reason]?.increment(by: count)
+    }
+
+    func deadLettered(_ reason: DeadLetterReason) {
+        deadLettered[reason]?.increment()
     }
 
     func record(_ replies: [ReplyRecord]) {

@@ -27,7 +27,8 @@ extension WorkerConfiguration {
     }
 
     /// The AMQP messages that carry one reply: to the events exchange, and to the command's
-    /// `reply_to` (through the default exchange, which includes direct reply-to) when it has one.
+    /// `reply_to` (through the default exchange, which includes direct reply-to) when it has one
+    /// that `replyTo` allows. The events copy is always first.
     public func replyMessages(for command: MessageProperties, reply: ReplyRecord, timestamp: UInt64) -> [OutgoingMessage] {
         var headers: [String: FieldValue] = ["x-replayed": .bool(reply.replayed)]
         if let key = reply.idempotencyKey { headers["x-idempotency-key"] = .string(key) }
@@ -37,7 +38,7 @@ extension WorkerConfiguration {
             timestamp: timestamp, type: reply.type.rawValue, appID: appID
         )
         var messages = [OutgoingMessage(exchange: names.eventsExchange, routingKey: reply.routingKey, body: reply.body, properties: properties)]
-        if let replyTo = command.replyTo, !replyTo.isEmpty {
+        if case .allowed(let replyTo) = self.replyTo.decide(command.replyTo) {
             messages.append(OutgoingMessage(exchange: "", routingKey: replyTo, body: reply.body, properties: properties))
         }
         return messages

@@ -25,7 +25,8 @@ public func parseLogLevel(_ raw: String) -> Logger.Level? {
 
 private let loggingBootstrapped = Mutex(false)
 
-/// Installs the process-wide log handler (`LoggingSystem.bootstrap`), writing to standard error.
+/// Installs the process-wide log handler (`LoggingSystem.bootstrap`), writing to standard error;
+/// URL passwords are redacted from every record (``RedactingLogHandler``).
 ///
 /// swift-log allows a single bootstrap per process: the first call installs the handler and
 /// returns true; later calls change nothing and return false.
@@ -39,13 +40,13 @@ public func bootstrapLogging(level: Logger.Level, format: LogFormat) -> Bool {
     switch format {
     case .text:
         LoggingSystem.bootstrap({ label, metadataProvider in
-            var handler = StreamLogHandler.standardError(label: label, metadataProvider: metadataProvider)
+            var handler = RedactingLogHandler(StreamLogHandler.standardError(label: label, metadataProvider: metadataProvider))
             handler.logLevel = level
             return handler
         }, metadataProvider: nil)
     case .json:
         LoggingSystem.bootstrap({ label, metadataProvider in
-            var handler = JSONLogHandler(label: label, metadataProvider: metadataProvider)
+            var handler = RedactingLogHandler(JSONLogHandler(label: label, metadataProvider: metadataProvider))
             handler.logLevel = level
             return handler
         }, metadataProvider: nil)

@@ -24,6 +24,17 @@ public enum MetricName {
     public static let unackedDeliveries = "customer_worker_unacked_deliveries"
     /// Counter: batch attempts that failed transiently (database busy or full, replies not confirmed).
     public static let transientFailures = "customer_worker_transient_failures_total"
+    /// Counter with dimension `reason`: copies of replies to a command's `reply_to` that were not
+    /// delivered: `refused` (the name is not allowed), `nacked`, `returned` (unroutable), `error`.
+    public static let replyToUndelivered = "customer_worker_reply_to_undelivered_total"
+    /// Gauge: 1 while the worker holds a batch because the database keeps failing, else 0.
+    public static let paused = "customer_worker_paused"
+    /// Counter: store attempts that failed because the database was unavailable (busy, full, I/O).
+    public static let storeFailures = "customer_worker_store_failures_total"
+    /// Counter with dimension `reason`: commands the worker sent to the dead-letter queue itself:
+    /// `failed` (its handling fails on its own, e.g. a stored plan out of range), `crashed` (the
+    /// worker died while handling it).
+    public static let deadLettered = "customer_worker_dead_lettered_total"
 
     /// Every name above with its `# HELP` text.
     public static let help: [String: String] = [
@@ -36,7 +47,11 @@ public enum MetricName {
         confirmDuration: "Seconds from publishing a batch's replies until the broker confirmed them all.",
         reconnects: "Broker connections re-established after a failure.",
         unackedDeliveries: "Deliveries received and not yet acknowledged.",
-        transientFailures: "Batch attempts that failed transiently and were retried or requeued.",
+        transientFailures: "Attempts at publishing a batch's replies that failed transiently and were retried or requeued.",
+        replyToUndelivered: "Reply copies to a command's reply_to that were not delivered, by reason (refused, nacked, returned, error).",
+        paused: "1 while the worker holds a batch because the database keeps failing.",
+        storeFailures: "Store attempts that failed because the database was unavailable (busy, full, read-only, I/O).",
+        deadLettered: "Commands the worker sent to the dead-letter queue, by reason (failed, crashed).",
     ]
 }
 

@@ -103,5 +103,15 @@ enum PostgresMigrations {
             )
             """,
         ]),
+        Migration(version: 2, description: "handling attempts", statements: [
+            """
+            CREATE TABLE handling_attempts (
+                key text PRIMARY KEY,              -- HandlingAttempt.key(messageID:body:)
+                attempts integer NOT NULL,         -- started and not finished
+                first_started_at bigint NOT NULL,
+                last_started_at bigint NOT NULL
+            )
+            """,
+        ]),
     ]
 }

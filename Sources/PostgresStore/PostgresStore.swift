@@ -98,6 +98,10 @@ public final class PostgresStore: CustomerStorage {
         (error as? PostgresStoreError)?.isRetryable ?? false
     }
 
+    public func isOutage(_ error: any Error) -> Bool {
+        (error as? PostgresStoreError)?.isOutage ?? false
+    }
+
     /// Applies the migrations not applied yet, in order, each recorded in `schema_migrations`.
     /// Replicas starting at once take turns on an advisory lock, held until the transaction ends.
     public func migrate() async throws {

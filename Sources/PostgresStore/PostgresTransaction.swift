@@ -135,6 +135,21 @@ public struct PostgresTransaction: StorageTransaction {
         }
     }
 
+    // MARK: Handling attempts
+
+    public func beginAttempt(key: String, now: Timestamp) async throws -> Int {
+        let millis = now.millisecondsSince1970
+        return try await single("""
+            INSERT INTO handling_attempts AS a (key, attempts, first_started_at, last_started_at) VALUES (\(key), 1, \(millis), \(millis))
+            ON CONFLICT (key) DO UPDATE SET attempts = a.attempts + 1, last_started_at = excluded.last_started_at
+            RETURNING a.attempts - 1
+            """)
+    }
+
+    public func deleteAttempt(key: String) async throws {
+        _ = try await run("DELETE FROM handling_attempts WHERE key = \(key)")
+    }
+
     public func customerIDs(_ references: [CustomerReference]) async throws -> [CustomerReference: String] {
         let rows = try await run("""
             SELECT c.merchant_id, c.external_id, c.id FROM customers c

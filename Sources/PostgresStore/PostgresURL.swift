@@ -158,6 +158,20 @@ public enum PostgresStoreError: Error, Sendable, Equatable, CustomStringConverti
         return sqlState == "40P01" || sqlState == "40001"
     }
 
+    /// The server is unreachable or cannot work right now, whatever the command: connection
+    /// failures, and SQLSTATE classes 08 (connection), 53 (insufficient resources: disk full,
+    /// out of memory, too many connections), 57P01–57P03 (shutting down, starting up), 58
+    /// (I/O), and 25006 (a read-only server, e.g. a standby after a failover).
+    public var isOutage: Bool {
+        switch self {
+        case .connection: true
+        case .server(_, _, let sqlState, _):
+            sqlState.hasPrefix("08") || sqlState.hasPrefix("53") || sqlState.hasPrefix("58")
+                || ["57P01", "57P02", "57P03", "25006"].contains(sqlState)
+        case .invalidURL, .unexpected: false
+        }
+    }
+
     static func wrapping(_ error: any Error, operation: String, location: String) -> any Error {
         switch error {
         case let error as PostgresStoreError:

@@ -148,7 +148,8 @@ private struct BenchmarkRun: Sendable {
             if backlog { try await generator.fill() }
             let fleet = try WorkerFleet(
                 binary: workerBinary(), count: settings.replicas,
-                environment: topology.workerEnvironment(databaseURL: database.url),
+                environment: topology.workerEnvironment(databaseURL: database.url)
+                    .merging(settings.databaseSynchronous.map { ["DATABASE_SYNCHRONOUS": $0] } ?? [:]) { $1 },
                 settingNames: WorkerConfiguration.settings.map(\.variable), logDirectory: directory)
             let outcome = await capture {
                 if !backlog {

@@ -28,6 +28,8 @@ public struct BenchmarkSettings: Sendable {
     public var keepFiles = false
     /// A run fails when no reply arrived for this long.
     public var replyTimeout: Duration = .seconds(60)
+    /// The workers' `DATABASE_SYNCHRONOUS` (full or normal); nil → the worker's default (full).
+    public var databaseSynchronous: String?
 
     public init() {}
 
@@ -41,6 +43,9 @@ public struct BenchmarkSettings: Sendable {
         if !(1...65_535).contains(prefetch) { problems.append("--prefetch must be 1...65535") }
         if backlog && rate != nil { problems.append("--backlog and --rate exclude each other: a backlog is queued at once") }
         if preload < 0 { problems.append("--preload must not be negative") }
+        if let databaseSynchronous, !["full", "normal"].contains(databaseSynchronous) {
+            problems.append("--database-synchronous must be full or normal")
+        }
         if !(replyTimeout > .zero && replyTimeout <= .seconds(86_400)) { problems.append("--reply-timeout must be 1...86400 seconds") }
         if let messageSize, !CommandShape.sizes.contains(messageSize) {
             problems.append("--message-size must be \(CommandShape.sizes.lowerBound)...\(CommandShape.sizes.upperBound) bytes")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CustomerWorker
 import Foundation
+import Observability
 import WorkerBenchmark
 
 struct Bench: AsyncParsableCommand {
@@ -25,7 +26,7 @@ struct Bench: AsyncParsableCommand {
     var prefetch = WorkerConfiguration().prefetch
     @Option(help: "Bytes per command body (default: the natural size, about 230).") var messageSize: Int?
     @Flag(help: "Print one JSON object with every figure instead of the table.") var json = false
-    @Option(help: "Broker URL (env AMQP_URL; default \(WorkerConfiguration().amqpURL)).") var amqpURL: String?
+    @Option(help: "Broker URL (env AMQP_URL; default \(Redaction.redactingCredentials(in: WorkerConfiguration().amqpURL))).") var amqpURL: String?
     @Option(help: ArgumentHelp(
         "The workers' database: a SQLite path or postgres://user:password@host:port/database (env DATABASE_URL; default: a fresh SQLite file). A new merchant keeps the run's customers apart.",
         valueName: "url"))
@@ -34,6 +35,7 @@ struct Bench: AsyncParsableCommand {
     var workerBinary: String?
     @Flag(help: "Keep the temporary folder (database, worker logs).") var keep = false
     @Option(help: "Seconds without a reply after which a run fails.") var replyTimeout = 60
+    @Option(help: "The workers' DATABASE_SYNCHRONOUS: full (default) or normal.") var databaseSynchronous: String?
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -54,6 +56,7 @@ struct Bench: AsyncParsableCommand {
         settings.workerBinary = workerBinary
         settings.keepFiles = keep
         settings.replyTimeout = .seconds(replyTimeout)
+        settings.databaseSynchronous = databaseSynchronous
         if let problem = settings.problems.first { throw ValidationError(problem) }
 
         let logger = logging.bootstrap(label: "bench")

@@ -14,11 +14,13 @@ struct WorkerOptions: ParsableArguments {
     @Option(help: help("BATCH_LINGER_MS")) var batchLingerMs: String?
     @Option(help: help("SHUTDOWN_TIMEOUT")) var shutdownTimeout: String?
     @Option(help: help("DATABASE_BUSY_TIMEOUT_MS")) var databaseBusyTimeoutMs: String?
+    @Option(help: help("DATABASE_SYNCHRONOUS")) var databaseSynchronous: String?
     @Option(help: help("CONFIRM_TIMEOUT")) var confirmTimeout: String?
     @Option(help: help("PUBLISH_FAILURE_TIMEOUT")) var publishFailureTimeout: String?
     @Option(help: help("TRANSIENT_ATTEMPTS")) var transientAttempts: String?
     @Option(help: help("DELIVERY_LIMIT")) var deliveryLimit: String?
     @Option(help: help("REPLIES_MAX_LENGTH")) var repliesMaxLength: String?
+    @Option(help: help("REPLY_TO_PATTERN")) var replyToPattern: String?
     @Option(help: help("HTTP_PORT")) var httpPort: String?
     @Option(help: help("LOG_LEVEL")) var logLevel: String?
     @Option(help: help("LOG_FORMAT")) var logFormat: String?
@@ -52,8 +54,9 @@ struct WorkerOptions: ParsableArguments {
         let flags: [String: String?] = [
             "AMQP_URL": amqpURL, "DATABASE_URL": database, "DATABASE_PATH": databasePath, "PREFETCH": prefetch, "BATCH_LINGER_MS": batchLingerMs,
             "SHUTDOWN_TIMEOUT": shutdownTimeout, "DATABASE_BUSY_TIMEOUT_MS": databaseBusyTimeoutMs,
+            "DATABASE_SYNCHRONOUS": databaseSynchronous,
             "CONFIRM_TIMEOUT": confirmTimeout, "PUBLISH_FAILURE_TIMEOUT": publishFailureTimeout, "TRANSIENT_ATTEMPTS": transientAttempts, "DELIVERY_LIMIT": deliveryLimit,
-            "REPLIES_MAX_LENGTH": repliesMaxLength, "HTTP_PORT": httpPort, "LOG_LEVEL": logLevel, "LOG_FORMAT": logFormat, "COMMAND_EXCHANGE": commandExchange,
+            "REPLIES_MAX_LENGTH": repliesMaxLength, "REPLY_TO_PATTERN": replyToPattern, "HTTP_PORT": httpPort, "LOG_LEVEL": logLevel, "LOG_FORMAT": logFormat, "COMMAND_EXCHANGE": commandExchange,
             "COMMAND_ROUTING_KEY": commandRoutingKey, "COMMAND_QUEUE": commandQueue,
             "DEAD_LETTER_EXCHANGE": deadLetterExchange, "DEAD_LETTER_QUEUE": deadLetterQueue,
             "EVENTS_EXCHANGE": eventsExchange, "REPLIES_QUEUE": repliesQueue, "REPLIES_BINDING_KEY": repliesBindingKey,

@@ -75,12 +75,12 @@ struct DefaultPlanTests {
     ]
 
     @Test("rules in order", arguments: cases)
-    func evaluate(_ testCase: DefaultPlanCase) {
+    func evaluate(_ testCase: DefaultPlanCase) throws {
         var command = CreateCustomerCommand(externalId: "e")
         command.billingCountry = testCase.billingCountry
         command.stripeId = testCase.stripeId
         command.quickBooksId = testCase.quickBooksId
-        let decision = DefaultPlanRules.evaluate(
+        let decision = try DefaultPlanRules.evaluate(
             defaultPlan: testCase.plan, for: command, isEligibleForTrial: testCase.eligibleForTrial, now: Self.now.date)
         #expect(decision.result == testCase.result)
         #expect(decision.terms == testCase.terms)

@@ -98,7 +98,7 @@ struct PlanCatalogTests {
         }
         #expect(error.description == """
             plans[0].currency: must be "USD"
-            plans[0].price: must be an integer ≥ 0
+            plans[0].price: must be a whole number of cents in 0...1000000000
             """)
     }
 

@@ -40,6 +40,6 @@ struct TimestampTests {
     @Test func truncatesDatesToMilliseconds() {
         #expect(Timestamp(Date(timeIntervalSince1970: 1.2345)).millisecondsSince1970 == 1234)
         #expect(Timestamp(Date(timeIntervalSince1970: -0.0005)).millisecondsSince1970 == -1)
-        #expect(Timestamp(millisecondsSince1970: 5).adding(days: 2).millisecondsSince1970 == 172_800_005)
+        #expect(Timestamp(millisecondsSince1970: 5).adding(days: 2)?.millisecondsSince1970 == 172_800_005)
     }
 }

@@ -84,7 +84,7 @@ struct PlanStoreTests {
                 (customerID: $0[0], endDate: $0[1].flatMap { Int64($0) })
             }
             #expect(row?.customerID == reply.customer.id)
-            #expect(row?.endDate == Timestamp(now).adding(days: 14).millisecondsSince1970)
+            #expect(row?.endDate == Timestamp(now).adding(days: 14)?.millisecondsSince1970)
         }
     }
 

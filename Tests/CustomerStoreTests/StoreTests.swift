@@ -10,7 +10,7 @@ import Testing
 
 @Suite("Store: database, migrations, concurrency")
 struct StoreTests {
-    @Test func sqliteOpensWithWALForeignKeysAndNormalSync() async throws {
+    @Test func sqliteOpensWithWALForeignKeysAndFullSync() async throws {
         try await withStore(.sqlite) { store, database in
             #expect(FileManager.default.fileExists(atPath: database.location))
             let sqlite = try #require(store as? CustomerStore)
@@ -20,7 +20,14 @@ struct StoreTests {
             }
             #expect(journal == "wal")
             #expect(foreignKeys == 1)
-            #expect(synchronous == 1)
+            #expect(synchronous == 2, "synchronous=FULL by default")
+        }
+    }
+
+    @Test func sqliteNormalSyncIsAnOptIn() async throws {
+        try await withStore(.sqlite) { _, database in
+            let relaxed = try CustomerStore(path: database.location, synchronous: .normal)
+            #expect(try await relaxed.pool.write { try Int.fetchOne($0, sql: "PRAGMA synchronous") } == 1)
         }
     }
 

@@ -52,21 +52,36 @@ struct AdminCommandTests {
         await cleanUp(database)
     }
 
-    @Test func aBrokenCatalogNamesTheFileTheFieldAndTheRule() async throws {
-        defer { try? FileManager.default.removeItem(at: directory) }
+    /// Imports `catalog` (JSON) for a new merchant into a SQLite database; the file's path and the
+    /// command's result.
+    private func importCatalog(_ catalog: String, name: String) async throws -> (file: String, status: Int32, output: String) {
         let database = sqlitePath
         let run = { (arguments: [String]) in try await Self.run(arguments, database: database) }
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let created = try await run(["merchants", "create", "--name", "Acme"])
         let merchant = try #require(try JSONSerialization.jsonObject(with: Data(created.output.utf8)) as? [String: String])
-        let file = directory.appendingPathComponent("broken.json").path
-        let broken = #"{"plans":[{"id":"a","name":"A","currency":"EUR","price":-1,"billingCadence":"weekly","trialDays":0,"isPrivate":false,"status":"available","default":true}]}"#
-        try broken.write(toFile: file, atomically: true, encoding: .utf8)
+        let file = directory.appendingPathComponent(name).path
+        try catalog.write(toFile: file, atomically: true, encoding: .utf8)
         let result = try await run(["plans", "import", "--merchant", try #require(merchant["merchantId"]), file])
+        return (file, result.status, result.output)
+    }
+
+    @Test func aBrokenCatalogNamesTheFileTheFieldAndTheRule() async throws {
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let broken = #"{"plans":[{"id":"a","name":"A","currency":"EUR","price":-1,"billingCadence":"weekly","trialDays":0,"isPrivate":false,"status":"available","default":true}]}"#
+        let result = try await importCatalog(broken, name: "broken.json")
         #expect(result.status == 1)
-        #expect(result.output.contains("\(file): plans[0].price"))
-        #expect(result.output.contains("\(file): plans[0].currency"))
-        #expect(result.output.contains("\(file): plans[0].billingCadence"))
+        #expect(result.output.contains("\(result.file): plans[0].price"))
+        #expect(result.output.contains("\(result.file): plans[0].currency"))
+        #expect(result.output.contains("\(result.file): plans[0].billingCadence"))
+    }
+
+    @Test func aHugeTrialIsRefusedAtImport() async throws {
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let catalog = #"{"plans":[{"id":"pro","name":"Pro","currency":"USD","price":900,"billingCadence":"monthly","trialDays":99999999999999,"isPrivate":false,"status":"available","default":true}]}"#
+        let result = try await importCatalog(catalog, name: "huge-trial.json")
+        #expect(result.status == 1)
+        #expect(result.output.contains("\(result.file): plans[0].trialDays: must be a whole number of days in 0...730"))
     }
 
     /// An existing SQLite database moved into PostgreSQL: everything arrives, keys still

@@ -1,4 +1,5 @@
 import BrokerTestSupport
+import CustomerStore
 import CustomerWorker
 import Foundation
 import Testing
@@ -71,5 +72,21 @@ struct ConfigurationTests {
         } throws: { error in
             "\(error)".contains("DATABASE_URL") && !"\(error)".contains("hunter2")
         }
+    }
+
+    /// Liveness tolerates the worst legitimate wait, and follows the settings it derives from.
+    @Test func theLivenessWindowCoversTheLongestRetry() throws {
+        let defaults = WorkerConfiguration()
+        let retryBudget = defaults.databaseBusyTimeout + (defaults.confirmTimeout + defaults.transientBackoff.maximumDelay) * defaults.transientAttempts
+        #expect(defaults.livenessWindow > retryBudget)
+        let longer = try WorkerConfiguration.fromEnvironment(["CONFIRM_TIMEOUT": "120", "TRANSIENT_ATTEMPTS": "10"])
+        #expect(longer.livenessWindow > .seconds(1200))
+        #expect(longer.livenessWindow > defaults.livenessWindow)
+    }
+
+    @Test func synchronousIsFullUnlessNormalIsChosen() throws {
+        #expect(WorkerConfiguration().databaseSynchronous == .full)
+        #expect(try WorkerConfiguration.fromEnvironment(["DATABASE_SYNCHRONOUS": "normal"]).databaseSynchronous == .normal)
+        #expect(throws: ConfigurationError.self) { try WorkerConfiguration.fromEnvironment(["DATABASE_SYNCHRONOUS": "off"]) }
     }
 }

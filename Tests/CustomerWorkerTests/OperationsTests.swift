@@ -39,21 +39,6 @@ struct OperationsTests {
         await fixture.tearDown()
     }
 
-    /// A TCP port nothing listens on right now.
-    private func freePort() -> Int {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(descriptor) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                bind(descriptor, pointer, length) == 0 ? getsockname(descriptor, pointer, &length) : -1
-            }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     private func get(_ port: Int, _ path: String) async throws -> (Int, String) {
         let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!)
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
@@ -71,7 +56,7 @@ struct OperationsTests {
     @Test func metricsAndProbesOfARunningWorker() async throws {
         let fixture = try await WorkerFixture("metrics")
         let merchant = try await fixture.merchant()
-        let port = freePort()
+        let port = FreePort.next()
         var environment = fixture.environment
         environment["HTTP_PORT"] = String(port)
         let worker = try WorkerProcess(environment: environment, logFile: fixture.directory.appendingPathComponent("worker.log").path)

@@ -6,8 +6,8 @@ import GRDB
 import Testing
 
 /// Another process holding the database's write lock: the worker must neither reply to nor
-/// acknowledge what it could not commit, must retry with backoff, and must dead-letter a command
-/// it can never handle instead of requeueing it forever.
+/// acknowledge what it could not commit, must retry with backoff, and must never spend a
+/// command's deliveries (requeue, dead-letter) because the database was unavailable.
 @Suite("Worker: transient failures", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct TransientFailureTests {
     /// Holds SQLite's write lock on `path` for `duration`, on a thread of its own (as another
@@ -46,25 +46,40 @@ struct TransientFailureTests {
         await fixture.tearDown()
     }
 
-    @Test func aCommandThatCanNeverBeHandledIsDeadLettered() async throws {
-        var tuning = WorkerFixture.Tuning()
-        tuning.busyTimeout = .milliseconds(50)
-        tuning.transientAttempts = 1
-        tuning.transientBackoff = RecoveryPolicy(initialDelay: .milliseconds(50), maximumDelay: .milliseconds(100))
-        tuning.deliveryLimit = 2
-        let fixture = try await WorkerFixture("poison", tuning: tuning)
+    /// The database unwritable for seconds (another process holds the write lock far past the
+    /// busy timeout) while commands wait, with one publishing attempt and a delivery limit of 2:
+    /// the worker pauses (not ready, metrics say so), dead-letters nothing and requeues nothing,
+    /// and answers every command once the lock is gone.
+    @Test func anOutagePausesTheWorkerAndBurnsNoDeliveries() async throws {
+        let fixture = try await WorkerFixture("outage", tuning: .init(deliveryLimit: 2))
         let merchant = try await fixture.merchant()
-        let deadLetters = try await TestBroker.session("poison.dead")
-        try await deadLetters.consume(queue: fixture.configuration.names.deadLetterQueue)
-        let dead = try await fixture.withWorker {
-            try await holdWriteLock(on: fixture.configuration.databaseURL, for: .seconds(20))
-            try await fixture.client.publish([.init(body: Array(#"{"externalId":"never"}"#.utf8), messageID: "poison-1")],
-                                             apiKey: merchant.secretKey, wantReplies: true)
-            return try await deadLetters.nextDeliveries(maximum: 1, wait: .seconds(15))
-        }
-        #expect(dead.first?.properties.messageID == "poison-1")
-        #expect(try await fixture.client.replies(count: 1, timeout: .milliseconds(200)).isEmpty, "a reply for an uncommitted command")
-        await deadLetters.close()
+        let worker = try ObservedWorker(fixture, name: "worker", environment: [
+            "DATABASE_BUSY_TIMEOUT_MS": "100", "TRANSIENT_ATTEMPTS": "1", "LOG_LEVEL": "info",
+        ])
+        defer { Task { await worker.process.terminate() } }
+        #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(20)))
+
+        try await holdWriteLock(on: fixture.configuration.databaseURL, for: .seconds(6))
+        let commands = (0..<30).map { CommandClient.Command(body: Array(#"{"externalId":"outage-\#($0)"}"#.utf8), messageID: "outage-\($0)") }
+        try await fixture.client.publish(commands, apiKey: merchant.secretKey, wantReplies: true)
+        #expect(try await worker.poll("/readyz", until: 503, timeout: .seconds(4)), "ready while the database fails")
+        #expect(await worker.metric("customer_worker_paused") == 1)
+        #expect(await worker.status("/healthz") == 200, "a pause is not a hang")
+
+        let replies = try await fixture.collectReplies(for: Set(commands.map(\.messageID)), timeout: .seconds(30))
+        #expect(Set(replies.compactMap(\.properties.correlationID)) == Set(commands.map(\.messageID)))
+        #expect(replies.count == 30, "answered once each")
+        #expect(replies.allSatisfy { $0.properties.headers["x-replayed"] == .bool(false) }, "nothing was requeued and handled twice")
+        #expect(try await fixture.drain(fixture.configuration.names.deadLetterQueue, idle: .milliseconds(300)).isEmpty)
+        #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(5)))
+        #expect(await worker.metric("customer_worker_paused") == 0)
+        #expect((await worker.metric("customer_worker_store_failures_total") ?? 0) > 0)
+        #expect(try await fixture.store.customerCount() == 30)
+        #expect(try await worker.stop() == 0)
+        let log = try String(contentsOfFile: worker.log, encoding: .utf8)
+        #expect(log.contains("database unavailable: paused"))
+        #expect(log.contains("database available again; resuming"))
+        #expect(!log.contains("returned to the queue"))
         await fixture.tearDown()
     }
 }

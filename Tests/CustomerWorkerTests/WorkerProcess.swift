@@ -23,15 +23,15 @@ final class WorkerProcess: Sendable {
     /// signal is reported as 128 + the signal number, as shells do.
     func waitForExit(timeout: Duration) async throws -> Int32? {
         let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
+        while true {
             var status: Int32 = 0
             let result = waitpid(pid, &status, WNOHANG)
             if result == pid {
                 return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
             }
+            guard ContinuousClock.now < deadline else { return nil }
             try await Task.sleep(for: .milliseconds(50))
         }
-        return nil
     }
 
     /// Kills the process if it still runs (cleanup after a failed test).

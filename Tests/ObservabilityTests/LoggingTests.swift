@@ -142,3 +142,33 @@ private func parseObject(_ line: String) throws -> [String: Any] {
         #expect(LogFormat(parsing: "yaml") == nil)
     }
 }
+
+@Suite("Redaction")
+struct RedactionTests {
+    @Test(arguments: [
+        ("amqp://user:secret@host:5672/%2f", "amqp://user:***@host:5672/%2f"),
+        ("amqps://user:se/cr@et@host/v?heartbeat=5", "amqps://user:***@host/v?heartbeat=5"),
+        ("postgres://app:pw@db.example:5432/customers", "postgres://app:***@db.example:5432/customers"),
+        ("cannot use 'amqp://u:p@h:1/x': refused; also postgresql://a:b@c/d.", "cannot use 'amqp://u:***@h:1/x': refused; also postgresql://a:***@c/d."),
+        ("amqp://guest@host/", "amqp://guest@host/"),
+        ("amqp://host:5672/%2f", "amqp://host:5672/%2f"),
+        ("no url here", "no url here"),
+    ])
+    func masksPasswords(input: String, expected: String) {
+        #expect(Redaction.redactingCredentials(in: input) == expected)
+    }
+
+    @Test func logLinesAreRedacted() throws {
+        let lines = CapturedLines()
+        let sink = lines.sink
+        var logger = Logger(label: "test") { label in RedactingLogHandler(JSONLogHandler(label: label, sink: sink)) }
+        logger.logLevel = .trace
+        logger[metadataKey: "handler.url"] = "amqp://a:handler-secret@h/"
+        logger.error("failed on amqp://a:message-secret@h/", metadata: ["url": "postgres://b:meta-secret@db/x", "nested": ["u": "amqp://c:nested-secret@h"]])
+        let text = lines.all.joined()
+        for secret in ["handler-secret", "message-secret", "meta-secret", "nested-secret"] {
+            #expect(!text.contains(secret), "\(secret) in \(text)")
+        }
+        #expect(text.contains("amqp://a:***@h/"))
+    }
+}

@@ -1,0 +1,95 @@
+import AMQP
+import BrokerTestSupport
+import CustomerWorker
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// A worker process with its HTTP listener, for the hardening tests.
+struct ObservedWorker {
+    let process: WorkerProcess
+    let port: Int
+    let log: String
+
+    init(_ fixture: WorkerFixture, name: String, environment extra: [String: String] = [:]) throws {
+        port = FreePort.next()
+        var environment = fixture.environment.merging(extra) { $1 }
+        environment["HTTP_PORT"] = String(port)
+        environment["SWIFT_BACKTRACE"] = "enable=no"  // a crash on purpose should end at once
+        log = fixture.directory.appendingPathComponent("\(name).log").path
+        process = try WorkerProcess(environment: environment, logFile: log)
+    }
+
+    func status(_ path: String) async -> Int? {
+        guard let (_, response) = try? await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!) else { return nil }
+        return (response as? HTTPURLResponse)?.statusCode
+    }
+
+    /// Polls `path` until it answers `status`; false after `timeout`.
+    func poll(_ path: String, until status: Int, timeout: Duration) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if await self.status(path) == status { return true }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return false
+    }
+
+    /// One sample of /metrics, by its full name with labels; nil when absent.
+    func metric(_ sample: String) async -> Double? {
+        guard let (data, _) = try? await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/metrics")!) else { return nil }
+        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n")
+        return lines.first { $0.hasPrefix(sample + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+    }
+
+    func stop() async throws -> Int32? {
+        process.signal(SIGTERM)
+        return try await process.waitForExit(timeout: .seconds(15))
+    }
+}
+
+extension WorkerFixture {
+    /// Everything `queue` holds now (acknowledged, so it is emptied), waiting up to `idle` for more.
+    func drain(_ queue: String, idle: Duration = .milliseconds(500)) async throws -> [Delivery] {
+        let session = try await TestBroker.session("drain.\(queue)")
+        try await session.consume(queue: queue)
+        var all: [Delivery] = []
+        while true {
+            let batch = try await session.nextDeliveries(maximum: 256, wait: idle)
+            guard let last = batch.last else { break }
+            all += batch
+            await session.ack(last.tag, multiple: true)
+        }
+        await session.close()
+        return all
+    }
+
+    /// Publishes raw commands (with the properties a test needs) to the command exchange.
+    func publishRaw(_ commands: [(body: String, messageID: String, replyTo: String?)], apiKey: String) async throws {
+        let session = try await TestBroker.session("raw-publisher")
+        try await session.enableConfirms()
+        let messages = commands.map { command in
+            OutgoingMessage(
+                exchange: configuration.names.commandExchange, routingKey: configuration.names.commandRoutingKey, body: Array(command.body.utf8),
+                properties: MessageProperties(contentType: "application/json", headers: ["x-api-key": .string(apiKey)], persistent: true,
+                                              correlationID: command.messageID, replyTo: command.replyTo, messageID: command.messageID))
+        }
+        let outcomes = try await session.publish(messages)
+        await session.close()
+        guard outcomes.allSatisfy({ $0 == .confirmed }) else { throw FixtureError.noReply }
+    }
+
+    /// Collects direct replies until every id in `expected` is answered or `timeout` passes, then
+    /// keeps listening for `settle` to catch duplicates.
+    func collectReplies(for expected: Set<String>, timeout: Duration, settle: Duration = .seconds(1)) async throws -> [Delivery] {
+        var replies: [Delivery] = []
+        let deadline = ContinuousClock.now + timeout
+        while !expected.isSubset(of: Set(replies.compactMap(\.properties.correlationID))), ContinuousClock.now < deadline {
+            replies += try await client.replies(count: expected.count, timeout: .milliseconds(300))
+        }
+        replies += try await client.replies(count: 10_000, timeout: settle)
+        Conformance.record(Array(replies.prefix(10)))
+        return replies
+    }
+}

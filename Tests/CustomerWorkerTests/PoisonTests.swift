@@ -1,0 +1,91 @@
+import AMQP
+import BrokerTestSupport
+import CustomerWorker
+import Foundation
+import GRDB
+import Testing
+
+/// A command that crashes the worker takes only itself to the dead-letter queue.
+@Suite("Worker: poison commands", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+struct PoisonTests {
+    /// The worker crashes (fault injection, armed only by its environment variable) on one
+    /// command of a batch of 20. Restarted as a supervisor would, it must answer the 19 others
+    /// and dead-letter the poison alone.
+    @Test func aCrashingCommandAloneEndsInTheDeadLetterQueue() async throws {
+        let fixture = try await WorkerFixture("poison-crash")
+        let merchant = try await fixture.merchant()
+        let ids = (0..<20).map { "poison-batch-\($0)" }
+        let poison = ids[7]
+        let commands = ids.map { CommandClient.Command(body: Array(#"{"externalId":"\#($0)"}"#.utf8), messageID: $0, correlationID: $0) }
+        try await fixture.client.publish(commands, apiKey: merchant.secretKey, wantReplies: true)
+        let good = Set(ids).subtracting([poison])
+
+        var replies: [Delivery] = []
+        var crashes = 0
+        var last: ObservedWorker?
+        let deadline = ContinuousClock.now + .seconds(90)
+        while !good.isSubset(of: Set(replies.compactMap(\.properties.correlationID))), ContinuousClock.now < deadline {
+            var exited = last == nil
+            if let running = last, try await running.process.waitForExit(timeout: .zero) != nil {
+                crashes += 1
+                exited = true
+            }
+            if exited {
+                last = try ObservedWorker(fixture, name: "worker-\(crashes)", environment: [FaultInjection.crashOnExternalIDVariable: poison])
+            }
+            replies += try await fixture.client.replies(count: good.count, timeout: .milliseconds(300))
+        }
+        let worker = try #require(last)
+        defer { Task { await worker.process.terminate() } }
+        replies += try await fixture.client.replies(count: 100, timeout: .seconds(1))
+
+        let answered = replies.compactMap(\.properties.correlationID)
+        #expect(Set(answered) == good, "every batch-mate answered, the poison not")
+        #expect(crashes >= 1 && crashes <= 2, "crashes: \(crashes)")
+        let dead = try await fixture.drain(fixture.configuration.names.deadLetterQueue)
+        #expect(dead.compactMap(\.properties.messageID) == [poison], "only the poison is dead-lettered")
+        #expect(try await fixture.store.customerCount() == 19)
+        #expect(await worker.metric(#"customer_worker_dead_lettered_total{reason="crashed"}"#) == 1)
+        #expect(try await worker.stop() == 0)
+        await fixture.tearDown()
+    }
+
+    /// Without the environment variable, the same command is just a command.
+    @Test func faultInjectionIsOffUnlessNamed() {
+        #expect(!FaultInjection.fromEnvironment([:]).isArmed)
+        #expect(!FaultInjection.fromEnvironment([FaultInjection.crashOnExternalIDVariable: ""]).isArmed)
+        #expect(FaultInjection.fromEnvironment([FaultInjection.crashOnExternalIDVariable: "x"]).crashOnExternalID == "x")
+    }
+
+    /// A stored plan no import would accept (written by hand): the command of that merchant
+    /// fails on its own and is dead-lettered at once with a clear error; the commands of another
+    /// merchant in the same batch are answered.
+    @Test func aCommandFailingOnItsOwnIsDeadLetteredAlone() async throws {
+        let fixture = try await WorkerFixture("poison-plan")
+        let healthy = try await fixture.merchant()
+        let broken = try await fixture.merchant(catalog: """
+            {"plans":[{"id":"pro","name":"Pro","currency":"USD","price":900,"billingCadence":"monthly","trialDays":14,
+            "isPrivate":false,"status":"available","default":true}]}
+            """)
+        try await DatabaseQueue(path: fixture.configuration.databaseURL).write { db in
+            try db.execute(sql: "UPDATE plans SET trial_days = 9223372036854775807 WHERE merchant_id = ?", arguments: [broken.merchantId])
+        }
+        let good = (0..<10).map { CommandClient.Command(body: Array(#"{"externalId":"plan-ok-\#($0)"}"#.utf8), messageID: "plan-ok-\($0)") }
+        try await fixture.client.publish(Array(good[..<5]), apiKey: healthy.secretKey, wantReplies: true)
+        try await fixture.client.publish([.init(body: Array(#"{"externalId":"plan-broken"}"#.utf8), messageID: "plan-broken")],
+                                         apiKey: broken.secretKey, wantReplies: true)
+        try await fixture.client.publish(Array(good[5...]), apiKey: healthy.secretKey, wantReplies: true)
+
+        let worker = try ObservedWorker(fixture, name: "worker")
+        defer { Task { await worker.process.terminate() } }
+        let replies = try await fixture.collectReplies(for: Set(good.map(\.messageID)), timeout: .seconds(20))
+        #expect(Set(replies.compactMap(\.properties.correlationID)) == Set(good.map(\.messageID)))
+        let dead = try await fixture.drain(fixture.configuration.names.deadLetterQueue)
+        #expect(dead.compactMap(\.properties.messageID) == ["plan-broken"])
+        #expect(await worker.metric(#"customer_worker_dead_lettered_total{reason="failed"}"#) == 1)
+        #expect(try await worker.stop() == 0)
+        let log = try String(contentsOfFile: worker.log, encoding: .utf8)
+        #expect(log.contains("trialDays 9223372036854775807 is out of range"), "the error names the plan field")
+        await fixture.tearDown()
+    }
+}
