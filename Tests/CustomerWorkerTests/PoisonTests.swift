@@ -10,9 +10,10 @@ import Testing
 struct PoisonTests {
     /// The worker crashes (fault injection, armed only by its environment variable) on one
     /// command of a batch of 20. Restarted as a supervisor would, it must answer the 19 others
-    /// and dead-letter the poison alone.
-    @Test func aCrashingCommandAloneEndsInTheDeadLetterQueue() async throws {
-        let fixture = try await WorkerFixture("poison-crash")
+    /// and dead-letter the poison alone; on either store (the markers live in the database).
+    @Test(arguments: StoreKind.all)
+    func aCrashingCommandAloneEndsInTheDeadLetterQueue(_ kind: StoreKind) async throws {
+        let fixture = try await WorkerFixture("poison-crash", store: kind)
         let merchant = try await fixture.merchant()
         let ids = (0..<20).map { "poison-batch-\($0)" }
         let poison = ids[7]
