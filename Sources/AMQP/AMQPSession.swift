@@ -228,7 +228,7 @@ public final class AMQPSession: Sendable {
     /// Publishes `messages` in order and waits for the broker's verdict on each of them:
     /// confirmed, returned (mandatory and unroutable) or nacked. Needs `enableConfirms()`.
     /// If the connection drops meanwhile, the session reconnects and publishes again whatever
-    /// was not settled (at-least-once); a channel error (404, 403) is retried on a fresh channel,
+    /// was not settled (at-least-once); a channel error (403, 404, 405, 406) is retried on a fresh channel,
     /// after the topology was declared again, at most `recovery.channelErrorAttempts` times.
     /// While the broker blocks the connection, nothing is written and the publish waits.
     /// Throws `AMQPError.timeout` if the verdicts take longer than `timeout` in all, and

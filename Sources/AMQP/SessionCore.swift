@@ -401,7 +401,9 @@ final class SessionCore {
             if touched.last != pending.request, !touched.contains(pending.request) { touched.append(pending.request) }
             request.unwritten.append(pending.index)
         }
-        let refused: Bool = if case .channelClosedByBroker(_, let code, _) = error { code == 404 || code == 403 } else { false }
+        // Channel errors that reconnecting cannot heal: access refused, not found (an exchange gone),
+        // resource locked, precondition failed (e.g. direct reply-to without its consumer).
+        let refused: Bool = if case .channelClosedByBroker(_, let code, _) = error { [403, 404, 405, 406].contains(code) } else { false }
         for id in touched {
             guard let request = publishes[id] else { continue }
             request.unwritten.sort()
