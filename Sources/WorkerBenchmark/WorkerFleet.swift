@@ -135,7 +135,10 @@ enum BrokerConnections {
         })
         let remotePort = ":" + String(port, radix: 16, uppercase: true).leftPadded(to: 4)
         return ["tcp", "tcp6"].reduce(0) { total, table in
-            let rows = ((try? String(contentsOfFile: "/proc/\(pid)/net/\(table)", encoding: .utf8)) ?? "").split(separator: "\n").dropFirst()
+            // FileHandle reads to the end; String(contentsOfFile:) stops after the first page of a
+            // /proc file, missing the worker's rows when the machine has more than ~25 TCP sockets.
+            let contents = FileHandle(forReadingAtPath: "/proc/\(pid)/net/\(table)").flatMap { try? $0.readToEnd() } ?? Data()
+            let rows = String(decoding: contents, as: UTF8.self).split(separator: "\n").dropFirst()
             return total + rows.count { row in
                 // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
                 let columns = row.split(separator: " ")
