@@ -152,12 +152,4 @@ enum BrokerConnections {
             }
         }
     }
-
-    /// The whole of a /proc file. /proc reports a size of 0, and `String(contentsOfFile:)` then
-    /// reads one page only: on a machine with many TCP connections the table is longer.
-    private static func readProcFile(_ path: String) -> String {
-        guard let handle = FileHandle(forReadingAtPath: path) else { return "" }
-        defer { try? handle.close() }
-        return String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self)
-    }
 }
