@@ -80,6 +80,16 @@ public final class CommandWorker: Service {
         isConsuming && !isPaused && consumer.status.state.isConnected && publisher.status.isUsable
     }
 
+    /// What `/readyz` adds to its answer: the broker node of each connection, and why the worker
+    /// is not ready when it is paused or blocked.
+    public var readinessDetail: String {
+        let (consumerStatus, publisherStatus) = (consumer.status, publisher.status)
+        var parts = ["consumer node: \(consumerStatus.node ?? "none")", "publisher node: \(publisherStatus.node ?? "none")"]
+        if publisherStatus.isBlocked { parts.append("publishing blocked by the broker") }
+        if isPaused { parts.append("paused: the database keeps failing") }
+        return parts.joined(separator: ", ")
+    }
+
     /// Liveness: false when the consume loop has not turned for longer than the longest
     /// legitimate wait the settings allow. Waiting for the broker to come back counts as alive:
     /// a restart would not bring it back sooner.

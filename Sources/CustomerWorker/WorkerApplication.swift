@@ -32,6 +32,7 @@ public struct WorkerApplication: Sendable {
             let server = try HealthServer(
                 port: UInt16(port), logger: logger,
                 readiness: { worker.isReady },
+                readinessDetail: { worker.readinessDetail },
                 health: { worker.isLive },
                 metrics: { registry.render() })
             // Listed first, so it is shut down last: /healthz answers while the worker drains.

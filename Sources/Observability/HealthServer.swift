@@ -7,7 +7,8 @@ import Synchronization
 /// The HTTP listener for orchestrators and Prometheus, built on SwiftNIO:
 ///
 /// - `GET /healthz`: 200 `ok` when `health()` is true, else 503.
-/// - `GET /readyz`: 200 `ready` when `readiness()` is true (the consumer is attached), else 503.
+/// - `GET /readyz`: 200 `ready` when `readiness()` is true (the consumer is attached), else 503;
+///   a second line carries `readinessDetail()` (e.g. the broker nodes in use) when it is not empty.
 /// - `GET /metrics`: 200 with `metrics()`, content type `text/plain; version=0.0.4; charset=utf-8`.
 /// - another method on these paths: 405 with `Allow: GET`; any other path: 404.
 ///
@@ -48,6 +49,7 @@ public final class HealthServer: Sendable {
         requestTimeout: Duration = .seconds(5),
         logger: Logger = Logger(label: "customer-worker.http"),
         readiness: @escaping @Sendable () async -> Bool,
+        readinessDetail: @escaping @Sendable () -> String = { "" },
         health: @escaping @Sendable () async -> Bool = { true },
         metrics: @escaping @Sendable () -> String
     ) throws {
@@ -60,7 +62,8 @@ public final class HealthServer: Sendable {
             throw HealthServerError.invalidHost(host)
         }
         self.logger = logger
-        router = Router(readiness: readiness, health: health, metrics: metrics, timeout: requestTimeout)
+        router = Router(readiness: readiness, readinessDetail: readinessDetail, health: health, metrics: metrics,
+                        timeout: requestTimeout)
     }
 
     /// Binds, listens and serves until the calling task is cancelled or ``stop()`` is called, then
@@ -204,6 +207,7 @@ private struct Reply {
 /// Routes the three paths.
 private struct Router: Sendable {
     let readiness: @Sendable () async -> Bool
+    let readinessDetail: @Sendable () -> String
     let health: @Sendable () async -> Bool
     let metrics: @Sendable () -> String
     let timeout: Duration
@@ -220,7 +224,9 @@ private struct Router: Sendable {
         case "/healthz":
             return check(await answer(health), ok: "ok", failed: "unhealthy")
         case "/readyz":
-            return check(await answer(readiness), ok: "ready", failed: "not ready")
+            let detail = readinessDetail()
+            let suffix = detail.isEmpty ? "" : "\n" + detail
+            return check(await answer(readiness), ok: "ready" + suffix, failed: "not ready" + suffix)
         default:
             return Reply(status: .ok, contentType: HealthServer.metricsContentType, body: metrics())
         }

@@ -26,6 +26,12 @@ struct ObservedWorker {
         return (response as? HTTPURLResponse)?.statusCode
     }
 
+    /// The body `path` answers; nil when nothing answers.
+    func body(_ path: String) async -> String? {
+        guard let (data, _) = try? await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!) else { return nil }
+        return String(decoding: data, as: UTF8.self)
+    }
+
     /// Polls `path` until it answers `status`; false after `timeout`.
     func poll(_ path: String, until status: Int, timeout: Duration) async throws -> Bool {
         let deadline = ContinuousClock.now + timeout

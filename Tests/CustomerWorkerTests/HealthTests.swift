@@ -43,6 +43,8 @@ struct HealthTests {
         ])
         defer { Task { await worker.process.terminate() } }
         #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(20)), "never ready")
+        let node = "\(configuration.host):\(configuration.port)"
+        #expect(await worker.body("/readyz") == "ready\nconsumer node: \(node), publisher node: \(node)", "readiness names the node in use")
 
         try await ctl("clear_permissions", "-p", "/", user)
         #expect(try await closeConnections(of: user) == 2, "the consumer's and the publisher's connections")

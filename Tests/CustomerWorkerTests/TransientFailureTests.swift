@@ -64,6 +64,7 @@ struct TransientFailureTests {
         try await fixture.client.publish(commands, apiKey: merchant.secretKey, wantReplies: true)
         #expect(try await worker.poll("/readyz", until: 503, timeout: .seconds(4)), "ready while the database fails")
         #expect(await worker.metric("customer_worker_paused") == 1)
+        #expect(await worker.body("/readyz")?.hasSuffix("paused: the database keeps failing") == true)
         #expect(await worker.status("/healthz") == 200, "a pause is not a hang")
 
         let replies = try await fixture.collectReplies(for: Set(commands.map(\.messageID)), timeout: .seconds(30))

@@ -41,6 +41,7 @@ private func withServer(
     let server = try HealthServer(
         port: 0, host: "127.0.0.1",
         readiness: { switches.ready.withLock { $0 } },
+        readinessDetail: { "broker: 127.0.0.1:5672" },
         health: { switches.healthy.withLock { $0 } },
         metrics: { metrics.render() })
     let running = Task { try await server.run() }
@@ -72,10 +73,12 @@ private func withServer(
 
             let notReady = try await request("GET", "/readyz", port: port)
             #expect(notReady.status == 503)
+            #expect(notReady.body == "not ready\nbroker: 127.0.0.1:5672")
 
             switches.ready.withLock { $0 = true }
             let ready = try await request("GET", "/readyz", port: port)
             #expect(ready.status == 200)
+            #expect(ready.body == "ready\nbroker: 127.0.0.1:5672", "the detail names the broker node in use")
 
             switches.healthy.withLock { $0 = false }
             #expect(try await request("GET", "/healthz", port: port).status == 503)
