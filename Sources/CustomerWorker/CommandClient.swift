@@ -14,10 +14,14 @@ public actor CommandClient {
     /// Connects, declares the worker's topology (so commands published before any worker ran
     /// wait in the queue) and turns on publisher confirms.
     public init(configuration: WorkerConfiguration, logger: Logger, name: String = "customer-worker client") async throws {
-        var amqp = try configuration.amqpConfiguration
-        amqp.connectionName = name
+        // Every node of AMQP_URL, like the worker: the client moves on when one is down.
+        let nodes = try configuration.amqpNodes.map { node in
+            var node = node
+            node.connectionName = name
+            return node
+        }
         self.configuration = configuration
-        session = AMQPSession(configuration: amqp, recovery: RecoveryPolicy(maximumAttempts: 3), logger: logger, name: "client")
+        session = AMQPSession(nodes: nodes, recovery: RecoveryPolicy(maximumAttempts: 3), logger: logger, name: "client")
         try await session.declare(configuration.topology)
         try await session.enableConfirms()
     }
