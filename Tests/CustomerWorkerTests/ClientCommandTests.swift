@@ -49,4 +49,23 @@ struct ClientCommandTests {
         #expect(result.output.isEmpty)
         await fixture.tearDown()
     }
+
+    /// `AMQP_URL` naming a node that is down beside the live one: the client and the worker both
+    /// find the live node, whichever order they try them in.
+    @Test func aNodeListWithADeadNodeStillWorks() async throws {
+        let fixture = try await WorkerFixture("cli-nodes")
+        let merchant = try await fixture.merchant()
+        var environment = fixture.environment
+        environment["AMQP_URL"] = "amqp://guest:guest@127.0.0.1:1/%2f," + TestBroker.url
+        let worker = try WorkerProcess(environment: environment, logFile: fixture.directory.appendingPathComponent("nodes.log").path)
+        defer { Task { await worker.terminate() } }
+        let file = fixture.directory.appendingPathComponent("nodes.jsonl").path
+        try #"{"externalId":"nodes-1"}"#.write(toFile: file, atomically: true, encoding: .utf8)
+        let result = try await TestBroker.runCapturing(
+            WorkerProcess.executable, ["publish", "--api-key", merchant.secretKey, "--wait", "--timeout", "30", file],
+            environment: environment, errorsToOutput: false)
+        #expect(result.status == 0)
+        #expect(result.output.contains("\"CustomerCreated\""))
+        await fixture.tearDown()
+    }
 }
