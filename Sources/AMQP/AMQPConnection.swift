@@ -220,6 +220,21 @@ final class AMQPConnection {
         try checkStatus(status, "basic.publish")
     }
 
+    /// Runs `body` with the socket corked (`TCP_CORK`): the frames it writes (three per message)
+    /// leave in full segments when it ends instead of a segment per message, which on loopback
+    /// also saves the broker a wake-up and a read per message. Uncorking sends what is left.
+    func corked(_ body: () -> Void) {
+        let socket = socketDescriptor
+        guard socket >= 0 else { return body() }
+        var on: Int32 = 1
+        setsockopt(socket, Int32(IPPROTO_TCP), TCP_CORK, &on, socklen_t(MemoryLayout<Int32>.size))
+        defer {
+            var off: Int32 = 0
+            setsockopt(socket, Int32(IPPROTO_TCP), TCP_CORK, &off, socklen_t(MemoryLayout<Int32>.size))
+        }
+        body()
+    }
+
     func ack(_ deliveryTag: UInt64, multiple: Bool) throws(AMQPError) {
         lastWrite = .now
         try checkStatus(amqp_basic_ack(state, channel, deliveryTag, multiple ? 1 : 0), "basic.ack")

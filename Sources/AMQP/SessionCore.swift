@@ -240,7 +240,11 @@ final class SessionCore {
 
     /// Writes what waits, unless the connection is not open or the broker blocks us.
     private func writePending() {
-        guard case .open = machine.state, let connection else { return }
+        guard case .open = machine.state, let connection, !writeQueue.isEmpty else { return }
+        connection.corked { writeQueued(on: connection) }
+    }
+
+    private func writeQueued(on connection: AMQPConnection) {
         while let id = writeQueue.first {
             writeQueue.removeFirst()
             guard let request = publishes[id] else { continue }
