@@ -47,6 +47,24 @@ public enum TestPostgres {
         }
     }
 
+    /// Makes a database `createDatabase` made refuse new connections and closes the ones it has
+    /// (an outage as its clients see it: the server answers, the database does not), or accept
+    /// connections again.
+    public static func setAcceptingConnections(_ databaseURL: String, _ accepting: Bool) async throws {
+        guard let url, let name = URLComponents(string: databaseURL)?.path.dropFirst(), name.hasPrefix("test_") else {
+            throw Unavailable()
+        }
+        try await administer(url) { connection, logger in
+            try await connection.query("ALTER DATABASE \(unescaped: String(name)) ALLOW_CONNECTIONS \(unescaped: accepting ? "true" : "false")",
+                                       logger: logger)
+            if !accepting {
+                try await connection.query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = \(String(name)) AND pid <> pg_backend_pid()",
+                    logger: logger)
+            }
+        }
+    }
+
     private static func administer(_ url: String, _ body: (PostgresConnection, Logger) async throws -> Void) async throws {
         let parsed = try PostgresURL(url)
         let logger = TestBroker.logger("postgres")

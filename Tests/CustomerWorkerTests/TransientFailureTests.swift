@@ -50,23 +50,41 @@ struct TransientFailureTests {
     /// busy timeout) while commands wait, with one publishing attempt and a delivery limit of 2:
     /// the worker pauses (not ready, metrics say so), dead-letters nothing and requeues nothing,
     /// and answers every command once the lock is gone.
-    @Test func anOutagePausesTheWorkerAndBurnsNoDeliveries() async throws {
-        let fixture = try await WorkerFixture("outage", tuning: .init(deliveryLimit: 2))
+    /// On SQLite another process holds the write lock; on PostgreSQL the database refuses
+    /// connections and its open ones are closed (the server answers, the database does not).
+    @Test(arguments: StoreKind.all)
+    func anOutagePausesTheWorkerAndBurnsNoDeliveries(_ kind: StoreKind) async throws {
+        let fixture = try await WorkerFixture("outage", tuning: .init(deliveryLimit: 2), store: kind)
         let merchant = try await fixture.merchant()
-        let worker = try ObservedWorker(fixture, name: "worker", environment: [
-            "DATABASE_BUSY_TIMEOUT_MS": "100", "TRANSIENT_ATTEMPTS": "1", "LOG_LEVEL": "info",
-        ])
+        let databaseURL = fixture.configuration.databaseURL
+        var environment = ["DATABASE_BUSY_TIMEOUT_MS": "100", "TRANSIENT_ATTEMPTS": "1", "LOG_LEVEL": "info"]
+        if kind == .postgres {
+            // Waiting for a connection that cannot come is bounded by connect_timeout.
+            environment["DATABASE_URL"] = databaseURL + (databaseURL.contains("?") ? "&" : "?") + "connect_timeout=2"
+        }
+        let worker = try ObservedWorker(fixture, name: "worker", environment: environment)
         defer { Task { await worker.process.terminate() } }
         #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(20)))
 
-        try await holdWriteLock(on: fixture.configuration.databaseURL, for: .seconds(6))
+        let outage = Duration.seconds(6)
+        switch kind {
+        case .sqlite:
+            try await holdWriteLock(on: databaseURL, for: outage)
+        case .postgres:
+            try await TestPostgres.setAcceptingConnections(databaseURL, false)
+        }
+        async let restored: Void = {
+            try await Task.sleep(for: outage)
+            if kind == .postgres { try await TestPostgres.setAcceptingConnections(databaseURL, true) }
+        }()
         let commands = (0..<30).map { CommandClient.Command(body: Array(#"{"externalId":"outage-\#($0)"}"#.utf8), messageID: "outage-\($0)") }
         try await fixture.client.publish(commands, apiKey: merchant.secretKey, wantReplies: true)
-        #expect(try await worker.poll("/readyz", until: 503, timeout: .seconds(4)), "ready while the database fails")
+        #expect(try await worker.poll("/readyz", until: 503, timeout: .seconds(5)), "ready while the database fails")
         #expect(await worker.metric("customer_worker_paused") == 1)
         #expect(await worker.body("/readyz")?.hasSuffix("paused: the database keeps failing") == true)
         #expect(await worker.status("/healthz") == 200, "a pause is not a hang")
 
+        try await restored
         let replies = try await fixture.collectReplies(for: Set(commands.map(\.messageID)), timeout: .seconds(30))
         #expect(Set(replies.compactMap(\.properties.correlationID)) == Set(commands.map(\.messageID)))
         #expect(replies.count == 30, "answered once each")
