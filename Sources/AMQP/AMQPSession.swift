@@ -102,8 +102,6 @@ public final class AMQPSession: Sendable {
         default: false
         }
     }
-    /// `isBlocked` without waiting (for health probes).
-    public var isBlockedNow: Bool { status.isBlocked }
 
     // MARK: Set-up (remembered and replayed after reconnects)
 

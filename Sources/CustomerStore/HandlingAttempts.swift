@@ -24,13 +24,6 @@ extension SQLiteTransaction {
 }
 
 extension CustomerStore {
-    /// Unfinished attempts recorded for `key` (0 when none).
-    public func attempts(key: String) async throws -> Int {
-        try await read("read a handling attempt") { db in
-            try Int.fetchOne(db, sql: "SELECT attempts FROM handling_attempts WHERE key = ?", arguments: [key]) ?? 0
-        }
-    }
-
     static func registerHandlingAttempts(in migrator: inout DatabaseMigrator) {
         migrator.registerMigration("v2: handling attempts") { db in
             try db.execute(sql: """

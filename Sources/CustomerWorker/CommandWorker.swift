@@ -4,6 +4,7 @@ import Dispatch
 import Foundation
 import Logging
 import Metrics
+import Observability
 import ServiceLifecycle
 import Synchronization
 
@@ -504,7 +505,7 @@ public final class CommandWorker: Service {
     }
 }
 
-/// `customer_worker_amqp_node{session, node}`: 1 for the broker node each connection uses, 0 for
+/// `MetricName.amqpNode{session, node}`: 1 for the broker node each connection uses, 0 for
 /// one it used before; a change is logged.
 struct NodeGauges {
     private var current: [String: String] = [:]
@@ -513,12 +514,12 @@ struct NodeGauges {
         for (session, node) in [("consumer", consumer), ("publisher", publisher)] {
             guard let node, current[session] != node else { continue }
             if let previous = current[session] {
-                Gauge(label: "customer_worker_amqp_node", dimensions: [("session", session), ("node", previous)]).record(0)
+                Gauge(label: MetricName.amqpNode, dimensions: [("session", session), ("node", previous)]).record(0)
                 logger.notice("AMQP connection moved to another broker node", metadata: [
                     "amqp.session": "\(session)", "amqp.node": "\(node)", "amqp.previous_node": "\(previous)",
                 ])
             }
-            Gauge(label: "customer_worker_amqp_node", dimensions: [("session", session), ("node", node)]).record(1)
+            Gauge(label: MetricName.amqpNode, dimensions: [("session", session), ("node", node)]).record(1)
             current[session] = node
         }
     }

@@ -35,6 +35,9 @@ public enum MetricName {
     /// `failed` (its handling fails on its own, e.g. a stored plan out of range), `crashed` (the
     /// worker died while handling it).
     public static let deadLettered = "customer_worker_dead_lettered_total"
+    /// Gauge with dimensions `session` (consumer, publisher) and `node` (host:port): 1 for the
+    /// broker node each connection uses, 0 for one it used before.
+    public static let amqpNode = "customer_worker_amqp_node"
 
     /// Every name above with its `# HELP` text.
     public static let help: [String: String] = [
@@ -52,6 +55,7 @@ public enum MetricName {
         paused: "1 while the worker holds a batch because the database keeps failing.",
         storeFailures: "Store attempts that failed because the database was unavailable (busy, full, read-only, I/O).",
         deadLettered: "Commands the worker sent to the dead-letter queue, by reason (failed, crashed).",
+        amqpNode: "1 for the broker node each connection (session) uses, 0 for one it used before.",
     ]
 }
 

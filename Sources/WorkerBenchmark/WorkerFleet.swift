@@ -110,14 +110,12 @@ struct ProcessUsage: Sendable {
     var cpuSeconds: Double?
 
     init(pid: Int32) {
-        if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+        if let line = readProcFile("/proc/\(pid)/status").split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
            let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) {
             peakResidentBytes = kilobytes * 1024
         }
         // Fields after the parenthesised command name: state is field 3, utime 14 and stime 15.
-        if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-           let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 12,
+        if let fields = readProcFile("/proc/\(pid)/stat").split(separator: ")").last?.split(separator: " "), fields.count > 12,
            let user = Double(fields[11]), let system = Double(fields[12]) {
             cpuSeconds = (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
         }
