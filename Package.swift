@@ -42,6 +42,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Child processes that die with their parent (tests' workers, the benchmark's workers).
+        .target(name: "CChildProcess"),
+        .target(name: "ChildProcess", dependencies: ["CChildProcess"], swiftSettings: strict),
         // The create-customer contract and its rules: pure values, no I/O.
         .target(
             name: "CustomerDomain",
@@ -124,6 +127,7 @@ let package = Package(
             dependencies: [
                 "AMQP",
                 "CBenchRelay",
+                "ChildProcess",
                 "CustomerWorker",
                 "CreateCustomer",
                 "CustomerStore",
@@ -151,7 +155,7 @@ let package = Package(
         .target(
             name: "BrokerTestSupport",
             dependencies: [
-                "AMQP", "PostgresStore",
+                "AMQP", "ChildProcess", "PostgresStore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ],

@@ -23,7 +23,12 @@ set -euo pipefail
 BROKER_PORT="${BROKER_PORT:-5673}"
 BROKER_DIR="${BROKER_DIR:-${TMPDIR:-/tmp}/customer-worker-broker-$BROKER_PORT}"
 BROKER_NODE="${BROKER_NODE:-customer-worker-$BROKER_PORT@localhost}"
+export BROKER_PORT BROKER_DIR BROKER_NODE
+SELF="$(readlink -f "$0")"
 RABBIT_BIN=/usr/lib/rabbitmq/bin
+# Every rabbitmqctl call and every wait has a time limit (seconds), so a node that is half up
+# (its Erlang VM alive, its app stopped or stuck) fails a script instead of hanging it.
+BROKER_TIMEOUT="${BROKER_TIMEOUT:-120}"
 
 die() { echo "broker.sh: $*" >&2; exit 1; }
 
@@ -53,12 +58,65 @@ as_broker_user() {
   fi
 }
 
-ctl() { as_broker_user "$RABBIT_BIN/rabbitmqctl" -n "$BROKER_NODE" "$@"; }
+# rabbitmqctl against this node, bounded by CTL_LIMIT seconds (default BROKER_TIMEOUT).
+ctl() { timeout -k 5 "${CTL_LIMIT:-$BROKER_TIMEOUT}" "$SELF" __as_broker_user "$RABBIT_BIN/rabbitmqctl" -n "$BROKER_NODE" "$@"; }
 
-is_running() { ctl status >/dev/null 2>&1; }
+# The Erlang VM of this node (by its node name in its environment, and booting rabbit: not a
+# rabbitmqctl, which carries the same name), whatever state it is in.
+node_vms() {
+  local pid
+  for pid in $(pgrep -x beam.smp 2>/dev/null); do
+    { tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null | grep -q -- '-s rabbit boot' || continue
+    { tr '\0' '\n' < "/proc/$pid/environ"; } 2>/dev/null | grep -qx "RABBITMQ_NODENAME=$BROKER_NODE" && echo "$pid"
+  done
+  return 0
+}
+
+# True when something accepts connections on the node's AMQP port.
+amqp_listening() { timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$BROKER_PORT" 2>/dev/null; }
+
+# running: the app is up (its AMQP listener, which runs only while the app does, accepts
+# connections); stopped: the VM answers but its app is not running (stop_app, or a start that
+# never finished); stuck: a VM exists but does not answer within BROKER_TIMEOUT; absent: no VM.
+node_state() {
+  local answer
+  if [ -z "$(node_vms)" ]; then echo absent; return 0; fi
+  if amqp_listening; then echo running; return 0; fi
+  if answer=$(ctl -q eval 'rabbit:is_running().' 2>/dev/null); then
+    [ "$answer" = true ] && echo running || echo stopped
+  else
+    echo stuck
+  fi
+}
+
+is_running() { [ "$(node_state)" = running ]; }
+
+# Ends every VM of this node at once (SIGKILL), waiting until they are gone.
+kill_node() {
+  local pids deadline=$((SECONDS + 15))
+  pids=$(node_vms)
+  [ -n "$pids" ] && kill -9 $pids 2>/dev/null
+  while [ -n "$(node_vms)" ]; do
+    [ $SECONDS -lt $deadline ] || die "node $BROKER_NODE (pids $(node_vms)) did not die after SIGKILL"
+    sleep 0.2
+  done
+  rm -f "$BROKER_DIR/rabbitmq.pid"
+}
 
 start() {
-  if is_running; then echo "broker already running: $(url)"; return 0; fi
+  case "$(node_state)" in
+    running) echo "broker already running: $(url)"; return 0 ;;
+    stopped)
+      # Left by an earlier run with its app stopped (e.g. a test that stopped it, then crashed).
+      if ctl start_app >/dev/null 2>&1 && CTL_LIMIT=$BROKER_TIMEOUT ctl await_startup >/dev/null 2>&1; then
+        echo "broker running (its app was stopped; started it): $(url)"; return 0
+      fi
+      echo "broker.sh: node $BROKER_NODE did not start its app; killing it and starting afresh" >&2
+      kill_node ;;
+    stuck)
+      echo "broker.sh: node $BROKER_NODE does not answer (left by an earlier run?); killing it" >&2
+      kill_node ;;
+  esac
   mkdir -p "$BROKER_DIR/mnesia" "$BROKER_DIR/log"
   : > "$BROKER_DIR/enabled_plugins"
   : > "$BROKER_DIR/rabbitmq-env.conf"
@@ -83,20 +141,23 @@ ssl_options.versions.2 = tlsv1.3
 CONF
   fi
   if [ "$(id -u)" = 0 ]; then chown -R rabbitmq:rabbitmq "$BROKER_DIR"; fi
-  as_broker_user "$RABBIT_BIN/rabbitmq-server" -detached >/dev/null 2>&1 \
-    || die "rabbitmq-server did not start; see $BROKER_DIR/log"
+  rm -f "$BROKER_DIR/rabbitmq.pid"
+  timeout -k 5 "$BROKER_TIMEOUT" "$SELF" __as_broker_user "$RABBIT_BIN/rabbitmq-server" -detached >/dev/null 2>&1 \
+    || die "rabbitmq-server (node $BROKER_NODE) did not start; see $BROKER_DIR/log"
   # The node answers rabbitmqctl before its AMQP listener is up: wait for the app itself.
-  local deadline=$((SECONDS + 60))
-  until ctl await_startup >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || die "broker did not come up within 60 s; see $BROKER_DIR/log"
-    sleep 1
+  local deadline=$((SECONDS + BROKER_TIMEOUT))
+  until [ -n "$(node_vms)" ] && amqp_listening; do
+    [ $SECONDS -lt $deadline ] || die "node $BROKER_NODE did not come up within $BROKER_TIMEOUT s; see $BROKER_DIR/log"
+    sleep 0.5
   done
   echo "broker running: $(url)"
 }
 
 stop() {
-  if ! is_running; then echo "broker not running"; return 0; fi
+  if [ "$(node_state)" = absent ]; then echo "broker not running"; return 0; fi
   ctl stop "$BROKER_DIR/rabbitmq.pid" >/dev/null 2>&1 || ctl stop >/dev/null 2>&1 || true
+  # Whatever did not stop in time (a stuck VM) is killed: stop always leaves nothing behind.
+  [ -z "$(node_vms)" ] || kill_node
   echo "broker stopped"
 }
 
@@ -133,21 +194,39 @@ cluster_url() {
   (IFS=,; echo "${urls[*]}")
 }
 
+# True when all three nodes run and see each other: a cluster to reuse as it is.
+cluster_healthy() {
+  local port
+  for port in $(cluster_ports); do
+    [ "$(on_node "$port" node_state)" = running ] || return 1
+  done
+  [ "$(on_node "$CLUSTER_PORT" running_nodes 2>/dev/null)" = 3 ]
+}
+
+running_nodes() { ctl -q eval 'length(rabbit_nodes:all_running()).'; }
+
 cluster_start() {
   local ports=($(cluster_ports)) pids=() port pid
+  if cluster_healthy; then echo "cluster already running: $(cluster_url)"; return 0; fi
+  # Anything an earlier run left (a node with its app stopped, a stuck VM, half-joined data)
+  # is killed and wiped: the cluster always starts fresh.
+  for port in "${ports[@]}"; do
+    on_node "$port" kill_node
+    rm -rf "${TMPDIR:-/tmp}/customer-worker-broker-$port"
+  done
   for port in "${ports[@]}"; do
     (on_node "$port" start >/dev/null) &
     pids+=($!)
   done
-  for pid in "${pids[@]}"; do wait "$pid" || die "a cluster node did not start"; done
+  for pid in "${pids[@]}"; do wait "$pid" || die "a cluster node did not start (logs: ${TMPDIR:-/tmp}/customer-worker-broker-{$(cluster_ports | tr ' ' ',')}/log)"; done
   local first="customer-worker-${ports[0]}@localhost"
   for port in "${ports[@]:1}"; do
     if on_node "$port" ctl cluster_status 2>/dev/null | grep -q "$first"; then continue; fi
-    on_node "$port" ctl stop_app >/dev/null
-    on_node "$port" ctl join_cluster "$first" >/dev/null 2>&1 || die "node on port $port could not join $first"
-    on_node "$port" ctl start_app >/dev/null
+    on_node "$port" ctl stop_app >/dev/null || die "node on port $port did not stop its app; see ${TMPDIR:-/tmp}/customer-worker-broker-$port/log"
+    on_node "$port" ctl join_cluster "$first" >/dev/null 2>&1 || die "node on port $port could not join $first; see ${TMPDIR:-/tmp}/customer-worker-broker-$port/log"
+    on_node "$port" ctl start_app >/dev/null || die "node on port $port did not start its app; see ${TMPDIR:-/tmp}/customer-worker-broker-$port/log"
   done
-  on_node "${ports[0]}" ctl await_startup >/dev/null
+  on_node "${ports[0]}" ctl await_startup >/dev/null || die "node on port ${ports[0]} did not come up; see ${TMPDIR:-/tmp}/customer-worker-broker-${ports[0]}/log"
   echo "cluster running: $(cluster_url)"
 }
 
@@ -161,6 +240,8 @@ cluster_stop() {
 }
 
 case "${1:-}" in
+  # Internal: the script calls itself through these so `timeout` can bound a shell function.
+  __as_broker_user) shift; as_broker_user "$@" ;;
   cluster)
     case "${2:-}" in
       start) cluster_start ;;

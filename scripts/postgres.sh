@@ -16,6 +16,8 @@ set -euo pipefail
 PG_PORT="${PG_PORT:-5433}"
 PG_DIR="${PG_DIR:-${TMPDIR:-/tmp}/customer-worker-postgres-$PG_PORT}"
 PG_DATABASE=customers
+export PG_PORT PG_DIR
+SELF="$(readlink -f "$0")"
 
 die() { echo "postgres.sh: $*" >&2; exit 1; }
 
@@ -31,36 +33,84 @@ as_postgres() {
 
 url() { echo "postgres://postgres@127.0.0.1:$PG_PORT/$PG_DATABASE?sslmode=disable"; }
 
-is_running() { as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; }
+# Every wait has a time limit (seconds): a server that is half up fails the script, never hangs it.
+PG_TIMEOUT="${PG_TIMEOUT:-60}"
+
+is_running() { timeout -k 5 30 "$SELF" __as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; }
+
+answers() { "$PG_BIN/pg_isready" -q -h "$PG_DIR" -p "$PG_PORT" -t 10 >/dev/null 2>&1; }
+
+# The postmaster of this data folder, from its lock file, if that process still exists.
+postmaster_pid() {
+  local pid
+  pid=$(head -n 1 "$PG_DIR/data/postmaster.pid" 2>/dev/null) || return 0
+  # A zombie (killed, not yet reaped by init) is gone for our purposes.
+  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] && echo "$pid"
+  return 0
+}
+
+# Ends a server that does not answer or stop (a throwaway server: SIGKILL loses nothing we keep).
+kill_server() {
+  local pid deadline=$((SECONDS + 15))
+  pid=$(postmaster_pid)
+  if [ -n "$pid" ]; then
+    pkill -9 -P "$pid" 2>/dev/null  # its backends, which would keep the shared memory in use
+    kill -9 "$pid" 2>/dev/null
+  fi
+  while [ -n "$(postmaster_pid)" ]; do
+    [ $SECONDS -lt $deadline ] || die "the server of $PG_DIR (pid $(postmaster_pid)) did not die after SIGKILL"
+    sleep 0.2
+  done
+  rm -f "$PG_DIR/data/postmaster.pid"
+}
 
 start() {
-  if is_running; then echo "postgres already running: $(url)"; return 0; fi
+  if is_running; then
+    if answers; then echo "postgres already running: $(url)"; return 0; fi
+    echo "postgres.sh: the server in $PG_DIR runs but does not answer (left by an earlier run?); killing it" >&2
+    kill_server
+  elif [ -f "$PG_DIR/data/postmaster.pid" ] && [ -z "$(postmaster_pid)" ]; then
+    rm -f "$PG_DIR/data/postmaster.pid"  # a crashed server's lock file
+  fi
   mkdir -p "$PG_DIR"
   if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$PG_DIR"; fi
   if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
     as_postgres "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 >"$PG_DIR/initdb.log" 2>&1 \
       || die "initdb failed; see $PG_DIR/initdb.log"
   fi
-  as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -t 60 \
-    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on" start >/dev/null \
-    || die "the server did not start; see $PG_DIR/log"
+  if ! start_server; then
+    # A throwaway server: data an earlier run left half-written is not worth keeping.
+    echo "postgres.sh: the server in $PG_DIR did not start (see $PG_DIR/log); starting it on a fresh data folder" >&2
+    kill_server
+    rm -rf "$PG_DIR/data"
+    as_postgres "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 >"$PG_DIR/initdb.log" 2>&1 \
+      || die "initdb failed; see $PG_DIR/initdb.log"
+    start_server || die "the server on port $PG_PORT did not start within $PG_TIMEOUT s; see $PG_DIR/log"
+  fi
   if ! psql_ -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$PG_DATABASE'" | grep -q 1; then
-    psql_ -d postgres -qc "CREATE DATABASE $PG_DATABASE" >/dev/null
+    psql_ -d postgres -qc "CREATE DATABASE $PG_DATABASE" >/dev/null || die "cannot create the database $PG_DATABASE; see $PG_DIR/log"
   fi
   echo "postgres started: $(url)"
 }
 
+start_server() {
+  timeout -k 5 $((PG_TIMEOUT + 10)) "$SELF" __as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -t "$PG_TIMEOUT" \
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on" start >/dev/null 2>&1 && answers
+}
+
 stop() {
-  if is_running; then
-    as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null
+  if is_running || [ -n "$(postmaster_pid)" ]; then
+    timeout -k 5 $((PG_TIMEOUT + 10)) "$SELF" __as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t "$PG_TIMEOUT" stop >/dev/null 2>&1 \
+      || kill_server
     echo "postgres stopped"
   fi
   rm -rf "$PG_DIR"
 }
 
-psql_() { as_postgres "$PG_BIN/psql" -h "$PG_DIR" -p "$PG_PORT" -U postgres "$@"; }
+psql_() { PGCONNECT_TIMEOUT=10 timeout -k 5 "$PG_TIMEOUT" "$SELF" __as_postgres "$PG_BIN/psql" -h "$PG_DIR" -p "$PG_PORT" -U postgres "$@"; }
 
 case "${1:-}" in
+  __as_postgres) shift; as_postgres "$@" ;;  # internal: lets `timeout` bound a call as postgres
   start) start ;;
   stop) stop ;;
   status) if is_running; then echo "running: $(url)"; else echo "stopped"; exit 1; fi ;;

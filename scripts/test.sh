@@ -9,13 +9,38 @@ scripts/bootstrap.sh
 
 export BROKER_PORT="${BROKER_PORT:-5673}"
 export PG_PORT="${PG_PORT:-5433}"
+# The broker-restart test starts (and stops) a second node on the next port.
+export BROKER_EXTRA_PORT=$((BROKER_PORT + 1))
+
+# Worker processes a test or the benchmark started carry CUSTOMER_WORKER_TEST_CHILD=<broker port>.
+# They die with their parent; this also ends any that an earlier run, killed before its clean-up,
+# left consuming from this broker (other runs, on other brokers, are left alone).
+kill_test_children() {
+  local pid
+  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+    { tr '\0' '\n' < "/proc/$pid/environ"; } 2>/dev/null | grep -qx "CUSTOMER_WORKER_TEST_CHILD=$BROKER_PORT" && kill -9 "$pid" 2>/dev/null
+  done
+  return 0
+}
+stop_servers() {
+  kill_test_children
+  scripts/broker.sh stop >/dev/null 2>&1
+  BROKER_PORT=$BROKER_EXTRA_PORT scripts/broker.sh stop >/dev/null 2>&1
+  scripts/broker.sh cluster stop >/dev/null 2>&1
+  scripts/postgres.sh stop >/dev/null 2>&1
+  return 0
+}
+trap stop_servers EXIT
+trap 'exit 130' INT TERM  # so that a stopped run still runs the EXIT trap
+kill_test_children
+# A second node an earlier run's restart test left running.
+BROKER_PORT=$BROKER_EXTRA_PORT scripts/broker.sh stop >/dev/null
+# Each start reuses a server of its own name that answers, and restarts (or replaces) one that an
+# earlier run left half up; each fails within its time limit naming the server and its log.
 scripts/broker.sh start
-trap 'scripts/broker.sh stop >/dev/null; scripts/postgres.sh stop >/dev/null 2>&1; [ -n "${BROKER_EXTRA_PORT:-}" ] && BROKER_PORT=$BROKER_EXTRA_PORT scripts/broker.sh stop >/dev/null 2>&1; scripts/broker.sh cluster stop >/dev/null 2>&1 || true' EXIT
 scripts/postgres.sh start
 # Each store or worker test on PostgreSQL creates a database of its own on this server.
 export POSTGRES_TEST_URL="$(scripts/postgres.sh url)"
-# The broker-restart test starts (and stops) a second node on the next port.
-export BROKER_EXTRA_PORT=$((BROKER_PORT + 1))
 export AMQP_URL="$(scripts/broker.sh url)"
 # The cluster test's three nodes (ports BROKER_PORT + 10 … + 12).
 scripts/broker.sh cluster start
@@ -43,10 +68,12 @@ done
 [ "$tests" -gt 1 ] || { echo "test.sh: swift test reported no passing run" >&2; exit 1; }
 
 # The benchmark end to end, small (a smoke test: it checks replies and customers, not timings).
-"$(swift build --show-bin-path)/customer-worker" bench --messages 500 --replicas 2 --duplicates 10 --log-level warning > /dev/null
-"$(swift build --show-bin-path)/customer-worker" bench --messages 500 --backlog --log-level warning > /dev/null
+# Its workers carry the test marker, so a run killed here leaves nothing the next one misses.
+bench=(env "CUSTOMER_WORKER_TEST_CHILD=$BROKER_PORT" "$(swift build --show-bin-path)/customer-worker" bench)
+"${bench[@]}" --messages 500 --replicas 2 --duplicates 10 --log-level warning > /dev/null
+"${bench[@]}" --messages 500 --backlog --log-level warning > /dev/null
 # The same on PostgreSQL.
-"$(swift build --show-bin-path)/customer-worker" bench --messages 500 --replicas 2 --duplicates 10 --log-level warning \
+"${bench[@]}" --messages 500 --replicas 2 --duplicates 10 --log-level warning \
   --database "$POSTGRES_TEST_URL" > /dev/null
 
 # Debian's interpreter, whose python3-jsonschema bootstrap.sh installed.

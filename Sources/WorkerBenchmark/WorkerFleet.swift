@@ -1,34 +1,48 @@
+import ChildProcess
 import Foundation
+import Synchronization
 
 /// Real `customer-worker run` processes sharing one queue and one database, each writing its
-/// standard error to its own log file.
+/// output to its own log file. They die with the benchmark, however it ends (`ChildProcess`).
 struct WorkerFleet: Sendable {
-    private let processes: [Process]
+    private let processes: [Member]
     private let logFiles: [URL]
+
+    /// One worker process; its exit status once reaped (its pid is never signalled after that).
+    private final class Member: Sendable {
+        let pid: pid_t
+        private let exit = Mutex<Int32?>(nil)
+
+        init(pid: pid_t) { self.pid = pid }
+
+        /// 128 + the signal number for a death by signal; nil while it runs.
+        var exitStatus: Int32? {
+            exit.withLock { status in status ?? ChildProcess.exitStatus(pid).map { status = $0; return $0 } }
+        }
+        var isRunning: Bool { exitStatus == nil }
+
+        func signal(_ signal: Int32) {
+            exit.withLock { if $0 == nil { _ = kill(pid, signal) } }
+        }
+    }
 
     /// Starts `count` workers of `binary` with `environment` added to this process's environment
     /// (minus the worker settings it might carry, which would make the workers differ from the ceiling).
     init(binary: String, count: Int, environment: [String: String], settingNames: [String], logDirectory: URL) throws {
         var inherited = ProcessInfo.processInfo.environment
         for name in settingNames { inherited[name] = nil }
-        var processes: [Process] = []
+        var processes: [Member] = []
         var logFiles: [URL] = []
         for index in 1...count {
             let log = logDirectory.appendingPathComponent("worker-\(index).log")
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = ["run"]
-            process.environment = inherited.merging(environment) { _, new in new }
-            process.standardOutput = FileHandle.nullDevice
             do {
-                guard FileManager.default.createFile(atPath: log.path, contents: nil) else { throw CocoaError(.fileWriteUnknown) }
-                process.standardError = try FileHandle(forWritingTo: log)
-                try process.run()
+                let pid = try ChildProcess.spawn(binary, ["run"], environment: inherited.merging(environment) { _, new in new },
+                                                 output: log.path, errorsToOutput: true)
+                processes.append(Member(pid: pid))
             } catch {
-                processes.forEach { $0.terminate() }
-                throw BenchmarkError.worker("cannot start worker \(index) (\(binary), log \(log.path)): \(error.localizedDescription)")
+                processes.forEach { $0.signal(SIGKILL) }
+                throw BenchmarkError.worker("cannot start worker \(index) (\(binary), log \(log.path)): \(error)")
             }
-            processes.append(process)
             logFiles.append(log)
         }
         self.processes = processes
@@ -42,7 +56,7 @@ struct WorkerFleet: Sendable {
     func waitUntilConnected(brokerPort: Int, timeout: Duration) async throws {
         let deadline = ContinuousClock.now + timeout
         for (index, process) in processes.enumerated() {
-            while BrokerConnections.count(pid: process.processIdentifier, port: brokerPort) < 2 {
+            while BrokerConnections.count(pid: process.pid, port: brokerPort) < 2 {
                 guard process.isRunning else { throw exited(index) }
                 guard ContinuousClock.now < deadline else {
                     throw BenchmarkError.worker("worker \(index + 1) did not connect to the broker within \(timeout)\(logTail(index))")
@@ -54,7 +68,7 @@ struct WorkerFleet: Sendable {
 
     /// Each worker's peak resident set and CPU time so far (nil fields when /proc cannot tell).
     func usage() -> [ProcessUsage] {
-        processes.map { ProcessUsage(pid: $0.processIdentifier) }
+        processes.map { ProcessUsage(pid: $0.pid) }
     }
 
     /// Returns when cancelled; throws as soon as a worker is no longer running.
@@ -67,23 +81,23 @@ struct WorkerFleet: Sendable {
 
     /// SIGTERM to every worker; each must exit with status 0 within `timeout`.
     func stop(timeout: Duration) async throws {
-        processes.forEach { $0.terminate() }
+        processes.forEach { $0.signal(SIGTERM) }
         let deadline = ContinuousClock.now + timeout
         for (index, process) in processes.enumerated() {
             while process.isRunning {
                 guard ContinuousClock.now < deadline else {
-                    kill(process.processIdentifier, SIGKILL)
+                    process.signal(SIGKILL)
                     throw BenchmarkError.worker("worker \(index + 1) did not exit within \(timeout) of SIGTERM\(logTail(index))")
                 }
                 try await Task.sleep(for: .milliseconds(20))
             }
-            guard process.terminationReason == .exit, process.terminationStatus == 0 else { throw exited(index) }
+            guard process.exitStatus == 0 else { throw exited(index) }
         }
     }
 
     /// Stops what still runs without judging how (after another failure); waits a little for it.
     func killAll() async {
-        for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        processes.forEach { $0.signal(SIGKILL) }
         let deadline = ContinuousClock.now + .seconds(5)
         while processes.contains(where: \.isRunning), ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
@@ -91,9 +105,9 @@ struct WorkerFleet: Sendable {
     }
 
     private func exited(_ index: Int) -> BenchmarkError {
-        let process = processes[index]
-        let how = process.terminationReason == .exit ? "exit status" : "signal"
-        return .worker("worker \(index + 1) ended with \(how) \(process.terminationStatus)\(logTail(index))")
+        let status = processes[index].exitStatus ?? -1
+        let how = status > 128 ? "signal \(status - 128)" : "exit status \(status)"
+        return .worker("worker \(index + 1) ended with \(how)\(logTail(index))")
     }
 
     private func logTail(_ index: Int) -> String {

@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 /// Connection loss, broker restarts, broker-sent cancels and channel errors, heartbeats, memory.
-@Suite("AMQP recovery", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+@Suite("AMQP recovery", .closesResources, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct RecoveryTests {
     private func messages(_ count: Int, to queue: String, bodySize: Int = 16) -> [OutgoingMessage] {
         (0..<count).map {
@@ -173,15 +173,18 @@ struct RecoveryTests {
 
 /// Tests that stop the broker or raise its alarms use a second private node, so the shared one
 /// stays up for the other tests; they run one after the other on it.
-@Suite("AMQP on a broker of its own", .serialized, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+@Suite("AMQP on a broker of its own", .closesResources, .serialized, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct BrokerRestartTests {
     @Test func publishingWaitsWhileTheBrokerBlocksIt() async throws {
         let port = TestBroker.port + 1
         try await TestBroker.brokerScript(["start"], port: port)
-        defer { TestBroker.brokerScriptBlocking(["ctl", "set_vm_memory_high_watermark", "0.4"], port: port) }
+        TestResources.onExit("memory watermark of the broker on port \(port)") {
+            _ = try? await TestBroker.brokerScript(["ctl", "set_vm_memory_high_watermark", "0.4"], port: port)
+        }
         var configuration = try TestBroker.configuration(name: "blocked")
         configuration.port = port
         let session = AMQPSession(configuration: configuration, recovery: TestBroker.quickRecovery, logger: TestBroker.logger("blocked"))
+        TestResources.onExit("AMQP session blocked") { await session.close() }
         let queue = TestBroker.uniqueName("blocked")
         try await session.declare(Topology(queues: [.init(name: queue, durable: false, autoDelete: true)]))
         try await session.enableConfirms()
@@ -204,7 +207,7 @@ struct BrokerRestartTests {
     @Test func consumerSurvivesABrokerRestartAndGetsEveryMessage() async throws {
         let port = TestBroker.port + 1
         try await TestBroker.brokerScript(["start"], port: port)
-        defer { TestBroker.brokerScriptBlocking(["stop"], port: port) }
+        TestResources.onExit("broker on port \(port)") { _ = try? await TestBroker.brokerScript(["stop"], port: port) }
         var configuration = try TestBroker.configuration(name: "restart")
         configuration.port = port
         let logger = TestBroker.logger("restart")
@@ -212,10 +215,12 @@ struct BrokerRestartTests {
         let topology = Topology(queues: [.quorum(queue)])
 
         let consumer = AMQPSession(configuration: configuration, recovery: TestBroker.quickRecovery, logger: logger, name: "restart")
+        TestResources.onExit("AMQP session restart") { await consumer.close() }
         try await consumer.declare(topology)
         try await consumer.setPrefetch(20)
         try await consumer.consume(queue: queue)
         let publisher = AMQPSession(configuration: configuration, recovery: TestBroker.quickRecovery, logger: logger, name: "restart.pub")
+        TestResources.onExit("AMQP session restart.pub") { await publisher.close() }
         try await publisher.enableConfirms()
         let batch = (0..<100).map {
             OutgoingMessage(exchange: "", routingKey: queue, body: Array("m-\($0)".utf8),

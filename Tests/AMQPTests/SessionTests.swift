@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 /// Tests against the real broker of `scripts/broker.sh` (see `TestBroker`).
-@Suite("AMQP session against the broker", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+@Suite("AMQP session against the broker", .closesResources, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct SessionTests {
     /// A session with a private, exclusive queue bound to nothing but the default exchange.
     private func sessionWithQueue(_ name: String, prefetch: UInt16 = 100) async throws -> (AMQPSession, String) {
@@ -40,7 +40,6 @@ struct SessionTests {
 
     @Test func roundTripPreservesBodyPropertiesAndHeaders() async throws {
         let (session, queue) = try await sessionWithQueue("roundtrip")
-        defer { Task { await session.close() } }
         try await session.consume(queue: queue)
         let body: [UInt8] = Array("{\"externalId\":\"ext-1\",\"name\":\"Zoë\"}".utf8) + [0, 255]
         let properties = MessageProperties(
@@ -65,7 +64,6 @@ struct SessionTests {
 
     @Test func confirmsEveryMessageOfABatch() async throws {
         let (session, queue) = try await sessionWithQueue("confirms")
-        defer { Task { await session.close() } }
         let outcomes = try await session.publish(messages(2000, to: queue))
         #expect(outcomes.count == 2000)
         #expect(outcomes.allSatisfy { $0 == .confirmed })
@@ -75,7 +73,6 @@ struct SessionTests {
 
     @Test func reportsAnUnroutableMandatoryMessageAsReturned() async throws {
         let (session, queue) = try await sessionWithQueue("returns")
-        defer { Task { await session.close() } }
         let exchange = TestBroker.uniqueName("returns.unbound")
         try await session.declare(Topology(exchanges: [.init(name: exchange, type: "direct", durable: false)]))
         var batch = messages(3, to: queue)
@@ -89,7 +86,6 @@ struct SessionTests {
 
     @Test func neverHoldsMoreUnackedThanThePrefetchWindow() async throws {
         let (session, queue) = try await sessionWithQueue("prefetch", prefetch: 10)
-        defer { Task { await session.close() } }
         _ = try await session.publish(messages(35, to: queue))
         try await session.consume(queue: queue)
         let first = try await session.nextDeliveries(maximum: 100, wait: .seconds(5), linger: .milliseconds(300))
@@ -107,7 +103,6 @@ struct SessionTests {
     /// waiting call receiving it (seconds before its timeout) proves the ack reached the broker.
     @Test func anAckIsSentWhileTheConsumerWaitsForDeliveries() async throws {
         let (session, queue) = try await sessionWithQueue("ack-while-waiting", prefetch: 1)
-        defer { Task { await session.close() } }
         _ = try await session.publish(messages(2, to: queue))
         try await session.consume(queue: queue)
         let first = try #require(try await session.nextDeliveries(maximum: 1, wait: .seconds(5)).first)
@@ -124,7 +119,6 @@ struct SessionTests {
 
     @Test func aCancelledWaitReturnsAtOnce() async throws {
         let (session, queue) = try await sessionWithQueue("cancelled-wait")
-        defer { Task { await session.close() } }
         try await session.consume(queue: queue)
         let clock = ContinuousClock()
         let started = clock.now
@@ -138,7 +132,6 @@ struct SessionTests {
 
     @Test func nackAndRejectRequeueOrDrop() async throws {
         let (session, queue) = try await sessionWithQueue("nack", prefetch: 1)
-        defer { Task { await session.close() } }
         _ = try await session.publish(messages(2, to: queue))
         try await session.consume(queue: queue)
         let first = try #require(try await session.nextDeliveries(maximum: 1, wait: .seconds(5)).first)
@@ -156,7 +149,6 @@ struct SessionTests {
 
     @Test func declaresQuorumQueuesWithLimitsAndDeadLettering() async throws {
         let session = try await TestBroker.session("quorum")
-        defer { Task { await session.close() } }
         let name = TestBroker.uniqueName("quorum")
         let deadLetters = "\(name).dlx"
         let topology = Topology(
@@ -188,7 +180,6 @@ struct SessionTests {
 
     @Test func declaringAnInequivalentQueueFailsWithTheBrokersReason() async throws {
         let session = try await TestBroker.session("inequivalent")
-        defer { Task { await session.close() } }
         let name = TestBroker.uniqueName("inequivalent")
         try await session.declare(Topology(queues: [.init(name: name, durable: false, autoDelete: true)]))
         await #expect {
@@ -200,10 +191,11 @@ struct SessionTests {
     }
 }
 
-@Suite("AMQP connection errors", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+@Suite("AMQP connection errors", .closesResources, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct ConnectionErrorTests {
     private func connect(_ configuration: ConnectionConfiguration) async throws {
         let session = AMQPSession(configuration: configuration, logger: TestBroker.logger("errors"))
+        TestResources.onExit("AMQP session errors") { await session.close() }
         try await session.connect()
         await session.close()
     }

@@ -5,7 +5,7 @@ import Testing
 
 /// amqps:// against the test broker's TLS listener (a certificate for `localhost` from a CA that
 /// scripts/broker.sh makes): verified connections work, unverifiable ones fail with `tlsFailed`.
-@Suite("AMQP over TLS", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+@Suite("AMQP over TLS", .closesResources, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct TLSTests {
     private func tlsConfiguration() async throws -> ConnectionConfiguration {
         let url = try await TestBroker.brokerScript(["tls-url"]).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -15,6 +15,7 @@ struct TLSTests {
     private func connect(_ configuration: ConnectionConfiguration) async throws -> AMQPSession {
         let session = AMQPSession(configuration: configuration, recovery: RecoveryPolicy(maximumAttempts: 1),
                                   logger: TestBroker.logger("tls"), name: "tls")
+        TestResources.onExit("AMQP session tls") { await session.close() }
         try await session.connect()
         return session
     }

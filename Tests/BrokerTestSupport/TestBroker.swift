@@ -1,4 +1,5 @@
 import AMQP
+import ChildProcess
 import Foundation
 import Logging
 
@@ -54,6 +55,7 @@ public enum TestBroker {
                                recovery: RecoveryPolicy = quickRecovery) async throws -> AMQPSession {
         let session = AMQPSession(configuration: try configuration(name: name, heartbeat: heartbeat), recovery: recovery,
                                   logger: logger(name), name: name)
+        TestResources.onExit("AMQP session \(name)") { await session.close() }
         try await session.connect()
         return session
     }
@@ -79,14 +81,6 @@ public enum TestBroker {
         try await run(brokerScriptPath, arguments, environment: ["BROKER_PORT": String(port ?? self.port)])
     }
 
-    /// The same, blocking the calling thread: only for `defer` clean-ups, which cannot await.
-    public static func brokerScriptBlocking(_ arguments: [String], port: Int? = nil) {
-        guard let pid = try? spawn(brokerScriptPath, arguments, environment: ["BROKER_PORT": String(port ?? self.port)],
-                                   output: "/dev/null", errorsToOutput: false) else { return }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-    }
-
     private static var brokerScriptPath: String { repositoryRoot.appendingPathComponent("scripts/broker.sh").path }
 
     /// Closes the broker side of every connection with this client-provided name.
@@ -105,7 +99,7 @@ public enum TestBroker {
 
     /// Runs a command to completion and returns its standard output; throws if it failed.
     ///
-    /// posix_spawn and waitpid rather than Foundation's `Process`: the broker the script starts
+    /// `ChildProcess` and waitpid rather than Foundation's `Process`: the broker the script starts
     /// is a daemon that inherits descriptors, and `Process` then never sees the script end.
     @discardableResult
     public static func run(_ executable: String, _ arguments: [String], environment extra: [String: String] = [:]) async throws -> String {
@@ -122,35 +116,32 @@ public enum TestBroker {
         let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("script-\(UUID().uuidString).out").path
         defer { try? FileManager.default.removeItem(atPath: outputPath) }
         let pid = try spawn(executable, arguments, environment: extra, output: outputPath, errorsToOutput: errorsToOutput)
-        var status: Int32 = 0
-        while true {
-            let result = waitpid(pid, &status, WNOHANG)
-            if result == pid { break }
-            if result == -1 && errno != EINTR { throw ScriptError(command: executable, status: -1) }
-            try await Task.sleep(for: .milliseconds(20))
+        let finished: Int32?
+        do {
+            finished = try await ChildProcess.waitForExit(pid, timeout: .seconds(600))
+        } catch {
+            kill(pid, SIGKILL)  // cancelled: the command must not outlive its test
+            _ = try? await ChildProcess.waitForExit(pid, timeout: .seconds(5))
+            throw error
         }
-        let exitCode = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        guard let exitCode = finished else {
+            kill(pid, SIGKILL)
+            _ = try? await ChildProcess.waitForExit(pid, timeout: .seconds(5))
+            throw ScriptError(command: ([executable] + arguments).joined(separator: " ") + " (did not finish within 600 s)", status: -1)
+        }
         return (exitCode, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
     }
 
     /// Starts a process with standard output appended to `output` (and standard error too when
-    /// `errorsToOutput`), standard input from /dev/null, and this environment plus `extra`.
+    /// `errorsToOutput`), standard input from /dev/null, and this environment plus `extra`. It is
+    /// killed when the test process ends, even by SIGKILL (`ChildProcess`); it carries
+    /// `CUSTOMER_WORKER_TEST_CHILD=<the test broker's port>`, by which `scripts/test.sh` finds
+    /// what an earlier run on the same broker left (and leaves other runs' processes alone).
     public static func spawn(_ executable: String, _ arguments: [String], environment extra: [String: String] = [:],
                              output: String, errorsToOutput: Bool) throws -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-        if errorsToOutput { posix_spawn_file_actions_adddup2(&actions, 1, 2) }
-        let environment = ProcessInfo.processInfo.environment.merging(extra) { $1 }.map { "\($0)=\($1)" }
-        var cArguments: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
-        var cEnvironment: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
-        defer { (cArguments + cEnvironment).forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, executable, &actions, nil, &cArguments, &cEnvironment)
-        guard spawned == 0 else { throw ScriptError(command: executable, status: spawned) }
-        return pid
+        let environment = ProcessInfo.processInfo.environment.merging(extra) { $1 }
+            .merging(["CUSTOMER_WORKER_TEST_CHILD": String(port)]) { $1 }
+        return try ChildProcess.spawn(executable, arguments, environment: environment, output: output, errorsToOutput: errorsToOutput)
     }
 
     public struct ScriptError: Error, CustomStringConvertible {

@@ -27,7 +27,7 @@ public enum TestPostgres {
         public var description: String { "POSTGRES_TEST_URL is not set: run scripts/postgres.sh start and export its url" }
     }
 
-    /// Creates an empty database and returns its URL.
+    /// Creates an empty database and returns its URL; it is dropped when the test ends.
     public static func createDatabase() async throws -> String {
         guard let url else { throw Unavailable() }
         let name = "test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
@@ -36,7 +36,29 @@ public enum TestPostgres {
         }
         var components = try require(URLComponents(string: url))
         components.path = "/" + name
-        return try require(components.string)
+        let databaseURL = try require(components.string)
+        TestResources.onExit("PostgreSQL database \(name)") { await dropDatabase(databaseURL) }
+        return databaseURL
+    }
+
+    /// Opens a connection to `databaseURL` for `body` and closes it on every path (postgres-nio
+    /// asserts, taking the whole test process down, when a connection is deinitialised open).
+    public static func withConnection<T>(_ databaseURL: String, id: Int = 1,
+                                         _ body: (PostgresConnection, Logger) async throws -> T) async throws -> T {
+        let parsed = try PostgresURL(databaseURL)
+        let logger = TestBroker.logger("postgres")
+        let configuration = PostgresConnection.Configuration(
+            host: parsed.host, port: parsed.port, username: parsed.username, password: parsed.password,
+            database: parsed.database, tls: .disable)  // the test server of scripts/postgres.sh has no TLS
+        let connection = try await PostgresConnection.connect(configuration: configuration, id: id, logger: logger)
+        do {
+            let result = try await body(connection, logger)
+            try await connection.close()
+            return result
+        } catch {
+            try? await connection.close()
+            throw error
+        }
     }
 
     /// Drops a database `createDatabase` made, closing its connections.
@@ -66,19 +88,7 @@ public enum TestPostgres {
     }
 
     private static func administer(_ url: String, _ body: (PostgresConnection, Logger) async throws -> Void) async throws {
-        let parsed = try PostgresURL(url)
-        let logger = TestBroker.logger("postgres")
-        let configuration = PostgresConnection.Configuration(
-            host: parsed.host, port: parsed.port, username: parsed.username, password: parsed.password,
-            database: parsed.database, tls: .disable)
-        let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
-        do {
-            try await body(connection, logger)
-        } catch {
-            try? await connection.close()
-            throw error
-        }
-        try await connection.close()
+        try await withConnection(url, body)
     }
 }
 

@@ -6,7 +6,7 @@ import Foundation
 import GRDB
 import Testing
 
-@Suite("Store: merchants and API keys")
+@Suite("Store: merchants and API keys", .closesResources,  .closesResources)
 struct AuthenticationTests {
     static let body = #"{"externalId":"cus_1"}"#
 

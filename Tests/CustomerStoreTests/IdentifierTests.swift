@@ -1,10 +1,11 @@
 @testable import CreateCustomer
 import CustomerDomain
 import Foundation
+import BrokerTestSupport
 import Testing
 
 /// Minted ids: lowercase UUIDv7 strings, time-ordered by their millisecond prefix, unique.
-@Suite struct IdentifierTests {
+@Suite(.closesResources) struct IdentifierTests {
     @Test func idsAreLowercaseVersionSevenUUIDsOfTheirMillisecond() throws {
         let now = Timestamp(millisecondsSince1970: 1_764_000_000_123)
         let id = newIdentifier(now: now)

@@ -8,7 +8,7 @@ import PostgresNIO
 @testable import PostgresStore
 import Testing
 
-@Suite("Store: database, migrations, concurrency")
+@Suite("Store: database, migrations, concurrency", .closesResources,  .closesResources)
 struct StoreTests {
     @Test func sqliteOpensWithWALForeignKeysAndFullSync() async throws {
         try await withStore(.sqlite) { store, database in
@@ -92,9 +92,15 @@ struct StoreTests {
     }
 
     /// A real deadlock: another transaction holds the batch's second key and then asks for its
-    /// first. PostgreSQL aborts the batch (its deadlock check runs first); the batch runs again
-    /// instead of failing, finds both customers there without processed records, and answers
-    /// `external_id_conflict` for each: never an error.
+    /// first. PostgreSQL aborts the batch; the batch runs again instead of failing, finds both
+    /// customers there without processed records, and answers `external_id_conflict` for each:
+    /// never an error.
+    ///
+    /// The victim is whichever side's deadlock check runs once the cycle exists, so the cycle is
+    /// built before the batch's wait for `second` begins: a trigger holds the batch's insert of
+    /// `second` on an advisory lock until the other transaction waits for `first`; then the lock
+    /// is released, the batch waits, and its check (after 1 s) finds the cycle. The other side
+    /// never checks (`deadlock_timeout` 1 h), whatever the machine's speed.
     @Test(.enabled(if: TestPostgres.enabled, "no PostgreSQL: run scripts/postgres.sh start and export POSTGRES_TEST_URL"))
     func postgresDeadlockIsRetriedNotAnswered() async throws {
         try await withStore(.postgres) { store, database in
@@ -103,47 +109,77 @@ struct StoreTests {
                 idempotencyKey(merchantID: merchant.id, externalID: $0) < idempotencyKey(merchantID: merchant.id, externalID: $1)
             }
             let (first, second) = (externalIDs[0], externalIDs[1])  // the batch inserts `first` first
-            let url = try PostgresURL(database.location)
-            let logger = TestBroker.logger("deadlock")
-            let other = try await PostgresConnection.connect(configuration: try url.connectionConfiguration, id: 1, logger: logger)
-            let observer = try await PostgresConnection.connect(configuration: try url.connectionConfiguration, id: 2, logger: logger)
-            // This side never runs the deadlock check first: the batch is the victim.
-            try await other.query("SET deadlock_timeout = '20s'", logger: logger)
-            try await other.query("BEGIN", logger: logger)
-            try await other.query("""
-                INSERT INTO customers (id, merchant_id, external_id, created_at, updated_at)
-                VALUES ('other-second', \(merchant.id), \(second), 0, 0)
-                """, logger: logger)
+            let gate: Int64 = 4_242
+            try await TestPostgres.withConnection(database.location, id: 1) { other, logger in
+                try await TestPostgres.withConnection(database.location, id: 2) { observer, _ in
+                    try await observer.query("""
+                        CREATE FUNCTION hold_second() RETURNS trigger LANGUAGE plpgsql AS $$
+                        BEGIN
+                          IF NEW.external_id = \(unescaped: "'" + second + "'") AND NEW.id NOT LIKE 'other-%' THEN
+                            PERFORM pg_advisory_xact_lock_shared(\(unescaped: String(gate)));
+                          END IF;
+                          RETURN NEW;
+                        END $$
+                        """, logger: logger)
+                    try await observer.query(
+                        "CREATE TRIGGER hold_second BEFORE INSERT ON customers FOR EACH ROW EXECUTE FUNCTION hold_second()", logger: logger)
+                    try await observer.query("SELECT pg_advisory_lock(\(gate))", logger: logger)
+                    try await other.query("SET deadlock_timeout = '1h'", logger: logger)
+                    try await other.query("BEGIN", logger: logger)
+                    try await other.query("""
+                        INSERT INTO customers (id, merchant_id, external_id, created_at, updated_at)
+                        VALUES ('other-second', \(merchant.id), \(second), 0, 0)
+                        """, logger: logger)
 
-            let batch = Task {
-                try await store.handle([
-                    command(#"{"externalId":"\#(first)"}"#, key: merchant.secretKey),
-                    command(#"{"externalId":"\#(second)"}"#, key: merchant.secretKey),
-                ], now: now)
-            }
-            // Wait until the batch holds `first` and waits for `second`.
-            var waiting = 0
-            while waiting == 0 {
-                let rows = try await observer.query(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                    logger: logger)
-                for try await count in rows.decode(Int.self) { waiting = count }
-                if waiting == 0 { try await Task.sleep(for: .milliseconds(20)) }
-            }
-            try await other.query("""
-                INSERT INTO customers (id, merchant_id, external_id, created_at, updated_at)
-                VALUES ('other-first', \(merchant.id), \(first), 0, 0)
-                """, logger: logger)
-            try await other.query("COMMIT", logger: logger)
-            try await other.close()
-            try await observer.close()
+                    let batch = Task {
+                        try await store.handle([
+                            command(#"{"externalId":"\#(first)"}"#, key: merchant.secretKey),
+                            command(#"{"externalId":"\#(second)"}"#, key: merchant.secretKey),
+                        ], now: now)
+                    }
+                    // The batch holds `first` and waits at the gate, before it asks for `second`.
+                    try await Self.waitForLockWaits(observer, logger, advisory: 1, transaction: 0, what: "the batch to wait at the gate")
+                    // `other` asks for `first` and waits for the batch, in the background.
+                    async let otherInsert = other.query("""
+                        INSERT INTO customers (id, merchant_id, external_id, created_at, updated_at)
+                        VALUES ('other-first', \(merchant.id), \(first), 0, 0)
+                        """, logger: logger)
+                    try await Self.waitForLockWaits(observer, logger, advisory: 1, transaction: 1, what: "the other transaction to wait for the batch")
+                    // Now the batch asks for `second`: the cycle is complete and its check finds it.
+                    try await observer.query("SELECT pg_advisory_unlock(\(gate))", logger: logger)
+                    _ = try await otherInsert
+                    try await other.query("COMMIT", logger: logger)
 
-            let replies = try await batch.value
-            #expect(replies.map(\.errorCode) == ["external_id_conflict", "external_id_conflict"])
-            #expect(try replies.map { try decodeFailed($0).error.existingCustomerId } == ["other-first", "other-second"])
-            #expect(try await store.customerCount() == 2)
+                    let replies = try await batch.value
+                    #expect(replies.map(\.errorCode) == ["external_id_conflict", "external_id_conflict"])
+                    #expect(try replies.map { try decodeFailed($0).error.existingCustomerId } == ["other-first", "other-second"])
+                    #expect(try await store.customerCount() == 2)
+                }
+            }
         }
     }
+
+    /// Waits until `advisory` sessions wait for an advisory lock and `transaction` sessions for
+    /// another transaction (a row being inserted), as pg_stat_activity/pg_locks show it.
+    private static func waitForLockWaits(_ observer: PostgresConnection, _ logger: Logger, advisory: Int, transaction: Int,
+                                         what: String) async throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while true {
+            let rows = try await observer.query("""
+                SELECT count(*) FILTER (WHERE locktype = 'advisory'), count(*) FILTER (WHERE locktype = 'transactionid')
+                FROM pg_locks WHERE NOT granted
+                """, logger: logger)
+            var counts = (0, 0)
+            for try await (advisoryCount, transactionCount) in rows.decode((Int, Int).self) { counts = (advisoryCount, transactionCount) }
+            if counts.0 >= advisory && counts.1 >= transaction { return }
+            guard ContinuousClock.now < deadline else {
+                throw WaitTimedOut(description: "waited 60 s for \(what); lock waits (advisory, transaction): \(counts)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    struct WaitTimedOut: Error, CustomStringConvertible { let description: String }
 
     /// Three processes (stores of their own) migrating a fresh database at once.
     @Test(arguments: StoreKind.all)

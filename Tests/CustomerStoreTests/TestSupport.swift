@@ -20,7 +20,9 @@ struct TestDatabase: Sendable {
     func withStore<T: Sendable>(migrate: Bool = false, _ body: (any CustomerStorage) async throws -> T) async throws -> T {
         switch kind {
         case .sqlite:
-            let store = try CustomerStore(path: location)
+            // A generous lock wait: tests that race stores on one file must not fail because a
+            // loaded machine made the other side's transaction slow.
+            let store = try CustomerStore(path: location, busyTimeout: .seconds(60))
             if migrate { try await store.migrate() }
             return try await body(store)
         case .postgres:

@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 /// `customer-worker publish --wait` and `customer-worker replies` as a user runs them.
-@Suite("Client commands", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+@Suite("Client commands", .closesResources, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct ClientCommandTests {
     private func cli(_ fixture: WorkerFixture, _ arguments: [String], input: String? = nil) async throws -> (status: Int32, output: String) {
         var arguments = arguments
@@ -57,8 +57,8 @@ struct ClientCommandTests {
         let merchant = try await fixture.merchant()
         var environment = fixture.environment
         environment["AMQP_URL"] = "amqp://guest:guest@127.0.0.1:1/%2f," + TestBroker.url
-        let worker = try WorkerProcess(environment: environment, logFile: fixture.directory.appendingPathComponent("nodes.log").path)
-        defer { Task { await worker.terminate() } }
+        _ = try WorkerProcess(  // killed when the test ends (TestResources)
+            environment: environment, logFile: fixture.directory.appendingPathComponent("nodes.log").path)
         let file = fixture.directory.appendingPathComponent("nodes.jsonl").path
         try #"{"externalId":"nodes-1"}"#.write(toFile: file, atomically: true, encoding: .utf8)
         let result = try await TestBroker.runCapturing(

@@ -6,7 +6,7 @@ import Testing
 
 /// A worker on the three-node cluster of `scripts/broker.sh cluster start` (AMQP_CLUSTER_URL):
 /// the node it uses is stopped in the middle of a stream, and it carries on through another.
-@Suite("Worker on a cluster", .enabled(if: TestBroker.clusterEnabled, "no cluster: run scripts/broker.sh cluster start, export AMQP_CLUSTER_URL"))
+@Suite("Worker on a cluster", .closesResources, .enabled(if: TestBroker.clusterEnabled, "no cluster: run scripts/broker.sh cluster start, export AMQP_CLUSTER_URL"))
 struct ClusterTests {
     private let total = 3000
 
@@ -50,7 +50,6 @@ struct ClusterTests {
         environment["LOG_LEVEL"] = "info"
         let logPath = fixture.directory.appendingPathComponent("worker.log").path
         let worker = try WorkerProcess(environment: environment, logFile: logPath)
-        defer { Task { await worker.terminate() } }
 
         let stopped = try await workerNode(logPath, nodes: nodes)
         let survivor = try #require(nodes.first { $0.port != stopped })
@@ -58,6 +57,7 @@ struct ClusterTests {
         clientConfiguration.amqpURL = "amqp://\(survivor.user):\(survivor.password)@\(survivor.host):\(survivor.port)/%2f"
         let client = try await CommandClient(configuration: clientConfiguration, logger: TestBroker.logger("cluster client"),
                                              name: TestBroker.uniqueName("cluster.client"))
+        TestResources.onExit("cluster client") { await client.close() }
         let names = fixture.configuration.names
         let members = try await ctl(["list_queues", "--no-table-headers", "name", "type", "members"], port: survivor.port)
         let queueLine = try #require(members.split(separator: "\n").first { $0.hasPrefix(names.commandQueue + "\t") })
@@ -76,7 +76,7 @@ struct ClusterTests {
         }
         // The node the worker uses goes down mid-stream (its Erlang VM stays up, its AMQP listener does not).
         try await ctl(["stop_app"], port: stopped)
-        defer { TestBroker.brokerScriptBlocking(["ctl", "start_app"], port: stopped) }
+        TestResources.onExit("the app of cluster node \(stopped)") { _ = try? await TestBroker.brokerScript(["ctl", "start_app"], port: stopped) }
         let expected = Set(commands.map(\.messageID))
         var answered = Set(replies.compactMap(\.properties.correlationID))
         #expect(answered.count < total, "the worker finished before its node stopped")

@@ -4,7 +4,7 @@ import CustomerWorker
 import Foundation
 import Testing
 
-@Suite("Worker configuration")
+@Suite("Worker configuration", .closesResources,  .closesResources)
 struct ConfigurationTests {
     @Test func readsEverySettingFromTheEnvironment() throws {
         let configuration = try WorkerConfiguration.fromEnvironment([

@@ -7,7 +7,7 @@ import Testing
 /// The events exchange deleted under a running worker: the publisher declares it again and the
 /// command is answered; if it cannot be declared again, the worker exits non-zero within
 /// PUBLISH_FAILURE_TIMEOUT. Never a silent hang holding the command.
-@Suite("Worker: events exchange deleted", .serialized, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+@Suite("Worker: events exchange deleted", .closesResources, .serialized, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct ExchangeDeletedTests {
     private func exchanges() async throws -> Set<String> {
         let listing = try await TestBroker.brokerScript(["ctl", "-q", "list_exchanges", "--no-table-headers", "name"])
@@ -19,7 +19,6 @@ struct ExchangeDeletedTests {
         let merchant = try await fixture.merchant()
         let logPath = fixture.directory.appendingPathComponent("worker.log").path
         let worker = try WorkerProcess(environment: fixture.environment, logFile: logPath)
-        defer { Task { await worker.terminate() } }
         let events = fixture.configuration.names.eventsExchange
         #expect(try await fixture.send(json: #"{"externalId":"x-1"}"#, apiKey: merchant.secretKey).properties.type == "CustomerCreated")
 
@@ -47,7 +46,6 @@ struct ExchangeDeletedTests {
         environment["CONFIRM_TIMEOUT"] = "2"
         let logPath = fixture.directory.appendingPathComponent("worker.log").path
         let worker = try WorkerProcess(environment: environment, logFile: logPath)
-        defer { Task { await worker.terminate() } }
         let events = fixture.configuration.names.eventsExchange
         #expect(try await fixture.send(json: #"{"externalId":"g-1"}"#, apiKey: merchant.secretKey).properties.type == "CustomerCreated")
 
@@ -57,7 +55,9 @@ struct ExchangeDeletedTests {
         // Nothing publishes until the next command, so the worker has not declared it again yet.
         let escaped = events.replacingOccurrences(of: ".", with: "\\.")
         try await TestBroker.brokerScript(["ctl", "set_permissions", "-p", "/", "guest", "^(?!\(escaped)$).*", ".*", ".*"])
-        defer { TestBroker.brokerScriptBlocking(["ctl", "set_permissions", "-p", "/", "guest", ".*", ".*", ".*"]) }
+        TestResources.onExit("guest's permissions") {
+            _ = try? await TestBroker.brokerScript(["ctl", "set_permissions", "-p", "/", "guest", ".*", ".*", ".*"])
+        }
 
         let command = CommandClient.Command(body: Array(#"{"externalId":"g-2"}"#.utf8), messageID: "g-2")
         try await fixture.client.publish([command], apiKey: merchant.secretKey, wantReplies: true)

@@ -7,7 +7,7 @@ import Testing
 
 /// Probes that tell the truth: readiness false while the worker cannot take commands, a
 /// liveness window derived from the settings, and a health command that changes nothing.
-@Suite("Health", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+@Suite("Health", .closesResources, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct HealthTests {
     @discardableResult
     private func ctl(_ arguments: String...) async throws -> String {
@@ -35,13 +35,12 @@ struct HealthTests {
         let user = TestBroker.uniqueName("ready-user")
         try await ctl("add_user", user, "ready-password")
         try await ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
-        defer { TestBroker.brokerScriptBlocking(["ctl", "-q", "delete_user", user]) }
+        TestResources.onExit("broker user \(user)") { _ = try? await TestBroker.brokerScript(["ctl", "-q", "delete_user", user]) }
 
         let configuration = try ConnectionConfiguration(url: TestBroker.url)
         let worker = try ObservedWorker(fixture, name: "worker", environment: [
             "AMQP_URL": "amqp://\(user):ready-password@\(configuration.host):\(configuration.port)/%2f",
         ])
-        defer { Task { await worker.process.terminate() } }
         #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(20)), "never ready")
         let node = "\(configuration.host):\(configuration.port)"
         #expect(await worker.body("/readyz") == "ready\nconsumer node: \(node), publisher node: \(node)", "readiness names the node in use")

@@ -5,7 +5,7 @@ import Foundation
 import Testing
 
 /// Heartbeats are the connections' own business: a worker nobody talks to keeps both of them.
-@Suite("Worker: heartbeats", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+@Suite("Worker: heartbeats", .closesResources, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct HeartbeatTests {
     @Test func anIdleWorkerWithTwoSecondHeartbeatsKeepsBothConnections() async throws {
         let fixture = try await WorkerFixture("heartbeat")
@@ -15,7 +15,6 @@ struct HeartbeatTests {
         environment["LOG_LEVEL"] = "info"
         let logPath = fixture.directory.appendingPathComponent("worker.log").path
         let worker = try WorkerProcess(environment: environment, logFile: logPath)
-        defer { Task { await worker.terminate() } }
 
         let first = try await fixture.send(json: #"{"externalId":"hb-1","name":"Before"}"#, apiKey: merchant.secretKey)
         #expect(first.properties.type == "CustomerCreated")

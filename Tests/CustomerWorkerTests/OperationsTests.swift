@@ -8,7 +8,7 @@ import FoundationNetworking
 #endif
 
 /// `customer-worker health`, the HTTP listener of a real worker process, and its logs.
-@Suite("Operations", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+@Suite("Operations", .closesResources, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct OperationsTests {
     private func health(_ environment: [String: String]) async throws -> Int32 {
         try await TestBroker.runCapturing(WorkerProcess.executable, ["health"], environment: environment).status
@@ -60,7 +60,6 @@ struct OperationsTests {
         var environment = fixture.environment
         environment["HTTP_PORT"] = String(port)
         let worker = try WorkerProcess(environment: environment, logFile: fixture.directory.appendingPathComponent("worker.log").path)
-        defer { Task { await worker.terminate() } }
         try await awaitReady(port)
         #expect(try await get(port, "/healthz").0 == 200)
 
@@ -96,7 +95,6 @@ struct OperationsTests {
         environment["LOG_FORMAT"] = "json"
         let logPath = fixture.directory.appendingPathComponent("worker.log").path
         let worker = try WorkerProcess(environment: environment, logFile: logPath)
-        defer { Task { await worker.terminate() } }
         let sample = try String(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("schemas/examples/create-customer.full.json"), encoding: .utf8)
         let reply = try await fixture.send(json: sample, apiKey: merchant.secretKey)
         #expect(reply.properties.type == "CustomerCreated")

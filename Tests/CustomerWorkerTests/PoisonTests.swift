@@ -6,7 +6,7 @@ import GRDB
 import Testing
 
 /// A command that crashes the worker takes only itself to the dead-letter queue.
-@Suite("Worker: poison commands", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+@Suite("Worker: poison commands", .closesResources, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct PoisonTests {
     /// The worker crashes (fault injection, armed only by its environment variable) on one
     /// command of a batch of 20. Restarted as a supervisor would, it must answer the 19 others
@@ -37,7 +37,6 @@ struct PoisonTests {
             replies += try await fixture.client.replies(count: good.count, timeout: .milliseconds(300))
         }
         let worker = try #require(last)
-        defer { Task { await worker.process.terminate() } }
         replies += try await fixture.client.replies(count: 100, timeout: .seconds(1))
 
         let answered = replies.compactMap(\.properties.correlationID)
@@ -78,7 +77,6 @@ struct PoisonTests {
         try await fixture.client.publish(Array(good[5...]), apiKey: healthy.secretKey, wantReplies: true)
 
         let worker = try ObservedWorker(fixture, name: "worker")
-        defer { Task { await worker.process.terminate() } }
         let replies = try await fixture.collectReplies(for: Set(good.map(\.messageID)), timeout: .seconds(20))
         #expect(Set(replies.compactMap(\.properties.correlationID)) == Set(good.map(\.messageID)))
         let dead = try await fixture.drain(fixture.configuration.names.deadLetterQueue)

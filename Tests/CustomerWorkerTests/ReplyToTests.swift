@@ -5,7 +5,7 @@ import Foundation
 import Testing
 
 /// `reply_to` copies are best effort, isolated from other commands, and only to allowed names.
-@Suite("Worker: reply_to", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+@Suite("Worker: reply_to", .closesResources, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct ReplyToTests {
     private func command(_ id: String) -> CommandClient.Command {
         CommandClient.Command(body: Array(#"{"externalId":"\#(id)"}"#.utf8), messageID: id, correlationID: id)
@@ -31,7 +31,6 @@ struct ReplyToTests {
 
         let started = ContinuousClock.now
         let worker = try ObservedWorker(fixture, name: "worker", environment: ["LOG_LEVEL": "debug"])
-        defer { Task { await worker.process.terminate() } }
         let replies = try await fixture.collectReplies(for: Set(good.map(\.messageID)), timeout: .seconds(20), settle: .seconds(2))
         let elapsed = ContinuousClock.now - started
 
@@ -66,7 +65,6 @@ struct ReplyToTests {
         }
         let pattern = NSRegularExpression.escapedPattern(for: prefix) + #"\.allowed-.*"#
         let worker = try ObservedWorker(fixture, name: "worker", environment: ["REPLY_TO_PATTERN": pattern, "LOG_LEVEL": "info"])
-        defer { Task { await worker.process.terminate() } }
         try await fixture.publishRaw([
             (#"{"externalId":"to-victim"}"#, "to-victim", victim),
             (#"{"externalId":"to-allowed"}"#, "to-allowed", allowed),

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 /// Passwords in URLs never reach standard error or --help, whatever goes wrong.
-@Suite("Secrets are never echoed")
+@Suite("Secrets are never echoed", .closesResources,  .closesResources)
 struct SecretsTests {
     private let password = "s3cret-Pa55word"
 

@@ -3,28 +3,45 @@ import BrokerTestSupport
 import CustomerWorker
 import Foundation
 import GRDB
+import Synchronization
 import Testing
 
 /// Another process holding the database's write lock: the worker must neither reply to nor
 /// acknowledge what it could not commit, must retry with backoff, and must never spend a
 /// command's deliveries (requeue, dead-letter) because the database was unavailable.
-@Suite("Worker: transient failures", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+@Suite("Worker: transient failures", .closesResources, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct TransientFailureTests {
-    /// Holds SQLite's write lock on `path` for `duration`, on a thread of its own (as another
-    /// process would), and returns once the lock is taken.
-    private func holdWriteLock(on path: String, for duration: Duration) async throws {
+    /// Holds SQLite's write lock on `path`, on a thread of its own (as another process would),
+    /// from when this returns until `release` is called (or the test ends: a failing test never
+    /// leaves the lock held).
+    private func holdWriteLock(on path: String) async throws -> @Sendable () -> Void {
         let locked = AsyncStream.makeStream(of: Void.self)
+        let released = DispatchSemaphore(value: 0)
         let queue = try DatabaseQueue(path: path)
         let thread = Thread {
             try? queue.inDatabase { db in
                 try db.execute(sql: "BEGIN IMMEDIATE")
                 locked.continuation.yield()
-                Thread.sleep(forTimeInterval: Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18)
+                released.wait()
                 try db.execute(sql: "COMMIT")
             }
         }
         thread.start()
         for await _ in locked.stream { break }
+        let release = Mutex(Optional(released))
+        let releaseOnce: @Sendable () -> Void = { release.withLock { $0?.signal(); $0 = nil } }
+        TestResources.onExit("SQLite write lock on \(path)") { releaseOnce() }
+        return releaseOnce
+    }
+
+    /// Unacknowledged deliveries of `queue`, as the broker reports them.
+    private func unacknowledged(_ queue: String) async throws -> Int {
+        let listing = try await TestBroker.brokerScript(["ctl", "-q", "list_queues", "--no-table-headers", "name", "messages_unacknowledged"])
+        for line in listing.split(separator: "\n") {
+            let fields = line.split(separator: "\t").map { $0.trimmingCharacters(in: .whitespaces) }
+            if fields.count == 2, fields[0] == queue { return Int(fields[1]) ?? 0 }
+        }
+        return 0
     }
 
     @Test func aBusyDatabaseDelaysTheReplyButLosesNothing() async throws {
@@ -35,11 +52,21 @@ struct TransientFailureTests {
         let fixture = try await WorkerFixture("busy", tuning: tuning)
         let merchant = try await fixture.merchant()
         let reply = try await fixture.withWorker {
-            try await holdWriteLock(on: fixture.configuration.databaseURL, for: .milliseconds(1500))
-            let started = ContinuousClock.now
-            let reply = try await fixture.send(json: #"{"externalId":"busy-1"}"#, apiKey: merchant.secretKey)
-            #expect(ContinuousClock.now - started >= .milliseconds(500), "the reply came while the database was locked")
-            return reply
+            let release = try await holdWriteLock(on: fixture.configuration.databaseURL)
+            let command = CommandClient.Command(body: Array(#"{"externalId":"busy-1"}"#.utf8), messageID: "busy-1")
+            try await fixture.client.publish([command], apiKey: merchant.secretKey, wantReplies: true)
+            // The worker holds the command (delivered, not acknowledged) while the database is locked.
+            let deadline = ContinuousClock.now + .seconds(30)
+            while try await unacknowledged(fixture.configuration.names.commandQueue) == 0 {
+                try #require(ContinuousClock.now < deadline, "the worker never took the command")
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(try await fixture.client.replies(count: 1, timeout: .milliseconds(500)).isEmpty,
+                    "a reply came while the database was locked")
+            release()
+            let replies = try await fixture.client.replies(count: 1, timeout: .seconds(30))
+            Conformance.record(replies)
+            return try #require(replies.first, "no reply after the lock was released")
         }
         #expect(reply.properties.type == "CustomerCreated")
         #expect(try await fixture.store.customerCount() == 1)
@@ -63,28 +90,32 @@ struct TransientFailureTests {
             environment["DATABASE_URL"] = databaseURL + (databaseURL.contains("?") ? "&" : "?") + "connect_timeout=2"
         }
         let worker = try ObservedWorker(fixture, name: "worker", environment: environment)
-        defer { Task { await worker.process.terminate() } }
         #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(20)))
 
-        let outage = Duration.seconds(6)
+        // The outage lasts until the test has seen the worker paused, however long that takes.
+        let endOutage: @Sendable () async throws -> Void
         switch kind {
         case .sqlite:
-            try await holdWriteLock(on: databaseURL, for: outage)
+            let release = try await holdWriteLock(on: databaseURL)
+            endOutage = { release() }
         case .postgres:
             try await TestPostgres.setAcceptingConnections(databaseURL, false)
+            endOutage = { try await TestPostgres.setAcceptingConnections(databaseURL, true) }
         }
-        async let restored: Void = {
-            try await Task.sleep(for: outage)
-            if kind == .postgres { try await TestPostgres.setAcceptingConnections(databaseURL, true) }
-        }()
         let commands = (0..<30).map { CommandClient.Command(body: Array(#"{"externalId":"outage-\#($0)"}"#.utf8), messageID: "outage-\($0)") }
         try await fixture.client.publish(commands, apiKey: merchant.secretKey, wantReplies: true)
-        #expect(try await worker.poll("/readyz", until: 503, timeout: .seconds(5)), "ready while the database fails")
+        #expect(try await worker.poll("/readyz", until: 503, timeout: .seconds(30)), "ready while the database fails")
         #expect(await worker.metric("customer_worker_paused") == 1)
         #expect(await worker.body("/readyz")?.hasSuffix("paused: the database keeps failing") == true)
         #expect(await worker.status("/healthz") == 200, "a pause is not a hang")
 
-        try await restored
+        // Paused for a while: several retries, none of them spending a delivery.
+        let retried = ContinuousClock.now + .seconds(30)
+        while (await worker.metric("customer_worker_store_failures_total") ?? 0) < 3 {
+            try #require(ContinuousClock.now < retried, "the worker did not retry the database")
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        try await endOutage()
         let replies = try await fixture.collectReplies(for: Set(commands.map(\.messageID)), timeout: .seconds(30))
         #expect(Set(replies.compactMap(\.properties.correlationID)) == Set(commands.map(\.messageID)))
         #expect(replies.count == 30, "answered once each")

@@ -6,6 +6,7 @@ import CustomerWorker
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// A worker environment of its own: a fresh database (a SQLite file, or a PostgreSQL database of
 /// its own), topology names no other test uses, and a client that publishes commands and receives
@@ -19,6 +20,7 @@ final class WorkerFixture: Sendable {
     /// Runs the store's services (PostgreSQL's connection pool) until `tearDown`.
     private let storeServices: Task<Void, Never>
     let client: CommandClient
+    private let tornDown = Mutex(false)
 
     /// Settings a test may change from the defaults.
     struct Tuning {
@@ -52,14 +54,19 @@ final class WorkerFixture: Sendable {
         self.configuration = configuration
         let opened = try OpenedStore.open(try configuration.databaseLocation, busyTimeout: tuning.busyTimeout,
                                           logger: TestBroker.logger("store"))
-        storeServices = Task {
+        // Runs until `tearDown` cancels it, or the test's `TestResources` scope does if this
+        // initialiser throws past this point.
+        let services = Task {
             await withTaskGroup(of: Void.self) { group in
                 for service in opened.services { group.addTask { try? await service.run() } }
             }
         }
+        TestResources.onExit("store services of \(prefix)") { services.cancel(); await services.value }
+        storeServices = services
         try await opened.storage.migrate()
         store = opened.storage
         client = try await CommandClient(configuration: configuration, logger: TestBroker.logger("client"), name: "\(prefix).client")
+        TestResources.onExit("worker fixture \(prefix)") { [self] in await tearDown() }
     }
 
     /// A merchant whose catalog is `catalog` (JSON), returning its credentials.
@@ -113,8 +120,10 @@ final class WorkerFixture: Sendable {
 
     enum FixtureError: Error { case noReply }
 
-    /// Deletes the fixture's queues, exchanges and files.
+    /// Deletes the fixture's queues, exchanges and files; once (the test may call it, and its
+    /// `TestResources` scope calls it again when the test ends).
     func tearDown() async {
+        guard tornDown.withLock({ done in defer { done = true }; return !done }) else { return }
         let session = AMQPSession(configuration: (try? TestBroker.configuration(name: "teardown")) ?? .init(),
                                   logger: TestBroker.logger("teardown"))
         let names = configuration.names

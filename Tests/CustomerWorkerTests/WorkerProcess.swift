@@ -1,9 +1,15 @@
 import BrokerTestSupport
+import ChildProcess
 import Foundation
+import Synchronization
 
-/// A real `customer-worker run` process, for the tests where process death matters.
+/// A real `customer-worker run` process, for the tests where process death matters. It dies with
+/// the test process (`ChildProcess`), and the test's `TestResources` scope kills it when the test
+/// ends, however it ends.
 final class WorkerProcess: Sendable {
     let pid: pid_t
+    /// The exit status once reaped (the pid may be reused afterwards: never signal it again).
+    private let exit = Mutex<Int32?>(nil)
 
     /// The executable built next to the test bundle by `swift build --build-tests`.
     static var executable: String {
@@ -15,28 +21,29 @@ final class WorkerProcess: Sendable {
 
     init(environment: [String: String], logFile: String) throws {
         pid = try TestBroker.spawn(Self.executable, ["run"], environment: environment, output: logFile, errorsToOutput: true)
+        TestResources.onExit("worker process \(pid) (log \(logFile))") { [self] in await terminate() }
     }
 
-    func signal(_ signal: Int32) { kill(pid, signal) }
+    func signal(_ signal: Int32) {
+        exit.withLock { if $0 == nil { _ = kill(pid, signal) } }
+    }
 
     /// The exit status, or nil if the process is still running after `timeout`. A death by
     /// signal is reported as 128 + the signal number, as shells do.
     func waitForExit(timeout: Duration) async throws -> Int32? {
         let deadline = ContinuousClock.now + timeout
         while true {
-            var status: Int32 = 0
-            let result = waitpid(pid, &status, WNOHANG)
-            if result == pid {
-                return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+            if let status = exit.withLock({ status in status ?? ChildProcess.exitStatus(pid).map { status = $0; return $0 } }) {
+                return status
             }
             guard ContinuousClock.now < deadline else { return nil }
-            try await Task.sleep(for: .milliseconds(50))
+            try await Task.sleep(for: .milliseconds(20))
         }
     }
 
-    /// Kills the process if it still runs (cleanup after a failed test).
+    /// Kills the process if it still runs and reaps it (the clean-up after every test).
     func terminate() async {
         signal(SIGKILL)
-        _ = try? await waitForExit(timeout: .seconds(5))
+        _ = try? await waitForExit(timeout: .seconds(10))
     }
 }

@@ -5,7 +5,7 @@ import Foundation
 import Testing
 
 /// The worker as real processes, on SQLite and on PostgreSQL: replicas on one database, kill -9, SIGTERM.
-@Suite("Worker processes", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+@Suite("Worker processes", .closesResources, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct WorkerProcessTests {
     /// Commands in the mid-stream tests: enough that a worker is still busy when it is stopped.
     private let total = 10_000
@@ -41,7 +41,6 @@ struct WorkerProcessTests {
         let fixture = try await WorkerFixture("replicas", store: kind)
         let merchant = try await fixture.merchant()
         let workers = try (0..<3).map { try WorkerProcess(environment: fixture.environment, logFile: logFile(fixture, "worker-\($0)")) }
-        defer { Task { for worker in workers { await worker.terminate() } } }
 
         let batch = commands(300, distinct: 100).shuffled()
         try await fixture.client.publish(batch, apiKey: merchant.secretKey, wantReplies: true)

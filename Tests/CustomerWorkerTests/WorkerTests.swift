@@ -17,7 +17,7 @@ func defaultPlanCatalog(price: Int = 0, trialDays: Int = 0, countries: [String]?
     return "{\"plans\":[{\(plan)}]}"
 }
 
-@Suite("Worker: replies for every outcome", .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
+@Suite("Worker: replies for every outcome", .closesResources, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct WorkerTests {
     struct PlanCase: Sendable, CustomTestStringConvertible {
         let name: String
