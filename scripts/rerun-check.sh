@@ -61,8 +61,9 @@ kill -9 -- -"$leader" 2>/dev/null || true
 wait "$leader" 2>/dev/null || true
 
 # What a crash in the middle of the cluster test leaves: one node with its app stopped.
-BROKER_PORT=$((BROKER_PORT + 11)) BROKER_DIR="${TMPDIR:-/tmp}/customer-worker-broker-$((BROKER_PORT + 11))" \
-  BROKER_NODE="customer-worker-$((BROKER_PORT + 11))@localhost" scripts/broker.sh ctl stop_app >/dev/null
+node_port=$((BROKER_PORT + 11))
+BROKER_PORT=$node_port BROKER_DIR="${TMPDIR:-/tmp}/customer-worker-broker-$node_port" \
+  BROKER_NODE="customer-worker-$node_port@localhost" scripts/broker.sh ctl stop_app >/dev/null
 echo "rerun-check.sh: left the servers running and a cluster node with its app stopped"
 rm -rf "$CONFORMANCE_OUTPUT_DIR" "$log"
 
