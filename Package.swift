@@ -13,6 +13,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "customer-worker", targets: ["customer-worker"]),
+        .executable(name: "customer-worker-bench", targets: ["customer-worker-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -118,7 +119,7 @@ let package = Package(
             dependencies: ["CRabbitMQ"],
             linkerSettings: [.linkedLibrary("rabbitmq")]
         ),
-        // `customer-worker bench`: the broker's ceiling against real worker processes.
+        // `customer-worker-bench`: the broker's ceiling against real worker processes.
         .target(
             name: "WorkerBenchmark",
             dependencies: [
@@ -142,8 +143,19 @@ let package = Package(
                 "CustomerDomain",
                 "CustomerStore",
                 "PostgresStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        // The benchmark's own executable, so the worker's binary and image carry no relay or histogram.
+        .executableTarget(
+            name: "customer-worker-bench",
+            dependencies: [
+                "CustomerWorker",
+                "Observability",
                 "WorkerBenchmark",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

@@ -43,10 +43,10 @@ done
 [ "$tests" -gt 1 ] || { echo "test.sh: swift test reported no passing run" >&2; exit 1; }
 
 # The benchmark end to end, small (a smoke test: it checks replies and customers, not timings).
-"$(swift build --show-bin-path)/customer-worker" bench --messages 500 --replicas 2 --duplicates 10 --log-level warning > /dev/null
-"$(swift build --show-bin-path)/customer-worker" bench --messages 500 --backlog --log-level warning > /dev/null
+"$(swift build --show-bin-path)/customer-worker-bench" --messages 500 --replicas 2 --duplicates 10 --log-level warning > /dev/null
+"$(swift build --show-bin-path)/customer-worker-bench" --messages 500 --backlog --log-level warning > /dev/null
 # The same on PostgreSQL.
-"$(swift build --show-bin-path)/customer-worker" bench --messages 500 --replicas 2 --duplicates 10 --log-level warning \
+"$(swift build --show-bin-path)/customer-worker-bench" --messages 500 --replicas 2 --duplicates 10 --log-level warning \
   --database "$POSTGRES_TEST_URL" > /dev/null
 
 # Debian's interpreter, whose python3-jsonschema bootstrap.sh installed.

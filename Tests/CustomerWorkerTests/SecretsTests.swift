@@ -43,11 +43,13 @@ struct SecretsTests {
     }
 
     @Test func helpShowsTheDefaultURLWithoutItsPassword() async throws {
-        for command in ["run", "health", "publish", "bench"] {
-            let result = try await run([command, "--help"], [:])
+        let helps = ["run", "health", "publish"].map { (WorkerProcess.executable, [$0, "--help"]) }
+            + [(WorkerProcess.benchExecutable, ["--help"])]
+        for (executable, arguments) in helps {
+            let result = try await TestBroker.runCapturing(executable, arguments, environment: [:])
             #expect(result.status == 0)
-            #expect(result.output.contains("amqp://guest:***@127.0.0.1:5672"), "\(command)")
-            #expect(!result.output.contains("guest:guest"), "\(command)")
+            #expect(result.output.contains("amqp://guest:***@127.0.0.1:5672"), "\(arguments)")
+            #expect(!result.output.contains("guest:guest"), "\(arguments)")
         }
     }
 }

@@ -6,10 +6,15 @@ final class WorkerProcess: Sendable {
     let pid: pid_t
 
     /// The executable built next to the test bundle by `swift build --build-tests`.
-    static var executable: String {
+    static var executable: String { built("customer-worker") }
+
+    /// The benchmark's executable, built beside the worker's.
+    static var benchExecutable: String { built("customer-worker-bench") }
+
+    private static func built(_ name: String) -> String {
         let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let candidates = [bundle.appendingPathComponent("customer-worker"),
-                          bundle.deletingLastPathComponent().appendingPathComponent("customer-worker")]
+        let candidates = [bundle.appendingPathComponent(name),
+                          bundle.deletingLastPathComponent().appendingPathComponent(name)]
         return (candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]).path
     }
 
