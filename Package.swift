@@ -106,6 +106,7 @@ let package = Package(
                 "CustomerStore",
                 "PostgresStore",
                 "Observability",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

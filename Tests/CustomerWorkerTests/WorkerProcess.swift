@@ -22,6 +22,11 @@ final class WorkerProcess: Sendable {
         pid = try TestBroker.spawn(Self.executable, ["run"], environment: environment, output: logFile, errorsToOutput: true)
     }
 
+    /// Another `customer-worker` command (e.g. a replay to kill midway).
+    init(_ arguments: [String], environment: [String: String], logFile: String) throws {
+        pid = try TestBroker.spawn(Self.executable, arguments, environment: environment, output: logFile, errorsToOutput: true)
+    }
+
     func signal(_ signal: Int32) { kill(pid, signal) }
 
     /// The exit status, or nil if the process is still running after `timeout`. A death by
