@@ -13,6 +13,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "customer-worker", targets: ["customer-worker"]),
+        .executable(name: "customer-worker-bench", targets: ["customer-worker-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -25,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        // No traits: the swift-configuration support and URL-encoded forms are not used.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
     ],
     targets: [
         // rabbitmq-c (Debian: librabbitmq-dev) and a header shim for the calls Swift cannot import.
@@ -93,8 +96,8 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -108,6 +111,7 @@ let package = Package(
                 "CustomerStore",
                 "PostgresStore",
                 "Observability",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -121,7 +125,7 @@ let package = Package(
             dependencies: ["CRabbitMQ"],
             linkerSettings: [.linkedLibrary("rabbitmq")]
         ),
-        // `customer-worker bench`: the broker's ceiling against real worker processes.
+        // `customer-worker-bench`: the broker's ceiling against real worker processes.
         .target(
             name: "WorkerBenchmark",
             dependencies: [
@@ -146,8 +150,19 @@ let package = Package(
                 "CustomerDomain",
                 "CustomerStore",
                 "PostgresStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        // The benchmark's own executable, so the worker's binary and image carry no relay or histogram.
+        .executableTarget(
+            name: "customer-worker-bench",
+            dependencies: [
+                "CustomerWorker",
+                "Observability",
                 "WorkerBenchmark",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -173,7 +188,15 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "ObservabilityTests", dependencies: ["Observability"], swiftSettings: strict),
+        .testTarget(
+            name: "ObservabilityTests",
+            dependencies: [
+                "Observability",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "CustomerWorkerTests",
             dependencies: [

@@ -181,10 +181,21 @@ final class AMQPConnection {
         try check(amqp_get_rpc_reply(state), "exchange.delete '\(name)'")
     }
 
-    func purgeQueue(_ name: String) throws(AMQPError) {
+    /// Returns how many messages the purge removed.
+    @discardableResult
+    func purgeQueue(_ name: String) throws(AMQPError) -> UInt32 {
         defer { arena.reset() }
-        amqp_queue_purge(state, channel, arena.bytes(name))
+        let ok = amqp_queue_purge(state, channel, arena.bytes(name))
         try check(amqp_get_rpc_reply(state), "queue.purge '\(name)'")
+        return ok?.pointee.message_count ?? 0
+    }
+
+    /// The queue's ready messages (not those delivered and unacknowledged), by a passive declare.
+    func messageCount(queue name: String) throws(AMQPError) -> UInt32 {
+        defer { arena.reset() }
+        let ok = amqp_queue_declare(state, channel, arena.bytes(name), 1, 0, 0, 0, amqp_empty_table)
+        try check(amqp_get_rpc_reply(state), "queue.declare (passive) '\(name)'")
+        return ok?.pointee.message_count ?? 0
     }
 
     func setPrefetch(_ count: UInt16) throws(AMQPError) {

@@ -168,8 +168,15 @@ public final class AMQPSession: Sendable {
         try await call { core, promise in core.withConnection(promise) { connection throws(AMQPError) in try connection.deleteExchange(name) } }
     }
 
-    public func purgeQueue(_ name: String) async throws(AMQPError) {
+    /// Returns how many messages the purge removed.
+    @discardableResult
+    public func purgeQueue(_ name: String) async throws(AMQPError) -> UInt32 {
         try await call { core, promise in core.withConnection(promise) { connection throws(AMQPError) in try connection.purgeQueue(name) } }
+    }
+
+    /// The queue's ready messages (delivered, unacknowledged ones not included).
+    public func messageCount(queue name: String) async throws(AMQPError) -> UInt32 {
+        try await call { core, promise in core.withConnection(promise) { connection throws(AMQPError) in try connection.messageCount(queue: name) } }
     }
 
     // MARK: Consuming

@@ -10,7 +10,7 @@ import ServiceLifecycle
 /// SIGTERM/SIGINT within the configured timeout.
 public struct WorkerApplication: Sendable {
     public let worker: CommandWorker
-    public let healthServer: HealthServer?
+    public let httpListener: HTTPListener?
     public let metrics: MetricsRegistry
     private let group: ServiceGroup
 
@@ -29,17 +29,17 @@ public struct WorkerApplication: Sendable {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = store.services.map { .init(service: $0) }
         if let port = configuration.httpPort {
             let registry = metrics
-            let server = try HealthServer(
+            let listener = try HTTPListener(
                 port: UInt16(port), logger: logger,
                 readiness: { worker.isReady },
                 readinessDetail: { worker.readinessDetail },
                 health: { worker.isLive },
                 metrics: { registry.render() })
-            // Listed first, so it is shut down last: /healthz answers while the worker drains.
-            services.append(.init(service: HTTPListener(server: server)))
-            healthServer = server
+            // Before the worker, so it is shut down after it: /healthz answers while the worker drains.
+            services.append(.init(service: listener))
+            httpListener = listener
         } else {
-            healthServer = nil
+            httpListener = nil
         }
         services.append(.init(service: MigratingWorker(storage: store.storage, worker: worker),
                               successTerminationBehavior: .gracefullyShutdownGroup))
@@ -67,16 +67,5 @@ public struct WorkerApplication: Sendable {
         await session.close()
         try await OpenedStore.with(try configuration.databaseLocation, busyTimeout: configuration.databaseBusyTimeout,
                                    logger: logger, migrate: false) { try await $0.checkWritable() }
-    }
-}
-
-/// The HTTP listener as a service: it runs until graceful shutdown reaches it.
-struct HTTPListener: Service {
-    let server: HealthServer
-
-    func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            try await server.run()
-        }
     }
 }

@@ -30,9 +30,11 @@ public struct TopologyNames: Sendable, Hashable {
     }
 }
 
-/// Every setting of the worker, read from environment variables (the CLI maps its flags onto the
-/// same names). One table of settings: `WorkerConfiguration.settings`, shown by `--help` and in
-/// the README.
+/// Every setting of the worker, read from its flag, else its environment variable, else the
+/// default. Each setting is declared once, as a row of `WorkerConfiguration.settings`: its
+/// variable, flag, default, validation, help text and whether it is a secret. `--help`, the
+/// README's table (checked by a test), `environmentVariables` and the CLI's flags (checked by a
+/// test against the executable's own help) all come from that row.
 public struct WorkerConfiguration: Sendable {
     public var amqpURL = "amqp://guest:guest@127.0.0.1:5672/%2f"
     /// `DATABASE_URL`: a SQLite file path or `sqlite:` URL, or a `postgres://` URL.
@@ -70,13 +72,38 @@ public struct WorkerConfiguration: Sendable {
 
     public init() {}
 
-    /// One row of the settings table.
+    /// One row of the settings table: everything about one setting.
     public struct Setting: Sendable {
         public let variable: String
         public let flag: String
+        /// The default as shown (a URL without its password).
         public let defaultValue: String
         public let meaning: String
+        /// The value may carry a password: errors, help and logs show it redacted.
+        public let isSecret: Bool
         let apply: @Sendable (inout WorkerConfiguration, String) throws(ConfigurationError) -> Void
+        /// The value of this setting in a configuration, as its variable takes it; nil when unset.
+        let render: @Sendable (WorkerConfiguration) -> String?
+
+        /// The `--help` text of the setting's flag.
+        public var help: String {
+            "\(meaning)\(isSecret ? " Secret: shown without its password." : "") (env \(variable); default \(defaultValue))"
+        }
+    }
+
+    /// The setting behind `variable`, if there is one.
+    public static func setting(_ variable: String) -> Setting? {
+        settings.first { $0.variable == variable }
+    }
+
+    /// The README's table of settings, generated from `settings` (a test keeps the README equal to it).
+    public static var markdownTable: String {
+        let rows = settings.map { setting in
+            let cells = ["`\(setting.variable)`", "`--\(setting.flag)`", "`\(setting.defaultValue)`", setting.isSecret ? "yes" : "",
+                         setting.meaning.replacingOccurrences(of: "|", with: "\\|")]
+            return "| " + cells.joined(separator: " | ") + " |"
+        }
+        return (["| environment variable | flag | default | secret | meaning |", "|---|---|---|---|---|"] + rows).joined(separator: "\n")
     }
 
     /// Reads every setting from `lookup` (environment variable name → value). Unset or empty
@@ -106,18 +133,10 @@ public struct WorkerConfiguration: Sendable {
     /// unacknowledged), the broker can already hand over the next one for the transaction stage.
     public var batchLimit: Int { max(1, prefetch / 2) }
 
-    /// The environment that gives a `customer-worker run` process this configuration's broker,
-    /// database, prefetch and names (the inverse of `init(lookup:)` for those settings).
+    /// The environment that gives a `customer-worker run` process this configuration: every
+    /// setting's variable with its value (the inverse of `init(lookup:)`).
     public var environmentVariables: [String: String] {
-        [
-            "AMQP_URL": amqpURL, "DATABASE_URL": databaseURL, "PREFETCH": String(prefetch),
-            "COMMAND_EXCHANGE": names.commandExchange, "COMMAND_ROUTING_KEY": names.commandRoutingKey,
-            "COMMAND_QUEUE": names.commandQueue, "DEAD_LETTER_EXCHANGE": names.deadLetterExchange,
-            "DEAD_LETTER_QUEUE": names.deadLetterQueue, "EVENTS_EXCHANGE": names.eventsExchange,
-            "REPLIES_QUEUE": names.repliesQueue, "REPLIES_BINDING_KEY": names.repliesBindingKey,
-            "DELIVERY_LIMIT": String(deliveryLimit), "LOG_LEVEL": logLevel.rawValue,
-            "DATABASE_SYNCHRONOUS": databaseSynchronous.rawValue,
-        ].merging(replyTo.pattern.map { ["REPLY_TO_PATTERN": $0] } ?? [:]) { $1 }
+        Dictionary(uniqueKeysWithValues: Self.settings.compactMap { setting in setting.render(self).map { (setting.variable, $0) } })
     }
 
     public var databaseLocation: DatabaseLocation {
@@ -155,19 +174,19 @@ public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
 
 extension WorkerConfiguration {
     public static let settings: [Setting] = [
-        text("AMQP_URL", "amqp-url", \.amqpURL, "Broker URL: amqp[s]://user:pass@host:port/vhost (query: heartbeat, connection_timeout, cacertfile, certfile, keyfile, verify); a comma-separated list for the nodes of a cluster, tried shuffled, then round robin.") { url in
+        text("AMQP_URL", "amqp-url", \.amqpURL, secret: true, "Broker URL: amqp[s]://user:pass@host:port/vhost (query: heartbeat, connection_timeout, cacertfile, certfile, keyfile, verify); a comma-separated list for the nodes of a cluster, tried shuffled, then round robin. The default's password is `guest`; passwords are shown as `***` in help, errors and logs.") { url in
             do { _ = try ConnectionConfiguration.list(url) } catch { return "\(error)" }
             return nil
         },
-        database("DATABASE_PATH", "database-path", "Deprecated: a SQLite file, as DATABASE_URL takes it; DATABASE_URL wins when both are set."),
-        database("DATABASE_URL", "database", "SQLite file path or sqlite:PATH (created with its folder on first use; replicas on one host share it), or postgres://user:password@host:port/database?sslmode=disable|prefer|require|verify-ca|verify-full&sslrootcert=FILE&pool_size=N&connect_timeout=SECONDS for replicas on several hosts; the password never appears in logs or errors."),
+        database("DATABASE_PATH", "database-path", shownInEnvironment: false, "Deprecated: a SQLite file, as DATABASE_URL takes it; DATABASE_URL wins when both are set."),
+        database("DATABASE_URL", "database", shownInEnvironment: true, "SQLite file path or `sqlite:PATH` (created with its folder on first use; replicas on one host share it), or `postgres://user:password@host:port/database?sslmode=disable|prefer|require|verify-ca|verify-full&sslrootcert=FILE&pool_size=N&connect_timeout=SECONDS` for replicas on several hosts (docs/operations.md); the password never appears in logs or errors."),
         integer("PREFETCH", "prefetch", \.prefetch, 1...65_535, "Unacknowledged commands per worker; a batch (one transaction) takes at most half of them, so the next batch arrives while the last one's replies are confirmed."),
         milliseconds("BATCH_LINGER_MS", "batch-linger-ms", \.batchLinger, 0...1000, "How long a batch waits for more commands after the first arrived."),
         seconds("SHUTDOWN_TIMEOUT", "shutdown-timeout", \.shutdownTimeout, 1...600, "Seconds SIGTERM/SIGINT may take: stop consuming, finish the batch in hand, exit 0."),
         milliseconds("DATABASE_BUSY_TIMEOUT_MS", "database-busy-timeout-ms", \.databaseBusyTimeout, 1...600_000, "How long a transaction waits for another process holding the database lock."),
         parsed("DATABASE_SYNCHRONOUS", "database-synchronous", \.databaseSynchronous, shown: "full",
                "full: every commit is fsynced, so an acknowledged customer survives a power loss. normal: faster commits, but a power loss or kernel crash can lose the last acknowledged customers (their senders' retries then create new ids); only for data you can lose.",
-               rule: "must be full or normal") { SynchronousMode(rawValue: $0.lowercased()) },
+               rule: "must be full or normal", render: { $0.rawValue }) { SynchronousMode(rawValue: $0.lowercased()) },
         seconds("CONFIRM_TIMEOUT", "confirm-timeout", \.confirmTimeout, 1...600, "Seconds to wait for the broker to confirm a batch of replies."),
         seconds("PUBLISH_FAILURE_TIMEOUT", "publish-failure-timeout", \.publishFailureTimeout, 5...86_400, "Seconds publishing replies may keep failing (broker refusing them, exchange gone and not re-declarable) before the worker exits non-zero."),
         integer("TRANSIENT_ATTEMPTS", "transient-attempts", \.transientAttempts, 1...100, "Attempts at publishing a batch's replies (not confirmed in time) before its commands are requeued. A failing database (busy, full, read-only) never requeues: the worker holds the batch, pauses (not ready) and retries with backoff up to 5 s until it recovers."),
@@ -175,16 +194,16 @@ extension WorkerConfiguration {
         integer("REPLIES_MAX_LENGTH", "replies-max-length", \.repliesMaxLength, 1...100_000_000, "Replies kept in the inspection queue; the oldest are dropped beyond it (x-max-length, drop-head)."),
         parsed("REPLY_TO_PATTERN", "reply-to-pattern", \.replyTo, shown: "none",
                "Regular expression (whole name) of further queues a command's reply_to may name. Always allowed: direct reply-to (amq.rabbitmq.reply-to.…) and server-named queues (amq.gen-…). A reply_to that is not allowed is ignored (the events copy stands), counted and logged.",
-               rule: "must be a valid regular expression") { try? ReplyToPolicy(pattern: $0) },
+               rule: "must be a valid regular expression", render: { $0.pattern }) { try? ReplyToPolicy(pattern: $0) },
         parsed("HTTP_PORT", "http-port", \.httpPort, shown: "off", "Port of the HTTP listener for /healthz, /readyz and /metrics; off when unset.",
-               rule: "must be a port number 0...65535") { raw -> Int?? in
+               rule: "must be a port number 0...65535", render: { $0.map(String.init) }) { raw -> Int?? in
             guard let port = Int(raw), (0...65_535).contains(port) else { return nil }
             return .some(port)
         },
         parsed("LOG_LEVEL", "log-level", \.logLevel, shown: "info", "trace, debug, info, notice, warning, error or critical.",
-               rule: "must be trace, debug, info, notice, warning, error or critical", parse: parseLogLevel),
+               rule: "must be trace, debug, info, notice, warning, error or critical", render: { $0.rawValue }, parse: parseLogLevel),
         parsed("LOG_FORMAT", "log-format", \.logFormat, shown: "text", "text, or json for one JSON object per line.",
-               rule: "must be text or json") { LogFormat(parsing: $0) },
+               rule: "must be text or json", render: { $0.rawValue }) { LogFormat(parsing: $0) },
         name("COMMAND_EXCHANGE", "command-exchange", \.names.commandExchange, "Direct exchange the commands are published to."),
         name("COMMAND_ROUTING_KEY", "command-routing-key", \.names.commandRoutingKey, "Routing key of create-customer commands."),
         name("COMMAND_QUEUE", "command-queue", \.names.commandQueue, "Quorum queue the worker consumes."),
@@ -196,25 +215,26 @@ extension WorkerConfiguration {
     ]
 
     private static func text(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, String> & Sendable,
-                             _ meaning: String, validate: @escaping @Sendable (String) -> String?) -> Setting {
+                             secret: Bool = false, _ meaning: String, validate: @escaping @Sendable (String) -> String?) -> Setting {
         // A default URL is shown like any other URL: without its password.
         let shown = Redaction.redactingCredentials(in: WorkerConfiguration()[keyPath: keyPath])
-        return Setting(variable: variable, flag: flag, defaultValue: shown, meaning: meaning) { configuration, raw throws(ConfigurationError) in
+        return Setting(variable: variable, flag: flag, defaultValue: shown, meaning: meaning, isSecret: secret, apply: { configuration, raw throws(ConfigurationError) in
             if let problem = validate(raw) { throw .init(variable: variable, flag: flag, value: raw, rule: problem) }
             configuration[keyPath: keyPath] = raw
-        }
+        }, render: { $0[keyPath: keyPath] })
     }
 
     /// The database setting: checked as a `DatabaseLocation`; the value is redacted in errors.
-    private static func database(_ variable: String, _ flag: String, _ meaning: String) -> Setting {
-        Setting(variable: variable, flag: flag, defaultValue: WorkerConfiguration().databaseURL, meaning: meaning) { configuration, raw throws(ConfigurationError) in
+    /// `shownInEnvironment`: whether `environmentVariables` carries it (the deprecated name does not).
+    private static func database(_ variable: String, _ flag: String, shownInEnvironment: Bool, _ meaning: String) -> Setting {
+        Setting(variable: variable, flag: flag, defaultValue: WorkerConfiguration().databaseURL, meaning: meaning, isSecret: true, apply: { configuration, raw throws(ConfigurationError) in
             do throws(DatabaseLocationError) {
                 _ = try DatabaseLocation(raw)
             } catch {
                 throw .init(variable: variable, flag: flag, value: PostgresURL.redact(raw), rule: error.description)
             }
             configuration.databaseURL = raw
-        }
+        }, render: { shownInEnvironment ? $0.databaseURL : nil })
     }
 
     private static func name(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, String> & Sendable,
@@ -227,30 +247,36 @@ extension WorkerConfiguration {
     private static func integer(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Int> & Sendable,
                                 _ range: ClosedRange<Int>, _ meaning: String) -> Setting {
         parsed(variable, flag, keyPath, shown: String(WorkerConfiguration()[keyPath: keyPath]), meaning,
-               rule: "must be a whole number in \(range.lowerBound)...\(range.upperBound)") { Int($0).flatMap { range.contains($0) ? $0 : nil } }
+               rule: "must be a whole number in \(range.lowerBound)...\(range.upperBound)", render: { String($0) }) { Int($0).flatMap { range.contains($0) ? $0 : nil } }
     }
 
     private static func seconds(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Duration> & Sendable,
                                 _ range: ClosedRange<Int>, _ meaning: String) -> Setting {
         let shown = WorkerConfiguration()[keyPath: keyPath].components.seconds
         return parsed(variable, flag, keyPath, shown: String(shown), meaning,
-                      rule: "must be whole seconds in \(range.lowerBound)...\(range.upperBound)") { Int($0).flatMap { range.contains($0) ? .seconds($0) : nil } }
+                      rule: "must be whole seconds in \(range.lowerBound)...\(range.upperBound)", render: { String($0.components.seconds) }) { Int($0).flatMap { range.contains($0) ? .seconds($0) : nil } }
     }
 
     private static func milliseconds(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Duration> & Sendable,
                                      _ range: ClosedRange<Int>, _ meaning: String) -> Setting {
-        let (seconds, attoseconds) = WorkerConfiguration()[keyPath: keyPath].components
-        return parsed(variable, flag, keyPath, shown: String(seconds * 1000 + attoseconds / 1_000_000_000_000_000), meaning,
-                      rule: "must be whole milliseconds in \(range.lowerBound)...\(range.upperBound)") { Int($0).flatMap { range.contains($0) ? .milliseconds($0) : nil } }
+        parsed(variable, flag, keyPath, shown: milliseconds(of: WorkerConfiguration()[keyPath: keyPath]), meaning,
+                      rule: "must be whole milliseconds in \(range.lowerBound)...\(range.upperBound)", render: milliseconds(of:)) { Int($0).flatMap { range.contains($0) ? .milliseconds($0) : nil } }
+    }
+
+    private static func milliseconds(of duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        return String(seconds * 1000 + attoseconds / 1_000_000_000_000_000)
     }
 
     /// A setting whose text `parse` turns into its value; nil means the text broke `rule`.
+    /// `render` turns the value back into the text (nil: unset).
     private static func parsed<Value>(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Value> & Sendable,
                                       shown: String, _ meaning: String, rule: String,
+                                      render: @escaping @Sendable (Value) -> String?,
                                       parse: @escaping @Sendable (String) -> Value?) -> Setting {
-        Setting(variable: variable, flag: flag, defaultValue: shown, meaning: meaning) { configuration, raw throws(ConfigurationError) in
+        Setting(variable: variable, flag: flag, defaultValue: shown, meaning: meaning, isSecret: false, apply: { configuration, raw throws(ConfigurationError) in
             guard let value = parse(raw) else { throw .init(variable: variable, flag: flag, value: raw, rule: rule) }
             configuration[keyPath: keyPath] = value
-        }
+        }, render: { render($0[keyPath: keyPath]) })
     }
 }

@@ -212,10 +212,13 @@ private struct BenchmarkRun: Sendable {
         return try outcome.get()
     }
 
+    /// `--worker-binary`, else the `customer-worker` in the bench executable's own folder (both
+    /// products land in the same build folder).
     private func workerBinary() -> String {
         if let binary = settings.workerBinary { return binary }
-        if let own = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") { return own }
-        return URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
+        let own = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            ?? URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
+        return URL(fileURLWithPath: own).deletingLastPathComponent().appendingPathComponent("customer-worker").path
     }
 }
 

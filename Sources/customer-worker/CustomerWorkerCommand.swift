@@ -6,6 +6,6 @@ struct CustomerWorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "customer-worker",
         abstract: "Creates customers from RabbitMQ commands and replies with the result.",
-        subcommands: [Run.self, Publish.self, Replies.self, Health.self, Migrate.self, Merchants.self, Keys.self, Plans.self, CopyDatabase.self, Bench.self]
+        subcommands: [Run.self, Publish.self, Replies.self, Health.self, Migrate.self, Merchants.self, Keys.self, Plans.self, CopyDatabase.self, DeadLetters.self]
     )
 }

@@ -4,8 +4,11 @@ import Foundation
 import Logging
 import Observability
 
-/// The worker's settings as flags. Each flag overrides its environment variable; both are
-/// described by one row of `WorkerConfiguration.settings`.
+/// The worker's settings as flags. Each flag overrides its environment variable. Everything about
+/// a setting (variable, flag, default, validation, help) is its row of `WorkerConfiguration.settings`;
+/// ArgumentParser still needs one property per flag (it reads its options from the type), named so
+/// that its flag is the row's (`amqpURL` → `--amqp-url`). No map ties the two: the values are read
+/// back by flag name, and a test checks the executable's flags and help against the table.
 struct WorkerOptions: ParsableArguments {
     @Option(help: help("AMQP_URL")) var amqpURL: String?
     @Option(help: help("DATABASE_URL")) var database: String?
@@ -34,10 +37,35 @@ struct WorkerOptions: ParsableArguments {
     @Option(help: help("REPLIES_BINDING_KEY")) var repliesBindingKey: String?
 
     private static func help(_ variable: String) -> ArgumentHelp {
-        guard let setting = WorkerConfiguration.settings.first(where: { $0.variable == variable }) else {
-            return ArgumentHelp("(env \(variable))")
+        guard let setting = WorkerConfiguration.setting(variable) else { return ArgumentHelp("(env \(variable))") }
+        return ArgumentHelp(setting.help, valueName: "value")
+    }
+
+    /// The flags given, by flag name (`amqp-url` → value): the options' own names, as
+    /// ArgumentParser derives them from the property names.
+    var givenFlags: [String: String] {
+        var flags: [String: String] = [:]
+        for child in Mirror(reflecting: self).children {
+            guard let label = child.label, let option = child.value as? Option<String?>, let value = option.wrappedValue else { continue }
+            flags[Self.flagName(property: String(label.drop { $0 == "_" }))] = value
         }
-        return ArgumentHelp("\(setting.meaning) (env \(variable); default \(setting.defaultValue))", valueName: "value")
+        return flags
+    }
+
+    /// ArgumentParser's long name for a property: words split at case changes, lowercased,
+    /// joined by dashes (`databaseBusyTimeoutMs` → `database-busy-timeout-ms`, `amqpURL` → `amqp-url`).
+    static func flagName(property: String) -> String {
+        var name = ""
+        let characters = Array(property)
+        for (index, character) in characters.enumerated() {
+            if character.isUppercase, index > 0 {
+                let previous = characters[index - 1]
+                let nextIsLower = index + 1 < characters.count && characters[index + 1].isLowercase
+                if previous.isLowercase || previous.isNumber || (previous.isUppercase && nextIsLower) { name.append("-") }
+            }
+            name.append(Character(character.lowercased()))
+        }
+        return name
     }
 
     /// The configuration, with logging set up as it says.
@@ -51,18 +79,11 @@ struct WorkerOptions: ParsableArguments {
 
     /// Flags first, then the environment, then the defaults.
     func configuration(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> WorkerConfiguration {
-        let flags: [String: String?] = [
-            "AMQP_URL": amqpURL, "DATABASE_URL": database, "DATABASE_PATH": databasePath, "PREFETCH": prefetch, "BATCH_LINGER_MS": batchLingerMs,
-            "SHUTDOWN_TIMEOUT": shutdownTimeout, "DATABASE_BUSY_TIMEOUT_MS": databaseBusyTimeoutMs,
-            "DATABASE_SYNCHRONOUS": databaseSynchronous,
-            "CONFIRM_TIMEOUT": confirmTimeout, "PUBLISH_FAILURE_TIMEOUT": publishFailureTimeout, "TRANSIENT_ATTEMPTS": transientAttempts, "DELIVERY_LIMIT": deliveryLimit,
-            "REPLIES_MAX_LENGTH": repliesMaxLength, "REPLY_TO_PATTERN": replyToPattern, "HTTP_PORT": httpPort, "LOG_LEVEL": logLevel, "LOG_FORMAT": logFormat, "COMMAND_EXCHANGE": commandExchange,
-            "COMMAND_ROUTING_KEY": commandRoutingKey, "COMMAND_QUEUE": commandQueue,
-            "DEAD_LETTER_EXCHANGE": deadLetterExchange, "DEAD_LETTER_QUEUE": deadLetterQueue,
-            "EVENTS_EXCHANGE": eventsExchange, "REPLIES_QUEUE": repliesQueue, "REPLIES_BINDING_KEY": repliesBindingKey,
-        ]
+        let flags = givenFlags
         do {
-            return try WorkerConfiguration { variable in (flags[variable] ?? nil) ?? environment[variable] }
+            return try WorkerConfiguration { variable in
+                WorkerConfiguration.setting(variable).flatMap { flags[$0.flag] } ?? environment[variable]
+            }
         } catch {
             throw ValidationError(error.description)
         }

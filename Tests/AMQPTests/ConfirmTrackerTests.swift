@@ -3,7 +3,7 @@ import BrokerTestSupport
 import Testing
 
 /// Publisher-confirm bookkeeping, without a broker.
-@Suite("Confirm tracker", .closesResources,  .closesResources)
+@Suite("Confirm tracker", .closesResources)
 struct ConfirmTrackerTests {
     private func pending(_ request: UInt64, _ index: Int, exchange: String = "events", key: String = "k", id: String? = nil) -> ConfirmTracker.Pending {
         .init(request: request, index: index, exchange: exchange, routingKey: key, messageID: id ?? "m-\(request)-\(index)")

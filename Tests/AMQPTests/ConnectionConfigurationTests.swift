@@ -2,7 +2,7 @@ import AMQP
 import BrokerTestSupport
 import Testing
 
-@Suite("AMQP URLs", .closesResources,  .closesResources)
+@Suite("AMQP URLs", .closesResources)
 struct ConnectionConfigurationTests {
     @Test func parsesAFullURL() throws {
         let configuration = try ConnectionConfiguration(url: "amqp://alice:s%40cret@broker.example:5673/orders?heartbeat=5&connection_timeout=2500")
@@ -67,7 +67,7 @@ struct ConnectionConfigurationTests {
     }
 }
 
-@Suite("AMQP URL lists", .closesResources,  .closesResources)
+@Suite("AMQP URL lists", .closesResources)
 struct ConnectionListTests {
     @Test func aCommaSeparatedListIsOneNodeEach() throws {
         let nodes = try ConnectionConfiguration.list("amqp://a:pa@h1:5710/%2f, amqps://b:pb@h2:5711/v?heartbeat=5,amqp://h3")

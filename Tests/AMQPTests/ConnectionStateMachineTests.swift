@@ -3,7 +3,7 @@ import BrokerTestSupport
 import Testing
 
 /// The lifecycle's pure transitions, driven without a broker.
-@Suite("Connection state machine", .closesResources,  .closesResources)
+@Suite("Connection state machine", .closesResources)
 struct ConnectionStateMachineTests {
     private let refused = AMQPError.connectionFailed(endpoint: "127.0.0.1:1", reason: "refused")
     private let lost = AMQPError.connectionLost(operation: "reading frames", reason: "socket closed")

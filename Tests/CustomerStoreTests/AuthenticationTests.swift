@@ -6,7 +6,7 @@ import Foundation
 import GRDB
 import Testing
 
-@Suite("Store: merchants and API keys", .closesResources,  .closesResources)
+@Suite("Store: merchants and API keys", .closesResources)
 struct AuthenticationTests {
     static let body = #"{"externalId":"cus_1"}"#
 

@@ -6,7 +6,7 @@ import Foundation
 import PostgresStore
 import Testing
 
-@Suite("Store: handling attempts and outages", .closesResources,  .closesResources)
+@Suite("Store: handling attempts and outages", .closesResources)
 struct HandlingAttemptTests {
     @Test(arguments: StoreKind.all)
     func aMarkerSurvivesUntilItsWorkCommits(_ kind: StoreKind) async throws {

@@ -6,7 +6,7 @@ import Foundation
 import GRDB
 import Testing
 
-@Suite("Store: idempotency", .closesResources,  .closesResources)
+@Suite("Store: idempotency", .closesResources)
 struct StoreIdempotencyTests {
     static let ada = #"{"externalId":"cus_1","name":"Ada","billingCountry":"us","billingState":"ca"}"#
 

@@ -14,7 +14,7 @@ func catalogJSON(_ plans: String...) -> String {
     #"{"plans":[\#(plans.joined(separator: ","))]}"#
 }
 
-@Suite("Store: plans and the default plan", .closesResources,  .closesResources)
+@Suite("Store: plans and the default plan", .closesResources)
 struct PlanStoreTests {
     @Test(arguments: StoreKind.all)
     func importArchivesReferencedPlansAndDeletesTheRest(_ kind: StoreKind) async throws {

@@ -8,7 +8,7 @@ import PostgresNIO
 @testable import PostgresStore
 import Testing
 
-@Suite("Store: database, migrations, concurrency", .closesResources,  .closesResources)
+@Suite("Store: database, migrations, concurrency", .closesResources)
 struct StoreTests {
     @Test func sqliteOpensWithWALForeignKeysAndFullSync() async throws {
         try await withStore(.sqlite) { store, database in

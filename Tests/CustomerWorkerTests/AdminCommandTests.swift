@@ -6,7 +6,7 @@ import Foundation
 import Testing
 
 /// The admin commands as a user runs them: real processes on a real SQLite file or PostgreSQL database.
-@Suite("Admin commands", .closesResources,  .closesResources)
+@Suite("Admin commands", .closesResources)
 struct AdminCommandTests {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent(TestBroker.uniqueName("admin"))
     var sqlitePath: String { directory.appendingPathComponent("db/customers.sqlite").path }

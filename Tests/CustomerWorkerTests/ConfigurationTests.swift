@@ -4,7 +4,7 @@ import CustomerWorker
 import Foundation
 import Testing
 
-@Suite("Worker configuration", .closesResources,  .closesResources)
+@Suite("Worker configuration", .closesResources)
 struct ConfigurationTests {
     @Test func readsEverySettingFromTheEnvironment() throws {
         let configuration = try WorkerConfiguration.fromEnvironment([

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 /// Passwords in URLs never reach standard error or --help, whatever goes wrong.
-@Suite("Secrets are never echoed", .closesResources,  .closesResources)
+@Suite("Secrets are never echoed", .closesResources)
 struct SecretsTests {
     private let password = "s3cret-Pa55word"
 
@@ -43,11 +43,13 @@ struct SecretsTests {
     }
 
     @Test func helpShowsTheDefaultURLWithoutItsPassword() async throws {
-        for command in ["run", "health", "publish", "bench"] {
-            let result = try await run([command, "--help"], [:])
+        let helps = ["run", "health", "publish"].map { (WorkerProcess.executable, [$0, "--help"]) }
+            + [(WorkerProcess.benchExecutable, ["--help"])]
+        for (executable, arguments) in helps {
+            let result = try await TestBroker.runCapturing(executable, arguments, environment: [:])
             #expect(result.status == 0)
-            #expect(result.output.contains("amqp://guest:***@127.0.0.1:5672"), "\(command)")
-            #expect(!result.output.contains("guest:guest"), "\(command)")
+            #expect(result.output.contains("amqp://guest:***@127.0.0.1:5672"), "\(arguments)")
+            #expect(!result.output.contains("guest:guest"), "\(arguments)")
         }
     }
 }

@@ -12,16 +12,27 @@ final class WorkerProcess: Sendable {
     private let exit = Mutex<Int32?>(nil)
 
     /// The executable built next to the test bundle by `swift build --build-tests`.
-    static var executable: String {
+    static var executable: String { built("customer-worker") }
+
+    /// The benchmark's executable, built beside the worker's.
+    static var benchExecutable: String { built("customer-worker-bench") }
+
+    private static func built(_ name: String) -> String {
         let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let candidates = [bundle.appendingPathComponent("customer-worker"),
-                          bundle.deletingLastPathComponent().appendingPathComponent("customer-worker")]
+        let candidates = [bundle.appendingPathComponent(name),
+                          bundle.deletingLastPathComponent().appendingPathComponent(name)]
         return (candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]).path
     }
 
     init(environment: [String: String], logFile: String) throws {
         pid = try TestBroker.spawn(Self.executable, ["run"], environment: environment, output: logFile, errorsToOutput: true)
         TestResources.onExit("worker process \(pid) (log \(logFile))") { [self] in await terminate() }
+    }
+
+    /// Another `customer-worker` command (e.g. a replay to kill midway).
+    init(_ arguments: [String], environment: [String: String], logFile: String) throws {
+        pid = try TestBroker.spawn(Self.executable, arguments, environment: environment, output: logFile, errorsToOutput: true)
+        TestResources.onExit("customer-worker \(arguments.first ?? "") \(pid) (log \(logFile))") { [self] in await terminate() }
     }
 
     func signal(_ signal: Int32) {

@@ -3,7 +3,9 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import Logging
 import Observability
+import ServiceLifecycle
 import Synchronization
 import Testing
 
@@ -33,33 +35,43 @@ func request(_ method: String, _ path: String, port: UInt16) async throws -> Rep
         body: String(decoding: data, as: UTF8.self))
 }
 
-/// Runs a server on an ephemeral loopback port for the duration of `body`, then cancels it and
-/// checks that `run()` returned normally.
+/// Runs a listener on an ephemeral loopback port in a ServiceGroup for the duration of `body`,
+/// then shuts the group down gracefully and checks that `run()` returned normally.
 private func withServer(
     switches: Switches, metrics: MetricsRegistry, _ body: (UInt16) async throws -> Void
 ) async throws {
-    let server = try HealthServer(
+    let listener = try HTTPListener(
         port: 0, host: "127.0.0.1",
         readiness: { switches.ready.withLock { $0 } },
         readinessDetail: { "broker: 127.0.0.1:5672" },
         health: { switches.healthy.withLock { $0 } },
         metrics: { metrics.render() })
-    let running = Task { try await server.run() }
-    do {
-        let port = try await server.waitUntilListening()
-        #expect(port != 0)
-        #expect(await server.listeningPort == port)
-        try await body(port)
-    } catch {
-        running.cancel()
-        _ = await running.result
-        throw error
-    }
-    running.cancel()
-    try await running.value
+    try await withListenerRunning(listener) { port in try await body(port) }
 }
 
-@Suite struct HealthServerTests {
+/// `listener` in a ServiceGroup of its own while `body` runs; the group is shut down gracefully
+/// on every path and must end without error.
+private func withListenerRunning(_ listener: HTTPListener, _ body: (UInt16) async throws -> Void) async throws {
+    let group = ServiceGroup(configuration: .init(services: [listener], logger: Logger(label: "test")))
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await group.run() }
+        do {
+            let port = try await listener.waitUntilListening()
+            #expect(port != 0)
+            #expect(listener.listeningPort == port)
+            try await body(port)
+        } catch {
+            await group.triggerGracefulShutdown()
+            try? await tasks.waitForAll()
+            throw error
+        }
+        await group.triggerGracefulShutdown()
+        try await tasks.waitForAll()
+    }
+    #expect(listener.listeningPort == nil, "no longer listening after the shutdown")
+}
+
+@Suite struct HTTPListenerTests {
     @Test func answersHealthReadinessAndMetrics() async throws {
         let switches = Switches()
         let metrics = MetricsRegistry()
@@ -105,30 +117,38 @@ private func withServer(
         }
     }
 
+    @Test func headIsAnsweredLikeGetWithoutABody() async throws {
+        try await withServer(switches: Switches(), metrics: MetricsRegistry()) { port in
+            let head = try await request("HEAD", "/healthz", port: port)
+            #expect(head.status == 200)
+            #expect(head.body.isEmpty)
+        }
+    }
+
     @Test func rejectsAHostThatIsNotAnAddress() {
-        #expect(throws: HealthServerError.invalidHost("example.invalid")) {
-            try HealthServer(port: 0, host: "example.invalid", readiness: { true }, metrics: { "" })
+        #expect(throws: HTTPListenerError.invalidHost("example.invalid")) {
+            try HTTPListener(port: 0, host: "example.invalid", readiness: { true }, metrics: { "" })
         }
     }
 
     @Test func aBusyPortFailsRun() async throws {
-        let first = try HealthServer(port: 0, host: "127.0.0.1", readiness: { true }, metrics: { "" })
-        let running = Task { try await first.run() }
-        defer { running.cancel() }
-        let port = try await first.waitUntilListening()
-        let second = try HealthServer(port: port, host: "127.0.0.1", readiness: { true }, metrics: { "" })
-        await #expect(throws: (any Error).self) { try await second.run() }
+        let first = try HTTPListener(port: 0, host: "127.0.0.1", readiness: { true }, metrics: { "" })
+        try await withListenerRunning(first) { port in
+            let second = try HTTPListener(port: port, host: "127.0.0.1", readiness: { true }, metrics: { "" })
+            await #expect(throws: (any Error).self) { try await second.run() }
+        }
     }
 }
 
-@Suite struct HealthServerStopTests {
-    @Test func stopEndsRunNormally() async throws {
-        let server = try HealthServer(port: 0, host: "127.0.0.1", readiness: { true }, metrics: { "" })
-        let running = Task { try await server.run() }
-        let port = try await server.waitUntilListening()
+@Suite struct HTTPListenerShutdownTests {
+    /// Cancellation (a ServiceGroup's last resort) ends `run()` too.
+    @Test func cancellationEndsRun() async throws {
+        let listener = try HTTPListener(port: 0, host: "127.0.0.1", readiness: { true }, metrics: { "" })
+        let running = Task { try await listener.run() }
+        let port = try await listener.waitUntilListening()
         #expect(try await request("GET", "/readyz", port: port).status == 200)
-        await server.stop()
-        try await running.value
-        #expect(await server.listeningPort == nil)
+        running.cancel()
+        _ = await running.result
+        #expect(listener.listeningPort == nil)
     }
 }

@@ -4,8 +4,12 @@ import Foundation
 import Observability
 import WorkerBenchmark
 
+/// The `customer-worker-bench` executable: a program of its own, so the worker's binary carries no
+/// relay or histogram.
+@main
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "customer-worker-bench",
         abstract: "Measure the worker against the broker's own ceiling: messages/s, latency, peak RSS.",
         discussion: """
             Runs two modes on one broker with the same commands: the ceiling (a relay written on \
@@ -31,7 +35,7 @@ struct Bench: AsyncParsableCommand {
         "The workers' database: a SQLite path or postgres://user:password@host:port/database (env DATABASE_URL; default: a fresh SQLite file). A new merchant keeps the run's customers apart.",
         valueName: "url"))
     var database: String?
-    @Option(help: ArgumentHelp("The customer-worker executable to start (default: this one).", valueName: "path"))
+    @Option(help: ArgumentHelp("The customer-worker executable to start (default: the customer-worker beside this executable).", valueName: "path"))
     var workerBinary: String?
     @Flag(help: "Keep the temporary folder (database, worker logs).") var keep = false
     @Option(help: "Seconds without a reply after which a run fails.") var replyTimeout = 60
