@@ -21,6 +21,7 @@ struct WorkerOptions: ParsableArguments {
     @Option(help: help("DELIVERY_LIMIT")) var deliveryLimit: String?
     @Option(help: help("REPLIES_MAX_LENGTH")) var repliesMaxLength: String?
     @Option(help: help("REPLY_TO_PATTERN")) var replyToPattern: String?
+    @Option(help: help("REPLY_TO_SERVER_NAMED")) var replyToServerNamed: String?
     @Option(help: help("HTTP_PORT")) var httpPort: String?
     @Option(help: help("LOG_LEVEL")) var logLevel: String?
     @Option(help: help("LOG_FORMAT")) var logFormat: String?
@@ -56,7 +57,7 @@ struct WorkerOptions: ParsableArguments {
             "SHUTDOWN_TIMEOUT": shutdownTimeout, "DATABASE_BUSY_TIMEOUT_MS": databaseBusyTimeoutMs,
             "DATABASE_SYNCHRONOUS": databaseSynchronous,
             "CONFIRM_TIMEOUT": confirmTimeout, "PUBLISH_FAILURE_TIMEOUT": publishFailureTimeout, "TRANSIENT_ATTEMPTS": transientAttempts, "DELIVERY_LIMIT": deliveryLimit,
-            "REPLIES_MAX_LENGTH": repliesMaxLength, "REPLY_TO_PATTERN": replyToPattern, "HTTP_PORT": httpPort, "LOG_LEVEL": logLevel, "LOG_FORMAT": logFormat, "COMMAND_EXCHANGE": commandExchange,
+            "REPLIES_MAX_LENGTH": repliesMaxLength, "REPLY_TO_PATTERN": replyToPattern, "REPLY_TO_SERVER_NAMED": replyToServerNamed, "HTTP_PORT": httpPort, "LOG_LEVEL": logLevel, "LOG_FORMAT": logFormat, "COMMAND_EXCHANGE": commandExchange,
             "COMMAND_ROUTING_KEY": commandRoutingKey, "COMMAND_QUEUE": commandQueue,
             "DEAD_LETTER_EXCHANGE": deadLetterExchange, "DEAD_LETTER_QUEUE": deadLetterQueue,
             "EVENTS_EXCHANGE": eventsExchange, "REPLIES_QUEUE": repliesQueue, "REPLIES_BINDING_KEY": repliesBindingKey,
