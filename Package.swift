@@ -200,7 +200,7 @@ let package = Package(
         .testTarget(
             name: "CustomerWorkerTests",
             dependencies: [
-                "CustomerWorker", "CreateCustomer", "CustomerStore", "PostgresStore", "AMQP", "BrokerTestSupport",
+                "CustomerWorker", "CreateCustomer", "CustomerStore", "PostgresStore", "AMQP", "BrokerTestSupport", "CRabbitMQ",
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: strict

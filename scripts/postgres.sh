@@ -2,12 +2,15 @@
 # A private PostgreSQL server for development and tests: its own port, data directory and socket
 # folder, so it never collides with a system cluster (Debian's package may start one on 5432).
 #
-#   scripts/postgres.sh start|stop|status|url|psql ARGS...
+#   scripts/postgres.sh start|stop|status|url|tls-dir|psql ARGS...
 #
 # Settings (environment):
 #   PG_PORT   port on 127.0.0.1 (default 5433)
 #   PG_DIR    data, log and socket folder (default ${TMPDIR:-/tmp}/customer-worker-postgres-$PG_PORT)
 #   PG_BIN    PostgreSQL's programs (default: the newest /usr/lib/postgresql/*/bin)
+#   PG_TLS    1: the server also accepts TLS, with a certificate for `localhost` from a throwaway CA
+#             that `start` makes with openssl in $PG_DIR/tls (`tls-dir` prints it): ca.pem, and
+#             other-ca.pem, a CA that signed nothing the server has (for tests of a wrong CA).
 #
 # A throwaway server: it trusts local connections (no password) and `stop` deletes its data. `url` prints
 # postgres://postgres@127.0.0.1:PORT/customers?sslmode=disable, a database `start` creates.
@@ -64,6 +67,26 @@ kill_server() {
   rm -f "$PG_DIR/data/postmaster.pid"
 }
 
+# PG_TLS=1: makes the CA, a second CA and the server's certificate once, and prints the server options.
+tls_options() {
+  local dir="$PG_DIR/tls" key=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  if [ ! -f "$dir/server.pem" ]; then
+    command -v openssl >/dev/null || die "PG_TLS=1 needs openssl (apt-get install openssl)"
+    mkdir -p "$dir"
+    for ca in ca other-ca; do
+      openssl req -x509 "${key[@]}" -days 7 -subj "/CN=customer-worker test $ca" -keyout "$dir/$ca.key" -out "$dir/$ca.pem" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null || die "openssl failed ($ca)"
+    done
+    openssl req "${key[@]}" -subj "/CN=localhost" -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null || die "openssl failed (server key)"
+    printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 7 \
+      -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null || die "openssl failed (server certificate)"
+    chmod 600 "$dir/server.key"
+    if [ "$(id -u)" = 0 ]; then chown -R postgres:postgres "$dir"; fi
+  fi
+  echo "-c ssl=on -c ssl_cert_file=$dir/server.pem -c ssl_key_file=$dir/server.key"
+}
+
 start() {
   if is_running; then
     if answers; then echo "postgres already running: $(url)"; return 0; fi
@@ -78,14 +101,16 @@ start() {
     as_postgres "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 >"$PG_DIR/initdb.log" 2>&1 \
       || die "initdb failed; see $PG_DIR/initdb.log"
   fi
-  if ! start_server; then
+  local tls=""
+  if [ "${PG_TLS:-0}" = 1 ]; then tls="$(tls_options)"; fi
+  if ! start_server "$tls"; then
     # A throwaway server: data an earlier run left half-written is not worth keeping.
     echo "postgres.sh: the server in $PG_DIR did not start (see $PG_DIR/log); starting it on a fresh data folder" >&2
     kill_server
     rm -rf "$PG_DIR/data"
     as_postgres "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 >"$PG_DIR/initdb.log" 2>&1 \
       || die "initdb failed; see $PG_DIR/initdb.log"
-    start_server || die "the server on port $PG_PORT did not start within $PG_TIMEOUT s; see $PG_DIR/log"
+    start_server "$tls" || die "the server on port $PG_PORT did not start within $PG_TIMEOUT s; see $PG_DIR/log"
   fi
   if ! psql_ -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$PG_DATABASE'" | grep -q 1; then
     psql_ -d postgres -qc "CREATE DATABASE $PG_DATABASE" >/dev/null || die "cannot create the database $PG_DATABASE; see $PG_DIR/log"
@@ -93,9 +118,10 @@ start() {
   echo "postgres started: $(url)"
 }
 
+# Starts the server (with the TLS options in $1, if any) and waits until it answers.
 start_server() {
   timeout -k 5 $((PG_TIMEOUT + 10)) "$SELF" __as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -t "$PG_TIMEOUT" \
-    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on" start >/dev/null 2>&1 && answers
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on ${1:-}" start >/dev/null 2>&1 && answers
 }
 
 stop() {
@@ -115,6 +141,7 @@ case "${1:-}" in
   stop) stop ;;
   status) if is_running; then echo "running: $(url)"; else echo "stopped"; exit 1; fi ;;
   url) url ;;
+  tls-dir) echo "$PG_DIR/tls" ;;
   psql) shift; psql_ -d "$PG_DATABASE" "$@" ;;
-  *) die "usage: scripts/postgres.sh start|stop|status|url|psql ARGS..." ;;
+  *) die "usage: scripts/postgres.sh start|stop|status|url|tls-dir|psql ARGS..." ;;
 esac

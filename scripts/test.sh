@@ -28,6 +28,7 @@ stop_servers() {
   BROKER_PORT=$BROKER_EXTRA_PORT scripts/broker.sh stop >/dev/null 2>&1
   scripts/broker.sh cluster stop >/dev/null 2>&1
   scripts/postgres.sh stop >/dev/null 2>&1
+  PG_PORT=$((PG_PORT + 1)) scripts/postgres.sh stop >/dev/null 2>&1
   return 0
 }
 trap stop_servers EXIT
@@ -41,6 +42,10 @@ scripts/broker.sh start
 scripts/postgres.sh start
 # Each store or worker test on PostgreSQL creates a database of its own on this server.
 export POSTGRES_TEST_URL="$(scripts/postgres.sh url)"
+# The TLS tests' server (sslmode, right and wrong CA, host names): the next port, with a throwaway CA.
+PG_PORT=$((PG_PORT + 1)) PG_TLS=1 scripts/postgres.sh start
+export POSTGRES_TLS_URL="$(PG_PORT=$((PG_PORT + 1)) scripts/postgres.sh url)"
+export POSTGRES_TLS_DIR="$(PG_PORT=$((PG_PORT + 1)) scripts/postgres.sh tls-dir)"
 export AMQP_URL="$(scripts/broker.sh url)"
 # The cluster test's three nodes (ports BROKER_PORT + 10 … + 12).
 scripts/broker.sh cluster start

@@ -329,11 +329,47 @@ final class AMQPConnection {
         }
     }
 
+    /// The content header and body frames after a `basic.deliver` or `basic.return`. Not
+    /// `amqp_read_message`: it clones the decoded properties first, which recurses once per
+    /// nesting level of the headers and fails on a header with an empty key (leaving the body
+    /// unread, so the connection is lost and the command redelivered). The properties are copied
+    /// out of the header frame directly instead, where `MessageProperties` bounds their nesting.
     private func readContent(channel: amqp_channel_t, operation: String) throws(AMQPError) -> ([UInt8], MessageProperties) {
-        var message = amqp_message_t()
-        try check(amqp_read_message(state, channel, &message, 0), operation)
-        defer { amqp_destroy_message(&message) }
-        return ([UInt8](amqpBytes: message.body), MessageProperties(message.properties))
+        var frame = amqp_frame_t()
+        try nextContentFrame(&frame, channel: channel, operation: operation)
+        guard frame.frame_type == UInt8(AMQP_FRAME_HEADER), let decoded = frame.payload.properties.decoded else {
+            throw unexpected(frame, operation: operation)
+        }
+        let properties = MessageProperties(decoded.assumingMemoryBound(to: amqp_basic_properties_t.self).pointee)
+        guard frame.payload.properties.body_size <= UInt64(Int.max) else { throw unexpected(frame, operation: operation) }
+        let size = Int(frame.payload.properties.body_size)
+        var body: [UInt8] = []
+        body.reserveCapacity(size)
+        while body.count < size {
+            try nextContentFrame(&frame, channel: channel, operation: operation)
+            guard frame.frame_type == UInt8(AMQP_FRAME_BODY) else { throw unexpected(frame, operation: operation) }
+            let fragment = frame.payload.body_fragment
+            guard fragment.len <= size - body.count else { throw unexpected(frame, operation: operation) }
+            if fragment.len > 0, let bytes = fragment.bytes {
+                body.append(contentsOf: UnsafeRawBufferPointer(start: bytes, count: fragment.len))
+            }
+        }
+        return (body, properties)
+    }
+
+    /// The next frame, which the broker sends right behind the last (within the RPC timeout);
+    /// one on another channel than the content's is a protocol error, unless the broker closes.
+    private func nextContentFrame(_ frame: inout amqp_frame_t, channel: amqp_channel_t, operation: String) throws(AMQPError) {
+        var timeout = timeval(configuration.rpcTimeout)
+        try checkStatus(amqp_simple_wait_frame_noblock(state, &frame, &timeout), operation)
+        guard frame.channel == channel || frame.frame_type == UInt8(AMQP_FRAME_METHOD) else { throw unexpected(frame, operation: operation) }
+    }
+
+    /// A frame that does not belong inside a message's content: the broker closing, or bad data.
+    private func unexpected(_ frame: amqp_frame_t, operation: String) -> AMQPError {
+        if frame.frame_type == UInt8(AMQP_FRAME_METHOD) { return brokerClosed(frame.payload.method, operation: operation) }
+        isUsable = false
+        return .connectionLost(operation: operation, reason: "unexpected frame of type \(frame.frame_type) in a message's content")
     }
 
     // MARK: Closing

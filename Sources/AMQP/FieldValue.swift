@@ -133,6 +133,48 @@ extension Array where Element == UInt8 {
 }
 
 extension FieldValue {
+    /// The deepest nesting of tables and arrays a message's headers may have (the headers table
+    /// itself is level 1). rabbitmq-c 0.11 sets no limit; a sender could otherwise make decoding,
+    /// and releasing the decoded value, recurse as deep as one frame allows on the connection's
+    /// thread. Real headers (`x-death`: an array of tables of arrays) nest 3 or 4 levels.
+    public static let maximumNesting = 64
+
+    /// The headers, or nil when they nest deeper than `maximumNesting`.
+    static func decodeHeaders(_ table: amqp_table_t) -> [String: FieldValue]? {
+        // Checked first with an explicit stack, so the recursive decoding below is bounded.
+        guard nests(table, within: maximumNesting) else { return nil }
+        return decodeTable(table)
+    }
+
+    /// Whether no table or array in `table` is nested deeper than `limit` levels. Walks the C
+    /// structure with a heap-allocated stack: no recursion however deep the input.
+    static func nests(_ table: amqp_table_t, within limit: Int) -> Bool {
+        var pending: [(field: amqp_field_value_t, depth: Int)] = []
+        func push(_ field: amqp_field_value_t, depth: Int) -> Bool {
+            let kind = amqp_field_value_kind_t(UInt32(field.kind))
+            guard kind == AMQP_FIELD_KIND_TABLE || kind == AMQP_FIELD_KIND_ARRAY else { return true }
+            guard depth <= limit else { return false }
+            pending.append((field, depth))
+            return true
+        }
+        var root = amqp_field_value_t()
+        root.kind = UInt8(AMQP_FIELD_KIND_TABLE.rawValue)
+        root.value.table = table
+        guard push(root, depth: 1) else { return false }
+        while let (field, depth) = pending.popLast() {
+            if amqp_field_value_kind_t(UInt32(field.kind)) == AMQP_FIELD_KIND_TABLE {
+                let table = field.value.table
+                guard table.num_entries > 0, let entries = table.entries else { continue }
+                for index in 0..<Int(table.num_entries) where !push(entries[index].value, depth: depth + 1) { return false }
+            } else {
+                let array = field.value.array
+                guard array.num_entries > 0, let entries = array.entries else { continue }
+                for index in 0..<Int(array.num_entries) where !push(entries[index], depth: depth + 1) { return false }
+            }
+        }
+        return true
+    }
+
     static func decodeTable(_ table: amqp_table_t) -> [String: FieldValue] {
         var result: [String: FieldValue] = [:]
         guard table.num_entries > 0, let entries = table.entries else { return result }

@@ -17,6 +17,9 @@ public struct MessageProperties: Sendable, Hashable {
     public var type: String?
     public var userID: String?
     public var appID: String?
+    /// True when the received headers nest tables or arrays deeper than
+    /// `FieldValue.maximumNesting`: `headers` is then empty (nothing of them was decoded).
+    public var headersTooDeep = false
 
     public init(
         contentType: String? = nil, contentEncoding: String? = nil, headers: [String: FieldValue] = [:],
@@ -136,10 +139,11 @@ extension MessageProperties {
         func get(_ flag: amqp_flags_t, _ bytes: amqp_bytes_t) -> String? {
             flags & flag != 0 ? String(amqpBytes: bytes) : nil
         }
+        let headers = flags & CW_FLAG_HEADERS != 0 ? FieldValue.decodeHeaders(props.headers) : [:]
         self.init(
             contentType: get(CW_FLAG_CONTENT_TYPE, props.content_type),
             contentEncoding: get(CW_FLAG_CONTENT_ENCODING, props.content_encoding),
-            headers: flags & CW_FLAG_HEADERS != 0 ? FieldValue.decodeTable(props.headers) : [:],
+            headers: headers ?? [:],
             persistent: flags & CW_FLAG_DELIVERY_MODE != 0 ? props.delivery_mode == 2 : nil,
             priority: flags & CW_FLAG_PRIORITY != 0 ? props.priority : nil,
             correlationID: get(CW_FLAG_CORRELATION_ID, props.correlation_id),
@@ -151,5 +155,6 @@ extension MessageProperties {
             userID: get(CW_FLAG_USER_ID, props.user_id),
             appID: get(CW_FLAG_APP_ID, props.app_id)
         )
+        headersTooDeep = headers == nil
     }
 }

@@ -130,6 +130,10 @@ struct CreateCustomerBatch: Sendable {
         }
         var candidates: [Candidate] = []
         for (index, command) in commands.enumerated() {
+            if command.headersTooDeep {
+                replies[index] = failure(.headersTooDeep, key: nil, body: command.body)
+                continue
+            }
             let merchantID: String
             switch Self.authenticate(command.apiKey, stored: stored) {
             case .merchant(let id): merchantID = id

@@ -7,11 +7,14 @@ public struct IncomingCommand: Sendable {
     /// The AMQP `content_type` property.
     public var contentType: String?
     public var body: [UInt8]
+    /// The headers nest too deep to be read (so there is no API key either): `malformed_message`.
+    public var headersTooDeep: Bool
 
-    public init(apiKey: String?, contentType: String?, body: [UInt8]) {
+    public init(apiKey: String?, contentType: String?, body: [UInt8], headersTooDeep: Bool = false) {
         self.apiKey = apiKey
         self.contentType = contentType
         self.body = body
+        self.headersTooDeep = headersTooDeep
     }
 }
 

@@ -1,9 +1,13 @@
 /// Reads a command body in one pass over its bytes: checks that it is one JSON value (RFC 8259),
 /// that the value is an object, and sorts its keys into known fields and unknown keys.
 ///
-/// Where Foundation's reader is more lenient than RFC 8259 the scanner follows it, so a command
-/// reads as it did before: a leading UTF-8 byte order mark and trailing commas are accepted, and
-/// of a key given twice the first value counts.
+/// Strict where the contract is: a member name given twice in one object (at any depth) and a
+/// trailing comma before `}` or `]` are refused, because every JSON Schema validator and common
+/// parser (Python, JavaScript, Go) reads a duplicated key as its last value: the sending team's
+/// tooling would validate a different command than the one executed. A leading UTF-8 byte order
+/// mark is skipped (RFC 8259 allows a parser to ignore it), as Foundation's reader does.
+/// Syntax is checked to the end of the body first: a body that is not JSON at all is `invalidJSON`
+/// even when a duplicate came earlier. Duplicate detection is one hash-set insert per key.
 ///
 /// It replaces `JSONDecoder` on the hot path: a command is a flat object of strings, and the
 /// generic `Decodable` machinery (a value map, coding paths, existential containers) cost more
@@ -15,6 +19,10 @@ struct CommandJSONScanner {
         case invalidJSON
         /// Valid JSON whose top-level value is not an object.
         case notAnObject
+        /// Syntactically JSON, but a member name appears twice in one object (the first such name).
+        case duplicateKey(String)
+        /// Syntactically JSON, but a `,` comes right before `}` or `]`.
+        case trailingComma
     }
 
     /// Nesting deeper than this is refused as invalid, like Foundation's decoder does.
@@ -22,6 +30,8 @@ struct CommandJSONScanner {
 
     private let bytes: UnsafeBufferPointer<UInt8>
     private var position = 0
+    /// The first duplicate key or trailing comma, reported once the syntax has been checked.
+    private var violation: Failure?
 
     private init(_ bytes: UnsafeBufferPointer<UInt8>) {
         self.bytes = bytes
@@ -47,14 +57,16 @@ struct CommandJSONScanner {
         guard first == UInt8(ascii: "{") else {
             try skipValue(depth: 0)
             try expectEnd()
-            throw .notAnObject
+            throw violation ?? .notAnObject
         }
         position += 1
         var object = RawCommandObject()
+        var seen = Set<String>()
         skipWhitespace()
         while !closes(UInt8(ascii: "}")) {
             guard peek() == UInt8(ascii: "\"") else { throw .invalidJSON }
             let key = try string()
+            noteKey(key, in: &seen)
             skipWhitespace()
             try expect(UInt8(ascii: ":"))
             skipWhitespace()
@@ -63,13 +75,19 @@ struct CommandJSONScanner {
                 if object.fields[field] == nil { object.fields[field] = value }
             } else {
                 try skipValue(depth: 1)
-                if !object.unknownKeys.contains(key) { object.unknownKeys.append(key) }
+                object.unknownKeys.append(key)
             }
             try separator(closing: UInt8(ascii: "}"))
         }
         try expectEnd()
+        if let violation { throw violation }
         object.unknownKeys.sort()
         return object
+    }
+
+    /// Records the first key that repeats within one object.
+    private mutating func noteKey(_ key: String, in seen: inout Set<String>) {
+        if !seen.insert(key).inserted, violation == nil { violation = .duplicateKey(key) }
     }
 
     /// A known field's value: its string, null, or anything else (skipped).
@@ -116,10 +134,11 @@ struct CommandJSONScanner {
     private mutating func skipContainer(depth: Int, closing: UInt8, keyed: Bool) throws(Failure) {
         guard depth < Self.maximumDepth else { throw .invalidJSON }
         position += 1
+        var seen = Set<String>()
         while !closes(closing) {
             if keyed {
                 guard peek() == UInt8(ascii: "\"") else { throw .invalidJSON }
-                _ = try string()
+                noteKey(try string(), in: &seen)
                 skipWhitespace()
                 try expect(UInt8(ascii: ":"))
                 skipWhitespace()
@@ -142,6 +161,8 @@ struct CommandJSONScanner {
         skipWhitespace()
         if peek() == UInt8(ascii: ",") {
             position += 1
+            skipWhitespace()
+            if peek() == closing, violation == nil { violation = .trailingComma }
         } else if peek() != closing {
             throw .invalidJSON
         }

@@ -88,7 +88,20 @@ struct RawCommandObject: Equatable {
         case .success(let object): return .success(object)
         case .failure(.notAnObject): return .failure(malformed("The message body must be a JSON object."))
         case .failure(.invalidJSON): return .failure(malformed("The message body is not valid JSON."))
+        case .failure(.duplicateKey(let key)):
+            return .failure(malformed("The message body is not strict JSON: the key \"\(shown(key))\" appears more than once in one object."))
+        case .failure(.trailingComma):
+            return .failure(malformed("The message body is not strict JSON: a comma comes before a closing } or ]."))
         }
+    }
+
+    /// A key as quoted in an error: at most 100 characters, control characters escaped.
+    private static func shown(_ key: String) -> String {
+        var text = ""
+        for scalar in key.unicodeScalars.prefix(100) {
+            text += scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) ? "\\u{\(String(scalar.value, radix: 16))}" : String(scalar)
+        }
+        return key.unicodeScalars.count > 100 ? text + "…" : text
     }
 
     private static func malformed(_ message: String) -> CommandRejection {

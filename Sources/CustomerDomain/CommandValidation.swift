@@ -55,6 +55,11 @@ struct CommandValidator {
             if let failure = Self.checkLength(value, emptyHint: true) {
                 return fail(field, failure.code, failure.message)
             }
+            // PostgreSQL cannot store NUL (SQLSTATE 22021) and SQLite would cut the value there;
+            // no field of a customer has a use for the other control characters either.
+            if FieldRules.hasControlCharacters(value) {
+                return fail(field, .controlCharacters, "must not contain control characters")
+            }
             switch check(field, value) {
             case .success(let normalised): command[field] = normalised
             case .failure(let failure): fail(field, failure.code, failure.message)
@@ -108,7 +113,7 @@ struct CommandValidator {
 
     private static func checkIdentifier(_ value: String) -> FieldFailure? {
         if FieldRules.hasSurroundingWhitespace(value) {
-            return FieldFailure(.surroundingWhitespace, "must not start or end with whitespace")
+            return FieldFailure(.surroundingWhitespace, "must not start or end with whitespace or an invisible character (U+200B, U+FEFF)")
         }
         if FieldRules.hasControlCharacters(value) {
             return FieldFailure(.controlCharacters, "must not contain control characters")
@@ -142,9 +147,10 @@ public enum FieldRules {
     }
 
     /// The schema's edge set: Unicode White_Space (space separators, U+2028, U+2029, tab, line
-    /// breaks, U+0085) and the control characters.
+    /// breaks, U+0085), the control characters, and two invisible ones: U+200B (zero width space)
+    /// and U+FEFF (byte order mark), which would make a second, visually identical id.
     private static func isWhitespace(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.properties.isWhitespace || isControl(scalar)
+        scalar.properties.isWhitespace || isControl(scalar) || scalar.value == 0x200B || scalar.value == 0xFEFF
     }
 
     /// General category Cc: U+0000–U+001F and U+007F–U+009F. Scans UTF-8 directly: U+0080–U+009F

@@ -65,6 +65,8 @@ extension CommandRejection {
         code: .unauthorized, message: "The x-api-key header is missing.")
     public static let invalidAPIKey = CommandRejection(
         code: .unauthorized, message: "The API key is unknown or revoked.")
+    public static let headersTooDeep = CommandRejection(
+        code: .malformedMessage, message: "The message headers nest tables or arrays more than 64 levels deep.")
     public static let publishableAPIKey = CommandRejection(
         code: .forbidden, message: "API key must be of type secret")
 

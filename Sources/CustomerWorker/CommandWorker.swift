@@ -46,6 +46,7 @@ public final class CommandWorker: Service {
     /// Monotonic time of the first publish failure since the last success; 0 while publishing works.
     private let publishFailingSince = Atomic<UInt64>(0)
     private let nodeGauges = Mutex(NodeGauges())
+    private let refusalLog = Mutex(LogInterval(every: .seconds(60)))
     /// How long the loop may go without turning before liveness fails, in nanoseconds
     /// (`WorkerConfiguration.livenessWindow`).
     private let livenessWindow: UInt64
@@ -228,7 +229,7 @@ public final class CommandWorker: Service {
 
     private func incoming(_ delivery: Delivery) -> IncomingCommand {
         IncomingCommand(apiKey: delivery.properties.headers["x-api-key"]?.stringValue, contentType: delivery.properties.contentType,
-                        body: delivery.body)
+                        body: delivery.body, headersTooDeep: delivery.properties.headersTooDeep)
     }
 
     /// One transaction for a batch of first deliveries. A batch holding a redelivery (the broker
@@ -382,9 +383,13 @@ public final class CommandWorker: Service {
             copies += messages.dropFirst()
             if case .refused(let name) = configuration.replyTo.decide(item.delivery.properties.replyTo) {
                 metrics.replyToUndelivered(.refused)
-                logger.notice("reply_to not allowed; the reply goes to the events exchange only", metadata: [
-                    "command.message_id": "\(item.delivery.properties.messageID ?? "")", "reply_to": "\(name.prefix(255))",
-                ])
+                // A sender can repeat this at the broker's rate: one line a minute, with a count.
+                if let earlier = refusalLog.withLock({ $0.shouldLog() }) {
+                    logger.notice("reply_to not allowed; the reply goes to the events exchange only", metadata: [
+                        "command.message_id": "\(item.delivery.properties.messageID ?? "")", "reply_to": "\(name.prefix(255))",
+                        "reply_to.refused_since_last_line": "\(earlier)",
+                    ])
+                }
             }
         }
         var pending = Array(events.indices)
@@ -524,3 +529,24 @@ struct NodeGauges {
         }
     }
 }
+
+/// At most one log line per interval for an event a sender can cause at will.
+struct LogInterval {
+    let every: Duration
+    private var last: ContinuousClock.Instant?
+    private var skipped = 0
+
+    init(every: Duration) { self.every = every }
+
+    /// The number of events not logged since the last line when this one is to be logged; nil
+    /// when it is to be skipped (and counted).
+    mutating func shouldLog(now: ContinuousClock.Instant = .now) -> Int? {
+        if let last, now - last < every {
+            skipped += 1
+            return nil
+        }
+        defer { last = now; skipped = 0 }
+        return skipped
+    }
+}
+

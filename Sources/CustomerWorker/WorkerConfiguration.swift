@@ -43,7 +43,10 @@ public struct WorkerConfiguration: Sendable {
     public var prefetch = 256
     /// How long a batch waits for more commands after the first arrived.
     public var batchLinger: Duration = .milliseconds(2)
-    public var names = TopologyNames()
+    /// Every change (a setting, a test's prefix) also refreshes `replyTo.ownQueues`.
+    public var names = TopologyNames() {
+        didSet { replyTo.ownQueues = ownQueueNames }
+    }
     /// Deliveries of one command before the quorum queue dead-letters it.
     public var deliveryLimit = 5
     /// Bound of the inspection queue; the oldest replies are dropped beyond it.
@@ -62,15 +65,23 @@ public struct WorkerConfiguration: Sendable {
     public var transientAttempts = 5
     public var transientBackoff = RecoveryPolicy(initialDelay: .milliseconds(200), maximumDelay: .seconds(5))
     public var reconnect = RecoveryPolicy(initialDelay: .milliseconds(200), maximumDelay: .seconds(15))
-    /// Which `reply_to` names get a copy of the reply (`REPLY_TO_PATTERN`).
-    public var replyTo = ReplyToPolicy()
+    /// Which `reply_to` names get a copy of the reply (`REPLY_TO_PATTERN`, `REPLY_TO_SERVER_NAMED`).
+    /// Whatever policy is set, it refuses the worker's own queues.
+    public var replyTo = ReplyToPolicy() {
+        didSet { if replyTo.ownQueues != ownQueueNames { replyTo.ownQueues = ownQueueNames } }
+    }
     /// Port of the HTTP listener for /healthz, /readyz and /metrics; nil → off.
     public var httpPort: Int?
     public var appID = "customer-worker"
     public var logLevel: Logger.Level = .info
     public var logFormat: LogFormat = .text
 
-    public init() {}
+    public init() {
+        replyTo.ownQueues = ownQueueNames
+    }
+
+    /// Every queue the topology declares: never a `reply_to` target.
+    var ownQueueNames: Set<String> { Set(topology.queues.map(\.name)) }
 
     /// One row of the settings table: everything about one setting.
     public struct Setting: Sendable {
@@ -193,8 +204,13 @@ extension WorkerConfiguration {
         integer("DELIVERY_LIMIT", "delivery-limit", \.deliveryLimit, 1...1000, "Deliveries of a command before the queue dead-letters it (x-delivery-limit; must match the existing queue)."),
         integer("REPLIES_MAX_LENGTH", "replies-max-length", \.repliesMaxLength, 1...100_000_000, "Replies kept in the inspection queue; the oldest are dropped beyond it (x-max-length, drop-head)."),
         parsed("REPLY_TO_PATTERN", "reply-to-pattern", \.replyTo, shown: "none",
-               "Regular expression (whole name) of further queues a command's reply_to may name. Always allowed: direct reply-to (amq.rabbitmq.reply-to.…) and server-named queues (amq.gen-…). A reply_to that is not allowed is ignored (the events copy stands), counted and logged.",
+        parsed("REPLY_TO_PATTERN", "reply-to-pattern", \.replyTo, shown: "none",
+               "Regular expression (whole name) of further queues a command's reply_to may name. Always allowed: direct reply-to (amq.rabbitmq.reply-to.…), and server-named queues (amq.gen-…) unless REPLY_TO_SERVER_NAMED=refuse. Never allowed, whatever the pattern: the worker's own queues (command, dead-letter, replies). A reply_to that is not allowed is ignored (the events copy stands), counted and logged (once a minute).",
                rule: "must be a valid regular expression", render: { $0.pattern }) { try? ReplyToPolicy(pattern: $0) },
+        // After REPLY_TO_PATTERN, which replaces the whole policy.
+        parsed("REPLY_TO_SERVER_NAMED", "reply-to-server-named", \.replyTo.allowsServerNamed, shown: "allow",
+               "allow or refuse: whether a reply_to may name a server-named queue (amq.gen-…) without matching REPLY_TO_PATTERN. Such a name is random; a sender only knows it if it declared the queue or was told.",
+               rule: "must be allow or refuse", render: { $0 ? "allow" : "refuse" }) { ["allow": true, "refuse": false][$0.lowercased()] },
         parsed("HTTP_PORT", "http-port", \.httpPort, shown: "off", "Port of the HTTP listener for /healthz, /readyz and /metrics; off when unset.",
                rule: "must be a port number 0...65535", render: { $0.map(String.init) }) { raw -> Int?? in
             guard let port = Int(raw), (0...65_535).contains(port) else { return nil }

@@ -40,7 +40,9 @@ public func bootstrapLogging(level: Logger.Level, format: LogFormat) -> Bool {
     switch format {
     case .text:
         LoggingSystem.bootstrap({ label, metadataProvider in
-            var handler = RedactingLogHandler(StreamLogHandler.standardError(label: label, metadataProvider: metadataProvider))
+            // One event, one line: control characters in values are escaped (JSON escapes its own).
+            var handler = RedactingLogHandler(StreamLogHandler.standardError(label: label, metadataProvider: metadataProvider),
+                                              escapingControlCharacters: true)
             handler.logLevel = level
             return handler
         }, metadataProvider: nil)

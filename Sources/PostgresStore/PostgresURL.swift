@@ -4,10 +4,21 @@ import PostgresNIO
 /// A `postgres://user:password@host:port/database?sslmode=…` URL, parsed. The password never
 /// appears in `redacted`, in errors or in logs.
 ///
-/// Query options: `sslmode` (`disable`, `prefer` (default), `require`, `verify-ca`, `verify-full`;
-/// `require` encrypts without checking the certificate, `verify-full` checks it and the host name),
-/// `sslrootcert` (PEM file of the CA to trust instead of the system's), `pool_size` (connections per
-/// process, default 4), `connect_timeout` (seconds, default 10).
+/// Query options: `sslmode` and `sslrootcert` as libpq reads them (below), `pool_size` (connections
+/// per process, default 4), `connect_timeout` (seconds, default 10).
+///
+/// `sslmode`, as libpq documents it:
+/// - `disable`: no TLS.
+/// - `prefer` (the default): TLS when the server offers it, else plain text: no protection against
+///   an active attacker. With `sslrootcert`, the certificate chain is verified when TLS is used.
+/// - `require`: TLS or no connection; the certificate is not checked, unless `sslrootcert` names a
+///   CA file: then the chain is verified, exactly as `verify-ca` does.
+/// - `verify-ca`: TLS, and the server's certificate must chain to the trusted CA.
+/// - `verify-full`: as `verify-ca`, and the certificate must name the host of the URL (a DNS name,
+///   or an IP address when the URL gives one).
+/// `sslrootcert` is a PEM file of the CA(s) to trust, or `system` for the system's roots (as libpq
+/// 16, only with `verify-full`). Without it, `verify-ca` and `verify-full` trust the system's roots
+/// (libpq would read `~/.postgresql/root.crt`). A named file that cannot be read is refused here.
 public struct PostgresURL: Sendable, Hashable {
     public enum SSLMode: String, Sendable, CaseIterable {
         case disable, prefer, require, verifyCA = "verify-ca", verifyFull = "verify-full"
@@ -54,6 +65,7 @@ public struct PostgresURL: Sendable, Hashable {
                 }
                 sslMode = mode
             case "sslrootcert":
+                guard !value.isEmpty else { throw invalid("sslrootcert must name a PEM file or be system") }
                 sslRootCertificate = value
             case "pool_size":
                 guard let size = Int(value), (1...100).contains(size) else { throw invalid("pool_size must be 1...100") }
@@ -65,6 +77,27 @@ public struct PostgresURL: Sendable, Hashable {
                 throw invalid("unknown option \(item.name) (sslmode, sslrootcert, pool_size, connect_timeout)")
             }
         }
+        if sslRootCertificate == "system", sslMode != .verifyFull {
+            throw invalid("sslrootcert=system needs sslmode=verify-full (as libpq: the system's roots vouch for a host name only)")
+        }
+        if let file = sslRootCertificate, file != "system", !FileManager.default.isReadableFile(atPath: file) {
+            throw invalid("sslrootcert \(file) is not a readable file")
+        }
+    }
+
+    /// How the server's certificate is checked, or nil without TLS.
+    public var certificateCheck: CertificateCheck? {
+        switch sslMode {
+        case .disable: nil
+        // libpq verifies the chain whenever a root certificate file is given.
+        case .prefer, .require: sslRootCertificate == nil ? CertificateCheck.none : .chain
+        case .verifyCA: .chain
+        case .verifyFull: .chainAndHostName
+        }
+    }
+
+    public enum CertificateCheck: Sendable, Equatable {
+        case none, chain, chainAndHostName
     }
 
     /// The URL with its password replaced by `***`.
@@ -90,11 +123,12 @@ public struct PostgresURL: Sendable, Hashable {
         guard sslMode != .disable else { return nil }
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = .tlsv12
-        if let sslRootCertificate { tls.trustRoots = .file(sslRootCertificate) }
-        switch sslMode {
-        case .disable, .prefer, .require: tls.certificateVerification = .none
-        case .verifyCA: tls.certificateVerification = .noHostnameVerification
-        case .verifyFull: tls.certificateVerification = .fullVerification
+        guard let check = certificateCheck else { return nil }
+        if let sslRootCertificate, sslRootCertificate != "system" { tls.trustRoots = .file(sslRootCertificate) }
+        switch check {
+        case .none: tls.certificateVerification = .none
+        case .chain: tls.certificateVerification = .noHostnameVerification
+        case .chainAndHostName: tls.certificateVerification = .fullVerification
         }
         return tls
     }

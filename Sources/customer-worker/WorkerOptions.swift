@@ -24,6 +24,7 @@ struct WorkerOptions: ParsableArguments {
     @Option(help: help("DELIVERY_LIMIT")) var deliveryLimit: String?
     @Option(help: help("REPLIES_MAX_LENGTH")) var repliesMaxLength: String?
     @Option(help: help("REPLY_TO_PATTERN")) var replyToPattern: String?
+    @Option(help: help("REPLY_TO_SERVER_NAMED")) var replyToServerNamed: String?
     @Option(help: help("HTTP_PORT")) var httpPort: String?
     @Option(help: help("LOG_LEVEL")) var logLevel: String?
     @Option(help: help("LOG_FORMAT")) var logFormat: String?

@@ -8,12 +8,22 @@ import Testing
 /// made of it — the same keys and values, or "not an object". `JSONDecoder` alone is no reference
 /// for validity: it never checks values it is not asked for, so it took `{"x": -3..e2}` for an
 /// object with an unknown key. Checked on hand-picked edge cases and many generated bodies.
+///
+/// The deliberate differences, each applied to the reference below and tested on its own:
+/// 1. a member name given twice in one object (at any depth) is `duplicateKey` (Foundation keeps
+///    one of the values); the contract is strict JSON, and other parsers read the last value;
+/// 2. a comma before `}` or `]` is `trailingComma` (Foundation accepts it);
+/// 3. a top-level `null` is JSON that is not an object (Foundation's decoder called it invalid);
+/// 4. a number beyond `Double`'s range is valid JSON (RFC 8259 sets no range).
+/// 1 and 2 are computed by `StrictJSONReference`, a token walk that shares no code with the scanner.
 @Suite struct CommandJSONScannerTests {
     /// What `JSONDecoder` makes of a body, in the scanner's terms.
     enum Reading: Equatable {
         case object(RawCommandObject)
         case notAnObject
         case invalidJSON
+        case duplicateKey(String)
+        case trailingComma
     }
 
     static func scanner(_ body: [UInt8]) -> Reading {
@@ -21,13 +31,17 @@ import Testing
         case .success(let object): .object(object)
         case .failure(.notAnObject): .notAnObject
         case .failure(.invalidJSON): .invalidJSON
+        case .failure(.duplicateKey(let key)): .duplicateKey(key)
+        case .failure(.trailingComma): .trailingComma
         }
     }
 
+    /// Foundation's reading, with differences 1 and 2 applied to bodies it reads as JSON.
     static func reference(_ body: [UInt8]) -> Reading {
         guard (try? JSONSerialization.jsonObject(with: Data(body), options: [.fragmentsAllowed])) != nil else {
             return .invalidJSON
         }
+        if let violation = StrictJSONReference.firstViolation(body) { return violation }
         do {
             return .object(try JSONDecoder().decode(ReferenceObject.self, from: Data(body)).object)
         } catch DecodingError.typeMismatch {
@@ -101,6 +115,41 @@ import Testing
         #expect(Self.scanner(Array(#"{"name":-1e400}"#.utf8)) == .object(RawCommandObject(fields: [.name: .notString])))
     }
 
+    @Test func duplicateKeysAnywhereAndTrailingCommasAreRefused() {
+        #expect(Self.scanner(Array(#"{"externalId":"dk-first","name":"x","externalId":"dk-last"}"#.utf8)) == .duplicateKey("externalId"))
+        #expect(Self.scanner(Array(#"{"zz":1,"zz":2}"#.utf8)) == .duplicateKey("zz"), "unknown keys too")
+        #expect(Self.scanner(Array(#"{"a":{"b":[{"c":1,"c":2}]}}"#.utf8)) == .duplicateKey("c"), "at any depth")
+        #expect(Self.scanner(Array(#"{"email":"a@b.co","\u0065mail":"c@d.co"}"#.utf8)) == .duplicateKey("email"), "compared unescaped")
+        #expect(Self.scanner(Array(#"{"a":{"k":1},"b":{"k":1}}"#.utf8)) == .object(RawCommandObject(unknownKeys: ["a", "b"])),
+                "the same key in two objects is no duplicate")
+        #expect(Self.scanner(Array(#"{"externalId":"a",}"#.utf8)) == .trailingComma)
+        #expect(Self.scanner(Array(#"{"externalId":"a","x":[1, ] }"#.utf8)) == .trailingComma)
+        #expect(Self.scanner(Array(#"[1,]"#.utf8)) == .trailingComma)
+        #expect(Self.scanner(Array(#"{"a":1,"a":2"#.utf8)) == .invalidJSON, "syntax first")
+        guard case .failure(let rejection) = RawCommandObject.decode(Array(#"{"externalId":"x","externalId":"y"}"#.utf8)) else {
+            Issue.record("a duplicate key was accepted")
+            return
+        }
+        #expect(rejection.code == .malformedMessage)
+        #expect(rejection.message.contains(#""externalId""#), "names the key: \(rejection.message)")
+    }
+
+    /// One hash-set insert per key: 20,000 distinct keys scan in time linear in their number
+    /// (a quadratic check would make ~2·10⁸ comparisons here).
+    @Test func duplicateDetectionIsLinear() {
+        func body(_ count: Int) -> [UInt8] {
+            Array(("{" + (0..<count).map { "\"k\($0)\":0" }.joined(separator: ",") + "}").utf8)
+        }
+        let small = body(2_000), large = body(20_000)
+        // The fastest of five runs each, so a busy machine does not decide the ratio.
+        func fastest(_ body: [UInt8]) -> Duration {
+            (0..<5).map { _ in ContinuousClock().measure { _ = Self.scanner(body) } }.min()!
+        }
+        let smallTime = fastest(small), largeTime = fastest(large)
+        #expect(Self.scanner(large) != .invalidJSON)
+        #expect(largeTime < smallTime * 40, "10× the keys took \(largeTime / smallTime)× the time")
+    }
+
     @Test func deepNestingIsRefusedLikeJSONDecoder() {
         for depth in [10, 500, 511, 512, 513, 600, 2000] {
             let body = Array(("{\"a\":" + String(repeating: "[", count: depth) + String(repeating: "]", count: depth) + "}").utf8)
@@ -142,8 +191,47 @@ import Testing
                       "[1,\"x\",null]", #"{"k":{"j":[]}}"#, #""é中""#]
         var keys = CustomerField.allCases.map(\.rawValue).shuffled(using: &random).prefix(Int.random(in: 0...6, using: &random))
         if Bool.random(using: &random) { keys.append("unknown\(Int.random(in: 0...3, using: &random))") }
+        if Int.random(in: 0..<8, using: &random) == 0, let repeated = keys.randomElement(using: &random) { keys.append(repeated) }
         let members = keys.map { "\"\($0)\" : \(values.randomElement(using: &random)!)" }
         return "{ " + members.joined(separator: ", ") + " }"
+    }
+}
+
+/// Duplicate keys and trailing commas in a body Foundation reads as JSON, found by walking its
+/// tokens: strings (decoded by `JSONSerialization`, so `"\u0065"` equals `"e"`) and structure.
+enum StrictJSONReference {
+    static func firstViolation(_ body: [UInt8]) -> CommandJSONScannerTests.Reading? {
+        var objects: [Set<String>?] = []  // nil for an array
+        var lastSignificant: UInt8 = 0
+        var index = 0
+        while index < body.count {
+            let byte = body[index]
+            switch byte {
+            case UInt8(ascii: "\""):
+                var end = index + 1
+                while body[end] != UInt8(ascii: "\"") { end += body[end] == UInt8(ascii: "\\") ? 2 : 1 }
+                let token = Array(body[index...end])
+                index = end
+                var next = end + 1
+                while next < body.count, [0x20, 0x09, 0x0A, 0x0D].contains(body[next]) { next += 1 }
+                if next < body.count, body[next] == UInt8(ascii: ":"), let top = objects.last, var keys = top {
+                    let key = (try! JSONSerialization.jsonObject(with: Data([UInt8(ascii: "[")] + token + [UInt8(ascii: "]")]))
+                        as! [String])[0]
+                    if !keys.insert(key).inserted { return .duplicateKey(key) }
+                    objects[objects.count - 1] = keys
+                }
+                lastSignificant = UInt8(ascii: "\"")
+            case UInt8(ascii: "{"): objects.append(Set<String>()); lastSignificant = byte
+            case UInt8(ascii: "["): objects.append(nil); lastSignificant = byte
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                if lastSignificant == UInt8(ascii: ",") { return .trailingComma }
+                objects.removeLast(); lastSignificant = byte
+            case 0x20, 0x09, 0x0A, 0x0D: break
+            default: lastSignificant = byte
+            }
+            index += 1
+        }
+        return nil
     }
 }
 

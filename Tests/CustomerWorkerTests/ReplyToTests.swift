@@ -104,4 +104,25 @@ struct ReplyToTests {
         #expect(!pattern.allows("xreplies.crm"))
         #expect(throws: (any Error).self) { try ReplyToPolicy(pattern: "(unclosed") }
     }
+
+    /// Whatever the pattern, the topology's queues are refused; the set follows the names (a
+    /// setting read after the pattern, or a prefix set later) and survives a new policy.
+    @Test func thePolicyRefusesTheWorkersOwnQueuesWhateverThePattern() throws {
+        var configuration = try WorkerConfiguration(lookup: { ["REPLY_TO_PATTERN": ".*", "COMMAND_QUEUE": "jobs.in"][$0] })
+        for queue in ["jobs.in", "customers.create.dead", "customers.replies"] {
+            #expect(configuration.replyTo.decide(queue) == .refused(queue), "\(queue)")
+        }
+        #expect(configuration.replyTo.allows("customers.create"), "no longer the command queue")
+        configuration.names = TopologyNames(prefix: "t1")
+        #expect(!configuration.replyTo.allows("t1.create") && !configuration.replyTo.allows("t1.create.dead") && !configuration.replyTo.allows("t1.replies"))
+        configuration.replyTo = try ReplyToPolicy(pattern: "t1\\..*")
+        #expect(!configuration.replyTo.allows("t1.create"), "a new policy gets the own queues too")
+        #expect(configuration.replyTo.allows("t1.elsewhere"))
+        #expect(configuration.replyTo.allows("amq.gen-JzTY20BRgKO-HjmUJj0wLg"))
+        let strict = try WorkerConfiguration(lookup: { ["REPLY_TO_SERVER_NAMED": "refuse", "REPLY_TO_PATTERN": "x"][$0] })
+        #expect(!strict.replyTo.allows("amq.gen-JzTY20BRgKO-HjmUJj0wLg"), "REPLY_TO_SERVER_NAMED=refuse")
+        #expect(strict.replyTo.allows("amq.rabbitmq.reply-to.g1h2AA5yZXBseUAx.1A2b3C"), "direct reply-to stays allowed")
+        #expect(strict.replyTo.pattern == "x")
+        #expect(throws: ConfigurationError.self) { try WorkerConfiguration(lookup: { ["REPLY_TO_SERVER_NAMED": "maybe"][$0] }) }
+    }
 }

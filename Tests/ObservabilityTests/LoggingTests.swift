@@ -171,4 +171,38 @@ struct RedactionTests {
         }
         #expect(text.contains("amqp://a:***@h/"))
     }
+
+    @Test func textLinesEscapeControlCharactersInEveryValue() {
+        #expect(Redaction.escapingControlCharacters(in: "plain é 中") == "plain é 中")
+        #expect(Redaction.escapingControlCharacters(in: "a\nb\rc\td\u{0}e\u{1B}f\u{7F}g\u{85}h\u{2028}i")
+                == #"a\nb\rc\td\u{0}e\u{1b}f\u{7f}g\u{85}h\u{2028}i"#)
+        let events = CapturedEvents()
+        var logger = Logger(label: "test") { _ in RedactingLogHandler(CapturingHandler(events: events), escapingControlCharacters: true) }
+        logger.logLevel = .trace
+        logger.notice("reply_to\nnot allowed", metadata: ["command.message_id": "m1\n2026-12-01 info forged line", "nested": ["k": "x\ry"]])
+        let (message, metadata) = events.last!
+        #expect(message == #"reply_to\nnot allowed"#)
+        #expect(metadata["command.message_id"] == .string(#"m1\n2026-12-01 info forged line"#))
+        #expect(metadata["nested"] == .dictionary(["k": .string(#"x\ry"#)]))
+    }
+}
+
+final class CapturedEvents: Sendable {
+    private let events = Mutex<[(String, Logger.Metadata)]>([])
+    func append(_ event: (String, Logger.Metadata)) { events.withLock { $0.append(event) } }
+    var last: (String, Logger.Metadata)? { events.withLock { $0.last } }
+}
+
+struct CapturingHandler: LogHandler {
+    let events: CapturedEvents
+    var logLevel: Logger.Level = .trace
+    var metadata: Logger.Metadata = [:]
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        events.append((event.message.description, event.metadata ?? [:]))
+    }
 }
