@@ -9,15 +9,17 @@ scripts/bootstrap.sh
 
 export BROKER_PORT="${BROKER_PORT:-5673}"
 export PG_PORT="${PG_PORT:-5433}"
+# The TLS tests' PostgreSQL (PG_TLS=1): far from PG_PORT, so sessions on neighbouring ports never meet.
+export PG_TLS_PORT="${PG_TLS_PORT:-$((PG_PORT + 100))}"
 scripts/broker.sh start
-trap 'scripts/broker.sh stop >/dev/null; scripts/postgres.sh stop >/dev/null 2>&1; PG_PORT=$((PG_PORT + 1)) scripts/postgres.sh stop >/dev/null 2>&1; [ -n "${BROKER_EXTRA_PORT:-}" ] && BROKER_PORT=$BROKER_EXTRA_PORT scripts/broker.sh stop >/dev/null 2>&1; scripts/broker.sh cluster stop >/dev/null 2>&1 || true' EXIT
+trap 'scripts/broker.sh stop >/dev/null; scripts/postgres.sh stop >/dev/null 2>&1; PG_PORT=$PG_TLS_PORT scripts/postgres.sh stop >/dev/null 2>&1; [ -n "${BROKER_EXTRA_PORT:-}" ] && BROKER_PORT=$BROKER_EXTRA_PORT scripts/broker.sh stop >/dev/null 2>&1; scripts/broker.sh cluster stop >/dev/null 2>&1 || true' EXIT
 scripts/postgres.sh start
 # Each store or worker test on PostgreSQL creates a database of its own on this server.
 export POSTGRES_TEST_URL="$(scripts/postgres.sh url)"
-# The TLS tests' server (sslmode, right and wrong CA, host names): the next port, with a throwaway CA.
-PG_PORT=$((PG_PORT + 1)) PG_TLS=1 scripts/postgres.sh start
-export POSTGRES_TLS_URL="$(PG_PORT=$((PG_PORT + 1)) scripts/postgres.sh url)"
-export POSTGRES_TLS_DIR="$(PG_PORT=$((PG_PORT + 1)) scripts/postgres.sh tls-dir)"
+# The TLS tests' server (sslmode, right and wrong CA, host names), with a throwaway CA.
+PG_PORT=$PG_TLS_PORT PG_TLS=1 scripts/postgres.sh start
+export POSTGRES_TLS_URL="$(PG_PORT=$PG_TLS_PORT scripts/postgres.sh url)"
+export POSTGRES_TLS_DIR="$(PG_PORT=$PG_TLS_PORT scripts/postgres.sh tls-dir)"
 # The broker-restart test starts (and stops) a second node on the next port.
 export BROKER_EXTRA_PORT=$((BROKER_PORT + 1))
 export AMQP_URL="$(scripts/broker.sh url)"
