@@ -11,6 +11,8 @@ export BROKER_PORT="${BROKER_PORT:-5673}"
 export PG_PORT="${PG_PORT:-5433}"
 # The broker-restart test starts (and stops) a second node on the next port.
 export BROKER_EXTRA_PORT=$((BROKER_PORT + 1))
+# The TLS tests' PostgreSQL (PG_TLS=1): far from PG_PORT, so sessions on neighbouring ports never meet.
+export PG_TLS_PORT="${PG_TLS_PORT:-$((PG_PORT + 100))}"
 
 # Worker processes a test or the benchmark started carry CUSTOMER_WORKER_TEST_CHILD=<broker port>.
 # They die with their parent; this also ends any that an earlier run, killed before its clean-up,
@@ -28,7 +30,7 @@ stop_servers() {
   BROKER_PORT=$BROKER_EXTRA_PORT scripts/broker.sh stop >/dev/null 2>&1
   scripts/broker.sh cluster stop >/dev/null 2>&1
   scripts/postgres.sh stop >/dev/null 2>&1
-  PG_PORT=$((PG_PORT + 1)) scripts/postgres.sh stop >/dev/null 2>&1
+  PG_PORT=$PG_TLS_PORT scripts/postgres.sh stop >/dev/null 2>&1
   return 0
 }
 trap stop_servers EXIT
@@ -42,10 +44,10 @@ scripts/broker.sh start
 scripts/postgres.sh start
 # Each store or worker test on PostgreSQL creates a database of its own on this server.
 export POSTGRES_TEST_URL="$(scripts/postgres.sh url)"
-# The TLS tests' server (sslmode, right and wrong CA, host names): the next port, with a throwaway CA.
-PG_PORT=$((PG_PORT + 1)) PG_TLS=1 scripts/postgres.sh start
-export POSTGRES_TLS_URL="$(PG_PORT=$((PG_PORT + 1)) scripts/postgres.sh url)"
-export POSTGRES_TLS_DIR="$(PG_PORT=$((PG_PORT + 1)) scripts/postgres.sh tls-dir)"
+# The TLS tests' server (sslmode, right and wrong CA, host names), with a throwaway CA.
+PG_PORT=$PG_TLS_PORT PG_TLS=1 scripts/postgres.sh start
+export POSTGRES_TLS_URL="$(PG_PORT=$PG_TLS_PORT scripts/postgres.sh url)"
+export POSTGRES_TLS_DIR="$(PG_PORT=$PG_TLS_PORT scripts/postgres.sh tls-dir)"
 export AMQP_URL="$(scripts/broker.sh url)"
 # The cluster test's three nodes (ports BROKER_PORT + 10 … + 12).
 scripts/broker.sh cluster start

@@ -204,7 +204,6 @@ extension WorkerConfiguration {
         integer("DELIVERY_LIMIT", "delivery-limit", \.deliveryLimit, 1...1000, "Deliveries of a command before the queue dead-letters it (x-delivery-limit; must match the existing queue)."),
         integer("REPLIES_MAX_LENGTH", "replies-max-length", \.repliesMaxLength, 1...100_000_000, "Replies kept in the inspection queue; the oldest are dropped beyond it (x-max-length, drop-head)."),
         parsed("REPLY_TO_PATTERN", "reply-to-pattern", \.replyTo, shown: "none",
-        parsed("REPLY_TO_PATTERN", "reply-to-pattern", \.replyTo, shown: "none",
                "Regular expression (whole name) of further queues a command's reply_to may name. Always allowed: direct reply-to (amq.rabbitmq.reply-to.…), and server-named queues (amq.gen-…) unless REPLY_TO_SERVER_NAMED=refuse. Never allowed, whatever the pattern: the worker's own queues (command, dead-letter, replies). A reply_to that is not allowed is ignored (the events copy stands), counted and logged (once a minute).",
                rule: "must be a valid regular expression", render: { $0.pattern }) { try? ReplyToPolicy(pattern: $0) },
         // After REPLY_TO_PATTERN, which replaces the whole policy.

@@ -7,7 +7,7 @@ import Testing
 
 /// `sslmode` as libpq means it, against a real PostgreSQL server that accepts TLS with a
 /// certificate for `localhost` from a throwaway CA (`PG_TLS=1 scripts/postgres.sh start`, which
-/// scripts/test.sh runs on the port after the main server's).
+/// scripts/test.sh runs on `PG_TLS_PORT`, default the main server's port + 100).
 @Suite("PostgreSQL TLS", .closesResources, .enabled(if: TLSServer.enabled, "no TLS server: see scripts/test.sh (PG_TLS=1 scripts/postgres.sh start)"))
 struct PostgresTLSTests {
     static let environment = TLSServer.environment
