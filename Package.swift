@@ -160,6 +160,7 @@ let package = Package(
         ),
         .testTarget(name: "AMQPTests", dependencies: ["AMQP", "BrokerTestSupport"], swiftSettings: strict),
         .testTarget(name: "CustomerDomainTests", dependencies: ["CustomerDomain"], swiftSettings: strict),
+        .testTarget(name: "CreateCustomerTests", dependencies: ["CreateCustomer", "CustomerDomain"], swiftSettings: strict),
         .testTarget(
             name: "CustomerStoreTests",
             dependencies: [
@@ -173,7 +174,7 @@ let package = Package(
         .testTarget(
             name: "CustomerWorkerTests",
             dependencies: [
-                "CustomerWorker", "CreateCustomer", "CustomerStore", "PostgresStore", "AMQP", "BrokerTestSupport",
+                "CustomerWorker", "CreateCustomer", "CustomerStore", "PostgresStore", "AMQP", "BrokerTestSupport", "CRabbitMQ",
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: strict
