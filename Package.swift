@@ -179,6 +179,7 @@ let package = Package(
         ),
         .testTarget(name: "AMQPTests", dependencies: ["AMQP", "BrokerTestSupport"], swiftSettings: strict),
         .testTarget(name: "CustomerDomainTests", dependencies: ["CustomerDomain"], swiftSettings: strict),
+        .testTarget(name: "CreateCustomerTests", dependencies: ["CreateCustomer", "CustomerDomain"], swiftSettings: strict),
         .testTarget(
             name: "CustomerStoreTests",
             dependencies: [

@@ -34,6 +34,8 @@ final class AMQPConnection {
     private(set) var isUsable = false
     /// When we last wrote a frame: the loop sends a heartbeat when it has been quiet too long.
     private(set) var lastWrite = ContinuousClock.now
+    /// Where `publish` encodes a message's properties before sending anything (frame-max bytes).
+    private var propertyScratch: UnsafeMutableRawBufferPointer?
 
     init(configuration: ConnectionConfiguration) throws(AMQPError) {
         guard let state = amqp_new_connection() else {
@@ -46,6 +48,7 @@ final class AMQPConnection {
 
     deinit {
         amqp_destroy_connection(state)
+        propertyScratch?.deallocate()
     }
 
     // MARK: Opening
@@ -219,16 +222,59 @@ final class AMQPConnection {
 
     // MARK: Publishing and acknowledging
 
+    /// Publishes one message. A message the client cannot encode throws `.unencodable` before
+    /// any of its frames is written, so the connection stays usable: rabbitmq-c writes the method
+    /// frame before it encodes the properties, and a method frame without its header would make
+    /// the broker close the connection.
     func publish(_ message: OutgoingMessage) throws(AMQPError) {
         defer { arena.reset() }
-        lastWrite = .now
+        for (name, value) in [("exchange", message.exchange), ("routing key", message.routingKey)]
+        where value.utf8.count > MessageProperties.maximumShortStringBytes {
+            throw .unencodable(operation: "basic.publish", reason: "the \(name) is \(value.utf8.count) bytes long (at most 255)")
+        }
         var properties = message.properties.cProperties(in: arena)
+        try checkEncodable(&properties)
+        lastWrite = .now
         let status = message.body.withUnsafeBufferPointer { body in
             amqp_basic_publish(state, channel, arena.bytes(message.exchange), arena.bytes(message.routingKey),
                                message.mandatory ? 1 : 0, 0, &properties,
                                amqp_bytes_t(len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress)))
         }
         try checkStatus(status, "basic.publish")
+    }
+
+    /// Encodes `properties` into a scratch buffer as the content header would carry them.
+    private func checkEncodable(_ properties: inout amqp_basic_properties_t) throws(AMQPError) {
+        // The header frame's payload: class, weight and body size (12 bytes), then the properties.
+        let capacity = max(4096, Int(amqp_get_frame_max(state)) - 8 - 12)
+        if propertyScratch.map({ $0.count < capacity }) ?? true {
+            propertyScratch?.deallocate()
+            propertyScratch = .allocate(byteCount: capacity, alignment: 8)
+        }
+        let scratch = propertyScratch!
+        let encoded = amqp_encode_properties(UInt16(AMQP_BASIC_CLASS), &properties,
+                                             amqp_bytes_t(len: scratch.count, bytes: scratch.baseAddress))
+        guard encoded < 0 else { return }
+        throw .unencodable(operation: "basic.publish", reason: Self.propertyProblem(properties, status: encoded))
+    }
+
+    /// Which property cannot be carried: the first short string over 255 bytes, else the library's words.
+    private static func propertyProblem(_ properties: amqp_basic_properties_t, status: Int32) -> String {
+        let strings: [(String, amqp_flags_t, amqp_bytes_t)] = [
+            ("content_type", CW_FLAG_CONTENT_TYPE, properties.content_type),
+            ("content_encoding", CW_FLAG_CONTENT_ENCODING, properties.content_encoding),
+            ("correlation_id", CW_FLAG_CORRELATION_ID, properties.correlation_id),
+            ("reply_to", CW_FLAG_REPLY_TO, properties.reply_to),
+            ("expiration", CW_FLAG_EXPIRATION, properties.expiration),
+            ("message_id", CW_FLAG_MESSAGE_ID, properties.message_id),
+            ("type", CW_FLAG_TYPE, properties.type),
+            ("user_id", CW_FLAG_USER_ID, properties.user_id),
+            ("app_id", CW_FLAG_APP_ID, properties.app_id),
+        ]
+        for (name, flag, bytes) in strings where properties._flags & flag != 0 && bytes.len > MessageProperties.maximumShortStringBytes {
+            return "the \(name) property is \(bytes.len) bytes long (at most 255)"
+        }
+        return "the properties: \(String(cString: amqp_error_string2(status)))"
     }
 
     /// Runs `body` with the socket corked (`TCP_CORK`): the frames it writes (three per message)

@@ -24,6 +24,9 @@ public enum AMQPError: Error, Sendable, Equatable, CustomStringConvertible {
     case sessionClosed
     /// The task waiting for the operation was cancelled (the operation itself may still complete).
     case cancelled(operation: String)
+    /// The client cannot encode this message (e.g. a property longer than the 255 bytes of an
+    /// AMQP short string): nothing of it was sent, and the connection is unharmed.
+    case unencodable(operation: String, reason: String)
 
     public var description: String {
         switch self {
@@ -51,13 +54,15 @@ public enum AMQPError: Error, Sendable, Equatable, CustomStringConvertible {
             "the AMQP session is closed"
         case .cancelled(let operation):
             "cancelled while \(operation)"
+        case .unencodable(let operation, let reason):
+            "cannot encode \(operation): \(reason)"
         }
     }
 
     /// Whether reconnecting may help. Configuration mistakes (a bad URL) never get better.
     public var isRecoverable: Bool {
         switch self {
-        case .invalidURL, .sessionClosed, .cancelled: false
+        case .invalidURL, .sessionClosed, .cancelled, .unencodable: false
         default: true
         }
     }

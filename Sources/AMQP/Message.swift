@@ -91,6 +91,21 @@ public enum PublishOutcome: Sendable, Hashable {
     case returned(replyCode: UInt16, replyText: String)
     /// The broker could not take it (`basic.nack`), e.g. a queue at its limit with reject-publish.
     case nacked
+    /// Never sent: the client cannot encode it (`AMQPError.unencodable`, e.g. a property longer
+    /// than 255 bytes). The connection and the other messages are unaffected.
+    case unencodable(reason: String)
+}
+
+extension MessageProperties {
+    /// The longest value an AMQP short string (every string property, a routing key, an exchange
+    /// name) may have, in UTF-8 bytes.
+    public static let maximumShortStringBytes = 255
+
+    /// `value` when it fits a short string, nil when it cannot be carried.
+    public static func shortString(_ value: String?) -> String? {
+        guard let value, value.utf8.count <= maximumShortStringBytes else { return nil }
+        return value
+    }
 }
 
 // MARK: - C conversion

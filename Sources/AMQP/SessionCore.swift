@@ -254,6 +254,10 @@ final class SessionCore {
                 let message = request.messages[index]
                 do {
                     try connection.publish(message)
+                } catch .unencodable(_, let reason) {
+                    // This message's own failure: nothing was written, the others go on.
+                    unencodable(request, id: id, index: index, reason: reason)
+                    continue
                 } catch {
                     // This one and the rest go again after the reconnect.
                     request.unwritten = Array(indices[indices.firstIndex(of: index)!...])
@@ -265,6 +269,13 @@ final class SessionCore {
                                         messageID: message.properties.messageID))
             }
         }
+    }
+
+    private func unencodable(_ request: PublishRequest, id: UInt64, index: Int, reason: String) {
+        logger.warning("message not published: it cannot be encoded", metadata: [
+            "amqp.routing_key": "\(request.messages[index].routingKey.prefix(255))", "error": "\(reason)",
+        ])
+        settled([ConfirmTracker.Settlement(request: id, index: index, outcome: .unencodable(reason: reason))])
     }
 
     private func settled(_ settlements: [ConfirmTracker.Settlement]) {

@@ -4,16 +4,28 @@ import Foundation
 
 /// Markers of commands whose handling started and has not finished.
 ///
-/// A worker that dies while handling a command (whatever the cause) leaves its marker behind,
-/// because the marker is committed before the work and removed in the same transaction as the
-/// work. When the broker redelivers that command, the next worker finds the marker and knows this
-/// command took a worker down: it dead-letters it instead of dying on it again, and its
-/// batch-mates get their replies. The markers live in the shared database, so a replica on
-/// another host recognises the command too.
+/// A redelivered command commits a marker before its work; the transaction doing the work removes
+/// it first thing (so, while it runs, the marker's row is held by it, and another worker given
+/// the same command by a connection blip waits for it instead of counting it as crashed). A
+/// worker that dies while handling the command leaves the marker behind. The worker that finds
+/// markers left behind by `HandlingAttempt.crashesBeforeDeadLetter` earlier attempts knows this
+/// command takes workers down: it dead-letters it instead of dying on it again, and its
+/// batch-mates get their replies. One marker left behind is not enough: an unrelated kill -9
+/// (a deploy, the OOM killer) or a SIGTERM while the database was away leaves one too. Markers
+/// expire after `lifetime`, and live in the shared database, so a replica on another host
+/// recognises the command too.
 public enum HandlingAttempt {
-    /// The marker key of a command: SHA-256 of its `message_id` and body, hex.
-    public static func key(messageID: String?, body: [UInt8]) -> String {
+    /// Earlier attempts that must have died before a command counts as the cause.
+    public static let crashesBeforeDeadLetter = 2
+
+    /// How long a marker left behind counts.
+    public static let lifetime: Duration = .seconds(3600)
+
+    /// The marker key of a command: SHA-256 of the key id of its API key (which names the
+    /// merchant; never the secret), its `message_id` and its body, hex.
+    public static func key(apiKey: String?, messageID: String?, body: [UInt8]) -> String {
         var hash = SHA256()
+        hash.update(data: Array((apiKey.flatMap { APIKeys.keyID(from: $0)?.id } ?? "").utf8) + [0])
         hash.update(data: Array((messageID ?? "").utf8) + [0])
         hash.update(data: body)
         return hash.finalize().map { String(format: "%02x", $0) }.joined()
@@ -22,18 +34,15 @@ public enum HandlingAttempt {
 
 extension CustomerStorage {
     /// Records that handling `key` starts (committed at once), and returns how many earlier
-    /// attempts started and never finished (0 for a command seen for the first time).
+    /// attempts started within `HandlingAttempt.lifetime` and never finished.
     public func beginAttempt(key: String, now: Date) async throws -> Int {
-        try await transaction("record a handling attempt") { try await $0.beginAttempt(key: key, now: Timestamp(now)) }
+        let stamp = Timestamp(now)
+        let since = Timestamp(now.addingTimeInterval(-TimeInterval(HandlingAttempt.lifetime.components.seconds)))
+        return try await beginAttempt(key: key, now: stamp, since: since)
     }
 
-    /// Handles one command (as `handle` does) and removes its marker in the same transaction.
-    public func handleAttempt(_ command: IncomingCommand, key: String, now: Date) async throws -> ReplyRecord {
-        try await handle([command], now: now, finishingAttempt: key)[0]
-    }
-
-    /// Removes a marker: the command was dead-lettered, or given back for a reason of our own.
-    public func clearAttempt(key: String) async throws {
-        try await transaction("clear a handling attempt") { try await $0.deleteAttempt(key: key) }
+    /// Handles one command (as `process` does) and removes its marker in the same transaction.
+    public func handleAttempt(_ command: IncomingCommand, key: String, now: Date) async throws -> CommandOutcome {
+        try await process([command], now: now, finishingAttempts: [key])[0]
     }
 }

@@ -35,8 +35,6 @@ public struct ReplyRecord: Sendable, Equatable {
     /// Nil for `CustomerCreated`.
     public var errorCode: String?
 
-    public var routingKey: String { type == .customerCreated ? "customer.created" : "customer.create_failed" }
-
     public init(type: ReplyType, idempotencyKey: String?, messageID: String, body: [UInt8], replayed: Bool, errorCode: String?) {
         self.type = type
         self.idempotencyKey = idempotencyKey

@@ -7,17 +7,24 @@ public protocol CustomerStorage: Sendable {
     associatedtype Transaction: StorageTransaction
 
     /// Runs `body` in one transaction: committed when it returns, rolled back when it throws.
-    /// Errors are the adapter's own, with the context a user needs and no secret.
+    /// Errors are the adapter's own, with the context a user needs and no secret. For the admin
+    /// operations; the create-customer path is `createCustomers`.
     func transaction<T: Sendable>(_ operation: String, _ body: @Sendable (Transaction) async throws -> T) async throws -> T
 
-    /// True for a failure after which running the whole transaction again may succeed: a deadlock
-    /// or a serialization failure between replicas. Never answered to a sender as an error.
-    func isRetryable(_ error: any Error) -> Bool
+    /// Drives `core` (started afresh) to its outcomes in one transaction, which first removes the
+    /// handling-attempt markers `finishingAttempts` (so a marker's row is held by the transaction
+    /// doing its work). Committed when it returns; nothing is when it throws.
+    func createCustomers(_ core: CreateCustomerCore, finishingAttempts: [String]) async throws -> [CommandOutcome]
 
-    /// True when the database itself is unavailable (unreachable, busy past its timeout, full,
-    /// read-only, I/O): every command would fail the same way, so the worker pauses and retries
-    /// instead of blaming the commands. False for a failure a command causes by itself.
-    func isOutage(_ error: any Error) -> Bool
+    /// Counts one more started attempt at `key` (committed at once) and returns how many earlier
+    /// ones never finished and started after `since` (older markers expire).
+    func beginAttempt(key: String, now: Timestamp, since: Timestamp) async throws -> Int
+
+    /// Removes the marker of `key`, if there is one.
+    func clearAttempt(key: String) async throws
+
+    /// What a failure this store threw means (see `StoreFailureClass`): one table per adapter.
+    func classify(_ error: any Error) -> StoreFailure
 
     /// Applies pending schema migrations; safe when several processes start at once.
     func migrate() async throws
@@ -31,34 +38,10 @@ public protocol CustomerStorage: Sendable {
     var location: String { get }
 }
 
-/// The statements of one transaction. Every method works on a whole batch at once.
+/// The statements of one admin transaction.
 public protocol StorageTransaction: Sendable {
-    // MARK: Create customer
-
     /// The stored keys among `ids` (key ids, never whole keys).
     func apiKeys(ids: [String]) async throws -> [StoredAPIKey]
-    /// The processed records among `keys` (idempotency keys).
-    func processedRequests(keys: [String]) async throws -> [ProcessedRequest]
-    /// Each merchant's default plan, when it has one that is available.
-    func defaultPlans(merchantIDs: [String]) async throws -> [String: Plan]
-    /// Inserts the customers in the order given and returns the ids of those inserted. A row whose
-    /// merchant already has its `externalId` is skipped (the unique constraint is the final guard);
-    /// when another transaction is inserting the same row, this waits for it to finish.
-    func insertCustomers(_ customers: [NewCustomer]) async throws -> Set<String>
-    func insertSubscriptions(_ subscriptions: [Subscription]) async throws
-    func insertProcessedRequests(_ records: [ProcessedRequest], now: Timestamp) async throws
-    /// The ids of existing customers.
-    func customerIDs(_ references: [CustomerReference]) async throws -> [CustomerReference: String]
-
-    // MARK: Handling attempts (`HandlingAttempt`)
-
-    /// Counts one more started attempt at `key` and returns how many earlier ones never finished.
-    func beginAttempt(key: String, now: Timestamp) async throws -> Int
-    /// Removes the marker of `key`, if there is one.
-    func deleteAttempt(key: String) async throws
-
-    // MARK: Administration
-
     func merchantExists(_ id: String) async throws -> Bool
     func insertMerchant(id: String, name: String, now: Timestamp) async throws
     func insertAPIKey(_ key: StoredAPIKey, now: Timestamp) async throws
@@ -71,6 +54,22 @@ public protocol StorageTransaction: Sendable {
     /// Writes a catalog: inserts or overwrites `upserting` (after clearing the old default),
     /// marks `archiving` archived and deletes `deleting`.
     func savePlans(merchantID: String, upserting: [CatalogPlan], archiving: [String], deleting: [String]) async throws
+}
+
+/// A stored value an adapter cannot decode (a row written by hand, or by a newer version): an
+/// error naming the column, never a silent default. The command that needed the row fails alone.
+public struct UndecodableStoredValue: CommandFault, Sendable, Hashable, CustomStringConvertible {
+    public var table: String
+    public var column: String
+    public var value: String
+
+    public init(table: String, column: String, value: String) {
+        self.table = table
+        self.column = column
+        self.value = value
+    }
+
+    public var description: String { "the stored value \(table).\(column) = '\(value.prefix(64))' is not one this worker knows" }
 }
 
 /// A rule of an admin operation was broken; the message says which.

@@ -6,16 +6,17 @@ import GRDB
 /// The customer database on SQLite: one file in WAL mode that several processes on one host may
 /// share. An adapter only: the rules live in `CreateCustomer`.
 ///
-/// Every transaction starts with `BEGIN IMMEDIATE`, so a process that finds another writer waits
-/// up to the busy timeout instead of failing when it would upgrade a read lock.
+/// Every write transaction is GRDB's own (`DatabasePool.write`: one closure, `BEGIN IMMEDIATE`,
+/// committed when it returns), so a process that finds another writer waits up to the busy
+/// timeout instead of failing when it would upgrade a read lock. A batch of create-customer
+/// commands is one such closure: the core runs synchronously inside it.
 public final class CustomerStore: CustomerStorage {
     public let path: String
     let pool: DatabasePool
     /// A connection of its own for WAL checkpoints, so they run beside the writer, not in its commits.
     private let checkpointer: DatabaseQueue?
-    /// One transaction at a time: a transaction's statements run as separate accesses to the
-    /// writer connection, so nothing else may use the writer in between.
-    private let gate = TransactionGate()
+    private let busyTimeout: Duration
+    private let synchronous: SynchronousMode
 
     public var location: String { path }
 
@@ -30,6 +31,8 @@ public final class CustomerStore: CustomerStorage {
     public init(path: String, busyTimeout: Duration = .seconds(5), backgroundCheckpoints: Bool = false,
                 synchronous: SynchronousMode = .full) throws {
         self.path = path
+        self.busyTimeout = busyTimeout
+        self.synchronous = synchronous
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -41,9 +44,6 @@ public final class CustomerStore: CustomerStorage {
         configuration.busyMode = .timeout(busyTimeout.seconds)
         configuration.foreignKeysEnabled = true
         configuration.maximumReaderCount = 4
-        // A transaction spans several accesses to the writer (one per statement kind), serialised
-        // by `gate`; GRDB must not treat the open transaction between them as a mistake.
-        configuration.allowsUnsafeTransactions = true
         configuration.prepareDatabase { db in
             try db.execute(sql: synchronous.pragma)
             // 64 MiB of page cache instead of 2: the idempotency index is keyed by a hash, so a
@@ -109,48 +109,54 @@ public final class CustomerStore: CustomerStorage {
     /// Health check: a tiny write transaction, which fails when the file cannot take writes.
     public func checkWritable() async throws {
         let now = Timestamp(Date()).millisecondsSince1970
-        try await transaction("health check") { transaction in
-            try await transaction.access { db in
-                try db.execute(
-                    sql: "INSERT INTO health_checks (id, checked_at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET checked_at = excluded.checked_at",
-                    arguments: [now])
-            }
+        try await write("health check") { db in
+            try db.execute(
+                sql: "INSERT INTO health_checks (id, checked_at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET checked_at = excluded.checked_at",
+                arguments: [now])
         }
-    }
-
-    public func isRetryable(_ error: any Error) -> Bool {
-        // One writer at a time: SQLite has no deadlocks between batches; busy is the worker's to retry.
-        false
     }
 
     // MARK: - Transactions
 
-    /// Runs `body` in a `BEGIN IMMEDIATE` transaction and maps failures to `CustomerStoreError`.
-    public func transaction<T: Sendable>(_ operation: String, _ body: @Sendable (SQLiteTransaction) async throws -> T) async throws -> T {
-        await gate.enter()
-        let transaction = SQLiteTransaction(pool: pool)
+    /// One GRDB write transaction on the pool's writer, failures mapped to `CustomerStoreError`.
+    func write<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
-            try await transaction.access { try $0.beginTransaction(.immediate) }
-            let result = try await body(transaction)
-            try await transaction.access { try $0.commit() }
-            await gate.leave()
-            return result
+            return try await pool.write(body)
         } catch {
-            await rollback()
-            await gate.leave()
             throw CustomerStoreError.wrapping(error, operation: operation, path: path)
         }
     }
 
-    /// Rolls back whatever is open, even when the calling task was cancelled (an unstructured task
-    /// does not inherit the cancellation, and GRDB refuses accesses from cancelled tasks).
-    private func rollback() async {
-        let pool = self.pool
-        await Task {
-            try? await pool.writeWithoutTransaction { db in
-                if db.isInsideTransaction { try db.rollback() }
+    /// An admin transaction (rare: creating merchants and keys, importing plans), whose statements
+    /// are separate async calls. It runs on a connection of its own, opened for it and closed
+    /// after it, so no other work can interleave with its open transaction; the pool's writer
+    /// stays GRDB's alone. SQLite's file lock (`BEGIN IMMEDIATE`, busy timeout) orders it with the
+    /// pool's writes, as with another process.
+    public func transaction<T: Sendable>(_ operation: String, _ body: @Sendable (SQLiteTransaction) async throws -> T) async throws -> T {
+        do {
+            var configuration = Configuration()
+            configuration.label = "customers.admin"
+            configuration.busyMode = .timeout(busyTimeout.seconds)
+            configuration.foreignKeysEnabled = true
+            // Safe here: this connection belongs to this one transaction (see above).
+            configuration.allowsUnsafeTransactions = true
+            let pragma = synchronous.pragma
+            configuration.prepareDatabase { db in try db.execute(sql: pragma) }
+            let queue = try DatabaseQueue(path: path, configuration: configuration)
+            let transaction = SQLiteTransaction(queue: queue)
+            try await transaction.access { try $0.beginTransaction(.immediate) }
+            do {
+                let result = try await body(transaction)
+                try await transaction.access { try $0.commit() }
+                return result
+            } catch {
+                // Even when the calling task was cancelled (GRDB refuses accesses from cancelled tasks).
+                await Task { try? await queue.writeWithoutTransaction { db in if db.isInsideTransaction { try db.rollback() } } }.value
+                throw error
             }
-        }.value
+        } catch {
+            throw CustomerStoreError.wrapping(error, operation: operation, path: path)
+        }
     }
 
     func read<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
@@ -166,24 +172,6 @@ extension Duration {
     var seconds: TimeInterval {
         let (seconds, attoseconds) = components
         return TimeInterval(seconds) + TimeInterval(attoseconds) / 1e18
-    }
-}
-
-/// Admits one transaction at a time, in arrival order, without blocking a thread.
-actor TransactionGate {
-    private var busy = false
-    private var waiting: [CheckedContinuation<Void, Never>] = []
-
-    func enter() async {
-        guard busy else {
-            busy = true
-            return
-        }
-        await withCheckedContinuation { waiting.append($0) }
-    }
-
-    func leave() {
-        if waiting.isEmpty { busy = false } else { waiting.removeFirst().resume() }
     }
 }
 

@@ -1,27 +1,46 @@
 import CreateCustomer
 
 extension CustomerStore {
-    public func isOutage(_ error: any Error) -> Bool {
-        (error as? CustomerStoreError)?.isOutage ?? false
-    }
-}
+    /// SQLite's primary result codes and what they mean for the commands (the extended code's low
+    /// byte is the primary one). A code not listed is `.unknown`: the worker pauses and logs it.
+    public static let failureTable: [Int32: (name: String, kind: StoreFailureClass)] = [
+        5: ("SQLITE_BUSY", .unavailable),        // another connection held the lock past the busy timeout
+        6: ("SQLITE_LOCKED", .unavailable),
+        7: ("SQLITE_NOMEM", .unavailable),
+        8: ("SQLITE_READONLY", .unavailable),    // the file or its folder cannot be written
+        9: ("SQLITE_INTERRUPT", .unavailable),
+        10: ("SQLITE_IOERR", .unavailable),
+        11: ("SQLITE_CORRUPT", .unavailable),
+        13: ("SQLITE_FULL", .unavailable),       // the disk is full
+        14: ("SQLITE_CANTOPEN", .unavailable),
+        15: ("SQLITE_PROTOCOL", .unavailable),
+        26: ("SQLITE_NOTADB", .unavailable),
+        18: ("SQLITE_TOOBIG", .command),         // a value of this command is too large
+        19: ("SQLITE_CONSTRAINT", .command),     // a constraint this command's row breaks
+        20: ("SQLITE_MISMATCH", .command),
+        25: ("SQLITE_RANGE", .command),
+        // SQLITE_ERROR (1) is a plain SQL mistake or a schema that is not what the worker expects
+        // (a table or column missing): nothing a command did, nothing retrying a command fixes.
+        1: ("SQLITE_ERROR", .unknown),
+    ]
 
-extension CustomerStoreError {
-    /// True when the database itself is unavailable (busy past the timeout, locked, full,
-    /// read-only, I/O or open failures, a damaged file, a generic SQL error): every command would
-    /// fail the same way, so the caller should pause and retry rather than blame the commands.
-    /// False for failures a command causes by itself (a constraint, a value out of range, a
-    /// non-database error such as a stored plan out of bounds): retrying it alone tells.
-    public var isOutage: Bool {
-        switch self {
+    public func classify(_ error: any Error) -> StoreFailure {
+        Self.classify(error)
+    }
+
+    public static func classify(_ error: any Error) -> StoreFailure {
+        if let fault = StoreFailure.commandFault(error) { return fault }
+        switch error as? CustomerStoreError {
         case .database(_, _, let code, _):
-            // Primary result codes: ERROR 1, BUSY 5, LOCKED 6, NOMEM 7, READONLY 8, INTERRUPT 9,
-            // IOERR 10, CORRUPT 11, FULL 13, CANTOPEN 14, PROTOCOL 15, NOTADB 26.
-            [1, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26].contains(code & 0xFF)
+            let primary = code & 0xFF
+            let entry = failureTable[primary]
+            return StoreFailure(entry?.kind ?? .unknown, code: "\(entry?.name ?? "SQLite \(primary)") (\(code))")
         case .cannotCreateDirectory:
-            true
-        case .cancelled, .unexpected:
-            false
+            return StoreFailure(.unavailable, code: "cannot create the database directory")
+        case .cancelled:
+            return StoreFailure(.unavailable, code: "cancelled")
+        case .unexpected, nil:
+            return StoreFailure(.unknown, code: String(describing: type(of: error)))
         }
     }
 }

@@ -3,60 +3,61 @@ import CustomerDomain
 import Foundation
 import GRDB
 
-/// The statements of one SQLite transaction. Each method is one access to the writer connection;
-/// `CustomerStore.transaction` opens and closes the transaction around them.
-public struct SQLiteTransaction: StorageTransaction, Sendable {
-    let pool: DatabasePool
-
-    func access<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        try await pool.writeWithoutTransaction(body)
+/// The create-customer statements, run synchronously inside one GRDB write (see
+/// `CustomerStore.createCustomers`). Each `Read` and the `Writes` of `CreateCustomerCore` are one
+/// prepared statement run per row.
+enum CreateCustomerStatements {
+    static func read(_ read: CreateCustomerCore.Read, _ db: Database) throws -> CreateCustomerCore.Rows {
+        switch read {
+        case .apiKeys(let ids): .apiKeys(try apiKeys(ids: ids, db))
+        case .processedRequests(let keys): .processedRequests(try processedRequests(keys: keys, db))
+        case .defaultPlans(let merchantIDs): .defaultPlans(try defaultPlans(merchantIDs: merchantIDs, db))
+        case .customerIDs(let references): .customerIDs(try customerIDs(references, db))
+        }
     }
 
-    // MARK: Create customer
-
-    public func apiKeys(ids: [String]) async throws -> [StoredAPIKey] {
-        try await access { db in
-            let statement = try db.cachedStatement(sql: "SELECT id, merchant_id, type, key_hash, revoked_at FROM api_keys WHERE id = ?")
-            return try ids.compactMap { id in
-                try Row.fetchOne(statement, arguments: [id]).map { row in
-                    let type: String = row["type"]
-                    let hash: Data = row["key_hash"]
-                    return StoredAPIKey(id: row["id"], merchantID: row["merchant_id"], type: APIKeyType(rawValue: type) ?? .publishable,
-                                        keyHash: [UInt8](hash), isRevoked: (row["revoked_at"] as Int64?) != nil)
+    static func apiKeys(ids: [String], _ db: Database) throws -> [StoredAPIKey] {
+        let statement = try db.cachedStatement(sql: "SELECT id, merchant_id, type, key_hash, revoked_at FROM api_keys WHERE id = ?")
+        return try ids.compactMap { id in
+            try Row.fetchOne(statement, arguments: [id]).map { row in
+                let type: String = row["type"]
+                guard let keyType = APIKeyType(rawValue: type) else {
+                    throw UndecodableStoredValue(table: "api_keys", column: "type", value: type)
                 }
+                let hash: Data = row["key_hash"]
+                return StoredAPIKey(id: row["id"], merchantID: row["merchant_id"], type: keyType,
+                                    keyHash: [UInt8](hash), isRevoked: (row["revoked_at"] as Int64?) != nil)
             }
         }
     }
 
-    public func processedRequests(keys: [String]) async throws -> [ProcessedRequest] {
-        try await access { db in
-            let statement = try db.cachedStatement(sql: """
-                SELECT merchant_id, fingerprint, customer_id, reply_type, message_id, reply_body
-                FROM processed_requests WHERE idempotency_key = ?
-                """)
-            return try keys.compactMap { key in
-                try Row.fetchOne(statement, arguments: [key]).map { row in
-                    let replyType: String = row["reply_type"]
-                    let body: Data = row["reply_body"]
-                    return ProcessedRequest(
-                        idempotencyKey: key, merchantID: row["merchant_id"], fingerprint: row["fingerprint"],
-                        customerID: row["customer_id"], replyType: ReplyType(rawValue: replyType) ?? .customerCreated,
-                        messageID: row["message_id"], replyBody: [UInt8](body))
+    static func processedRequests(keys: [String], _ db: Database) throws -> [ProcessedRequest] {
+        let statement = try db.cachedStatement(sql: """
+            SELECT merchant_id, fingerprint, customer_id, reply_type, message_id, reply_body
+            FROM processed_requests WHERE idempotency_key = ?
+            """)
+        return try keys.compactMap { key in
+            try Row.fetchOne(statement, arguments: [key]).map { row in
+                let type: String = row["reply_type"]
+                guard let replyType = ReplyType(rawValue: type) else {
+                    throw UndecodableStoredValue(table: "processed_requests", column: "reply_type", value: type)
                 }
+                let body: Data = row["reply_body"]
+                return ProcessedRequest(
+                    idempotencyKey: key, merchantID: row["merchant_id"], fingerprint: row["fingerprint"],
+                    customerID: row["customer_id"], replyType: replyType, messageID: row["message_id"], replyBody: [UInt8](body))
             }
         }
     }
 
-    public func defaultPlans(merchantIDs: [String]) async throws -> [String: Plan] {
-        try await access { db in
-            let statement = try db.cachedStatement(
-                sql: "SELECT \(PlanColumns.list) FROM plans WHERE merchant_id = ? AND is_default = 1 AND status = 'available'")
-            var plans: [String: Plan] = [:]
-            for merchantID in merchantIDs {
-                plans[merchantID] = try Row.fetchOne(statement, arguments: [merchantID]).map(PlanColumns.catalogPlan)?.plan
-            }
-            return plans
+    /// Each merchant's default plan, whatever its status: the rules decide what a plan allows.
+    static func defaultPlans(merchantIDs: [String], _ db: Database) throws -> [String: Plan] {
+        let statement = try db.cachedStatement(sql: "SELECT \(PlanColumns.list) FROM plans WHERE merchant_id = ? AND is_default = 1")
+        var plans: [String: Plan] = [:]
+        for merchantID in merchantIDs {
+            plans[merchantID] = try Row.fetchOne(statement, arguments: [merchantID]).map(PlanColumns.catalogPlan)?.plan
         }
+        return plans
     }
 
     private static let insertCustomerSQL: String = {
@@ -66,64 +67,79 @@ public struct SQLiteTransaction: StorageTransaction, Sendable {
             + "ON CONFLICT (merchant_id, external_id) DO NOTHING"
     }()
 
-    public func insertCustomers(_ customers: [NewCustomer]) async throws -> Set<String> {
-        try await access { db in
-            let statement = try db.cachedStatement(sql: Self.insertCustomerSQL)
-            var inserted = Set<String>()
-            for customer in customers {
-                var values: [(any DatabaseValueConvertible)?] = [customer.id, customer.merchantID]
-                values += CustomerField.allCases.map { customer.attributes[$0] }
-                values += [customer.createdAt.millisecondsSince1970, customer.createdAt.millisecondsSince1970]
-                try statement.execute(arguments: StatementArguments(values))
-                if db.changesCount == 1 { inserted.insert(customer.id) }
-            }
-            return inserted
-        }
-    }
-
-    public func insertSubscriptions(_ subscriptions: [Subscription]) async throws {
-        try await access { db in
-            let statement = try db.cachedStatement(sql: """
-                INSERT INTO subscriptions (id, customer_id, merchant_id, plan_id, status, is_trial, start_date, end_date,
-                                           payment_gateway, created_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """)
-            for subscription in subscriptions {
-                try statement.execute(arguments: [
+    /// Inserts each customer unless its merchant has its `externalId`, and only then its
+    /// subscription and record; returns the ids of the customers inserted.
+    static func write(_ writes: CreateCustomerCore.Writes, _ db: Database) throws -> Set<String> {
+        let customers = try db.cachedStatement(sql: insertCustomerSQL)
+        let subscriptions = try db.cachedStatement(sql: """
+            INSERT INTO subscriptions (id, customer_id, merchant_id, plan_id, status, is_trial, start_date, end_date,
+                                       payment_gateway, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        let records = try db.cachedStatement(sql: """
+            INSERT INTO processed_requests (idempotency_key, merchant_id, fingerprint, customer_id, reply_type,
+                                            message_id, reply_body, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        var inserted = Set<String>()
+        for creation in writes.creations {
+            let customer = creation.customer
+            var values: [(any DatabaseValueConvertible)?] = [customer.id, customer.merchantID]
+            values += CustomerField.allCases.map { customer.attributes[$0] }
+            values += [customer.createdAt.millisecondsSince1970, customer.createdAt.millisecondsSince1970]
+            try customers.execute(arguments: StatementArguments(values))
+            guard db.changesCount == 1 else { continue }
+            inserted.insert(customer.id)
+            if let subscription = creation.subscription {
+                try subscriptions.execute(arguments: [
                     subscription.id, subscription.customerId, subscription.merchantId, subscription.planId,
                     subscription.status.rawValue, subscription.isTrial, subscription.startDate.millisecondsSince1970,
                     subscription.endDate?.millisecondsSince1970, subscription.paymentGateway?.rawValue,
                     subscription.createdAt.millisecondsSince1970, subscription.updatedAt.millisecondsSince1970,
                 ])
             }
+            let record = creation.record
+            try records.execute(arguments: [
+                record.idempotencyKey, record.merchantID, record.fingerprint, record.customerID, record.replyType.rawValue,
+                record.messageID, Data(record.replyBody), writes.recordedAt.millisecondsSince1970,
+            ])
         }
+        return inserted
     }
 
-    public func insertProcessedRequests(_ records: [ProcessedRequest], now: Timestamp) async throws {
-        try await access { db in
-            let statement = try db.cachedStatement(sql: """
-                INSERT INTO processed_requests (idempotency_key, merchant_id, fingerprint, customer_id, reply_type,
-                                                message_id, reply_body, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                """)
-            for record in records {
-                try statement.execute(arguments: [
-                    record.idempotencyKey, record.merchantID, record.fingerprint, record.customerID, record.replyType.rawValue,
-                    record.messageID, Data(record.replyBody), now.millisecondsSince1970,
-                ])
-            }
+    static func customerIDs(_ references: [CustomerReference], _ db: Database) throws -> [CustomerReference: String] {
+        let statement = try db.cachedStatement(sql: "SELECT id FROM customers WHERE merchant_id = ? AND external_id = ?")
+        var ids: [CustomerReference: String] = [:]
+        for reference in references {
+            ids[reference] = try String.fetchOne(statement, arguments: [reference.merchantID, reference.externalID])
+        }
+        return ids
+    }
+}
+
+extension CustomerStore {
+    public func createCustomers(_ core: CreateCustomerCore, finishingAttempts: [String]) async throws -> [CommandOutcome] {
+        try await write("handle commands") { db in
+            // First: the markers' rows are this transaction's from now on (see `HandlingAttempt`).
+            for key in finishingAttempts { try HandlingAttemptRows.delete(key: key, db) }
+            var core = core
+            return try core.run(read: { try CreateCustomerStatements.read($0, db) },
+                                write: { try CreateCustomerStatements.write($0, db) })
         }
     }
+}
 
-    public func customerIDs(_ references: [CustomerReference]) async throws -> [CustomerReference: String] {
-        try await access { db in
-            let statement = try db.cachedStatement(sql: "SELECT id FROM customers WHERE merchant_id = ? AND external_id = ?")
-            var ids: [CustomerReference: String] = [:]
-            for reference in references {
-                ids[reference] = try String.fetchOne(statement, arguments: [reference.merchantID, reference.externalID])
-            }
-            return ids
-        }
+/// The statements of one SQLite admin transaction, each one access to the transaction's own
+/// connection (see `CustomerStore.transaction`).
+public struct SQLiteTransaction: StorageTransaction, Sendable {
+    let queue: DatabaseQueue
+
+    func access<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await queue.writeWithoutTransaction(body)
+    }
+
+    public func apiKeys(ids: [String]) async throws -> [StoredAPIKey] {
+        try await access { try CreateCustomerStatements.apiKeys(ids: ids, $0) }
     }
 
     // MARK: Administration
@@ -159,7 +175,7 @@ public struct SQLiteTransaction: StorageTransaction, Sendable {
     public func plans(merchantID: String) async throws -> [CatalogPlan] {
         try await access { db in
             try Row.fetchAll(db, sql: "SELECT \(PlanColumns.list) FROM plans WHERE merchant_id = ? ORDER BY id", arguments: [merchantID])
-                .map(PlanColumns.catalogPlan)
+                .map { try PlanColumns.catalogPlan($0) }
         }
     }
 
@@ -215,15 +231,21 @@ enum PlanColumns {
     /// Comma-separated codes; NULL = everywhere.
     static func countries(_ codes: [String]) -> String { codes.joined(separator: ",") }
 
-    static func catalogPlan(_ row: Row) -> CatalogPlan {
+    static func catalogPlan(_ row: Row) throws -> CatalogPlan {
         let countries: String? = row["available_countries"]
         let availableFrom: Int64? = row["available_from"]
         let cadence: String = row["billing_cadence"]
         let status: String = row["status"]
+        guard let billingCadence = BillingCadence(rawValue: cadence) else {
+            throw UndecodableStoredValue(table: "plans", column: "billing_cadence", value: cadence)
+        }
+        guard let planStatus = PlanStatus(rawValue: status) else {
+            throw UndecodableStoredValue(table: "plans", column: "status", value: status)
+        }
         let plan = Plan(
             id: row["id"], name: row["name"], description: row["description"], currency: row["currency"],
-            price: row["price"], billingCadence: BillingCadence(rawValue: cadence) ?? .monthly,
-            trialDays: row["trial_days"], isPrivate: row["is_private"], status: PlanStatus(rawValue: status) ?? .archived,
+            price: row["price"], billingCadence: billingCadence,
+            trialDays: row["trial_days"], isPrivate: row["is_private"], status: planStatus,
             availableCountries: countries.map { $0.isEmpty ? [] : $0.split(separator: ",").map(String.init) },
             availableFrom: availableFrom.map(Timestamp.init(millisecondsSince1970:)))
         return CatalogPlan(plan: plan, isDefault: row["is_default"])

@@ -33,6 +33,8 @@ public enum CustomerStoreError: Error, Sendable, Equatable, CustomStringConverti
         switch error {
         case let error as AdministrationError:
             error
+        case let error as any CommandFault:
+            error
         case let error as CustomerStoreError:
             error
         case let error as DatabaseError:

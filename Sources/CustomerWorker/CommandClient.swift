@@ -47,6 +47,7 @@ public actor CommandClient {
     public enum ClientError: Error, CustomStringConvertible {
         case notRouted(messageID: String, reason: String)
         case refused(messageID: String)
+        case unencodable(messageID: String, reason: String)
 
         public var description: String {
             switch self {
@@ -54,6 +55,8 @@ public actor CommandClient {
                 "command \(messageID) was not routed to a queue (\(reason)): is the command exchange bound?"
             case .refused(let messageID):
                 "the broker refused command \(messageID) (nack)"
+            case .unencodable(let messageID, let reason):
+                "command \(messageID) cannot be sent: \(reason)"
             }
         }
     }
@@ -81,6 +84,7 @@ public actor CommandClient {
             case .confirmed: continue
             case .returned(_, let text): throw ClientError.notRouted(messageID: command.messageID, reason: text)
             case .nacked: throw ClientError.refused(messageID: command.messageID)
+            case .unencodable(let reason): throw ClientError.unencodable(messageID: command.messageID, reason: reason)
             }
         }
     }

@@ -22,8 +22,11 @@ import Synchronization
 /// - A database that keeps failing pauses the worker (not ready, nothing new taken) with the
 ///   batch in hand, retried with capped backoff until it recovers: never requeued for that.
 /// - A batch with a redelivery, or failing on a command's own error, is handled one command per
-///   transaction; a redelivered command first commits a marker, so the worker that finds it
-///   after a crash dead-letters that command alone (`CustomerStorage.beginAttempt`).
+///   transaction; a redelivered command first commits a marker, so the worker that finds markers
+///   left by crashes dead-letters that command alone (`HandlingAttempt`).
+///
+/// What happens to each delivery is decided by `DeliveryFate`; this type only wires the
+/// connections, the store and the metrics, and executes its actions.
 ///
 /// Graceful shutdown (SIGTERM/SIGINT through the ServiceGroup): stop taking commands, finish the
 /// batches in hand, close both connections; unread prefetched commands go back to the queue, and
@@ -159,7 +162,7 @@ public final class CommandWorker: Service {
                     answered = done
                 case .interrupted(let unsettled):
                     // Shutting down while the database was failing: return what we hold.
-                    await giveBack(unsettled)
+                    if DeliveryFate.decide(.shutdown) == .requeue { await giveBack(unsettled) }
                     continue
                 }
                 if batchInFlight { try await publishing.next() }
@@ -232,72 +235,101 @@ public final class CommandWorker: Service {
                         body: delivery.body, headersTooDeep: delivery.properties.headersTooDeep)
     }
 
-    /// One transaction for a batch of first deliveries. A batch holding a redelivery (the broker
-    /// tried it before: a worker may have died on one of these) or failing on a command's own
-    /// error is handled one command per transaction instead, so a poison command takes only
-    /// itself to the dead-letter queue.
+    /// What a store operation came to.
+    enum StoreResult<T: Sendable>: Sendable {
+        case success(T)
+        /// The command's (or the batch's) own fault, and what `DeliveryFate` says to do about it.
+        case ownFault(DeliveryFate.Action)
+        /// Shutdown came while the database was failing.
+        case interrupted
+    }
+
+    /// Stores the batch as `DeliveryFate` says: one transaction for first deliveries; one command
+    /// per transaction for a batch with a redelivery (marked, so a poison command takes only
+    /// itself to the dead-letter queue) or one failing on a command's own fault.
     private func persist(_ deliveries: [Delivery]) async -> Persisted {
-        if deliveries.contains(where: \.redelivered) {
-            return await persistOneByOne(deliveries, markAttempts: true)
+        if case .storeOneByOne(let mark) = DeliveryFate.decide(.received(anyRedelivered: deliveries.contains(where: \.redelivered))) {
+            return await persistOneByOne(deliveries, markAttempts: mark)
         }
         faults.crashIfTargeted(deliveries, logger: logger)
         let commands = deliveries.map(incoming)
         let result = await withAvailableStore("database transaction", batchSize: deliveries.count) {
             let start = ContinuousClock.now
-            let replies = try await self.store.handle(commands, now: Date())
+            let outcomes = try await self.store.process(commands, now: Date())
             self.metrics.transaction.recordSince(start)
-            return replies
+            return outcomes
         }
         switch result {
-        case .success(let replies):
-            return .answered(zip(deliveries, replies).map { Answered(delivery: $0, reply: $1) })
-        case .failure(let error):
+        case .success(let outcomes):
+            var answered: [Answered] = []
+            for (delivery, outcome) in zip(deliveries, outcomes) {
+                if let item = await settle(delivery, outcome, key: nil) { answered.append(item) }
+            }
+            return .answered(answered)
+        case .ownFault(.storeOneByOne(let mark)):
             logger.warning("batch failed on a command's own error; handling its commands one by one", metadata: [
-                "batch.size": "\(deliveries.count)", "error": "\(error)",
+                "batch.size": "\(deliveries.count)",
             ])
+            return await persistOneByOne(deliveries, markAttempts: mark)
+        case .ownFault:
             return await persistOneByOne(deliveries, markAttempts: false)
-        case nil:
+        case .interrupted:
             return .interrupted(unsettled: deliveries)
         }
     }
 
     /// One transaction per command. With `markAttempts`, each redelivered command first commits a
-    /// marker (removed in the same transaction as its work): a command whose marker is already
-    /// there took a worker down before, and goes to the dead-letter queue without being tried
-    /// again. A command whose transaction fails on its own is dead-lettered too.
+    /// marker, which the transaction doing its work removes first thing (see `HandlingAttempt`).
     private func persistOneByOne(_ deliveries: [Delivery], markAttempts: Bool) async -> Persisted {
         var answered: [Answered] = []
         for (index, delivery) in deliveries.enumerated() {
             let command = incoming(delivery)
             let marked = markAttempts && delivery.redelivered
-            let key = HandlingAttempt.key(messageID: delivery.properties.messageID, body: delivery.body)
+            let key = HandlingAttempt.key(apiKey: command.apiKey, messageID: delivery.properties.messageID, body: delivery.body)
             if marked {
                 switch await withAvailableStore("record a handling attempt", batchSize: 1, { try await self.store.beginAttempt(key: key, now: Date()) }) {
-                case .success(let earlier) where earlier > 0:
-                    await deadLetter(delivery, .crashed, key: key, reason: "the worker died while handling it before (\(earlier) unfinished attempt(s))")
-                    continue
-                case .success, .failure:
+                case .success(let earlier):
+                    if case .deadLetter(let reason, let detail) = DeliveryFate.decide(.attemptCounted(earlierUnfinished: earlier)) {
+                        await deadLetter(delivery, reason, key: key, reason: detail)
+                        continue
+                    }
+                case .ownFault:
                     break
-                case nil:
+                case .interrupted:
                     return .interrupted(unsettled: answered.map(\.delivery) + deliveries[index...])
                 }
             }
             faults.crashIfTargeted(CollectionOfOne(delivery), logger: logger)
             let result = await withAvailableStore("database transaction", batchSize: 1) {
-                marked ? try await self.store.handleAttempt(command, key: key, now: Date())
-                    : try await self.store.handle([command], now: Date())[0]
+                try await self.store.process([command], now: Date(), finishingAttempts: marked ? [key] : [])[0]
             }
             switch result {
-            case .success(let reply):
-                answered.append(Answered(delivery: delivery, reply: reply))
-            case .failure(let error):
-                await deadLetter(delivery, .failed, key: marked ? key : nil, reason: "\(error)")
-            case nil:
-                if marked { try? await store.clearAttempt(key: key) }
+            case .success(let outcome):
+                if let item = await settle(delivery, outcome, key: nil) { answered.append(item) }
+            case .ownFault(.deadLetter(let reason, let detail)):
+                await deadLetter(delivery, reason, key: marked ? key : nil, reason: detail)
+            case .ownFault:
+                await deadLetter(delivery, .failed, key: marked ? key : nil, reason: "its transaction failed on its own")
+            case .interrupted:
+                // The database is failing, so the marker stays (clearing it would only wait for
+                // the connect timeout); one marker left behind never dead-letters (`DeliveryFate`).
                 return .interrupted(unsettled: answered.map(\.delivery) + deliveries[index...])
             }
         }
         return .answered(answered)
+    }
+
+    /// A stored command: its reply to publish, or (dead-lettered now) nil.
+    private func settle(_ delivery: Delivery, _ outcome: CommandOutcome, key: String?) async -> Answered? {
+        switch DeliveryFate.decide(.stored(outcome)) {
+        case .publish(let reply):
+            return Answered(delivery: delivery, reply: reply)
+        case .deadLetter(let reason, let detail):
+            await deadLetter(delivery, reason, key: key, reason: detail)
+            return nil
+        default:
+            preconditionFailure("DeliveryFate answered a stored command with something else")
+        }
     }
 
     /// Rejects a delivery without requeueing it: the queue dead-letters it.
@@ -312,12 +344,12 @@ public final class CommandWorker: Service {
         if let key { try? await store.clearAttempt(key: key) }
     }
 
-    /// Runs a store operation until it succeeds or fails for a reason of the commands' own. While
-    /// the database is unavailable (busy, full, read-only, I/O), the worker holds what it has,
-    /// takes nothing new, reports not ready, and retries with capped backoff: an outage never
-    /// spends the commands' deliveries. Nil when shutdown came first.
+    /// Runs a store operation until it succeeds, fails on the commands' own fault, or shutdown
+    /// comes. While the database is unavailable (or fails in a way nobody classified), the worker
+    /// holds what it has, takes nothing new, reports not ready, and retries with capped backoff:
+    /// an outage never spends the commands' deliveries.
     private func withAvailableStore<T: Sendable>(_ operation: String, batchSize: Int,
-                                                 _ body: @Sendable () async throws -> T) async -> Result<T, any Error>? {
+                                                 _ body: @Sendable () async throws -> T) async -> StoreResult<T> {
         var attempt = 0
         var pausedSince: ContinuousClock.Instant?
         defer { if pausedSince != nil { setPaused(false) } }
@@ -332,18 +364,28 @@ public final class CommandWorker: Service {
                 }
                 return .success(value)
             } catch {
-                if Task.isCancelled || error is CancellationError { return nil }
-                guard store.isOutage(error) else { return .failure(error) }
+                if Task.isCancelled || error is CancellationError { return .interrupted }
+                let failure = store.classify(error)
+                let action = DeliveryFate.decide(.storeFailed(failure, commands: batchSize, error: "\(error)"))
+                guard case .pauseAndRetry(let unclassified) = action else { return .ownFault(action) }
                 attempt += 1
                 metrics.storeFailures.increment()
                 if pausedSince == nil {
                     pausedSince = .now
                     setPaused(true)
                 }
-                logger.log(level: attempt == 1 ? .error : .warning, "database unavailable: paused, holding the batch and retrying", metadata: [
-                    "operation": "\(operation)", "attempt": "\(attempt)", "batch.size": "\(batchSize)", "error": "\(error)",
-                ])
-                if await sleepUnlessShuttingDown(configuration.transientBackoff.delay(beforeAttempt: attempt)) { return nil }
+                if unclassified {
+                    logger.error("unclassified database error: paused, holding the batch and retrying", metadata: [
+                        "operation": "\(operation)", "attempt": "\(attempt)", "batch.size": "\(batchSize)",
+                        "error.code": "\(failure.code)", "error": "\(error)",
+                    ])
+                } else {
+                    logger.log(level: attempt == 1 ? .error : .warning, "database unavailable: paused, holding the batch and retrying", metadata: [
+                        "operation": "\(operation)", "attempt": "\(attempt)", "batch.size": "\(batchSize)",
+                        "error.class": "\(failure.kind.rawValue)", "error.code": "\(failure.code)", "error": "\(error)",
+                    ])
+                }
+                if await sleepUnlessShuttingDown(configuration.transientBackoff.delay(beforeAttempt: attempt)) { return .interrupted }
             }
         }
     }
@@ -371,17 +413,28 @@ public final class CommandWorker: Service {
     /// best effort, to each command's allowed `reply_to`. A `reply_to` copy that is refused,
     /// nacked, returned or lost is counted and logged, and never fails, delays or repeats another
     /// command's reply: retries publish only the events copies still unconfirmed.
-    private func reply(to answered: [Answered], received: ContinuousClock.Instant) async {
+    private func reply(to stored: [Answered], received: ContinuousClock.Instant) async {
+        let generation = await consumer.generation
+        let answered = stored.filter { $0.delivery.tag.connectionGeneration == generation }
+        if answered.count < stored.count, DeliveryFate.decide(.channelClosedSinceDelivery) == .forget {
+            // The broker has requeued these; their redeliveries replay the stored replies.
+            trackUnacked(answered.count - stored.count)
+            logger.notice("not replying to commands whose channel closed meanwhile; their redeliveries will", metadata: [
+                "batch.size": "\(stored.count - answered.count)",
+            ])
+        }
+        guard !answered.isEmpty else { return }
         metrics.record(answered.map(\.reply))
         let timestamp = UInt64(Date().timeIntervalSince1970)
         var events: [OutgoingMessage] = []
         var copies: [OutgoingMessage] = []
         events.reserveCapacity(answered.count)
         for item in answered {
-            let messages = configuration.replyMessages(for: item.delivery.properties, reply: item.reply, timestamp: timestamp)
-            events.append(messages[0])
-            copies += messages.dropFirst()
-            if case .refused(let name) = configuration.replyTo.decide(item.delivery.properties.replyTo) {
+            let envelope = ReplyEnvelope(command: item.delivery.properties, reply: item.reply, configuration: configuration,
+                                         timestamp: timestamp)
+            events.append(envelope.events)
+            if let copy = envelope.replyToCopy { copies.append(copy) }
+            if let name = envelope.refusedReplyTo {
                 metrics.replyToUndelivered(.refused)
                 // A sender can repeat this at the broker's rate: one line a minute, with a count.
                 if let earlier = refusalLog.withLock({ $0.shouldLog() }) {
@@ -391,7 +444,13 @@ public final class CommandWorker: Service {
                     ])
                 }
             }
+            if envelope.droppedCorrelationID {
+                logger.notice("correlation_id too long to carry (over 255 bytes as UTF-8); the reply carries the message_id", metadata: [
+                    "command.message_id": "\(item.delivery.properties.messageID ?? "")",
+                ])
+            }
         }
+        var unpublishable: [Int: String] = [:]
         var pending = Array(events.indices)
         var copiesToSend = copies
         var attempt = 0
@@ -411,13 +470,14 @@ public final class CommandWorker: Service {
                     throw error
                 }
                 metrics.confirm.recordSince(start)
-                pending = settleEvents(pending, events: events, outcomes: outcomes.prefix(pending.count))
+                pending = settleEvents(pending, events: events, outcomes: outcomes.prefix(pending.count), unpublishable: &unpublishable)
                 noteCopies(sentCopies, outcomes: outcomes.dropFirst(outcomes.count - sentCopies.count))
                 if !pending.isEmpty { throw ReplyNotConfirmed(nacked: pending.count) }
             } catch {
                 if !sentCopies.isEmpty, !(error is ReplyNotConfirmed) { metrics.replyToUndelivered(.error, count: sentCopies.count) }
                 metrics.transientFailures.increment()
-                let exhausted = attempt >= configuration.transientAttempts || Task.isCancelled
+                let exhausted = Task.isCancelled
+                    || DeliveryFate.decide(.publishFailed(attempt: attempt, limit: configuration.transientAttempts)) == .requeue
                 logger.log(level: exhausted ? .error : .warning, "transient failure", metadata: [
                     "operation": "publishing replies", "attempt": "\(attempt)", "batch.size": "\(answered.count)", "error": "\(error)",
                 ])
@@ -429,28 +489,39 @@ public final class CommandWorker: Service {
                 try? await Task.sleep(for: configuration.transientBackoff.delay(beforeAttempt: attempt))
             }
         }
-        guard let last = answered.last else { return }
+        // A reply that can never be published is its command's own failure: that command alone
+        // goes to the dead-letter queue (before the ack, which must not cover it).
+        for (index, detail) in unpublishable.sorted(by: { $0.key < $1.key }) {
+            await deadLetter(answered[index].delivery, .failed, key: nil, reason: detail)
+        }
+        let acked = answered.indices.filter { unpublishable[$0] == nil }.map { answered[$0] }
+        guard let last = acked.last else { return }
         if await consumer.ack(last.delivery.tag, multiple: true) {
             let elapsed = ContinuousClock.now - received
-            for _ in answered { metrics.handling.record(duration: elapsed) }
+            for _ in acked { metrics.handling.record(duration: elapsed) }
         }
-        trackUnacked(-answered.count)
-        logBatch(answered)
+        trackUnacked(-acked.count)
+        logBatch(acked)
     }
 
     /// The events copies (indices into `events`) the broker did not take.
-    private func settleEvents(_ pending: [Int], events: [OutgoingMessage], outcomes: ArraySlice<PublishOutcome>) -> [Int] {
+    private func settleEvents(_ pending: [Int], events: [OutgoingMessage], outcomes: ArraySlice<PublishOutcome>,
+                              unpublishable: inout [Int: String]) -> [Int] {
         var nacked: [Int] = []
         for (index, outcome) in zip(pending, outcomes) {
-            switch outcome {
-            case .confirmed:
-                continue
-            case .nacked:
+            switch DeliveryFate.decide(.eventsCopy(outcome)) {
+            case .publishAgain:
                 nacked.append(index)
-            case .returned(let code, let text):
-                logger.warning("reply not routed: nothing is bound to the events exchange", metadata: [
-                    "reply.routing_key": "\(events[index].routingKey)", "amqp.reply_code": "\(code)", "amqp.reply_text": "\(text)",
-                ])
+            case .deadLetter(_, let detail):
+                unpublishable[index] = detail
+            case .ackReturned:
+                if case .returned(let code, let text) = outcome {
+                    logger.warning("reply not routed: nothing is bound to the events exchange", metadata: [
+                        "reply.routing_key": "\(events[index].routingKey)", "amqp.reply_code": "\(code)", "amqp.reply_text": "\(text)",
+                    ])
+                }
+            default:
+                continue
             }
         }
         return nacked
@@ -464,6 +535,7 @@ public final class CommandWorker: Service {
             case .confirmed: continue
             case .nacked: failure = .nacked
             case .returned: failure = .returned  // the requester's queue is gone (it stopped waiting)
+            case .unencodable: failure = .error
             }
             metrics.replyToUndelivered(failure)
             logger.debug("reply_to copy not delivered; the events copy stands", metadata: [

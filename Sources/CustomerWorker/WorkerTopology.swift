@@ -26,21 +26,8 @@ extension WorkerConfiguration {
         )
     }
 
-    /// The AMQP messages that carry one reply: to the events exchange, and to the command's
-    /// `reply_to` (through the default exchange, which includes direct reply-to) when it has one
-    /// that `replyTo` allows. The events copy is always first.
+    /// The AMQP messages that carry one reply (see `ReplyEnvelope`); the events copy is first.
     public func replyMessages(for command: MessageProperties, reply: ReplyRecord, timestamp: UInt64) -> [OutgoingMessage] {
-        var headers: [String: FieldValue] = ["x-replayed": .bool(reply.replayed)]
-        if let key = reply.idempotencyKey { headers["x-idempotency-key"] = .string(key) }
-        let properties = MessageProperties(
-            contentType: "application/json", headers: headers, persistent: true,
-            correlationID: command.correlationID ?? command.messageID, messageID: reply.messageID,
-            timestamp: timestamp, type: reply.type.rawValue, appID: appID
-        )
-        var messages = [OutgoingMessage(exchange: names.eventsExchange, routingKey: reply.routingKey, body: reply.body, properties: properties)]
-        if case .allowed(let replyTo) = self.replyTo.decide(command.replyTo) {
-            messages.append(OutgoingMessage(exchange: "", routingKey: replyTo, body: reply.body, properties: properties))
-        }
-        return messages
+        ReplyEnvelope(command: command, reply: reply, configuration: self, timestamp: timestamp).messages
     }
 }

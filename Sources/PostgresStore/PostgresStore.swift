@@ -94,12 +94,33 @@ public final class PostgresStore: CustomerStorage {
         }
     }
 
-    public func isRetryable(_ error: any Error) -> Bool {
-        (error as? PostgresStoreError)?.isRetryable ?? false
+    /// Round trips per batch: BEGIN, one per read step (keys, records, plans), one for the writes,
+    /// COMMIT (and, after a lost race, one or two more reads).
+    public func createCustomers(_ core: CreateCustomerCore, finishingAttempts: [String]) async throws -> [CommandOutcome] {
+        try await transaction("handle commands") { transaction in
+            // First: the markers' rows are this transaction's from now on (see `HandlingAttempt`).
+            if !finishingAttempts.isEmpty { try await transaction.deleteAttempts(keys: finishingAttempts) }
+            var core = core
+            return try await core.run(read: { try await transaction.read($0) }, write: { try await transaction.write($0) })
+        }
     }
 
-    public func isOutage(_ error: any Error) -> Bool {
-        (error as? PostgresStoreError)?.isOutage ?? false
+    public func beginAttempt(key: String, now: Timestamp, since: Timestamp) async throws -> Int {
+        try await transaction("record a handling attempt") { try await $0.beginAttempt(key: key, now: now, since: since) }
+    }
+
+    public func clearAttempt(key: String) async throws {
+        try await transaction("clear a handling attempt") { try await $0.deleteAttempts(keys: [key]) }
+    }
+
+    public func classify(_ error: any Error) -> StoreFailure {
+        Self.classify(error)
+    }
+
+    public static func classify(_ error: any Error) -> StoreFailure {
+        if let fault = StoreFailure.commandFault(error) { return fault }
+        if let error = error as? PostgresStoreError { return error.failure }
+        return StoreFailure(.unknown, code: String(describing: type(of: error)))
     }
 
     /// Applies the migrations not applied yet, in order, each recorded in `schema_migrations`.

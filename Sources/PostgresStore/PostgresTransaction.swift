@@ -43,7 +43,17 @@ public struct PostgresTransaction: StorageTransaction {
         }
     }
 
-    // MARK: Create customer
+    // MARK: Create customer (driven by `CreateCustomerCore`, see `PostgresStore.createCustomers`)
+
+    /// One round trip per read.
+    func read(_ read: CreateCustomerCore.Read) async throws -> CreateCustomerCore.Rows {
+        switch read {
+        case .apiKeys(let ids): .apiKeys(try await apiKeys(ids: ids))
+        case .processedRequests(let keys): .processedRequests(try await processedRequests(keys: keys))
+        case .defaultPlans(let merchantIDs): .defaultPlans(try await defaultPlans(merchantIDs: merchantIDs))
+        case .customerIDs(let references): .customerIDs(try await customerIDs(references))
+        }
+    }
 
     public func apiKeys(ids: [String]) async throws -> [StoredAPIKey] {
         let rows = try await run("""
@@ -51,13 +61,15 @@ public struct PostgresTransaction: StorageTransaction {
             """)
         var keys: [StoredAPIKey] = []
         for try await (id, merchantID, type, hash, revoked) in rows.decode((String, String, String, ByteBuffer, Bool).self) {
-            keys.append(StoredAPIKey(id: id, merchantID: merchantID, type: APIKeyType(rawValue: type) ?? .publishable,
-                                     keyHash: Array(hash.readableBytesView), isRevoked: revoked))
+            guard let keyType = APIKeyType(rawValue: type) else {
+                throw UndecodableStoredValue(table: "api_keys", column: "type", value: type)
+            }
+            keys.append(StoredAPIKey(id: id, merchantID: merchantID, type: keyType, keyHash: Array(hash.readableBytesView), isRevoked: revoked))
         }
         return keys
     }
 
-    public func processedRequests(keys: [String]) async throws -> [ProcessedRequest] {
+    func processedRequests(keys: [String]) async throws -> [ProcessedRequest] {
         let rows = try await run("""
             SELECT idempotency_key, merchant_id, fingerprint, customer_id, reply_type, message_id, reply_body
             FROM processed_requests WHERE idempotency_key = ANY(\(keys))
@@ -65,92 +77,26 @@ public struct PostgresTransaction: StorageTransaction {
         var records: [ProcessedRequest] = []
         for try await (key, merchantID, fingerprint, customerID, type, messageID, body)
             in rows.decode((String, String, String, String, String, String, ByteBuffer).self) {
+            guard let replyType = ReplyType(rawValue: type) else {
+                throw UndecodableStoredValue(table: "processed_requests", column: "reply_type", value: type)
+            }
             records.append(ProcessedRequest(
                 idempotencyKey: key, merchantID: merchantID, fingerprint: fingerprint, customerID: customerID,
-                replyType: ReplyType(rawValue: type) ?? .customerCreated, messageID: messageID,
-                replyBody: Array(body.readableBytesView)))
+                replyType: replyType, messageID: messageID, replyBody: Array(body.readableBytesView)))
         }
         return records
     }
 
-    public func defaultPlans(merchantIDs: [String]) async throws -> [String: Plan] {
+    /// Each merchant's default plan, whatever its status: the rules decide what a plan allows.
+    func defaultPlans(merchantIDs: [String]) async throws -> [String: Plan] {
         var plans: [String: Plan] = [:]
-        for (merchantID, plan) in try await planRows("merchant_id = ANY(\(merchantIDs)) AND is_default AND status = 'available'") {
+        for (merchantID, plan) in try await planRows("merchant_id = ANY(\(merchantIDs)) AND is_default") {
             plans[merchantID] = plan.plan
         }
         return plans
     }
 
-    private static let customerColumns = ["id", "merchant_id"] + CustomerField.allCases.map(\.columnName)
-        + ["created_at", "updated_at"]
-
-    public func insertCustomers(_ customers: [NewCustomer]) async throws -> Set<String> {
-        guard !customers.isEmpty else { return [] }
-        // In the order given (sorted by the caller). A row another transaction is inserting makes
-        // this statement wait for that transaction; if it commits, the row is skipped.
-        var inserted = Set<String>()
-        try await insertRows("customers", Self.customerColumns, customers,
-                             suffix: " ON CONFLICT (merchant_id, external_id) DO NOTHING RETURNING id") { binds, customer in
-            binds.append(customer.id)
-            binds.append(customer.merchantID)
-            for field in CustomerField.allCases { binds.append(customer.attributes[field]) }
-            binds.append(customer.createdAt.millisecondsSince1970)
-            binds.append(customer.createdAt.millisecondsSince1970)
-        } results: { rows in
-            for try await id in rows.decode(String.self) { inserted.insert(id) }
-        }
-        return inserted
-    }
-
-    public func insertSubscriptions(_ subscriptions: [Subscription]) async throws {
-        let columns = ["id", "customer_id", "merchant_id", "plan_id", "status", "is_trial", "start_date", "end_date",
-                       "payment_gateway", "created_at", "updated_at"]
-        try await insertRows("subscriptions", columns, subscriptions) { binds, subscription in
-            binds.append(subscription.id)
-            binds.append(subscription.customerId)
-            binds.append(subscription.merchantId)
-            binds.append(subscription.planId)
-            binds.append(subscription.status.rawValue)
-            binds.append(subscription.isTrial)
-            binds.append(subscription.startDate.millisecondsSince1970)
-            binds.append(subscription.endDate?.millisecondsSince1970)
-            binds.append(subscription.paymentGateway?.rawValue)
-            binds.append(subscription.createdAt.millisecondsSince1970)
-            binds.append(subscription.updatedAt.millisecondsSince1970)
-        }
-    }
-
-    public func insertProcessedRequests(_ records: [ProcessedRequest], now: Timestamp) async throws {
-        let columns = ["idempotency_key", "merchant_id", "fingerprint", "customer_id", "reply_type", "message_id", "reply_body",
-                       "created_at"]
-        try await insertRows("processed_requests", columns, records) { binds, record in
-            binds.append(record.idempotencyKey)
-            binds.append(record.merchantID)
-            binds.append(record.fingerprint)
-            binds.append(record.customerID)
-            binds.append(record.replyType.rawValue)
-            binds.append(record.messageID)
-            binds.append(ByteBuffer(bytes: record.replyBody))
-            binds.append(now.millisecondsSince1970)
-        }
-    }
-
-    // MARK: Handling attempts
-
-    public func beginAttempt(key: String, now: Timestamp) async throws -> Int {
-        let millis = now.millisecondsSince1970
-        return try await single("""
-            INSERT INTO handling_attempts AS a (key, attempts, first_started_at, last_started_at) VALUES (\(key), 1, \(millis), \(millis))
-            ON CONFLICT (key) DO UPDATE SET attempts = a.attempts + 1, last_started_at = excluded.last_started_at
-            RETURNING a.attempts - 1
-            """)
-    }
-
-    public func deleteAttempt(key: String) async throws {
-        _ = try await run("DELETE FROM handling_attempts WHERE key = \(key)")
-    }
-
-    public func customerIDs(_ references: [CustomerReference]) async throws -> [CustomerReference: String] {
+    func customerIDs(_ references: [CustomerReference]) async throws -> [CustomerReference: String] {
         let rows = try await run("""
             SELECT c.merchant_id, c.external_id, c.id FROM customers c
             JOIN unnest(\(references.map(\.merchantID))::text[], \(references.map(\.externalID))::text[]) AS r(merchant_id, external_id)
@@ -161,6 +107,103 @@ public struct PostgresTransaction: StorageTransaction {
             ids[CustomerReference(merchantID: merchantID, externalID: externalID)] = id
         }
         return ids
+    }
+
+    private static let customerColumns = ["id", "merchant_id"] + CustomerField.allCases.map(\.columnName)
+        + ["created_at", "updated_at"]
+    /// Columns and types: the types make each `VALUES` row typed even when a column is all NULL.
+    private static let subscriptionColumns = [
+        ("id", "text"), ("customer_id", "text"), ("merchant_id", "text"), ("plan_id", "text"), ("status", "text"),
+        ("is_trial", "boolean"), ("start_date", "bigint"), ("end_date", "bigint"), ("payment_gateway", "text"),
+        ("created_at", "bigint"), ("updated_at", "bigint"),
+    ]
+    private static let recordColumns = [
+        ("idempotency_key", "text"), ("merchant_id", "text"), ("fingerprint", "text"), ("customer_id", "text"),
+        ("reply_type", "text"), ("message_id", "text"), ("reply_body", "bytea"), ("created_at", "bigint"),
+    ]
+
+    /// The batch's writes in one statement (one round trip): the customers are inserted unless
+    /// their merchant has their `externalId` (waiting for a transaction inserting the same row),
+    /// and only the inserted ones get their subscription and record, through data-modifying CTEs
+    /// (the foreign keys are checked at the end of the statement). Rows in the order given.
+    func write(_ writes: CreateCustomerCore.Writes) async throws -> Set<String> {
+        let perCreation = Self.customerColumns.count + Self.subscriptionColumns.count + Self.recordColumns.count
+        let chunkSize = max(1, Self.maximumParameters / perCreation)
+        var inserted = Set<String>()
+        for start in stride(from: 0, to: writes.creations.count, by: chunkSize) {
+            let chunk = writes.creations[start..<min(writes.creations.count, start + chunkSize)]
+            var binds = PostgresBindings(capacity: chunk.count * perCreation)
+            var parameter = 0
+            func row(_ types: [String?]) -> String {
+                "(" + types.map { type in parameter += 1; return "$\(parameter)" + (type.map { "::" + $0 } ?? "") }.joined(separator: ", ") + ")"
+            }
+            var customers: [String] = [], subscriptions: [String] = [], records: [String] = []
+            for creation in chunk {
+                let customer = creation.customer
+                customers.append(row(Array(repeating: nil, count: Self.customerColumns.count)))
+                binds.append(customer.id)
+                binds.append(customer.merchantID)
+                for field in CustomerField.allCases { binds.append(customer.attributes[field]) }
+                binds.append(customer.createdAt.millisecondsSince1970)
+                binds.append(customer.createdAt.millisecondsSince1970)
+                if let subscription = creation.subscription {
+                    subscriptions.append(row(Self.subscriptionColumns.map(\.1)))
+                    binds.append(subscription.id)
+                    binds.append(subscription.customerId)
+                    binds.append(subscription.merchantId)
+                    binds.append(subscription.planId)
+                    binds.append(subscription.status.rawValue)
+                    binds.append(subscription.isTrial)
+                    binds.append(subscription.startDate.millisecondsSince1970)
+                    binds.append(subscription.endDate?.millisecondsSince1970)
+                    binds.append(subscription.paymentGateway?.rawValue)
+                    binds.append(subscription.createdAt.millisecondsSince1970)
+                    binds.append(subscription.updatedAt.millisecondsSince1970)
+                }
+                let record = creation.record
+                records.append(row(Self.recordColumns.map(\.1)))
+                binds.append(record.idempotencyKey)
+                binds.append(record.merchantID)
+                binds.append(record.fingerprint)
+                binds.append(record.customerID)
+                binds.append(record.replyType.rawValue)
+                binds.append(record.messageID)
+                binds.append(ByteBuffer(bytes: record.replyBody))
+                binds.append(writes.recordedAt.millisecondsSince1970)
+            }
+            func insertWon(_ table: String, _ columns: [(String, String)], _ rows: [String]) -> String {
+                let names = columns.map(\.0).joined(separator: ", ")
+                return "INSERT INTO \(table) (\(names)) SELECT * FROM (VALUES \(rows.joined(separator: ", "))) AS v(\(names)) "
+                    + "WHERE v.customer_id IN (SELECT id FROM c)"
+            }
+            var sql = "WITH c AS (INSERT INTO customers (\(Self.customerColumns.joined(separator: ", "))) VALUES "
+                + customers.joined(separator: ", ") + " ON CONFLICT (merchant_id, external_id) DO NOTHING RETURNING id)"
+            if !subscriptions.isEmpty { sql += ", s AS (\(insertWon("subscriptions", Self.subscriptionColumns, subscriptions)))" }
+            sql += ", r AS (\(insertWon("processed_requests", Self.recordColumns, records))) SELECT id FROM c"
+            for try await id in try await run(PostgresQuery(unsafeSQL: sql, binds: binds)).decode(String.self) { inserted.insert(id) }
+        }
+        return inserted
+    }
+
+    // MARK: Handling attempts
+
+    func beginAttempt(key: String, now: Timestamp, since: Timestamp) async throws -> Int {
+        let (millis, cutoff) = (now.millisecondsSince1970, since.millisecondsSince1970)
+        // A marker older than the cutoff is expired: it counts again from one.
+        let earlier = try await single("""
+            INSERT INTO handling_attempts AS a (key, attempts, first_started_at, last_started_at) VALUES (\(key), 1, \(millis), \(millis))
+            ON CONFLICT (key) DO UPDATE SET
+                attempts = CASE WHEN a.last_started_at < \(cutoff) THEN 1 ELSE a.attempts + 1 END,
+                first_started_at = CASE WHEN a.last_started_at < \(cutoff) THEN excluded.first_started_at ELSE a.first_started_at END,
+                last_started_at = excluded.last_started_at
+            RETURNING a.attempts - 1
+            """)
+        try await run("DELETE FROM handling_attempts WHERE last_started_at < \(cutoff)")
+        return earlier
+    }
+
+    func deleteAttempts(keys: [String]) async throws {
+        try await run("DELETE FROM handling_attempts WHERE key = ANY(\(keys))")
     }
 
     // MARK: Administration
@@ -245,10 +288,16 @@ public struct PostgresTransaction: StorageTransaction {
             (String, String, String, String?, String, Int, String, Int, Bool, String, Bool, String?, Int64?).self)
         for try await (merchantID, id, name, description, currency, price, cadence, trialDays, isPrivate, status, isDefault,
                        countries, availableFrom) in rows {
+            guard let billingCadence = BillingCadence(rawValue: cadence) else {
+                throw UndecodableStoredValue(table: "plans", column: "billing_cadence", value: cadence)
+            }
+            guard let planStatus = PlanStatus(rawValue: status) else {
+                throw UndecodableStoredValue(table: "plans", column: "status", value: status)
+            }
             let plan = Plan(
                 id: id, name: name, description: description, currency: currency, price: price,
-                billingCadence: BillingCadence(rawValue: cadence) ?? .monthly, trialDays: trialDays, isPrivate: isPrivate,
-                status: PlanStatus(rawValue: status) ?? .archived,
+                billingCadence: billingCadence, trialDays: trialDays, isPrivate: isPrivate,
+                status: planStatus,
                 availableCountries: countries.map { $0.isEmpty ? [] : $0.split(separator: ",").map(String.init) },
                 availableFrom: availableFrom.map(Timestamp.init(millisecondsSince1970:)))
             plans.append((merchantID, CatalogPlan(plan: plan, isDefault: isDefault)))

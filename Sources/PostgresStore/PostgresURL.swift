@@ -1,3 +1,4 @@
+import CreateCustomer
 import Foundation
 import PostgresNIO
 
@@ -186,23 +187,44 @@ public enum PostgresStoreError: Error, Sendable, Equatable, CustomStringConverti
         }
     }
 
-    /// A deadlock or a serialization failure: running the transaction again may succeed.
-    public var isRetryable: Bool {
-        guard case .server(_, _, let sqlState, _) = self else { return false }
-        return sqlState == "40P01" || sqlState == "40001"
-    }
+    /// SQLSTATEs (a whole class by its two first characters, or one code) and what they mean for
+    /// the commands; a code is looked up before its class. A code in no row is `.unknown`: the
+    /// worker pauses and logs it.
+    public static let failureTable: [(sqlState: String, kind: StoreFailureClass, meaning: String)] = [
+        ("40P01", .conflict, "deadlock detected"),
+        ("40001", .conflict, "serialization failure"),
+        ("08", .unavailable, "connection exception"),
+        ("53", .unavailable, "insufficient resources (disk full, out of memory, too many connections)"),
+        ("58", .unavailable, "system error (I/O)"),
+        ("57P01", .unavailable, "admin shutdown"),
+        ("57P02", .unavailable, "crash shutdown"),
+        ("57P03", .unavailable, "cannot connect now (starting up)"),
+        ("57014", .unavailable, "query canceled (statement_timeout)"),
+        ("55P03", .unavailable, "lock not available (lock_timeout)"),
+        ("55006", .unavailable, "object in use"),
+        ("25006", .unavailable, "read-only transaction (a standby after a failover)"),
+        ("42501", .unavailable, "insufficient privilege (a grant revoked)"),
+        ("42P01", .unavailable, "undefined table (a schema not migrated yet)"),
+        ("42703", .unavailable, "undefined column (a schema not migrated yet)"),
+        ("3D000", .unavailable, "invalid catalog name (the database is gone)"),
+        ("28", .unavailable, "invalid authorization"),
+        ("23", .command, "integrity constraint violation"),
+        ("22", .command, "data exception (a value out of range, invalid text)"),
+        ("XX", .unknown, "internal error"),
+    ]
 
-    /// The server is unreachable or cannot work right now, whatever the command: connection
-    /// failures, and SQLSTATE classes 08 (connection), 53 (insufficient resources: disk full,
-    /// out of memory, too many connections), 57P01–57P03 (shutting down, starting up), 58
-    /// (I/O), and 25006 (a read-only server, e.g. a standby after a failover).
-    public var isOutage: Bool {
+    public var failure: StoreFailure {
         switch self {
-        case .connection: true
+        case .connection:
+            return StoreFailure(.unavailable, code: "connection")
         case .server(_, _, let sqlState, _):
-            sqlState.hasPrefix("08") || sqlState.hasPrefix("53") || sqlState.hasPrefix("58")
-                || ["57P01", "57P02", "57P03", "25006"].contains(sqlState)
-        case .invalidURL, .unexpected: false
+            let row = Self.failureTable.first { $0.sqlState == sqlState }
+                ?? Self.failureTable.first { $0.sqlState.count == 2 && sqlState.hasPrefix($0.sqlState) }
+            return StoreFailure(row?.kind ?? .unknown, code: "SQLSTATE \(sqlState)")
+        case .invalidURL:
+            return StoreFailure(.unavailable, code: "invalid URL")
+        case .unexpected:
+            return StoreFailure(.unknown, code: "unexpected")
         }
     }
 

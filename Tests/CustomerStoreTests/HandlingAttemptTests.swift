@@ -6,48 +6,48 @@ import Foundation
 import PostgresStore
 import Testing
 
-@Suite("Store: handling attempts and outages", .closesResources)
+@Suite("Store: handling attempts", .closesResources)
 struct HandlingAttemptTests {
     @Test(arguments: StoreKind.all)
     func aMarkerSurvivesUntilItsWorkCommits(_ kind: StoreKind) async throws {
         try await withStore(kind) { store, _ in
-            let key = HandlingAttempt.key(messageID: "m-1", body: Array(#"{"externalId":"a"}"#.utf8))
+            let body = Array(#"{"externalId":"a"}"#.utf8)
+            let key = HandlingAttempt.key(apiKey: "sk_0123456789abcdef_secret", messageID: "m-1", body: body)
             #expect(key.count == 64)
-            #expect(key != HandlingAttempt.key(messageID: "m-2", body: Array(#"{"externalId":"a"}"#.utf8)))
+            #expect(key != HandlingAttempt.key(apiKey: "sk_0123456789abcdef_secret", messageID: "m-2", body: body))
             #expect(try await store.beginAttempt(key: key, now: now) == 0)
             // The worker died here: the next one finds the marker.
             #expect(try await store.beginAttempt(key: key, now: now) == 1)
-            let command = IncomingCommand(apiKey: nil, contentType: "application/json", body: Array(#"{"externalId":"a"}"#.utf8))
-            let reply = try await store.handleAttempt(command, key: key, now: now)
-            #expect(reply.errorCode == "unauthorized")
+            let command = IncomingCommand(apiKey: nil, contentType: "application/json", body: body)
+            let outcome = try await store.handleAttempt(command, key: key, now: now)
+            #expect(outcome.reply?.errorCode == "unauthorized")
             #expect(try await store.beginAttempt(key: key, now: now) == 0, "removed with the work")
             try await store.clearAttempt(key: key)
             #expect(try await store.beginAttempt(key: key, now: now) == 0, "removed by clearAttempt")
         }
     }
 
-    @Test func sqliteOutagesAreTheDatabasesFailuresNotTheCommands() {
-        func database(_ code: Int32) -> CustomerStoreError { .database(operation: "x", path: "p", code: code, message: "m") }
-        #expect(database(5).isOutage)      // busy
-        #expect(database(517).isOutage)    // SQLITE_BUSY_SNAPSHOT
-        #expect(database(13).isOutage)     // full
-        #expect(database(8).isOutage)      // read-only
-        #expect(database(10).isOutage)     // I/O
-        #expect(!database(19).isOutage)    // constraint
-        #expect(!database(20).isOutage)    // mismatch
-        #expect(!CustomerStoreError.unexpected(operation: "x", description: "plan out of range").isOutage)
-        #expect(!CustomerStoreError.cancelled(operation: "x").isOutage)
+    /// The same message id and body sent with another merchant's key is another command.
+    @Test func theKeyIncludesTheMerchantsKeyButNeverItsSecret() {
+        let body = Array(#"{"externalId":"a"}"#.utf8)
+        let one = HandlingAttempt.key(apiKey: "sk_0123456789abcdef_secret", messageID: "m", body: body)
+        let other = HandlingAttempt.key(apiKey: "sk_fedcba9876543210_secret", messageID: "m", body: body)
+        let sameKeyOtherSecret = HandlingAttempt.key(apiKey: "sk_0123456789abcdef_another", messageID: "m", body: body)
+        #expect(one != other)
+        #expect(one == sameKeyOtherSecret, "only the key id, which names the merchant, goes into the key")
     }
 
-    @Test func postgresOutagesAreTheServersFailuresNotTheCommands() {
-        func server(_ state: String) -> PostgresStoreError { .server(operation: "x", location: "l", sqlState: state, message: "m") }
-        #expect(PostgresStoreError.connection(operation: "x", location: "l", reason: "refused").isOutage)
-        #expect(server("08006").isOutage)  // connection failure
-        #expect(server("53100").isOutage)  // disk full
-        #expect(server("57P01").isOutage)  // admin shutdown
-        #expect(server("25006").isOutage)  // read-only (a standby)
-        #expect(!server("23505").isOutage) // unique violation
-        #expect(!server("22003").isOutage) // numeric value out of range
-        #expect(!server("40P01").isOutage, "a deadlock is retried as a conflict, not an outage")
+    /// A marker left behind longer ago than `HandlingAttempt.lifetime` no longer counts.
+    @Test(arguments: StoreKind.all)
+    func markersExpire(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
+            let key = HandlingAttempt.key(apiKey: nil, messageID: "old", body: [1])
+            let long = now.addingTimeInterval(-TimeInterval(HandlingAttempt.lifetime.components.seconds) - 60)
+            let first = try await store.beginAttempt(key: key, now: long)
+            #expect(first == 0)
+            #expect(try await store.beginAttempt(key: key, now: long) == 1)
+            #expect(try await store.beginAttempt(key: key, now: now) == 0, "expired: counts from one again")
+            #expect(try await store.beginAttempt(key: key, now: now) == 1)
+        }
     }
 }

@@ -62,14 +62,6 @@ struct StoreTests {
         #expect(!CustomerStoreError.database(operation: "x", path: "p", code: 13, message: "full").isBusy)
     }
 
-    @Test func postgresDeadlocksAndSerializationFailuresAreRetryable() {
-        let failure = { (state: String) in PostgresStoreError.server(operation: "x", location: "l", sqlState: state, message: "m") }
-        #expect(failure("40P01").isRetryable)
-        #expect(failure("40001").isRetryable)
-        #expect(!failure("23505").isRetryable)
-        #expect(!PostgresStoreError.connection(operation: "x", location: "l", reason: "r").isRetryable)
-    }
-
     /// `sslmode=require` against a server without TLS fails with a reason, not a hang, and the
     /// error carries no password.
     @Test(.enabled(if: TestPostgres.enabled, "no PostgreSQL: run scripts/postgres.sh start and export POSTGRES_TEST_URL"))

@@ -6,7 +6,8 @@ import Testing
 
 /// A worker on the three-node cluster of `scripts/broker.sh cluster start` (AMQP_CLUSTER_URL):
 /// the node it uses is stopped in the middle of a stream, and it carries on through another.
-@Suite("Worker on a cluster", .closesResources, .enabled(if: TestBroker.clusterEnabled, "no cluster: run scripts/broker.sh cluster start, export AMQP_CLUSTER_URL"))
+@Suite("Worker on a cluster", .closesResources, .enabled(if: TestBroker.clusterEnabled, "no cluster: run scripts/broker.sh cluster start, export AMQP_CLUSTER_URL"),
+       .serialized)
 struct ClusterTests {
     private let total = 3000
 

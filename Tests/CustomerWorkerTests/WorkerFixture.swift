@@ -29,13 +29,15 @@ final class WorkerFixture: Sendable {
         var transientAttempts = 5
         var transientBackoff = RecoveryPolicy(initialDelay: .milliseconds(100), maximumDelay: .seconds(1))
         var deliveryLimit = 5
+        /// Another broker than the tests' own (e.g. a node a test restarts).
+        var amqpURL: String?
     }
 
     init(_ name: String, tuning: Tuning = Tuning(), store kind: StoreKind = .sqlite) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("worker-\(TestBroker.uniqueName(name))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var configuration = WorkerConfiguration()
-        configuration.amqpURL = TestBroker.url
+        configuration.amqpURL = tuning.amqpURL ?? TestBroker.url
         switch kind {
         case .sqlite: configuration.databaseURL = directory.appendingPathComponent("customers.sqlite").path
         case .postgres: configuration.databaseURL = try await TestPostgres.createDatabase()

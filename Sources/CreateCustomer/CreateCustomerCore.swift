@@ -1,0 +1,314 @@
+import CustomerDomain
+import Foundation
+
+/// The create-customer use case for one batch, as a step machine that does no I/O (in the style of
+/// postgres-nio's `ConnectionStateMachine`). It holds every create-customer rule: authentication,
+/// validation, idempotency (replay or conflict), the default plan, and which rows to write.
+///
+/// An adapter drives it inside one transaction: `start()` answers with the first action; the
+/// adapter performs each `.read` and feeds the rows back (`fed(_:)`), performs the `.write` and
+/// feeds back which customers it inserted (`wrote(inserted:)`), until `.done` gives one outcome
+/// per command, in order. Reads come one kind at a time (api keys, processed requests, default
+/// plans; after a lost race the winners' records and customer ids), so each is one statement.
+public struct CreateCustomerCore: Sendable {
+    /// What the core needs to read next.
+    public enum Read: Sendable, Hashable {
+        /// The stored keys among these key ids (never whole keys).
+        case apiKeys(ids: [String])
+        /// The processed records among these idempotency keys.
+        case processedRequests(keys: [String])
+        /// Each merchant's default plan, whatever its status (the rules decide whether it is available).
+        case defaultPlans(merchantIDs: [String])
+        /// The ids of existing customers.
+        case customerIDs([CustomerReference])
+    }
+
+    /// The rows a `Read` asked for.
+    public enum Rows: Sendable {
+        case apiKeys([StoredAPIKey])
+        case processedRequests([ProcessedRequest])
+        case defaultPlans([String: Plan])
+        case customerIDs([CustomerReference: String])
+    }
+
+    /// One customer to create, with its subscription and processed record.
+    public struct Creation: Sendable, Hashable {
+        public var customer: NewCustomer
+        public var subscription: Subscription?
+        public var record: ProcessedRequest
+    }
+
+    /// The rows to write, sorted by idempotency key (so two batches touching the same keys take
+    /// their row locks in the same order and cannot deadlock). For each creation in order: insert
+    /// the customer unless its merchant already has its `externalId` (when another transaction is
+    /// inserting that row, wait for it); only when inserted, insert its subscription and record
+    /// (`recordedAt` is their time). Feed back the ids of the customers inserted.
+    public struct Writes: Sendable {
+        public var creations: [Creation]
+        public var recordedAt: Timestamp
+    }
+
+    public enum Action: Sendable {
+        case read(Read)
+        case write(Writes)
+        case done([CommandOutcome])
+    }
+
+    /// A command that passed authentication and validation: it creates, replays or conflicts.
+    struct Candidate: Sendable {
+        var index: Int
+        var key: String
+        var merchantID: String
+        var command: CreateCustomerCommand
+    }
+
+    private enum State: Sendable {
+        case initial
+        case readingKeys
+        case readingRecords
+        case readingPlans
+        case writing([Creation])
+        case readingWinners([Creation])
+        case readingCustomers(lost: Set<String>, records: [String: ProcessedRequest])
+        case done
+    }
+
+    let commands: [IncomingCommand]
+    let parsed: [Result<CreateCustomerCommand, CommandRejection>]
+    let now: Timestamp
+    private var state = State.initial
+    private var outcomes: [CommandOutcome?]
+    private var candidates: [Candidate] = []
+    private var known: [String: ProcessedRequest] = [:]
+
+    /// Parses every body (no lock needed, so before any transaction starts). `now` is truncated to
+    /// whole milliseconds, the precision of replies and rows.
+    public init(commands: [IncomingCommand], now: Timestamp) {
+        self.commands = commands
+        self.parsed = commands.map { CreateCustomerCommand.parse(body: $0.body, contentType: $0.contentType) }
+        self.now = now
+        outcomes = Array(repeating: nil, count: commands.count)
+    }
+
+    /// The first action. Starting again (a transaction retried after a conflict) starts afresh.
+    public mutating func start() -> Action {
+        state = .initial
+        outcomes = Array(repeating: nil, count: commands.count)
+        candidates = []
+        known = [:]
+        let keyIDs = Set(commands.compactMap { $0.apiKey.flatMap { APIKeys.keyID(from: $0)?.id } })
+        if keyIDs.isEmpty { return authenticated(stored: [:]) }
+        state = .readingKeys
+        return .read(.apiKeys(ids: keyIDs.sorted()))
+    }
+
+    /// Feeds the rows of the last `.read`.
+    public mutating func fed(_ rows: Rows) -> Action {
+        switch (state, rows) {
+        case (.readingKeys, .apiKeys(let keys)):
+            return authenticated(stored: Dictionary(keys.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first }))
+        case (.readingRecords, .processedRequests(let records)):
+            for record in records { known[record.idempotencyKey] = record }
+            state = .readingPlans
+            return .read(.defaultPlans(merchantIDs: Set(candidates.map(\.merchantID)).sorted()))
+        case (.readingPlans, .defaultPlans(let plans)):
+            return decide(defaultPlans: plans)
+        case (.readingWinners(let lost), .processedRequests(let records)):
+            let byKey = Dictionary(records.map { ($0.idempotencyKey, $0) }, uniquingKeysWith: { first, _ in first })
+            let lostKeys = Set(lost.map(\.record.idempotencyKey))
+            let unrecorded = lost.filter { byKey[$0.record.idempotencyKey] == nil }.map(\.customer.reference)
+            if unrecorded.isEmpty { return settle(lost: lostKeys, records: byKey, existing: [:]) }
+            state = .readingCustomers(lost: lostKeys, records: byKey)
+            return .read(.customerIDs(unrecorded))
+        case (.readingCustomers(let lost, let records), .customerIDs(let existing)):
+            return settle(lost: lost, records: records, existing: existing)
+        default:
+            preconditionFailure("CreateCustomerCore was fed \(rows) in state \(state)")
+        }
+    }
+
+    /// Feeds the ids of the customers the `.write` inserted.
+    public mutating func wrote(inserted: Set<String>) -> Action {
+        guard case .writing(let creations) = state else { preconditionFailure("CreateCustomerCore.wrote in state \(state)") }
+        let lost = creations.filter { !inserted.contains($0.customer.id) }
+        if lost.isEmpty { return finish() }
+        // Another transaction created these customers first (its commit is visible now: the insert
+        // waited for it), or a customer exists without a processed record.
+        state = .readingWinners(lost)
+        return .read(.processedRequests(keys: Set(lost.map(\.record.idempotencyKey)).sorted()))
+    }
+
+    // MARK: Steps
+
+    /// Authenticates every command and fills the failure outcomes; asks for the candidates' records.
+    private mutating func authenticated(stored: [String: StoredAPIKey]) -> Action {
+        for (index, command) in commands.enumerated() {
+            if command.headersTooDeep {
+                outcomes[index] = .reply(failure(.headersTooDeep, key: nil, body: command.body))
+                continue
+            }
+            let merchantID: String
+            switch Self.authenticate(command.apiKey, stored: stored) {
+            case .merchant(let id): merchantID = id
+            case .unauthorized(let reason):
+                outcomes[index] = .reply(failure(reason.rejection, key: nil, body: command.body))
+                continue
+            case .forbidden:
+                outcomes[index] = .reply(failure(.publishableAPIKey, key: nil, body: command.body))
+                continue
+            }
+            switch parsed[index] {
+            case .success(let valid):
+                let key = idempotencyKey(merchantID: merchantID, externalID: valid.externalId)
+                candidates.append(Candidate(index: index, key: key, merchantID: merchantID, command: valid))
+            case .failure(let rejection):
+                let key = rejection.validExternalId.map { idempotencyKey(merchantID: merchantID, externalID: $0) }
+                outcomes[index] = .reply(failure(rejection, key: key, body: command.body))
+            }
+        }
+        if candidates.isEmpty { return finish() }
+        state = .readingRecords
+        return .read(.processedRequests(keys: Set(candidates.map(\.key)).sorted()))
+    }
+
+    /// Every candidate replays, conflicts, fails on its merchant's stored plan, or creates. Records
+    /// made by this batch join `known`, so a duplicate inside the batch behaves exactly like one
+    /// from an earlier batch.
+    private mutating func decide(defaultPlans: [String: Plan]) -> Action {
+        var creations: [Creation] = []
+        for candidate in candidates {
+            if let record = known[candidate.key] {
+                outcomes[candidate.index] = .reply(resolve(candidate, against: record))
+                continue
+            }
+            do {
+                let creation = try create(candidate, defaultPlan: defaultPlans[candidate.merchantID])
+                known[candidate.key] = creation.record
+                outcomes[candidate.index] = .reply(ReplyRecord(
+                    type: .customerCreated, idempotencyKey: candidate.key, messageID: creation.record.messageID,
+                    body: creation.record.replyBody, replayed: false, errorCode: nil))
+                creations.append(creation)
+            } catch {
+                // The stored plan cannot give a valid subscription: this command fails on its own.
+                outcomes[candidate.index] = .failed(reason: "\(error)")
+            }
+        }
+        if creations.isEmpty { return finish() }
+        creations.sort { $0.record.idempotencyKey < $1.record.idempotencyKey }
+        state = .writing(creations)
+        return .write(Writes(creations: creations, recordedAt: now))
+    }
+
+    /// Every command of the batch with a lost key replays the winner's reply or is a conflict with
+    /// the existing customer.
+    private mutating func settle(lost: Set<String>, records: [String: ProcessedRequest],
+                                 existing: [CustomerReference: String]) -> Action {
+        for candidate in candidates where lost.contains(candidate.key) {
+            if let record = records[candidate.key] {
+                outcomes[candidate.index] = .reply(resolve(candidate, against: record))
+            } else {
+                let reference = CustomerReference(merchantID: candidate.merchantID, externalID: candidate.command.externalId)
+                outcomes[candidate.index] = .reply(conflict(candidate, existingCustomerID: existing[reference]))
+            }
+        }
+        return finish()
+    }
+
+    private mutating func finish() -> Action {
+        state = .done
+        return .done(outcomes.map { $0! })
+    }
+
+    // MARK: Rules
+
+    static func authenticate(_ apiKey: String?, stored: [String: StoredAPIKey]) -> Authentication {
+        guard let apiKey, !apiKey.isEmpty else { return .unauthorized(.missing) }
+        guard let (keyID, _) = APIKeys.keyID(from: apiKey) else { return .unauthorized(.unknown) }
+        return APIKeys.authenticate(apiKey, stored: stored[keyID])
+    }
+
+    /// Throws `PlanOutOfRange` when the stored default plan cannot give a valid subscription.
+    private func create(_ candidate: Candidate, defaultPlan: Plan?) throws -> Creation {
+        let customerID = newIdentifier(now: now)
+        let decision = try DefaultPlanRules.evaluate(
+            defaultPlan: defaultPlan, for: candidate.command, isEligibleForTrial: true, now: now.date)
+        var subscriptions: [Subscription] = []
+        if let plan = decision.plan, let terms = decision.terms {
+            subscriptions.append(Subscription(
+                id: newIdentifier(now: now), customerId: customerID, merchantId: candidate.merchantID, plan: plan, terms: terms,
+                now: now))
+        }
+        let customer = Customer(
+            id: customerID, merchantId: candidate.merchantID, attributes: candidate.command, subscriptions: subscriptions, now: now)
+        let reply = CustomerCreated(idempotencyKey: candidate.key, defaultPlan: decision.result, customer: customer)
+        let record = ProcessedRequest(
+            idempotencyKey: candidate.key, merchantID: candidate.merchantID, fingerprint: candidate.command.fingerprint,
+            customerID: customerID, replyType: .customerCreated,
+            messageID: ReplyMessageID.created(idempotencyKey: candidate.key), replyBody: reply.canonicalJSON())
+        return Creation(
+            customer: NewCustomer(id: customerID, merchantID: candidate.merchantID, attributes: candidate.command, createdAt: now),
+            subscription: subscriptions.first, record: record)
+    }
+
+    private func resolve(_ candidate: Candidate, against record: ProcessedRequest) -> ReplyRecord {
+        record.fingerprint == candidate.command.fingerprint
+            ? record.replay : conflict(candidate, existingCustomerID: record.customerID)
+    }
+
+    private func conflict(_ candidate: Candidate, existingCustomerID: String?) -> ReplyRecord {
+        failure(.externalIdConflict(candidate.command.externalId), key: candidate.key, body: commands[candidate.index].body,
+                existingCustomerID: existingCustomerID)
+    }
+
+    /// Failures are not recorded: a corrected command with the same `externalId` may succeed later.
+    private func failure(
+        _ rejection: CommandRejection, key: String?, body: [UInt8], existingCustomerID: String? = nil
+    ) -> ReplyRecord {
+        let reply = CustomerCreateFailed(
+            idempotencyKey: key, error: CustomerCreateError(rejection, existingCustomerId: existingCustomerID))
+        return ReplyRecord(
+            type: .customerCreateFailed, idempotencyKey: key,
+            messageID: ReplyMessageID.failed(code: rejection.code, idempotencyKey: key, body: body),
+            body: reply.canonicalJSON(), replayed: false, errorCode: rejection.code.rawValue)
+    }
+}
+
+/// What became of one command of a batch.
+public enum CommandOutcome: Sendable, Equatable {
+    /// Its reply (created, replayed, or a precise failure).
+    case reply(ReplyRecord)
+    /// It cannot be handled because of data stored for it (e.g. its merchant's default plan holds
+    /// numbers no import accepts): its own fault, dead-lettered alone; the reason says why.
+    case failed(reason: String)
+
+    public var reply: ReplyRecord? {
+        if case .reply(let reply) = self { reply } else { nil }
+    }
+}
+
+extension CreateCustomerCore {
+    /// Drives the core to its outcomes with synchronous reads and writes (an adapter inside one
+    /// synchronous transaction, e.g. GRDB's `write`).
+    public mutating func run(read: (Read) throws -> Rows, write: (Writes) throws -> Set<String>) throws -> [CommandOutcome] {
+        var action = start()
+        while true {
+            switch action {
+            case .read(let request): action = fed(try read(request))
+            case .write(let writes): action = wrote(inserted: try write(writes))
+            case .done(let outcomes): return outcomes
+            }
+        }
+    }
+
+    /// The same with asynchronous reads and writes (one round trip each, e.g. PostgreSQL).
+    public mutating func run(read: (Read) async throws -> Rows, write: (Writes) async throws -> Set<String>) async throws -> [CommandOutcome] {
+        var action = start()
+        while true {
+            switch action {
+            case .read(let request): action = fed(try await read(request))
+            case .write(let writes): action = wrote(inserted: try await write(writes))
+            case .done(let outcomes): return outcomes
+            }
+        }
+    }
+}
