@@ -143,6 +143,9 @@ public actor DeadLetterQueue {
                     throw DeadLetterError.copyFailed(id: letter.id, reason: "the command exchange '\(configuration.names.commandExchange)' did not route it (\(code) \(text))")
                 case .nacked:
                     throw DeadLetterError.copyFailed(id: letter.id, reason: "the broker refused the copy (nack)")
+                case .unencodable(let reason):
+                    // Never sent; the dead letter stays where it is.
+                    throw DeadLetterError.copyFailed(id: letter.id, reason: "the copy cannot be encoded (\(reason))")
                 }
             }
         }

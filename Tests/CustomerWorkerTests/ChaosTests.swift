@@ -77,7 +77,7 @@ extension ClusterTests {
             for worker in workers { #expect(try await worker.waitForExit(timeout: .seconds(15)) == 0) }
         } catch {
             for worker in workers { await worker.terminate() }
-            TestBroker.brokerScriptBlocking(["ctl", "-q", "start_app"], port: restarted)
+            _ = try? await TestBroker.brokerScript(["ctl", "-q", "start_app"], port: restarted)
             await fixture.deleteTopology(on: nodes)
             await fixture.tearDown()
             throw error
