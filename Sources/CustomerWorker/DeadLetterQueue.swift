@@ -149,6 +149,10 @@ public actor DeadLetterQueue {
                 }
             }
         }
+        // A round trip on the channel after the last acks, so they reach the broker before the
+        // caller closes the session (RabbitMQ 3.10 may return dead letters whose acks it had not
+        // applied when the channel closed: replayed again later, they are duplicates, not losses).
+        if !dryRun, seen > 0 { _ = try? await count() }
         if let ids {
             let missing = ids.subtracting(found)
             if !missing.isEmpty { throw DeadLetterError.notFound(missing.sorted()) }

@@ -1,6 +1,7 @@
 import Hummingbird
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
@@ -71,13 +72,20 @@ public struct HTTPListener: Service {
         }
         router.get("/metrics") { _, _ in Self.text(.ok, checks.metrics(), contentType: Self.metricsContentType) }
         let bound = bound
+        // An event loop of its own, as the probes must answer while the process is busy: NIO's
+        // shared loops also carry the PostgreSQL pool (and, in tests, every other client).
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let application = Application(
             router: router,
             configuration: ApplicationConfiguration(address: .hostname(host, port: Int(port)), reuseAddress: true),
             onServerRunning: { channel in bound.set(channel.localAddress?.port.map { UInt16($0) }) },
+            eventLoopGroupProvider: .shared(group),
             logger: logger)
-        defer { bound.set(nil) }
-        try await application.run()
+        let outcome: Result<Void, any Error>
+        do { outcome = .success(try await application.run()) } catch { outcome = .failure(error) }
+        bound.set(nil)
+        try? await group.shutdownGracefully()
+        try outcome.get()
     }
 
     /// Waits until ``run()`` listens and returns the bound port (the chosen one when `port` is 0).
