@@ -63,7 +63,7 @@ struct PoisonFalsePositiveTests {
                 // Marker committed, work transaction waiting: now the database goes away.
                 #expect(try await PostgresFaults.poll(url, PostgresFaults.lockWaiters, atLeast: 1, timeout: .seconds(30)))
                 try await TestPostgres.setAcceptingConnections(url, false)
-                let paused = try await first.poll("/readyz", until: 503, timeout: .seconds(40))
+                let paused = try await first.poll("/readyz", until: 503, timeout: .seconds(120))
                 #expect(paused, "paused: \(paused ? "" : (try? String(contentsOfFile: first.log, encoding: .utf8).suffix(3000)) ?? "")")
                 #expect(try await first.stop() == 0, "SIGTERM: the command goes back to the queue")
                 try await TestPostgres.setAcceptingConnections(url, true)

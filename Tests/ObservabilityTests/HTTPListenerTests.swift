@@ -56,7 +56,7 @@ private func withListenerRunning(_ listener: HTTPListener, _ body: (UInt16) asyn
     try await withThrowingTaskGroup(of: Void.self) { tasks in
         tasks.addTask { try await group.run() }
         do {
-            let port = try await listener.waitUntilListening()
+            let port = try await listener.waitUntilListening(timeout: .seconds(60))  // generous: a loaded machine is slow, not wrong
             #expect(port != 0)
             #expect(listener.listeningPort == port)
             try await body(port)
@@ -145,7 +145,7 @@ private func withListenerRunning(_ listener: HTTPListener, _ body: (UInt16) asyn
     @Test func cancellationEndsRun() async throws {
         let listener = try HTTPListener(port: 0, host: "127.0.0.1", readiness: { true }, metrics: { "" })
         let running = Task { try await listener.run() }
-        let port = try await listener.waitUntilListening()
+        let port = try await listener.waitUntilListening(timeout: .seconds(60))  // generous: a loaded machine is slow, not wrong
         #expect(try await request("GET", "/readyz", port: port).status == 200)
         running.cancel()
         _ = await running.result
