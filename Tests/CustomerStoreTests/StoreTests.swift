@@ -180,7 +180,6 @@ struct StoreTests {
             let fresh = kind == .sqlite
                 ? TestDatabase(kind: kind, location: database.location + "-fresh.sqlite")
                 : TestDatabase(kind: kind, location: try await TestPostgres.createDatabase())
-            defer { if kind == .postgres { Task { await TestPostgres.dropDatabase(fresh.location) } } }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for _ in 0..<3 {
                     group.addTask { try await fresh.withStore(migrate: true) { _ in } }
