@@ -70,6 +70,15 @@ public struct UndecodableStoredValue: CommandFault, Sendable, Hashable, CustomSt
     }
 
     public var description: String { "the stored value \(table).\(column) = '\(value.prefix(64))' is not one this worker knows" }
+
+    /// The stored string `value` of `table.column` as `Value`; throws, naming the column, when no
+    /// case has it (never a default: both stores decode their enumerations through this).
+    public static func decode<Value: RawRepresentable>(_ value: String, as _: Value.Type = Value.self, table: String,
+                                                       column: String) throws(UndecodableStoredValue) -> Value
+        where Value.RawValue == String {
+        guard let decoded = Value(rawValue: value) else { throw UndecodableStoredValue(table: table, column: column, value: value) }
+        return decoded
+    }
 }
 
 /// A rule of an admin operation was broken; the message says which.

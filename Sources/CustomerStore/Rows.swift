@@ -21,9 +21,7 @@ enum CreateCustomerStatements {
         return try ids.compactMap { id in
             try Row.fetchOne(statement, arguments: [id]).map { row in
                 let type: String = row["type"]
-                guard let keyType = APIKeyType(rawValue: type) else {
-                    throw UndecodableStoredValue(table: "api_keys", column: "type", value: type)
-                }
+                let keyType = try UndecodableStoredValue.decode(type, as: APIKeyType.self, table: "api_keys", column: "type")
                 let hash: Data = row["key_hash"]
                 return StoredAPIKey(id: row["id"], merchantID: row["merchant_id"], type: keyType,
                                     keyHash: [UInt8](hash), isRevoked: (row["revoked_at"] as Int64?) != nil)
@@ -39,9 +37,7 @@ enum CreateCustomerStatements {
         return try keys.compactMap { key in
             try Row.fetchOne(statement, arguments: [key]).map { row in
                 let type: String = row["reply_type"]
-                guard let replyType = ReplyType(rawValue: type) else {
-                    throw UndecodableStoredValue(table: "processed_requests", column: "reply_type", value: type)
-                }
+                let replyType = try UndecodableStoredValue.decode(type, as: ReplyType.self, table: "processed_requests", column: "reply_type")
                 let body: Data = row["reply_body"]
                 return ProcessedRequest(
                     idempotencyKey: key, merchantID: row["merchant_id"], fingerprint: row["fingerprint"],
@@ -236,12 +232,8 @@ enum PlanColumns {
         let availableFrom: Int64? = row["available_from"]
         let cadence: String = row["billing_cadence"]
         let status: String = row["status"]
-        guard let billingCadence = BillingCadence(rawValue: cadence) else {
-            throw UndecodableStoredValue(table: "plans", column: "billing_cadence", value: cadence)
-        }
-        guard let planStatus = PlanStatus(rawValue: status) else {
-            throw UndecodableStoredValue(table: "plans", column: "status", value: status)
-        }
+        let billingCadence = try UndecodableStoredValue.decode(cadence, as: BillingCadence.self, table: "plans", column: "billing_cadence")
+        let planStatus = try UndecodableStoredValue.decode(status, as: PlanStatus.self, table: "plans", column: "status")
         let plan = Plan(
             id: row["id"], name: row["name"], description: row["description"], currency: row["currency"],
             price: row["price"], billingCadence: billingCadence,

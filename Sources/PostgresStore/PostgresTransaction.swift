@@ -61,9 +61,7 @@ public struct PostgresTransaction: StorageTransaction {
             """)
         var keys: [StoredAPIKey] = []
         for try await (id, merchantID, type, hash, revoked) in rows.decode((String, String, String, ByteBuffer, Bool).self) {
-            guard let keyType = APIKeyType(rawValue: type) else {
-                throw UndecodableStoredValue(table: "api_keys", column: "type", value: type)
-            }
+            let keyType = try UndecodableStoredValue.decode(type, as: APIKeyType.self, table: "api_keys", column: "type")
             keys.append(StoredAPIKey(id: id, merchantID: merchantID, type: keyType, keyHash: Array(hash.readableBytesView), isRevoked: revoked))
         }
         return keys
@@ -77,9 +75,7 @@ public struct PostgresTransaction: StorageTransaction {
         var records: [ProcessedRequest] = []
         for try await (key, merchantID, fingerprint, customerID, type, messageID, body)
             in rows.decode((String, String, String, String, String, String, ByteBuffer).self) {
-            guard let replyType = ReplyType(rawValue: type) else {
-                throw UndecodableStoredValue(table: "processed_requests", column: "reply_type", value: type)
-            }
+            let replyType = try UndecodableStoredValue.decode(type, as: ReplyType.self, table: "processed_requests", column: "reply_type")
             records.append(ProcessedRequest(
                 idempotencyKey: key, merchantID: merchantID, fingerprint: fingerprint, customerID: customerID,
                 replyType: replyType, messageID: messageID, replyBody: Array(body.readableBytesView)))
@@ -288,12 +284,8 @@ public struct PostgresTransaction: StorageTransaction {
             (String, String, String, String?, String, Int, String, Int, Bool, String, Bool, String?, Int64?).self)
         for try await (merchantID, id, name, description, currency, price, cadence, trialDays, isPrivate, status, isDefault,
                        countries, availableFrom) in rows {
-            guard let billingCadence = BillingCadence(rawValue: cadence) else {
-                throw UndecodableStoredValue(table: "plans", column: "billing_cadence", value: cadence)
-            }
-            guard let planStatus = PlanStatus(rawValue: status) else {
-                throw UndecodableStoredValue(table: "plans", column: "status", value: status)
-            }
+            let billingCadence = try UndecodableStoredValue.decode(cadence, as: BillingCadence.self, table: "plans", column: "billing_cadence")
+            let planStatus = try UndecodableStoredValue.decode(status, as: PlanStatus.self, table: "plans", column: "status")
             let plan = Plan(
                 id: id, name: name, description: description, currency: currency, price: price,
                 billingCadence: billingCadence, trialDays: trialDays, isPrivate: isPrivate,
