@@ -79,15 +79,22 @@ public actor CommandClient {
                     replyTo: wantReplies ? Self.directReplyTo : nil, messageID: command.messageID,
                     timestamp: UInt64(Date().timeIntervalSince1970), appID: "customer-worker-cli"))
         }
-        for (command, outcome) in zip(commands, try await session.publish(messages)) {
-            switch outcome {
-            case .confirmed: continue
-            case .returned(_, let text): throw ClientError.notRouted(messageID: command.messageID, reason: text)
-            case .nacked: throw ClientError.refused(messageID: command.messageID)
-            case .unencodable(let reason): throw ClientError.unencodable(messageID: command.messageID, reason: reason)
+        // In chunks, so the confirm timeout bounds a stall, not the size of what is sent.
+        for start in stride(from: 0, to: messages.count, by: Self.publishChunk) {
+            let end = min(start + Self.publishChunk, messages.count)
+            for (command, outcome) in zip(commands[start..<end], try await session.publish(Array(messages[start..<end]))) {
+                switch outcome {
+                case .confirmed: continue
+                case .returned(_, let text): throw ClientError.notRouted(messageID: command.messageID, reason: text)
+                case .nacked: throw ClientError.refused(messageID: command.messageID)
+                case .unencodable(let reason): throw ClientError.unencodable(messageID: command.messageID, reason: reason)
+                }
             }
         }
     }
+
+    /// Commands handed to the broker per confirm wait.
+    private static let publishChunk = 1_000
 
     /// Replies to commands this client published with `wantReplies`, in arrival order: stops at
     /// `count` or when `timeout` has passed since the call.
