@@ -46,27 +46,38 @@ public final class PostgresStore: CustomerStorage {
     }
 
     /// Runs `body` in a transaction on a connection of the pool. Waiting for a connection is
-    /// bounded by `connect_timeout` (the pool itself would wait for as long as the server is away).
+    /// bounded by `connect_timeout` (the pool itself would wait for as long as the server is away),
+    /// and the transaction by `answer_timeout`: a server that went away without the socket saying
+    /// so (a backend terminated mid-statement can leave postgres-nio waiting on a half-closed
+    /// socket; a partition sends nothing) would otherwise hold the batch, and shutdown, forever.
+    /// Then the connection is closed, which fails the statement in flight.
     public func transaction<T: Sendable>(_ operation: String, _ body: @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
         let (client, logger, timeout, location, url) = (self.client, self.logger, url.connectTimeout, self.location, self.url)
+        let answerTimeout = url.answerTimeout
         do {
             return try await withoutActuallyEscaping(body) { body in
                 try await withThrowingTaskGroup(of: T?.self) { group in
-                    let leased = Flag()
+                    let lease = Lease()
                     group.addTask {
-                        try await client.withTransaction(logger: logger) { connection in
-                            leased.set()
-                            return try await body(PostgresTransaction(connection: connection, logger: logger))
+                        defer { lease.finish() }  // after COMMIT, which can hang on a dead socket too
+                        return try await client.withConnection { connection in
+                            lease.start(connection)
+                            return try await Self.inTransaction(connection, logger: logger, body)
                         }
                     }
                     group.addTask {
                         try await Task.sleep(for: timeout)
-                        guard leased.isSet else {
+                        guard let started = lease.startedAt else {
                             let reason = await Self.whyNoConnection(url, logger: logger)
                             throw PostgresStoreError.connection(
                                 operation: operation, location: location, reason: "no connection to the server within \(timeout)\(reason)")
                         }
-                        return nil
+                        try await Task.sleep(until: started + answerTimeout)
+                        guard let connection = lease.abandon() else { return nil }
+                        try? await connection.close()
+                        throw PostgresStoreError.connection(
+                            operation: operation, location: location,
+                            reason: "no answer from the server within \(answerTimeout) (answer_timeout); its connection was closed")
                     }
                     defer { group.cancelAll() }
                     while let result = try await group.next() {
@@ -77,6 +88,46 @@ public final class PostgresStore: CustomerStorage {
             }
         } catch {
             throw PostgresStoreError.wrapping(error, operation: operation, location: location)
+        }
+    }
+
+    /// BEGIN, `body`, COMMIT on `connection`; ROLLBACK when `body` throws. A connection whose
+    /// server ended it (a FATAL error, such as a terminated backend's) is closed instead of being
+    /// rolled back: postgres-nio would queue the ROLLBACK behind an answer that never comes, on a
+    /// socket it no longer reads, and the pool must not hand that connection out again.
+    static func inTransaction<T>(_ connection: PostgresConnection, logger: Logger,
+                                 _ body: (PostgresTransaction) async throws -> T) async throws -> T {
+        try await connection.query("BEGIN", logger: logger)
+        let value: T
+        do {
+            value = try await body(PostgresTransaction(connection: connection, logger: logger))
+        } catch {
+            if Self.endsTheConnection(error) {
+                try? await connection.close()
+            } else {
+                do {
+                    try await connection.query("ROLLBACK", logger: logger)
+                } catch {
+                    try? await connection.close()
+                }
+            }
+            throw error
+        }
+        try await connection.query("COMMIT", logger: logger)
+        return value
+    }
+
+    /// Whether the server ended the session (severity FATAL or PANIC) or the connection is gone.
+    static func endsTheConnection(_ error: any Error) -> Bool {
+        guard let error = error as? PSQLError else { return false }
+        switch error.code {
+        case .server:
+            let severity = error.serverInfo?[.severity] ?? ""
+            return severity == "FATAL" || severity == "PANIC"
+        case .serverClosedConnection, .clientClosedConnection, .connectionError, .uncleanShutdown:
+            return true
+        default:
+            return false
         }
     }
 
@@ -176,8 +227,33 @@ public final class PostgresStore: CustomerStorage {
 }
 
 /// Set once, read from another task.
-private final class Flag: Sendable {
-    private let value = Atomic<Bool>(false)
-    var isSet: Bool { value.load(ordering: .acquiring) }
-    func set() { value.store(true, ordering: .releasing) }
+/// A transaction's connection, from the lease until the transaction has ended.
+private final class Lease: Sendable {
+    private enum State {
+        case waiting
+        case running(PostgresConnection, since: ContinuousClock.Instant)
+        case finished(since: ContinuousClock.Instant)
+    }
+    private let state = Mutex(State.waiting)
+
+    func start(_ connection: PostgresConnection) { state.withLock { $0 = .running(connection, since: .now) } }
+    func finish() { state.withLock { if case .running(_, let since) = $0 { $0 = .finished(since: since) } } }
+
+    var startedAt: ContinuousClock.Instant? {
+        state.withLock { state in
+            switch state {
+            case .waiting: nil
+            case .running(_, let since), .finished(let since): since
+            }
+        }
+    }
+
+    /// The connection of a transaction still running (which stops counting as running); nil once it ended.
+    func abandon() -> PostgresConnection? {
+        state.withLock { state in
+            guard case .running(let connection, let since) = state else { return nil }
+            state = .finished(since: since)
+            return connection
+        }
+    }
 }

@@ -6,7 +6,9 @@ import PostgresNIO
 /// appears in `redacted`, in errors or in logs.
 ///
 /// Query options: `sslmode` and `sslrootcert` as libpq reads them (below), `pool_size` (connections
-/// per process, default 4), `connect_timeout` (seconds, default 10).
+/// per process, default 4), `connect_timeout` (seconds, default 10), `answer_timeout` (seconds a
+/// transaction may wait for the server before its connection is closed, default 60; see
+/// `PostgresStore.transaction`).
 ///
 /// `sslmode`, as libpq documents it:
 /// - `disable`: no TLS.
@@ -34,6 +36,9 @@ public struct PostgresURL: Sendable, Hashable {
     public var sslRootCertificate: String?
     public var poolSize: Int
     public var connectTimeout: Duration
+    /// How long a transaction may go unanswered: a connection whose server has gone (terminated,
+    /// partitioned) without the socket saying so is closed then, and the database counts as away.
+    public var answerTimeout: Duration
 
     /// Whether `text` names a PostgreSQL database (`postgres://` or `postgresql://`).
     public static func matches(_ text: String) -> Bool {
@@ -57,6 +62,7 @@ public struct PostgresURL: Sendable, Hashable {
         sslMode = .prefer
         poolSize = 4
         connectTimeout = .seconds(10)
+        answerTimeout = .seconds(60)
         for item in components.queryItems ?? [] {
             let value = item.value ?? ""
             switch item.name {
@@ -74,8 +80,11 @@ public struct PostgresURL: Sendable, Hashable {
             case "connect_timeout":
                 guard let seconds = Int(value), (1...600).contains(seconds) else { throw invalid("connect_timeout must be 1...600 seconds") }
                 connectTimeout = .seconds(seconds)
+            case "answer_timeout":
+                guard let seconds = Int(value), (1...86_400).contains(seconds) else { throw invalid("answer_timeout must be 1...86400 seconds") }
+                answerTimeout = .seconds(seconds)
             default:
-                throw invalid("unknown option \(item.name) (sslmode, sslrootcert, pool_size, connect_timeout)")
+                throw invalid("unknown option \(item.name) (sslmode, sslrootcert, pool_size, connect_timeout, answer_timeout)")
             }
         }
         if sslRootCertificate == "system", sslMode != .verifyFull {

@@ -47,7 +47,7 @@ struct ConfigurationTests {
         #expect(try DatabaseLocation("./data/customers.sqlite") == .sqlite(path: "./data/customers.sqlite"))
         #expect(try DatabaseLocation("sqlite:/var/lib/customers.sqlite") == .sqlite(path: "/var/lib/customers.sqlite"))
         #expect(try DatabaseLocation("sqlite:///var/lib/customers.sqlite") == .sqlite(path: "/var/lib/customers.sqlite"))
-        let postgres = try DatabaseLocation("postgres://worker:p%40ss@db.internal:6432/billing?sslmode=verify-full&pool_size=8")
+        let postgres = try DatabaseLocation("postgres://worker:p%40ss@db.internal:6432/billing?sslmode=verify-full&pool_size=8&answer_timeout=90")
         guard case .postgres(let url) = postgres else {
             Issue.record("not PostgreSQL: \(postgres)")
             return
@@ -55,6 +55,7 @@ struct ConfigurationTests {
         #expect(url.host == "db.internal" && url.port == 6432 && url.database == "billing")
         #expect(url.username == "worker" && url.password == "p@ss")
         #expect(url.sslMode == .verifyFull && url.poolSize == 8)
+        #expect(url.answerTimeout == .seconds(90) && url.connectTimeout == .seconds(10))
         #expect(!postgres.redacted.contains("p%40ss") && !postgres.redacted.contains("p@ss"))
         // DATABASE_URL wins over the deprecated DATABASE_PATH.
         let both = try WorkerConfiguration.fromEnvironment(["DATABASE_PATH": "/a.sqlite", "DATABASE_URL": "/b.sqlite"])
@@ -65,6 +66,7 @@ struct ConfigurationTests {
     @Test(arguments: [
         "mysql://root:hunter2@db/customers", "postgres://worker:hunter2@/customers",
         "postgres://worker:hunter2@db/customers?sslmode=sometimes", "postgres://worker:hunter2@db/customers?colour=red",
+        "postgres://worker:hunter2@db/customers?answer_timeout=0",
     ])
     func invalidDatabaseURLsAreRefusedWithoutTheirPassword(url: String) {
         #expect {
