@@ -28,6 +28,9 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         // No traits: the swift-configuration support and URL-encoded forms are not used.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
+        // OTLP over HTTP only: the gRPC exporter would add its whole stack to the build for nothing.
+        .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPHTTP"]),
     ],
     targets: [
         // rabbitmq-c (Debian: librabbitmq-dev) and a header shim for the calls Swift cannot import.
@@ -102,11 +105,26 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // OpenTelemetry: the command spans (messaging conventions), trace context in AMQP headers,
+        // and the OTLP/HTTP exporter, off unless configured.
+        .target(
+            name: "WorkerTracing",
+            dependencies: [
+                "AMQP",
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "OTel", package: "swift-otel"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
         // The worker service: topology, batches, replies, acks.
         .target(
             name: "CustomerWorker",
             dependencies: [
                 "AMQP",
+                "WorkerTracing",
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
                 "CreateCustomer",
                 "CustomerDomain",
                 "CustomerStore",
@@ -147,6 +165,7 @@ let package = Package(
             name: "customer-worker",
             dependencies: [
                 "CustomerWorker",
+                "WorkerTracing",
                 "CreateCustomer",
                 "CustomerDomain",
                 "CustomerStore",
@@ -180,6 +199,7 @@ let package = Package(
         ),
         .testTarget(name: "AMQPTests", dependencies: ["AMQP", "BrokerTestSupport"], swiftSettings: strict),
         .testTarget(name: "CustomerDomainTests", dependencies: ["CustomerDomain"], swiftSettings: strict),
+        .testTarget(name: "WorkerTracingTests", dependencies: ["WorkerTracing", "AMQP"], swiftSettings: strict),
         .testTarget(name: "CreateCustomerTests", dependencies: ["CreateCustomer", "CustomerDomain"], swiftSettings: strict),
         .testTarget(
             name: "CustomerStoreTests",

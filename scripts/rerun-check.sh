@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 die() { echo "rerun-check.sh: $*" >&2; exit 1; }
 
-scripts/bootstrap.sh
+scripts/bootstrap.sh test
 export BROKER_PORT="${BROKER_PORT:-5673}" PG_PORT="${PG_PORT:-5433}"
 export CI="${CI:-true}"
 

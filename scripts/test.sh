@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/bootstrap.sh
+scripts/bootstrap.sh test
 
 export BROKER_PORT="${BROKER_PORT:-5673}"
 export PG_PORT="${PG_PORT:-5433}"

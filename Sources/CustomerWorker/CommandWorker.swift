@@ -7,6 +7,8 @@ import Metrics
 import Observability
 import ServiceLifecycle
 import Synchronization
+import Tracing
+import WorkerTracing
 
 /// Consumes create-customer commands and answers each with a reply.
 ///
@@ -39,6 +41,8 @@ public final class CommandWorker: Service {
     private let logger: Logger
     private let faults: FaultInjection
     private let metrics = WorkerMetrics()
+    /// Spans of the commands in hand; nil while tracing is off, so nothing is spent on them.
+    private let traces: CommandTraces?
     private let attached = Atomic<Bool>(false)
     /// Monotonic time of the consume loop's last turn (it turns at least every 100 ms when idle).
     private let lastTurn = Atomic<UInt64>(0)
@@ -54,9 +58,16 @@ public final class CommandWorker: Service {
     /// (`WorkerConfiguration.livenessWindow`).
     private let livenessWindow: UInt64
 
+    /// `tracing`: whether an OpenTelemetry tracer is installed (`TracingBackend.bootstrap`).
     public init(configuration: WorkerConfiguration, store: any CustomerStorage, logger: Logger,
-                faults: FaultInjection = FaultInjection()) throws(AMQPError) {
+                faults: FaultInjection = FaultInjection(), tracing: Bool = false) throws(AMQPError) {
         self.configuration = configuration
+        let databaseSystem = (try? configuration.databaseLocation).map { location in
+            if case .postgres = location { "postgresql" } else { "sqlite" }
+        } ?? "sqlite"
+        traces = tracing ? CommandTraces(CommandSpans(queue: configuration.names.commandQueue,
+                                                      eventsExchange: configuration.names.eventsExchange,
+                                                      databaseSystem: databaseSystem)) : nil
         self.faults = faults
         self.store = store
         self.logger = logger
@@ -153,6 +164,7 @@ public final class CommandWorker: Service {
                 await noteReconnects(&generation)
                 guard !deliveries.isEmpty else { continue }
                 let received = ContinuousClock.now
+                traces?.received(deliveries)
                 metrics.received.increment(by: deliveries.count)
                 metrics.batchSize.record(deliveries.count)
                 trackUnacked(deliveries.count)
@@ -253,12 +265,14 @@ public final class CommandWorker: Service {
         }
         faults.crashIfTargeted(deliveries, logger: logger)
         let commands = deliveries.map(incoming)
-        let result = await withAvailableStore("database transaction", batchSize: deliveries.count) {
+        let span = traces?.transactionSpan(deliveries.map(\.tag))
+        let result = await withAvailableStore("database transaction", batchSize: deliveries.count, span: span) {
             let start = ContinuousClock.now
             let outcomes = try await self.store.process(commands, now: Date())
             self.metrics.transaction.recordSince(start)
             return outcomes
         }
+        span?.end()
         switch result {
         case .success(let outcomes):
             var answered: [Answered] = []
@@ -300,9 +314,11 @@ public final class CommandWorker: Service {
                 }
             }
             faults.crashIfTargeted(CollectionOfOne(delivery), logger: logger)
-            let result = await withAvailableStore("database transaction", batchSize: 1) {
+            let span = traces?.transactionSpan([delivery.tag])
+            let result = await withAvailableStore("database transaction", batchSize: 1, span: span) {
                 try await self.store.process([command], now: Date(), finishingAttempts: marked ? [key] : [])[0]
             }
+            span?.end()
             switch result {
             case .success(let outcome):
                 if let item = await settle(delivery, outcome, key: nil) { answered.append(item) }
@@ -337,10 +353,13 @@ public final class CommandWorker: Service {
         await consumer.reject(delivery.tag, requeue: false)
         trackUnacked(-1)
         metrics.deadLettered(reason)
-        logger.error("command sent to the dead-letter queue", metadata: [
-            "command.message_id": "\(delivery.properties.messageID ?? "")", "dead_letter.reason": "\(reason.rawValue)",
-            "error": "\(detail)",
-        ])
+        ServiceContext.withValue(traces?.context(delivery.tag)) {
+            logger.error("command sent to the dead-letter queue", metadata: [
+                "command.message_id": "\(delivery.properties.messageID ?? "")", "dead_letter.reason": "\(reason.rawValue)",
+                "error": "\(detail)",
+            ])
+        }
+        traces?.settle([delivery.tag], .deadLettered(reason: reason.rawValue))
         if let key { try? await store.clearAttempt(key: key) }
     }
 
@@ -348,7 +367,8 @@ public final class CommandWorker: Service {
     /// comes. While the database is unavailable (or fails in a way nobody classified), the worker
     /// holds what it has, takes nothing new, reports not ready, and retries with capped backoff:
     /// an outage never spends the commands' deliveries.
-    private func withAvailableStore<T: Sendable>(_ operation: String, batchSize: Int,
+    /// `span`: the transaction's span, if traced; each failed attempt is recorded on it.
+    private func withAvailableStore<T: Sendable>(_ operation: String, batchSize: Int, span: (any Span)? = nil,
                                                  _ body: @Sendable () async throws -> T) async -> StoreResult<T> {
         var attempt = 0
         var pausedSince: ContinuousClock.Instant?
@@ -365,9 +385,13 @@ public final class CommandWorker: Service {
                 return .success(value)
             } catch {
                 if Task.isCancelled || error is CancellationError { return .interrupted }
+                span?.recordError(error)
                 let failure = store.classify(error)
                 let action = DeliveryFate.decide(.storeFailed(failure, commands: batchSize, error: "\(error)"))
-                guard case .pauseAndRetry(let unclassified) = action else { return .ownFault(action) }
+                guard case .pauseAndRetry(let unclassified) = action else {
+                    span?.setStatus(SpanStatus(code: .error, message: "\(failure.kind.rawValue) \(failure.code)"))
+                    return .ownFault(action)
+                }
                 attempt += 1
                 metrics.storeFailures.increment()
                 if pausedSince == nil {
@@ -419,6 +443,7 @@ public final class CommandWorker: Service {
         if answered.count < stored.count, DeliveryFate.decide(.channelClosedSinceDelivery) == .forget {
             // The broker has requeued these; their redeliveries replay the stored replies.
             trackUnacked(answered.count - stored.count)
+            traces?.settle(stored.filter { $0.delivery.tag.connectionGeneration != generation }.map(\.delivery.tag), .leftToRedelivery)
             logger.notice("not replying to commands whose channel closed meanwhile; their redeliveries will", metadata: [
                 "batch.size": "\(stored.count - answered.count)",
             ])
@@ -431,7 +456,7 @@ public final class CommandWorker: Service {
         events.reserveCapacity(answered.count)
         for item in answered {
             let envelope = ReplyEnvelope(command: item.delivery.properties, reply: item.reply, configuration: configuration,
-                                         timestamp: timestamp)
+                                         timestamp: timestamp, traceHeaders: traces?.replyHeaders(item.delivery.tag) ?? [:])
             events.append(envelope.events)
             if let copy = envelope.replyToCopy { copies.append(copy) }
             if let name = envelope.refusedReplyTo {
@@ -450,12 +475,15 @@ public final class CommandWorker: Service {
                 ])
             }
         }
+        let span = traces?.publishSpan(answered.map(\.delivery.tag))
+        defer { span?.end() }
         var unpublishable: [Int: String] = [:]
         var pending = Array(events.indices)
         var copiesToSend = copies
         var attempt = 0
         while !pending.isEmpty {
             attempt += 1
+            span?.attributes["customer_worker.publish.attempts"] = attempt
             let sending = pending.map { events[$0] } + copiesToSend
             let sentCopies = copiesToSend
             copiesToSend = []  // reply_to copies get one attempt only
@@ -475,6 +503,7 @@ public final class CommandWorker: Service {
                 if !pending.isEmpty { throw ReplyNotConfirmed(nacked: pending.count) }
             } catch {
                 if !sentCopies.isEmpty, !(error is ReplyNotConfirmed) { metrics.replyToUndelivered(.error, count: sentCopies.count) }
+                span?.recordError(error)
                 metrics.transientFailures.increment()
                 let exhausted = Task.isCancelled
                     || DeliveryFate.decide(.publishFailed(attempt: attempt, limit: configuration.transientAttempts)) == .requeue
@@ -482,6 +511,7 @@ public final class CommandWorker: Service {
                     "operation": "publishing replies", "attempt": "\(attempt)", "batch.size": "\(answered.count)", "error": "\(error)",
                 ])
                 if exhausted {
+                    span?.setStatus(SpanStatus(code: .error, message: "replies not confirmed; commands returned to the queue"))
                     await giveBack(answered.map(\.delivery))
                     try? await Task.sleep(for: configuration.transientBackoff.maximumDelay)
                     return
@@ -502,6 +532,12 @@ public final class CommandWorker: Service {
         }
         trackUnacked(-acked.count)
         logBatch(acked)
+        if let traces {
+            for item in acked {
+                traces.settle([item.delivery.tag], .acknowledged(.init(type: item.reply.type.rawValue, errorCode: item.reply.errorCode,
+                                                                        replayed: item.reply.replayed)))
+            }
+        }
     }
 
     /// The events copies (indices into `events`) the broker did not take.
@@ -561,6 +597,7 @@ public final class CommandWorker: Service {
         }
         trackUnacked(-deliveries.count)
         logger.error("commands returned to the queue", metadata: ["batch.size": "\(deliveries.count)"])
+        traces?.settle(deliveries.map(\.tag), .returned)
     }
 
     private func trackUnacked(_ change: Int) {
@@ -571,13 +608,15 @@ public final class CommandWorker: Service {
     private func logBatch(_ answered: [Answered]) {
         guard logger.logLevel <= .debug else { return }
         for item in answered {
-            logger.debug("command handled", metadata: [
-                "command.message_id": "\(item.delivery.properties.messageID ?? "")",
-                "reply.type": "\(item.reply.type.rawValue)",
-                "reply.code": "\(item.reply.errorCode ?? "none")",
-                "reply.replayed": "\(item.reply.replayed)",
-                "delivery.redelivered": "\(item.delivery.redelivered)",
-            ])
+            ServiceContext.withValue(traces?.context(item.delivery.tag)) {
+                logger.debug("command handled", metadata: [
+                    "command.message_id": "\(item.delivery.properties.messageID ?? "")",
+                    "reply.type": "\(item.reply.type.rawValue)",
+                    "reply.code": "\(item.reply.errorCode ?? "none")",
+                    "reply.replayed": "\(item.reply.replayed)",
+                    "delivery.redelivered": "\(item.delivery.redelivered)",
+                ])
+            }
         }
     }
 }

@@ -24,8 +24,12 @@ public struct ReplyEnvelope: Sendable {
         type == .customerCreated ? "customer.created" : "customer.create_failed"
     }
 
-    public init(command: MessageProperties, reply: ReplyRecord, configuration: WorkerConfiguration, timestamp: UInt64) {
-        var headers: [String: FieldValue] = ["x-replayed": .bool(reply.replayed)]
+    /// `traceHeaders`: the W3C trace context of the command's span (`traceparent`, `tracestate`),
+    /// when traced; a replayed reply gets the current trace's, its body staying the stored bytes.
+    public init(command: MessageProperties, reply: ReplyRecord, configuration: WorkerConfiguration, timestamp: UInt64,
+                traceHeaders: [String: FieldValue] = [:]) {
+        var headers = traceHeaders
+        headers["x-replayed"] = .bool(reply.replayed)
         if let key = reply.idempotencyKey { headers["x-idempotency-key"] = .string(key) }
         let correlationID = MessageProperties.shortString(command.correlationID)
         droppedCorrelationID = command.correlationID != nil && correlationID == nil

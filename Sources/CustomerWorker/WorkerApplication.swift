@@ -1,13 +1,15 @@
 import AMQP
 import CreateCustomer
+import Foundation
 import Logging
 import Observability
 import ServiceLifecycle
+import WorkerTracing
 
 /// The running application, built by one function so tests run exactly what
 /// `customer-worker run` runs: the worker and, when `HTTP_PORT` is set, the HTTP listener for
-/// /healthz, /readyz and /metrics, under one ServiceGroup that shuts down gracefully on
-/// SIGTERM/SIGINT within the configured timeout.
+/// /healthz, /readyz and /metrics, and, when an OTLP endpoint is configured, the span exporter,
+/// under one ServiceGroup that shuts down gracefully on SIGTERM/SIGINT within the configured timeout.
 public struct WorkerApplication: Sendable {
     public let worker: CommandWorker
     public let httpListener: HTTPListener?
@@ -16,17 +18,28 @@ public struct WorkerApplication: Sendable {
 
     /// Opens the database (`DATABASE_URL`: SQLite or PostgreSQL) and assembles the services;
     /// connects nothing yet. The worker migrates the database before it takes a command.
-    public init(configuration: WorkerConfiguration, logger: Logger) throws {
+    public init(configuration: WorkerConfiguration, logger: Logger,
+                environment: [String: String] = ProcessInfo.processInfo.environment) throws {
         // Before any metric is created: metrics made earlier would go nowhere.
         metrics = MetricsRegistry.bootstrap()
+        let environment = configuration.tracingEnvironment(environment)
+        let tracing = try TracingBackend.bootstrap(serviceName: configuration.tracing.serviceName, logger: logger, environment: environment)
+        if tracing != nil {
+            logger.info("tracing on: spans exported over OTLP/HTTP", metadata: [
+                "otlp.endpoint": "\(Redaction.redactingCredentials(in: TracingBackend.endpointVariables.lazy.compactMap { environment[$0] }.first ?? ""))",
+            ])
+        }
         let store = try OpenedStore.open(try configuration.databaseLocation, busyTimeout: configuration.databaseBusyTimeout,
                                          logger: logger, backgroundCheckpoints: true, synchronous: configuration.databaseSynchronous)
         let faults = FaultInjection.fromEnvironment()
         if faults.isArmed { logger.warning("fault injection is armed: this worker will crash on purpose", metadata: ["fault": "\(FaultInjection.crashOnExternalIDVariable)"]) }
-        let worker = try CommandWorker(configuration: configuration, store: store.storage, logger: logger, faults: faults)
+        let worker = try CommandWorker(configuration: configuration, store: store.storage, logger: logger, faults: faults,
+                                       tracing: tracing != nil)
         self.worker = worker
-        // The store's services first, so they shut down after the worker has finished its batches.
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = store.services.map { .init(service: $0) }
+        // The exporter first, so it shuts down last and flushes every span the others ended; then
+        // the store's services, so they shut down after the worker has finished its batches.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = tracing.map { [.init(service: $0)] } ?? []
+        services += store.services.map { .init(service: $0) }
         if let port = configuration.httpPort {
             let registry = metrics
             let listener = try HTTPListener(

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import Observability
 import PostgresStore
+import WorkerTracing
 
 /// Names of everything the worker declares; each one is a setting.
 public struct TopologyNames: Sendable, Hashable {
@@ -75,6 +76,25 @@ public struct WorkerConfiguration: Sendable {
     public var appID = "customer-worker"
     public var logLevel: Logger.Level = .info
     public var logFormat: LogFormat = .text
+    /// The OpenTelemetry variables the settings table carries (flags win over the environment);
+    /// the others reach swift-otel from the environment as the specification defines them.
+    public var tracing = TracingSettings()
+
+    public struct TracingSettings: Sendable, Hashable {
+        /// `OTEL_EXPORTER_OTLP_ENDPOINT`; nil → tracing off.
+        public var endpoint: String?
+        public var serviceName = "customer-worker"
+        public var sampler = "parentbased_always_on"
+    }
+
+    /// `environment` with the tracing settings in it: what `TracingBackend` reads.
+    public func tracingEnvironment(_ environment: [String: String]) -> [String: String] {
+        var environment = environment
+        if let endpoint = tracing.endpoint { environment["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint }
+        environment["OTEL_SERVICE_NAME"] = tracing.serviceName
+        environment["OTEL_TRACES_SAMPLER"] = tracing.sampler
+        return environment
+    }
 
     public init() {
         replyTo.ownQueues = ownQueueNames
@@ -190,7 +210,7 @@ extension WorkerConfiguration {
             return nil
         },
         database("DATABASE_PATH", "database-path", shownInEnvironment: false, "Deprecated: a SQLite file, as DATABASE_URL takes it; DATABASE_URL wins when both are set."),
-        database("DATABASE_URL", "database", shownInEnvironment: true, "SQLite file path or `sqlite:PATH` (created with its folder on first use; replicas on one host share it), or `postgres://user:password@host:port/database?sslmode=disable|prefer|require|verify-ca|verify-full&sslrootcert=FILE&pool_size=N&connect_timeout=SECONDS` for replicas on several hosts (docs/operations.md); the password never appears in logs or errors."),
+        database("DATABASE_URL", "database", shownInEnvironment: true, "SQLite file path or `sqlite:PATH` (created with its folder on first use; replicas on one host share it), or `postgres://user:password@host:port/database?sslmode=disable|prefer|require|verify-ca|verify-full&sslrootcert=FILE&pool_size=N&connect_timeout=SECONDS&answer_timeout=SECONDS` for replicas on several hosts (docs/operations.md); the password never appears in logs or errors."),
         integer("PREFETCH", "prefetch", \.prefetch, 1...65_535, "Unacknowledged commands per worker; a batch (one transaction) takes at most half of them, so the next batch arrives while the last one's replies are confirmed."),
         milliseconds("BATCH_LINGER_MS", "batch-linger-ms", \.batchLinger, 0...1000, "How long a batch waits for more commands after the first arrived."),
         seconds("SHUTDOWN_TIMEOUT", "shutdown-timeout", \.shutdownTimeout, 1...600, "Seconds SIGTERM/SIGINT may take: stop consuming, finish the batch in hand, exit 0."),
@@ -219,6 +239,20 @@ extension WorkerConfiguration {
                rule: "must be trace, debug, info, notice, warning, error or critical", render: { $0.rawValue }, parse: parseLogLevel),
         parsed("LOG_FORMAT", "log-format", \.logFormat, shown: "text", "text, or json for one JSON object per line.",
                rule: "must be text or json", render: { $0.rawValue }) { LogFormat(parsing: $0) },
+        parsed("OTEL_EXPORTER_OTLP_ENDPOINT", "otel-exporter-otlp-endpoint", \.tracing.endpoint, shown: "off",
+               "Base URL of an OpenTelemetry collector taking OTLP over HTTP (e.g. `http://collector:4318`; spans go to `/v1/traces`): a span per command, its database transaction and its replies' confirms, with `traceparent` read from the command and written into the reply. Off when unset. The other `OTEL_*` variables (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_TRACES_SAMPLER_ARG`, `OTEL_BSP_*`, …) are read as the OpenTelemetry specification defines them (docs/operations.md).",
+               rule: "must be an http:// or https:// URL", render: { $0 }) { raw -> String?? in
+            TracingBackend.problem("OTEL_EXPORTER_OTLP_ENDPOINT", raw) == nil ? .some(raw) : nil
+        },
+        parsed("OTEL_SERVICE_NAME", "otel-service-name", \.tracing.serviceName, shown: "customer-worker",
+               "`service.name` of the worker's spans.", rule: "must be 1 to 255 characters", render: { $0 }) { raw in
+            raw.utf8.count <= 255 ? raw : nil
+        },
+        parsed("OTEL_TRACES_SAMPLER", "otel-traces-sampler", \.tracing.sampler, shown: "parentbased_always_on",
+               "Which traces are recorded: \(TracingBackend.samplers.joined(separator: ", ")) (ratio in `OTEL_TRACES_SAMPLER_ARG`). The default follows the sender's decision and samples what starts here.",
+               rule: "must be one of \(TracingBackend.samplers.joined(separator: ", "))", render: { $0 }) { raw in
+            TracingBackend.samplers.contains(raw) ? raw : nil
+        },
         name("COMMAND_EXCHANGE", "command-exchange", \.names.commandExchange, "Direct exchange the commands are published to."),
         name("COMMAND_ROUTING_KEY", "command-routing-key", \.names.commandRoutingKey, "Routing key of create-customer commands."),
         name("COMMAND_QUEUE", "command-queue", \.names.commandQueue, "Quorum queue the worker consumes."),

@@ -30,8 +30,11 @@ private let loggingBootstrapped = Mutex(false)
 ///
 /// swift-log allows a single bootstrap per process: the first call installs the handler and
 /// returns true; later calls change nothing and return false.
+///
+/// `metadataProvider`: metadata every line gets from its task's context (the trace's ids, when
+/// tracing is on).
 @discardableResult
-public func bootstrapLogging(level: Logger.Level, format: LogFormat) -> Bool {
+public func bootstrapLogging(level: Logger.Level, format: LogFormat, metadataProvider: Logger.MetadataProvider? = nil) -> Bool {
     let first = loggingBootstrapped.withLock { done in
         defer { done = true }
         return !done
@@ -45,13 +48,13 @@ public func bootstrapLogging(level: Logger.Level, format: LogFormat) -> Bool {
                                               escapingControlCharacters: true)
             handler.logLevel = level
             return handler
-        }, metadataProvider: nil)
+        }, metadataProvider: metadataProvider)
     case .json:
         LoggingSystem.bootstrap({ label, metadataProvider in
             var handler = RedactingLogHandler(JSONLogHandler(label: label, metadataProvider: metadataProvider))
             handler.logLevel = level
             return handler
-        }, metadataProvider: nil)
+        }, metadataProvider: metadataProvider)
     }
     return true
 }

@@ -3,6 +3,7 @@ import ArgumentParser
 import CustomerWorker
 import Foundation
 import Logging
+import WorkerTracing
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -13,6 +14,12 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         let (configuration, logger) = try options.bootstrap(label: "customer-worker")
+        do {
+            // A tracing variable swift-otel cannot take is a usage error, like any other setting.
+            _ = try TracingBackend.enabledEnvironment(configuration.tracingEnvironment(ProcessInfo.processInfo.environment))
+        } catch {
+            throw ValidationError(error.description)
+        }
         let application = try WorkerApplication(configuration: configuration, logger: logger)
         logger.info("starting", metadata: [
             "amqp.url": "\(AMQPError.redacted(configuration.amqpURL))", "database": "\((try? configuration.databaseLocation)?.redacted ?? "?")",

@@ -3,6 +3,7 @@ import CustomerWorker
 import Foundation
 import Logging
 import Observability
+import WorkerTracing
 
 /// The worker's settings as flags. Each flag overrides its environment variable. Everything about
 /// a setting (variable, flag, default, validation, help) is its row of `WorkerConfiguration.settings`;
@@ -28,6 +29,9 @@ struct WorkerOptions: ParsableArguments {
     @Option(help: help("HTTP_PORT")) var httpPort: String?
     @Option(help: help("LOG_LEVEL")) var logLevel: String?
     @Option(help: help("LOG_FORMAT")) var logFormat: String?
+    @Option(help: help("OTEL_EXPORTER_OTLP_ENDPOINT")) var otelExporterOtlpEndpoint: String?
+    @Option(help: help("OTEL_SERVICE_NAME")) var otelServiceName: String?
+    @Option(help: help("OTEL_TRACES_SAMPLER")) var otelTracesSampler: String?
     @Option(help: help("COMMAND_EXCHANGE")) var commandExchange: String?
     @Option(help: help("COMMAND_ROUTING_KEY")) var commandRoutingKey: String?
     @Option(help: help("COMMAND_QUEUE")) var commandQueue: String?
@@ -72,7 +76,10 @@ struct WorkerOptions: ParsableArguments {
     /// The configuration, with logging set up as it says.
     func bootstrap(label: String) throws -> (WorkerConfiguration, Logger) {
         let configuration = try configuration()
-        bootstrapLogging(level: configuration.logLevel, format: configuration.logFormat)
+        // With tracing configured, each line logged inside a span carries trace_id and span_id.
+        let traced = TracingBackend.isConfigured(configuration.tracingEnvironment(ProcessInfo.processInfo.environment))
+        bootstrapLogging(level: configuration.logLevel, format: configuration.logFormat,
+                         metadataProvider: traced ? TracingBackend.loggingMetadataProvider() : nil)
         var logger = Logger(label: label)
         logger.logLevel = configuration.logLevel
         return (configuration, logger)

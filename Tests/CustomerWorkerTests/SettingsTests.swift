@@ -49,6 +49,7 @@ struct SettingsTests {
         case "AMQP_URL": "http://nope"
         case "DATABASE_URL", "DATABASE_PATH": "mysql://root@db/customers"
         case "REPLY_TO_PATTERN": "(unclosed"
+        case "OTEL_SERVICE_NAME": String(repeating: "x", count: 256)
         default: "has space"
         }
     }
