@@ -9,7 +9,7 @@ public protocol CustomerStorage: Sendable {
     /// Runs `body` in one transaction: committed when it returns, rolled back when it throws.
     /// Errors are the adapter's own, with the context a user needs and no secret. For the admin
     /// operations; the create-customer path is `createCustomers`.
-    func transaction<T: Sendable>(_ operation: String, _ body: @Sendable (Transaction) async throws -> T) async throws -> T
+    func transaction<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (Transaction) async throws -> T) async throws -> T
 
     /// Drives `core` (started afresh) to its outcomes in one transaction, which first removes the
     /// handling-attempt markers `finishingAttempts` (so a marker's row is held by the transaction

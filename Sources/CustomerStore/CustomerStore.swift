@@ -132,7 +132,7 @@ public final class CustomerStore: CustomerStorage {
     /// after it, so no other work can interleave with its open transaction; the pool's writer
     /// stays GRDB's alone. SQLite's file lock (`BEGIN IMMEDIATE`, busy timeout) orders it with the
     /// pool's writes, as with another process.
-    public func transaction<T: Sendable>(_ operation: String, _ body: @Sendable (SQLiteTransaction) async throws -> T) async throws -> T {
+    public func transaction<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (SQLiteTransaction) async throws -> T) async throws -> T {
         do {
             var configuration = Configuration()
             configuration.label = "customers.admin"

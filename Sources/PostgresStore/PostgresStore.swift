@@ -47,44 +47,57 @@ public final class PostgresStore: CustomerStorage {
 
     /// Runs `body` in a transaction on a connection of the pool. Waiting for a connection is
     /// bounded by `connect_timeout` (the pool itself would wait for as long as the server is away),
-    /// and the transaction by `answer_timeout`: a server that went away without the socket saying
-    /// so (a backend terminated mid-statement can leave postgres-nio waiting on a half-closed
-    /// socket; a partition sends nothing) would otherwise hold the batch, and shutdown, forever.
-    /// Then the connection is closed, which fails the statement in flight.
-    public func transaction<T: Sendable>(_ operation: String, _ body: @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
+    /// and the transaction by `answer_timeout`: then its connection is closed and the call fails
+    /// as the database being away, whatever the statement in flight does.
+    ///
+    /// The transaction runs in a task of its own, not a child task, on purpose: a statement
+    /// postgres-nio never answers must not hold the caller (and with it the worker's batch and its
+    /// shutdown). That was seen after a backend was terminated while its statement waited for a
+    /// lock: the statement was never failed, not even once its connection was closed. Such a task
+    /// is abandoned with its pool slot; it ends if postgres-nio ever answers.
+    public func transaction<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
         let (client, logger, timeout, location, url) = (self.client, self.logger, url.connectTimeout, self.location, self.url)
         let answerTimeout = url.answerTimeout
+        let lease = Lease()
+        let first = FirstResult<T>()
+        let work = Task {
+            defer { lease.finish() }  // after COMMIT, which could hang too
+            do {
+                first.resume(.success(try await client.withConnection { connection in
+                    lease.start(connection)
+                    return try await Self.inTransaction(connection, logger: logger, body)
+                }))
+            } catch {
+                first.resume(.failure(error))
+            }
+        }
+        let watchdog = Task {
+            try await Task.sleep(for: timeout)
+            guard let started = lease.startedAt else {
+                let reason = await Self.whyNoConnection(url, logger: logger)
+                first.resume(.failure(PostgresStoreError.connection(
+                    operation: operation, location: location, reason: "no connection to the server within \(timeout)\(reason)")))
+                work.cancel()
+                return
+            }
+            try await Task.sleep(until: started + answerTimeout)
+            guard let connection = lease.abandon() else { return }
+            logger.error("the database did not answer a transaction in time; its connection is closed and the transaction abandoned", metadata: [
+                "operation": "\(operation)", "answer_timeout": "\(answerTimeout)",
+            ])
+            try? await connection.close()
+            first.resume(.failure(PostgresStoreError.connection(
+                operation: operation, location: location,
+                reason: "no answer from the server within \(answerTimeout) (answer_timeout); its connection was closed")))
+            work.cancel()
+        }
+        defer { watchdog.cancel() }
         do {
-            return try await withoutActuallyEscaping(body) { body in
-                try await withThrowingTaskGroup(of: T?.self) { group in
-                    let lease = Lease()
-                    group.addTask {
-                        defer { lease.finish() }  // after COMMIT, which can hang on a dead socket too
-                        return try await client.withConnection { connection in
-                            lease.start(connection)
-                            return try await Self.inTransaction(connection, logger: logger, body)
-                        }
-                    }
-                    group.addTask {
-                        try await Task.sleep(for: timeout)
-                        guard let started = lease.startedAt else {
-                            let reason = await Self.whyNoConnection(url, logger: logger)
-                            throw PostgresStoreError.connection(
-                                operation: operation, location: location, reason: "no connection to the server within \(timeout)\(reason)")
-                        }
-                        try await Task.sleep(until: started + answerTimeout)
-                        guard let connection = lease.abandon() else { return nil }
-                        try? await connection.close()
-                        throw PostgresStoreError.connection(
-                            operation: operation, location: location,
-                            reason: "no answer from the server within \(answerTimeout) (answer_timeout); its connection was closed")
-                    }
-                    defer { group.cancelAll() }
-                    while let result = try await group.next() {
-                        if let value = result { return value }
-                    }
-                    throw CancellationError()
-                }
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { first.wait($0) }
+            } onCancel: {
+                work.cancel()
+                first.resume(.failure(CancellationError()))
             }
         } catch {
             throw PostgresStoreError.wrapping(error, operation: operation, location: location)
@@ -177,6 +190,7 @@ public final class PostgresStore: CustomerStorage {
     /// Applies the migrations not applied yet, in order, each recorded in `schema_migrations`.
     /// Replicas starting at once take turns on an advisory lock, held until the transaction ends.
     public func migrate() async throws {
+        let logger = logger
         _ = try await transaction("migrate") { transaction in
             let connection = transaction.connection
             try await connection.query("SELECT pg_advisory_xact_lock(\(PostgresMigrations.lockKey))", logger: logger)
@@ -202,7 +216,8 @@ public final class PostgresStore: CustomerStorage {
 
     /// The schema versions applied, in order.
     public func appliedMigrations() async throws -> [Int] {
-        try await transaction("read migrations") { transaction in
+        let logger = logger
+        return try await transaction("read migrations") { transaction in
             var versions: [Int] = []
             let rows = try await transaction.connection.query("SELECT version FROM schema_migrations ORDER BY version", logger: logger)
             for try await version in rows.decode(Int.self) { versions.append(version) }
@@ -217,7 +232,7 @@ public final class PostgresStore: CustomerStorage {
     }
 
     public func checkWritable() async throws {
-        let now = Timestamp(Date()).millisecondsSince1970
+        let (now, logger) = (Timestamp(Date()).millisecondsSince1970, logger)
         try await transaction("health check") { transaction in
             _ = try await transaction.connection.query(
                 "INSERT INTO health_checks (id, checked_at) VALUES (1, \(now)) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
@@ -227,6 +242,50 @@ public final class PostgresStore: CustomerStorage {
 }
 
 /// Set once, read from another task.
+/// The first of the results raced for one call (the transaction's, the watchdog's, cancellation's),
+/// handed to the caller's continuation once; later ones are dropped.
+private final class FirstResult<T: Sendable>: Sendable {
+    private enum State {
+        case pending
+        case waiting(CheckedContinuation<T, any Error>)
+        case arrived(Result<T, any Error>)
+        case delivered
+    }
+    private let state = Mutex(State.pending)
+
+    func wait(_ continuation: CheckedContinuation<T, any Error>) {
+        let ready: Result<T, any Error>? = state.withLock { state in
+            switch state {
+            case .pending:
+                state = .waiting(continuation)
+                return nil
+            case .arrived(let result):
+                state = .delivered
+                return result
+            case .waiting, .delivered:
+                preconditionFailure("one caller waits for one result")
+            }
+        }
+        if let ready { continuation.resume(with: ready) }
+    }
+
+    func resume(_ result: Result<T, any Error>) {
+        let waiting: CheckedContinuation<T, any Error>? = state.withLock { state in
+            switch state {
+            case .pending:
+                state = .arrived(result)
+                return nil
+            case .waiting(let continuation):
+                state = .delivered
+                return continuation
+            case .arrived, .delivered:
+                return nil
+            }
+        }
+        waiting?.resume(with: result)
+    }
+}
+
 /// A transaction's connection, from the lease until the transaction has ended.
 private final class Lease: Sendable {
     private enum State {

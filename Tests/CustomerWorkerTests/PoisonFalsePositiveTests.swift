@@ -56,10 +56,10 @@ struct PoisonFalsePositiveTests {
     }
 
     /// This once hung in about one run of four: when the backend is terminated while the statement
-    /// waits for its lock, postgres-nio can fail the statement and then queue our ROLLBACK behind
-    /// an answer that never comes, on a socket it no longer reads (CLOSE-WAIT), so the worker
-    /// neither paused nor stopped on SIGTERM. `PostgresStore.inTransaction` now closes such a
-    /// connection instead, and `answer_timeout` bounds any other silence.
+    /// waits for its lock, postgres-nio can leave the statement unanswered for good (the socket in
+    /// CLOSE-WAIT, the query never failed, even once its connection is closed), so the worker
+    /// neither paused nor stopped on SIGTERM. `PostgresStore.transaction` now gives up on such a
+    /// transaction after `answer_timeout` (10 s here): the worker pauses, and SIGTERM stops it.
     @Test
     func sigtermDuringAnOutageWithARedeliveredCommandInHand() async throws {
         let fixture = try await WorkerFixture("sigterm-outage", store: .postgres)
