@@ -105,9 +105,9 @@ public final class PostgresStore: CustomerStorage {
     }
 
     /// BEGIN, `body`, COMMIT on `connection`; ROLLBACK when `body` throws. A connection whose
-    /// server ended it (a FATAL error, such as a terminated backend's) is closed instead of being
-    /// rolled back: postgres-nio would queue the ROLLBACK behind an answer that never comes, on a
-    /// socket it no longer reads, and the pool must not hand that connection out again.
+    /// server ended the session (a FATAL error, such as a terminated backend's) is closed instead:
+    /// a ROLLBACK there could only wait for an answer that never comes, and the pool must not hand
+    /// the connection out again.
     static func inTransaction<T>(_ connection: PostgresConnection, logger: Logger,
                                  _ body: (PostgresTransaction) async throws -> T) async throws -> T {
         try await connection.query("BEGIN", logger: logger)
