@@ -149,6 +149,7 @@ let package = Package(
             name: "WorkerBenchmark",
             dependencies: [
                 "AMQP",
+                "WorkerTracing",
                 "CBenchRelay",
                 "ChildProcess",
                 "CustomerWorker",

@@ -1,5 +1,6 @@
 import CustomerWorker
 import Foundation
+import WorkerTracing
 
 /// What one `customer-worker bench` invocation measures.
 public struct BenchmarkSettings: Sendable {
@@ -30,6 +31,8 @@ public struct BenchmarkSettings: Sendable {
     public var replyTimeout: Duration = .seconds(60)
     /// The workers' `DATABASE_SYNCHRONOUS` (full or normal); nil → the worker's default (full).
     public var databaseSynchronous: String?
+    /// The workers' `OTEL_EXPORTER_OTLP_ENDPOINT`: tracing on, exporting there; nil → off.
+    public var otlpEndpoint: String?
 
     public init() {}
 
@@ -45,6 +48,9 @@ public struct BenchmarkSettings: Sendable {
         if preload < 0 { problems.append("--preload must not be negative") }
         if let databaseSynchronous, !["full", "normal"].contains(databaseSynchronous) {
             problems.append("--database-synchronous must be full or normal")
+        }
+        if let otlpEndpoint, let problem = TracingBackend.problem("OTEL_EXPORTER_OTLP_ENDPOINT", otlpEndpoint) {
+            problems.append("--otlp-endpoint \(problem)")
         }
         if !(replyTimeout > .zero && replyTimeout <= .seconds(86_400)) { problems.append("--reply-timeout must be 1...86400 seconds") }
         if let messageSize, !CommandShape.sizes.contains(messageSize) {

@@ -40,6 +40,8 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Keep the temporary folder (database, worker logs).") var keep = false
     @Option(help: "Seconds without a reply after which a run fails.") var replyTimeout = 60
     @Option(help: "The workers' DATABASE_SYNCHRONOUS: full (default) or normal.") var databaseSynchronous: String?
+    @Option(help: ArgumentHelp("The workers' OTEL_EXPORTER_OTLP_ENDPOINT: trace every command and export there (default: tracing off).", valueName: "url"))
+    var otlpEndpoint: String?
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -61,6 +63,7 @@ struct Bench: AsyncParsableCommand {
         settings.keepFiles = keep
         settings.replyTimeout = .seconds(replyTimeout)
         settings.databaseSynchronous = databaseSynchronous
+        settings.otlpEndpoint = otlpEndpoint
         if let problem = settings.problems.first { throw ValidationError(problem) }
 
         let logger = logging.bootstrap(label: "bench")
