@@ -43,10 +43,21 @@ until [ -n "$(marked_workers)" ]; do
   [ $SECONDS -lt $deadline ] || { kill -9 -- -"$leader"; die "no worker process within 300 s; log: $log"; }
   sleep 0.5
 done
-workers=$(marked_workers | tr '\n' ' ')
 # Only the process that started the workers (the test runner), so that nothing but the
-# parent-death signal can end them; then the rest of the run's process group.
-runner=$(awk '/^PPid:/ {print $2}' "/proc/$(marked_workers | head -n 1)/status")
+# parent-death signal can end them; then the rest of the run's process group. A worker can end
+# between two listings (the tests kill some themselves): ask each one found until one answers.
+runner=""
+until [ -n "$runner" ]; do
+  for pid in $(marked_workers); do
+    runner=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    [ -n "$runner" ] && break
+  done
+  [ -n "$runner" ] && break
+  kill -0 "$leader" 2>/dev/null || { cat "$log" >&2; die "the tests ended before their worker processes could be found"; }
+  [ $SECONDS -lt $deadline ] || { kill -9 -- -"$leader"; die "no worker process within 300 s; log: $log"; }
+  sleep 0.2
+done
+workers=$(marked_workers | tr '\n' ' ')
 kill -9 "$runner"
 echo "rerun-check.sh: killed the test runner (pid $runner, SIGKILL) while its workers ($workers) ran"
 

@@ -25,10 +25,17 @@ public struct CommandSpans: Sendable {
     /// The sender's context, from the command's headers; top level when it sent none (or a
     /// malformed one).
     public static func senderContext(of delivery: Delivery) -> ServiceContext {
+        // Only the trace headers: swift-otel logs the whole carrier when it cannot parse them, and
+        // a command's headers carry its API key.
+        var carrier: [String: FieldValue] = [:]
+        for key in traceHeaders { carrier[key] = delivery.properties.headers[key] }
         var context = ServiceContext.topLevel
-        InstrumentationSystem.instrument.extract(delivery.properties.headers, into: &context, using: AMQPHeadersExtractor())
+        InstrumentationSystem.instrument.extract(carrier, into: &context, using: AMQPHeadersExtractor())
         return context
     }
+
+    /// The headers W3C Trace Context travels in.
+    public static let traceHeaders = ["traceparent", "tracestate"]
 
     /// Starts the `process` span of one delivery.
     public func process(_ delivery: Delivery) -> any Span {

@@ -75,9 +75,19 @@ struct TracingTests {
         #expect(replayContext.split(separator: "-").dropFirst().first.map(String.init) == second.traceID,
                 "the replay carries its own command's trace: \(replayContext)")
 
-        // Log lines about a command carry its trace.
+        // A malformed traceparent: the command is handled as ever, in a trace of its own, and the
+        // warning about it does not carry the command's headers (its API key).
+        try await publish(fixture, body: #"{"externalId":"traced-2"}"#, messageID: "traced-c", traceparent: "00-not-a-trace-01",
+                          apiKey: merchant.secretKey)
+        let untraced = try #require(try await awaitReply(fixture, correlationID: "traced-c"))
+        #expect(untraced.properties.type == "CustomerCreated")
+        let ownTrace = untraced.properties.headers["traceparent"]?.stringValue?.split(separator: "-").dropFirst().first.map(String.init)
+        #expect(ownTrace != nil && ownTrace != first.traceID && ownTrace != second.traceID, "a trace of its own")
+
+        // Log lines about a command carry its trace; no line carries a key.
         #expect(try await worker.stop() == 0)
         let log = try String(contentsOfFile: worker.log, encoding: .utf8)
+        #expect(!log.contains(merchant.secretKey), "the API key never reaches the log")
         let handled = log.split(separator: "\n").filter { $0.contains("command handled") }
         #expect(handled.contains { $0.contains(#""trace_id":"\#(first.traceID)""#) }, "the log line names the trace")
         await fixture.tearDown()
