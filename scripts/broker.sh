@@ -142,7 +142,9 @@ CONF
   fi
   if [ "$(id -u)" = 0 ]; then chown -R rabbitmq:rabbitmq "$BROKER_DIR"; fi
   rm -f "$BROKER_DIR/rabbitmq.pid"
-  timeout -k 5 "$BROKER_TIMEOUT" "$SELF" __as_broker_user "$RABBIT_BIN/rabbitmq-server" -detached >/dev/null 2>&1 \
+  # From its own data folder: a node started from a clone that is later deleted would lose its
+  # working directory, and rabbitmqctl then fails on it (badmatch enoent in filename:absname).
+  (cd "$BROKER_DIR" && timeout -k 5 "$BROKER_TIMEOUT" "$SELF" __as_broker_user "$RABBIT_BIN/rabbitmq-server" -detached >/dev/null 2>&1) \
     || die "rabbitmq-server (node $BROKER_NODE) did not start; see $BROKER_DIR/log"
   # The node answers rabbitmqctl before its AMQP listener is up: wait for the app itself.
   local deadline=$((SECONDS + BROKER_TIMEOUT))
