@@ -19,7 +19,7 @@ export BROKER_PORT="${BROKER_PORT:-5673}" PG_PORT="${PG_PORT:-5433}"
 export CI="${CI:-true}"
 
 swift build --build-tests
-scripts/broker.sh start
+scripts/broker.sh fresh
 scripts/postgres.sh start
 scripts/broker.sh cluster start
 export AMQP_URL="$(scripts/broker.sh url)" POSTGRES_TEST_URL="$(scripts/postgres.sh url)"

@@ -36,11 +36,14 @@ stop_servers() {
 trap stop_servers EXIT
 trap 'exit 130' INT TERM  # so that a stopped run still runs the EXIT trap
 kill_test_children
-# A second node an earlier run's restart test left running.
+# A second node an earlier run's restart test left running, and the queues it kept.
 BROKER_PORT=$BROKER_EXTRA_PORT scripts/broker.sh stop >/dev/null
-# Each start reuses a server of its own name that answers, and restarts (or replaces) one that an
-# earlier run left half up; each fails within its time limit naming the server and its log.
-scripts/broker.sh start
+rm -rf "${TMPDIR:-/tmp}/customer-worker-broker-$BROKER_EXTRA_PORT/mnesia"
+# The broker starts empty (an earlier run's node, in whatever state, is killed, and the queues
+# runs left behind are deleted); PostgreSQL's start reuses a server of its own name that answers,
+# and restarts (or replaces) one that an earlier run left half up (each test makes a database of
+# its own there). Each fails within its time limit naming the server and its log.
+scripts/broker.sh fresh
 scripts/postgres.sh start
 # Each store or worker test on PostgreSQL creates a database of its own on this server.
 export POSTGRES_TEST_URL="$(scripts/postgres.sh url)"
