@@ -15,8 +15,8 @@ public struct CreateCustomerCore: Sendable {
     public enum Read: Sendable, Hashable {
         /// The stored keys among these key ids (never whole keys).
         case apiKeys(ids: [String])
-        /// The processed records among these idempotency keys.
-        case processedRequests(keys: [String])
+        /// The processed records among these (sorted by key, one per key).
+        case processedRequests([RecordLookup])
         /// Each merchant's default plan, whatever its status (the rules decide whether it is available).
         case defaultPlans(merchantIDs: [String])
         /// The ids of existing customers.
@@ -135,7 +135,9 @@ public struct CreateCustomerCore: Sendable {
         // Another transaction created these customers first (its commit is visible now: the insert
         // waited for it), or a customer exists without a processed record.
         state = .readingWinners(lost)
-        return .read(.processedRequests(keys: Set(lost.map(\.record.idempotencyKey)).sorted()))
+        return .read(.processedRequests(Set(lost.map {
+            RecordLookup(idempotencyKey: $0.record.idempotencyKey, customer: $0.customer.reference)
+        }).sorted()))
     }
 
     // MARK: Steps
@@ -168,7 +170,9 @@ public struct CreateCustomerCore: Sendable {
         }
         if candidates.isEmpty { return finish() }
         state = .readingRecords
-        return .read(.processedRequests(keys: Set(candidates.map(\.key)).sorted()))
+        return .read(.processedRequests(Set(candidates.map {
+            RecordLookup(idempotencyKey: $0.key, customer: CustomerReference(merchantID: $0.merchantID, externalID: $0.command.externalId))
+        }).sorted()))
     }
 
     /// Every candidate replays, conflicts, fails on its merchant's stored plan, or creates. Records

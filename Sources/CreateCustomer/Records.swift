@@ -113,6 +113,21 @@ public struct CustomerReference: Sendable, Hashable {
     }
 }
 
+/// A processed record to look up: its idempotency key, and the customer that key stands for (the
+/// key is derived from the merchant and the external id, so each names the other). An adapter
+/// may look the record up by either: SQLite finds it through the customer, PostgreSQL by key.
+public struct RecordLookup: Sendable, Hashable, Comparable {
+    public var idempotencyKey: String
+    public var customer: CustomerReference
+
+    public init(idempotencyKey: String, customer: CustomerReference) {
+        self.idempotencyKey = idempotencyKey
+        self.customer = customer
+    }
+
+    public static func < (left: RecordLookup, right: RecordLookup) -> Bool { left.idempotencyKey < right.idempotencyKey }
+}
+
 extension CustomerField {
     /// The column of this field in both stores' `customers` table: `billingAddress1` →
     /// `billing_address1` (columns follow the contract's field names).

@@ -8,6 +8,9 @@ enum Migrations {
             try db.execute(sql: v1)
         }
         CustomerStore.registerHandlingAttempts(in: &migrator)
+        migrator.registerMigration("v3: processed requests found through their customer") { db in
+            try db.execute(sql: v3)
+        }
         return migrator
     }
 
@@ -105,5 +108,28 @@ enum Migrations {
             id INTEGER PRIMARY KEY CHECK (id = 1),
             checked_at INTEGER NOT NULL
         ) STRICT;
+        """
+
+    /// The records lose their index on the idempotency key, keyed by a hash and so written at
+    /// random pages (one more random B-tree page per customer in every batch's WAL). A record is
+    /// found through its customer instead (the (merchant_id, external_id) index its insert touches
+    /// anyway), and is unique per customer; keys stay unique, since a key is derived from the
+    /// merchant and the external id, which are unique together. The table is rebuilt in place.
+    private static let v3 = """
+        CREATE TABLE processed_requests_v3 (
+            idempotency_key TEXT NOT NULL,
+            merchant_id TEXT NOT NULL REFERENCES merchants(id),
+            fingerprint TEXT NOT NULL,
+            customer_id TEXT NOT NULL UNIQUE REFERENCES customers(id),
+            reply_type TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            reply_body BLOB NOT NULL,              -- the exact bytes published, replayed unchanged
+            created_at INTEGER NOT NULL
+        ) STRICT;
+        INSERT INTO processed_requests_v3
+            SELECT idempotency_key, merchant_id, fingerprint, customer_id, reply_type, message_id, reply_body, created_at
+            FROM processed_requests ORDER BY rowid;
+        DROP TABLE processed_requests;
+        ALTER TABLE processed_requests_v3 RENAME TO processed_requests;
         """
 }

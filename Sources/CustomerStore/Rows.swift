@@ -10,7 +10,7 @@ enum CreateCustomerStatements {
     static func read(_ read: CreateCustomerCore.Read, _ db: Database) throws -> CreateCustomerCore.Rows {
         switch read {
         case .apiKeys(let ids): .apiKeys(try apiKeys(ids: ids, db))
-        case .processedRequests(let keys): .processedRequests(try processedRequests(keys: keys, db))
+        case .processedRequests(let lookups): .processedRequests(try processedRequests(lookups, db))
         case .defaultPlans(let merchantIDs): .defaultPlans(try defaultPlans(merchantIDs: merchantIDs, db))
         case .customerIDs(let references): .customerIDs(try customerIDs(references, db))
         }
@@ -29,18 +29,21 @@ enum CreateCustomerStatements {
         }
     }
 
-    static func processedRequests(keys: [String], _ db: Database) throws -> [ProcessedRequest] {
+    /// Found through their customer (see migration v3): the lookup descends the customers'
+    /// (merchant, external id) index, the one index a new customer's insert touches at random anyway.
+    static func processedRequests(_ lookups: [RecordLookup], _ db: Database) throws -> [ProcessedRequest] {
         let statement = try db.cachedStatement(sql: """
-            SELECT merchant_id, fingerprint, customer_id, reply_type, message_id, reply_body
-            FROM processed_requests WHERE idempotency_key = ?
+            SELECT p.idempotency_key, p.merchant_id, p.fingerprint, p.customer_id, p.reply_type, p.message_id, p.reply_body
+            FROM customers c JOIN processed_requests p ON p.customer_id = c.id
+            WHERE c.merchant_id = ? AND c.external_id = ?
             """)
-        return try keys.compactMap { key in
-            try Row.fetchOne(statement, arguments: [key]).map { row in
+        return try lookups.compactMap { lookup in
+            try Row.fetchOne(statement, arguments: [lookup.customer.merchantID, lookup.customer.externalID]).map { row in
                 let type: String = row["reply_type"]
                 let replyType = try UndecodableStoredValue.decode(type, as: ReplyType.self, table: "processed_requests", column: "reply_type")
                 let body: Data = row["reply_body"]
                 return ProcessedRequest(
-                    idempotencyKey: key, merchantID: row["merchant_id"], fingerprint: row["fingerprint"],
+                    idempotencyKey: row["idempotency_key"], merchantID: row["merchant_id"], fingerprint: row["fingerprint"],
                     customerID: row["customer_id"], replyType: replyType, messageID: row["message_id"], replyBody: [UInt8](body))
             }
         }

@@ -49,7 +49,7 @@ public struct PostgresTransaction: StorageTransaction {
     func read(_ read: CreateCustomerCore.Read) async throws -> CreateCustomerCore.Rows {
         switch read {
         case .apiKeys(let ids): .apiKeys(try await apiKeys(ids: ids))
-        case .processedRequests(let keys): .processedRequests(try await processedRequests(keys: keys))
+        case .processedRequests(let lookups): .processedRequests(try await processedRequests(keys: lookups.map(\.idempotencyKey)))
         case .defaultPlans(let merchantIDs): .defaultPlans(try await defaultPlans(merchantIDs: merchantIDs))
         case .customerIDs(let references): .customerIDs(try await customerIDs(references))
         }

@@ -33,7 +33,7 @@ struct CreateCustomerCoreTests {
                 reads.append(read)
                 switch read {
                 case .apiKeys(let ids): action = core.fed(.apiKeys(keys.filter { ids.contains($0.id) }))
-                case .processedRequests(let wanted): action = core.fed(.processedRequests(records.filter { wanted.contains($0.idempotencyKey) }))
+                case .processedRequests(let wanted): action = core.fed(.processedRequests(records.filter { wanted.map(\.idempotencyKey).contains($0.idempotencyKey) }))
                 case .defaultPlans(let merchants): action = core.fed(.defaultPlans(plans.filter { merchants.contains($0.key) }))
                 case .customerIDs(let references): action = core.fed(.customerIDs(existing.filter { references.contains($0.key) }))
                 }
@@ -55,7 +55,8 @@ struct CreateCustomerCoreTests {
         guard case .apiKeys(let ids) = reads[0], case .processedRequests(let keys) = reads[1], case .defaultPlans(let merchants) = reads[2]
         else { Issue.record("reads: \(reads)"); return }
         #expect(ids == [Self.secret.stored.id])
-        #expect(keys == [reply.idempotencyKey])
+        #expect(keys == [RecordLookup(idempotencyKey: try #require(reply.idempotencyKey),
+                                      customer: CustomerReference(merchantID: Self.merchant, externalID: "cus_1"))])
         #expect(merchants == [Self.merchant])
         let creation = try #require(writes.first?.creations.first)
         #expect(writes.count == 1 && writes[0].creations.count == 1)
@@ -132,7 +133,8 @@ struct CreateCustomerCoreTests {
               case .read(.processedRequests(let lost)) = core.wrote(inserted: []),
               case .done(let outcomes) = core.fed(.processedRequests([record]))
         else { Issue.record("unexpected step"); return }
-        #expect(lost == [record.idempotencyKey])
+        #expect(lost.map(\.idempotencyKey) == [record.idempotencyKey])
+        #expect(lost.map(\.customer) == [CustomerReference(merchantID: Self.merchant, externalID: "cus_1")])
         #expect(outcomes.first?.reply?.replayed == true)
     }
 

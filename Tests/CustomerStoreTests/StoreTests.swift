@@ -41,6 +41,45 @@ struct StoreTests {
         }
     }
 
+    /// Migration v3 rebuilds `processed_requests` without its index on the idempotency key: the
+    /// records a v2 database holds still replay byte for byte, and a new command still creates.
+    @Test func sqliteRecordsWrittenBeforeV3StillReplay() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("customer-store-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = try CustomerStore(path: folder.appendingPathComponent("customers.sqlite").path)
+        try Migrations.migrator.migrate(store.pool, upTo: "v2: handling attempts")
+        let merchant = try await Merchant(store)
+        let before = try await store.handle([command(#"{"externalId":"cus_1","name":"Ada"}"#, key: merchant.secretKey)], now: now)
+        try await store.migrate()
+        // (name, unique, columns) of each index of the table.
+        let indexes = try await store.pool.read { db in
+            try Row.fetchAll(db, sql: "PRAGMA index_list(processed_requests)").map { index -> [String] in
+                let name: String = index["name"]
+                let unique: Bool = index["unique"]
+                return [name, "\(unique)"] + (try String.fetchAll(db, sql: "SELECT name FROM pragma_index_info(?)", arguments: [name]))
+            }
+        }
+        #expect(indexes.count == 1 && indexes.first?[1] == "true", "only the unique index on customer_id: \(indexes)")
+        let indexed = indexes.first.map { Array($0.dropFirst(2)) }
+        #expect(indexed == ["customer_id"])
+        let after = try await store.handle([
+            command(#"{"name":"Ada","externalId":"cus_1"}"#, key: merchant.secretKey),
+            command(#"{"externalId":"cus_2"}"#, key: merchant.secretKey),
+        ], now: now)
+        #expect(after[0].replayed && after[0].body == before[0].body && after[0].messageID == before[0].messageID)
+        #expect(after[1].type == .customerCreated && !after[1].replayed)
+        #expect(try await store.customerCount() == 2)
+        // A second record for a customer is refused: one record per customer keeps keys unique.
+        #expect(throws: (any Error).self) {
+            try store.pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO processed_requests SELECT 'another key', merchant_id, fingerprint, customer_id, reply_type,
+                        message_id, reply_body, created_at FROM processed_requests LIMIT 1
+                    """)
+            }
+        }
+    }
+
     @Test func postgresRecordsEachMigrationOnce() async throws {
         guard StoreKind.all.contains(.postgres) else { return }
         try await withStore(.postgres) { store, _ in
