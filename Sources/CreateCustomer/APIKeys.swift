@@ -63,6 +63,12 @@ public enum APIKeys {
     /// The key id inside a whole key, a `sk_<id>`/`pk_<id>` prefix or a bare id, and the type its
     /// prefix names, if any.
     public static func keyID(from reference: String) -> (id: String, type: APIKeyType?)? {
+        if let ascii = asciiKeyID(from: reference) { return ascii }
+        return characterKeyID(from: reference)
+    }
+
+    /// `keyID(from:)` for any reference, character by character.
+    static func characterKeyID(from reference: String) -> (id: String, type: APIKeyType?)? {
         var rest = Substring(reference)
         var type: APIKeyType?
         for candidate in APIKeyType.allCases where rest.hasPrefix(candidate.prefix) {
@@ -72,6 +78,26 @@ public enum APIKeys {
         let id = rest.prefix { $0 != "_" }
         guard id.count == keyIDLength, id.allSatisfy(\.isHexDigit) else { return nil }
         return (String(id), type)
+    }
+
+    /// `keyID(from:)` over the bytes of an ASCII reference (every key this service issues), which
+    /// spares the per-character work of `String`; nil for anything else, which then takes the
+    /// general path (the same answer for every ASCII reference: a test compares both).
+    static func asciiKeyID(from reference: String) -> (id: String, type: APIKeyType?)? {
+        var utf8 = Substring(reference).utf8
+        guard utf8.allSatisfy({ $0 < 0x80 }) else { return nil }
+        var type: APIKeyType?
+        for candidate in APIKeyType.allCases where utf8.starts(with: candidate.prefix.utf8) {
+            type = candidate
+            utf8 = utf8.dropFirst(candidate.prefix.utf8.count)
+        }
+        let id = utf8.prefix { $0 != UInt8(ascii: "_") }
+        let isHexDigit = { (byte: UInt8) in
+            (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
+                || (UInt8(ascii: "A")...UInt8(ascii: "F")).contains(byte)
+        }
+        guard id.count == keyIDLength, id.allSatisfy(isHexDigit) else { return .none }
+        return (String(Substring(id)), type)
     }
 
     /// The rule: the stored hash must match (compared in constant time), the key must not be

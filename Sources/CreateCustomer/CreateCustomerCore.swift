@@ -144,13 +144,22 @@ public struct CreateCustomerCore: Sendable {
 
     /// Authenticates every command and fills the failure outcomes; asks for the candidates' records.
     private mutating func authenticated(stored: [String: StoredAPIKey]) -> Action {
+        // A batch's commands mostly carry the same few keys: each is hashed and checked once.
+        var answers: [String: Authentication] = [:]
         for (index, command) in commands.enumerated() {
             if command.headersTooDeep {
                 outcomes[index] = .reply(failure(.headersTooDeep, key: nil, body: command.body))
                 continue
             }
+            let authentication: Authentication
+            if let apiKey = command.apiKey, let known = answers[apiKey] {
+                authentication = known
+            } else {
+                authentication = Self.authenticate(command.apiKey, stored: stored)
+                if let apiKey = command.apiKey { answers[apiKey] = authentication }
+            }
             let merchantID: String
-            switch Self.authenticate(command.apiKey, stored: stored) {
+            switch authentication {
             case .merchant(let id): merchantID = id
             case .unauthorized(let reason):
                 outcomes[index] = .reply(failure(reason.rejection, key: nil, body: command.body))

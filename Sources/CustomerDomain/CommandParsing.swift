@@ -31,6 +31,8 @@ extension CreateCustomerCommand {
             return CommandRejection(
                 code: .unsupportedContentType, message: "The content type is missing; send application/json.")
         }
+        // What nearly every command carries, answered without splitting and lowercasing.
+        if contentType.utf8.elementsEqual("application/json".utf8) { return nil }
         var parts = contentType.split(separator: ";", omittingEmptySubsequences: false).makeIterator()
         let mediaType = parts.next().map(trimmedLowercase) ?? ""
         var charsetIsUTF8 = true
