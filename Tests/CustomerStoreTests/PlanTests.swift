@@ -88,6 +88,43 @@ struct PlanStoreTests {
         }
     }
 
+    /// One batch, two merchants: columns NULL for one row and set for the other, in every table
+    /// (PostgreSQL writes a batch as one array per column, so NULLs travel inside the arrays).
+    @Test(arguments: StoreKind.all)
+    func aMixedBatchStoresEachRowsValuesAndNulls(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
+            let trial = try await Merchant(store, name: "Trial")
+            let free = try await Merchant(store, name: "Free")
+            try await store.importPlans(merchantID: trial.id, catalog: catalog(catalogJSON(
+                planEntry("team", price: 4900, trialDays: 14, isDefault: true))))
+            try await store.importPlans(merchantID: free.id, catalog: catalog(catalogJSON(planEntry("free", isDefault: true))))
+            let replies = try await store.handle([
+                command(#"{"externalId":"a","name":"Ada","stripeId":"cus_s"}"#, key: trial.secretKey),
+                command(#"{"externalId":"b","email":"b@example.com"}"#, key: free.secretKey),
+            ], now: now)
+            #expect(replies.map(\.type) == [.customerCreated, .customerCreated])
+            let customers = try await store.strings("SELECT external_id, name, email, stripe_id FROM customers ORDER BY external_id")
+            #expect(customers == [["a", "Ada", nil, "cus_s"], ["b", nil, "b@example.com", nil]])
+            let subscriptions = try await store.strings("""
+                SELECT c.external_id, s.plan_id, CAST(s.end_date AS TEXT), s.payment_gateway
+                FROM subscriptions s JOIN customers c ON c.id = s.customer_id ORDER BY c.external_id
+                """)
+            let trialEnd = try #require(Timestamp(now).adding(days: 14)?.millisecondsSince1970)
+            #expect(subscriptions == [["a", "team", "\(trialEnd)", "Stripe"], ["b", "free", nil, nil]])
+            let records = try await store.strings("""
+                SELECT c.external_id, p.idempotency_key FROM processed_requests p JOIN customers c ON c.id = p.customer_id
+                ORDER BY c.external_id
+                """)
+            #expect(records == [["a", replies[0].idempotencyKey], ["b", replies[1].idempotencyKey]])
+            // Both replay from what was stored.
+            let again = try await store.handle([
+                command(#"{"externalId":"b","email":"b@example.com"}"#, key: free.secretKey),
+                command(#"{"externalId":"a","name":"Ada","stripeId":"cus_s"}"#, key: trial.secretKey),
+            ], now: now)
+            #expect(again.map(\.replayed) == [true, true] && again[0].body == replies[1].body && again[1].body == replies[0].body)
+        }
+    }
+
     static let outcomeCases: [(String, String, DefaultPlanOutcome)] = [
         (planEntry("p", price: 900, isDefault: true), #"{"externalId":"x","stripeId":"cus_1"}"#, DefaultPlanOutcome.subscribed),
         (planEntry("p", price: 900, isDefault: true), #"{"externalId":"x"}"#, .notEligible),
