@@ -59,9 +59,13 @@ public struct WorkerApplication: Sendable {
         var group = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
                                               cancellationSignals: [], logger: logger)
         group.maximumGracefulShutdownDuration = configuration.shutdownTimeout
-        // Past this, ServiceLifecycle stops the process (fatalError): 2 s was exceeded by a worker
-        // run inside the test process under load, which took the whole test run down.
-        group.maximumCancellationDuration = .seconds(10)
+        // Past this, ServiceLifecycle stops the process (fatalError). Cancellation reaches a
+        // session's loop between its blocking broker calls (a connect, a login, a declare, each
+        // bounded by the node's connect and RPC timeouts), so the bound is the longest such call
+        // plus a margin: 2 s, then 10 s, were exceeded by workers run inside the test process
+        // while the broker answered slowly, and the crash took the whole test run down.
+        let longestBrokerCall = (try? configuration.amqpNodes)?.map { $0.connectTimeout + $0.rpcTimeout }.max()
+        group.maximumCancellationDuration = (longestBrokerCall ?? .seconds(40)) + .seconds(10)
         self.group = ServiceGroup(configuration: group)
     }
 
