@@ -93,12 +93,14 @@ public struct CreateCustomerCommand: Sendable, Hashable {
     public var fingerprint: String {
         var hasher = SHA256()
         for field in CustomerField.allCases {
+            // Tag and length from the stack: an array literal per field was an allocation each.
             guard let value = self[field] else {
-                hasher.update(data: [0])
+                withUnsafeBytes(of: UInt8(0)) { hasher.update(bufferPointer: $0) }
                 continue
             }
             let length = UInt32(value.utf8.count)
-            hasher.update(data: [1, UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)])
+            let header = (UInt8(1), UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF))
+            withUnsafeBytes(of: header) { hasher.update(bufferPointer: $0) }
             var utf8 = value
             utf8.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
         }

@@ -28,18 +28,41 @@ public enum ReplyMessageID {
 }
 
 func sha256Hex(_ text: String) -> String {
-    SHA256.hash(data: Array(text.utf8)).hexString
+    var text = text
+    // Hashes the string's own UTF-8 bytes: no copy into an array first.
+    return text.withUTF8 { SHA256.hash(data: $0) }.hexString
 }
+
+private let lowercaseHexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
 extension Sequence<UInt8> {
     /// Lowercase hexadecimal, two digits a byte.
     public var hexString: String {
-        let digits = Array("0123456789abcdef".utf8)
         var bytes: [UInt8] = []
+        bytes.reserveCapacity(underestimatedCount * 2)
         for byte in self {
-            bytes.append(digits[Int(byte >> 4)])
-            bytes.append(digits[Int(byte & 0x0F)])
+            bytes.append(lowercaseHexDigits[Int(byte >> 4)])
+            bytes.append(lowercaseHexDigits[Int(byte & 0x0F)])
         }
         return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+extension SHA256.Digest {
+    /// Lowercase hexadecimal (64 digits), written straight into the string: idempotency keys,
+    /// fingerprints and message ids take three per command, and the generic path allocated for
+    /// the digest's iterator, the digit table, each growth of the buffer and the string.
+    public var hexString: String {
+        withUnsafeBytes { digest in
+            String(unsafeUninitializedCapacity: digest.count * 2) { buffer in
+                lowercaseHexDigits.withUnsafeBufferPointer { digits in
+                    for (index, byte) in digest.enumerated() {
+                        buffer[2 * index] = digits[Int(byte >> 4)]
+                        buffer[2 * index + 1] = digits[Int(byte & 0x0F)]
+                    }
+                }
+                return digest.count * 2
+            }
+        }
     }
 }

@@ -225,6 +225,18 @@ struct IdempotencyTests {
         #expect(a.fingerprint.count == 64)
     }
 
+    /// Stored records keep the fingerprint they were written with: its encoding must never change.
+    @Test func fingerprintMatchesItsEncodingVector() throws {
+        // python3: per field in contract order, b"\x00" for null, else b"\x01" + 4-byte big-endian
+        // UTF-8 length + the bytes; hashlib.sha256(...).hexdigest()
+        var command = CreateCustomerCommand(externalId: "cus_1")
+        command.name = "Ada Lovelace"
+        command.billingCountry = "US"
+        command.billingState = "CA"
+        command.stripeId = "cus_é"
+        #expect(command.fingerprint == "fea115c5188b9450a169bb17d7f0f9f168757da4c7249e9a6fb5da14f072fc82")
+    }
+
     @Test func fingerprintSeesEveryDifference() throws {
         let base = try parse(#"{"externalId":"x","name":"ab"}"#).get()
         var moved = base
