@@ -3,7 +3,9 @@ import Crypto
 /// The idempotency key of a create-customer command: lowercase hex SHA-256 of
 /// `"customer.create\n" + merchantId + "\n" + externalId`.
 public func idempotencyKey(merchantID: String, externalID: String) -> String {
-    sha256Hex("customer.create\n" + merchantID + "\n" + externalID)
+    var hasher = SHA256()
+    for part in ["customer.create\n", merchantID, "\n", externalID] { hasher.update(utf8Of: part) }
+    return hasher.finalize().hexString
 }
 
 /// The AMQP `message_id` of a reply: the same command with the same outcome always gets the same id,
@@ -14,7 +16,10 @@ public enum ReplyMessageID {
 
     /// A `CustomerCreated` reply: one per idempotency key.
     public static func created(idempotencyKey: String) -> String {
-        String(sha256Hex(idempotencyKey + "\nCustomerCreated").prefix(length))
+        var hasher = SHA256()
+        hasher.update(utf8Of: idempotencyKey)
+        hasher.update(utf8Of: "\nCustomerCreated")
+        return hasher.finalize().hexString(prefixBytes: length / 2)
     }
 
     /// A `CustomerCreateFailed` reply: derived from the error code, the key when there is one, and
@@ -23,15 +28,10 @@ public enum ReplyMessageID {
         var hasher = SHA256()
         hasher.update(data: Array("CustomerCreateFailed\n\(code.rawValue)\n\(idempotencyKey ?? "")\n".utf8))
         hasher.update(data: body)
-        return String(hasher.finalize().hexString.prefix(length))
+        return hasher.finalize().hexString(prefixBytes: length / 2)
     }
 }
 
-func sha256Hex(_ text: String) -> String {
-    var text = text
-    // Hashes the string's own UTF-8 bytes: no copy into an array first.
-    return text.withUTF8 { SHA256.hash(data: $0) }.hexString
-}
 
 private let lowercaseHexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
@@ -52,17 +52,29 @@ extension SHA256.Digest {
     /// Lowercase hexadecimal (64 digits), written straight into the string: idempotency keys,
     /// fingerprints and message ids take three per command, and the generic path allocated for
     /// the digest's iterator, the digit table, each growth of the buffer and the string.
-    public var hexString: String {
+    public var hexString: String { hexString(prefixBytes: SHA256.byteCount) }
+
+    /// The first `prefixBytes` bytes in lowercase hexadecimal.
+    public func hexString(prefixBytes: Int) -> String {
         withUnsafeBytes { digest in
-            String(unsafeUninitializedCapacity: digest.count * 2) { buffer in
+            let bytes = digest.prefix(prefixBytes)
+            return String(unsafeUninitializedCapacity: bytes.count * 2) { buffer in
                 lowercaseHexDigits.withUnsafeBufferPointer { digits in
-                    for (index, byte) in digest.enumerated() {
+                    for (index, byte) in bytes.enumerated() {
                         buffer[2 * index] = digits[Int(byte >> 4)]
                         buffer[2 * index + 1] = digits[Int(byte & 0x0F)]
                     }
                 }
-                return digest.count * 2
+                return bytes.count * 2
             }
         }
+    }
+}
+
+extension SHA256 {
+    /// Hashes the string's own UTF-8 bytes, without copying them into an array first.
+    public mutating func update(utf8Of text: String) {
+        var text = text
+        text.withUTF8 { update(bufferPointer: UnsafeRawBufferPointer($0)) }
     }
 }

@@ -250,6 +250,19 @@ struct IdempotencyTests {
         #expect(Set(prints).count == 4)
     }
 
+    /// A redelivered command must get the message id its first reply had, whichever version of
+    /// the worker answers it: the derivations are pinned to vectors.
+    @Test func replyMessageIDsMatchTheirVectors() {
+        // python3: k = hashlib.sha256(b"customer.create\nm\ne").hexdigest()
+        //   hashlib.sha256((k + "\nCustomerCreated").encode()).hexdigest()[:32]
+        //   hashlib.sha256(f"CustomerCreateFailed\nvalidation_failed\n{k}\n".encode() + bytes([1])).hexdigest()[:32]
+        let key = idempotencyKey(merchantID: "m", externalID: "e")
+        #expect(key == "a273e2cad1a6bd455733a2c880a6c740b439be9ae315c366d278ea6eb4070e99")
+        #expect(ReplyMessageID.created(idempotencyKey: key) == "7887836f3812441b9778c0a492577b6a")
+        #expect(ReplyMessageID.failed(code: .validationFailed, idempotencyKey: key, body: [1]) == "c89ebb4c75077d25b98498bde5e28f79")
+        #expect(ReplyMessageID.failed(code: .validationFailed, idempotencyKey: nil, body: [1]) == "7085f9c497f3f304cc6199f7bef71cb7")
+    }
+
     @Test func replyMessageIDsAreDeterministicAndDistinct() {
         let key = idempotencyKey(merchantID: "m", externalID: "e")
         #expect(ReplyMessageID.created(idempotencyKey: key) == ReplyMessageID.created(idempotencyKey: key))
