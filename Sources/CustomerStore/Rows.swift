@@ -59,9 +59,12 @@ enum CreateCustomerStatements {
         return plans
     }
 
+    /// `updated_at` takes `created_at`'s parameter (`?20`): 20 parameters, not 21, because GRDB
+    /// binds the strings of a statement with at most 20 without copying them (past 20, every
+    /// string argument is copied into a C string first, an allocation each).
     private static let insertCustomerSQL: String = {
         let columns = ["id", "merchant_id"] + CustomerField.allCases.map(\.columnName) + ["created_at", "updated_at"]
-        let placeholders = Array(repeating: "?", count: columns.count).joined(separator: ", ")
+        let placeholders = Array(repeating: "?", count: columns.count - 1).joined(separator: ", ") + ", ?\(columns.count - 1)"
         return "INSERT INTO customers (\(columns.joined(separator: ", "))) VALUES (\(placeholders)) "
             + "ON CONFLICT (merchant_id, external_id) DO NOTHING"
     }()
@@ -80,28 +83,41 @@ enum CreateCustomerStatements {
                                             message_id, reply_body, created_at)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
             """)
+        // Arguments as `DatabaseValue`s, not `any DatabaseValueConvertible`: an array of
+        // existentials cost allocations per value as GRDB converted it.
         var inserted = Set<String>()
+        var values: [DatabaseValue] = []
+        values.reserveCapacity(20)
         for creation in writes.creations {
             let customer = creation.customer
-            var values: [(any DatabaseValueConvertible)?] = [customer.id, customer.merchantID]
-            values += CustomerField.allCases.map { customer.attributes[$0] }
-            values += [customer.createdAt.millisecondsSince1970, customer.createdAt.millisecondsSince1970]
+            values.removeAll(keepingCapacity: true)
+            values.append(customer.id.databaseValue)
+            values.append(customer.merchantID.databaseValue)
+            for field in CustomerField.allCases { values.append(customer.attributes[field]?.databaseValue ?? .null) }
+            values.append(customer.createdAt.millisecondsSince1970.databaseValue)
             try customers.execute(arguments: StatementArguments(values))
             guard db.changesCount == 1 else { continue }
             inserted.insert(customer.id)
             if let subscription = creation.subscription {
-                try subscriptions.execute(arguments: [
-                    subscription.id, subscription.customerId, subscription.merchantId, subscription.planId,
-                    subscription.status.rawValue, subscription.isTrial, subscription.startDate.millisecondsSince1970,
-                    subscription.endDate?.millisecondsSince1970, subscription.paymentGateway?.rawValue,
-                    subscription.createdAt.millisecondsSince1970, subscription.updatedAt.millisecondsSince1970,
-                ])
+                values.removeAll(keepingCapacity: true)
+                values += [
+                    subscription.id.databaseValue, subscription.customerId.databaseValue, subscription.merchantId.databaseValue,
+                    subscription.planId.databaseValue, subscription.status.rawValue.databaseValue, subscription.isTrial.databaseValue,
+                    subscription.startDate.millisecondsSince1970.databaseValue,
+                    subscription.endDate?.millisecondsSince1970.databaseValue ?? .null,
+                    subscription.paymentGateway?.rawValue.databaseValue ?? .null,
+                    subscription.createdAt.millisecondsSince1970.databaseValue, subscription.updatedAt.millisecondsSince1970.databaseValue,
+                ]
+                try subscriptions.execute(arguments: StatementArguments(values))
             }
             let record = creation.record
-            try records.execute(arguments: [
-                record.idempotencyKey, record.merchantID, record.fingerprint, record.customerID, record.replyType.rawValue,
-                record.messageID, Data(record.replyBody), writes.recordedAt.millisecondsSince1970,
-            ])
+            values.removeAll(keepingCapacity: true)
+            values += [
+                record.idempotencyKey.databaseValue, record.merchantID.databaseValue, record.fingerprint.databaseValue,
+                record.customerID.databaseValue, record.replyType.rawValue.databaseValue, record.messageID.databaseValue,
+                Data(record.replyBody).databaseValue, writes.recordedAt.millisecondsSince1970.databaseValue,
+            ]
+            try records.execute(arguments: StatementArguments(values))
         }
         return inserted
     }

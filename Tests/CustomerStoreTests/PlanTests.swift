@@ -103,8 +103,12 @@ struct PlanStoreTests {
                 command(#"{"externalId":"b","email":"b@example.com"}"#, key: free.secretKey),
             ], now: now)
             #expect(replies.map(\.type) == [.customerCreated, .customerCreated])
-            let customers = try await store.strings("SELECT external_id, name, email, stripe_id FROM customers ORDER BY external_id")
-            #expect(customers == [["a", "Ada", nil, "cus_s"], ["b", nil, "b@example.com", nil]])
+            let customers = try await store.strings("""
+                SELECT external_id, name, email, stripe_id, CAST(created_at AS TEXT), CAST(updated_at AS TEXT)
+                FROM customers ORDER BY external_id
+                """)
+            let created = "\(Timestamp(now).millisecondsSince1970)"
+            #expect(customers == [["a", "Ada", nil, "cus_s", created, created], ["b", nil, "b@example.com", nil, created, created]])
             let subscriptions = try await store.strings("""
                 SELECT c.external_id, s.plan_id, CAST(s.end_date AS TEXT), s.payment_gateway
                 FROM subscriptions s JOIN customers c ON c.id = s.customer_id ORDER BY c.external_id
