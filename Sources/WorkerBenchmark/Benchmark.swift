@@ -150,7 +150,8 @@ private struct BenchmarkRun: Sendable {
                 binary: workerBinary(), count: settings.replicas,
                 environment: topology.workerEnvironment(databaseURL: database.url)
                     .merging(settings.databaseSynchronous.map { ["DATABASE_SYNCHRONOUS": $0] } ?? [:]) { $1 }
-                    .merging(settings.otlpEndpoint.map { ["OTEL_EXPORTER_OTLP_ENDPOINT": $0] } ?? [:]) { $1 },
+                    .merging(settings.otlpEndpoint.map { ["OTEL_EXPORTER_OTLP_ENDPOINT": $0] } ?? [:]) { $1 }
+                    .merging(settings.batchLingerMilliseconds.map { ["BATCH_LINGER_MS": "\($0)"] } ?? [:]) { $1 },
                 settingNames: WorkerConfiguration.settings.map(\.variable), logDirectory: directory)
             let outcome = await capture {
                 if !backlog {

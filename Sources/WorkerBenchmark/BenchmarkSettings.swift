@@ -33,6 +33,8 @@ public struct BenchmarkSettings: Sendable {
     public var databaseSynchronous: String?
     /// The workers' `OTEL_EXPORTER_OTLP_ENDPOINT`: tracing on, exporting there; nil → off.
     public var otlpEndpoint: String?
+    /// The workers' `BATCH_LINGER_MS` (0...1000); nil → the worker's default.
+    public var batchLingerMilliseconds: Int?
 
     public init() {}
 
@@ -51,6 +53,9 @@ public struct BenchmarkSettings: Sendable {
         }
         if let otlpEndpoint, let problem = TracingBackend.problem("OTEL_EXPORTER_OTLP_ENDPOINT", otlpEndpoint) {
             problems.append("--otlp-endpoint \(problem)")
+        }
+        if let batchLingerMilliseconds, !(0...1000).contains(batchLingerMilliseconds) {
+            problems.append("--batch-linger-ms must be 0...1000")
         }
         if !(replyTimeout > .zero && replyTimeout <= .seconds(86_400)) { problems.append("--reply-timeout must be 1...86400 seconds") }
         if let messageSize, !CommandShape.sizes.contains(messageSize) {

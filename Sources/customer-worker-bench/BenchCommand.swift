@@ -42,6 +42,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "The workers' DATABASE_SYNCHRONOUS: full (default) or normal.") var databaseSynchronous: String?
     @Option(help: ArgumentHelp("The workers' OTEL_EXPORTER_OTLP_ENDPOINT: trace every command and export there (default: tracing off).", valueName: "url"))
     var otlpEndpoint: String?
+    @Option(name: .customLong("batch-linger-ms"), help: "The workers' BATCH_LINGER_MS: how long a batch waits for more commands after the first (default: the worker's).")
+    var batchLingerMilliseconds: Int?
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -64,6 +66,7 @@ struct Bench: AsyncParsableCommand {
         settings.replyTimeout = .seconds(replyTimeout)
         settings.databaseSynchronous = databaseSynchronous
         settings.otlpEndpoint = otlpEndpoint
+        settings.batchLingerMilliseconds = batchLingerMilliseconds
         if let problem = settings.problems.first { throw ValidationError(problem) }
 
         let logger = logging.bootstrap(label: "bench")
