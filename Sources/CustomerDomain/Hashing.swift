@@ -32,7 +32,6 @@ public enum ReplyMessageID {
     }
 }
 
-
 private let lowercaseHexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
 extension Sequence<UInt8> {

@@ -83,41 +83,29 @@ enum CreateCustomerStatements {
                                             message_id, reply_body, created_at)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
             """)
-        // Arguments as `DatabaseValue`s, not `any DatabaseValueConvertible`: an array of
-        // existentials cost allocations per value as GRDB converted it.
         var inserted = Set<String>()
-        var values: [DatabaseValue] = []
-        values.reserveCapacity(20)
         for creation in writes.creations {
             let customer = creation.customer
-            values.removeAll(keepingCapacity: true)
-            values.append(customer.id.databaseValue)
-            values.append(customer.merchantID.databaseValue)
-            for field in CustomerField.allCases { values.append(customer.attributes[field]?.databaseValue ?? .null) }
-            values.append(customer.createdAt.millisecondsSince1970.databaseValue)
+            // 20 values: `updated_at` takes `created_at`'s (see `insertCustomerSQL`).
+            var values: [(any DatabaseValueConvertible)?] = [customer.id, customer.merchantID]
+            values += CustomerField.allCases.map { customer.attributes[$0] }
+            values.append(customer.createdAt.millisecondsSince1970)
             try customers.execute(arguments: StatementArguments(values))
             guard db.changesCount == 1 else { continue }
             inserted.insert(customer.id)
             if let subscription = creation.subscription {
-                values.removeAll(keepingCapacity: true)
-                values += [
-                    subscription.id.databaseValue, subscription.customerId.databaseValue, subscription.merchantId.databaseValue,
-                    subscription.planId.databaseValue, subscription.status.rawValue.databaseValue, subscription.isTrial.databaseValue,
-                    subscription.startDate.millisecondsSince1970.databaseValue,
-                    subscription.endDate?.millisecondsSince1970.databaseValue ?? .null,
-                    subscription.paymentGateway?.rawValue.databaseValue ?? .null,
-                    subscription.createdAt.millisecondsSince1970.databaseValue, subscription.updatedAt.millisecondsSince1970.databaseValue,
-                ]
-                try subscriptions.execute(arguments: StatementArguments(values))
+                try subscriptions.execute(arguments: [
+                    subscription.id, subscription.customerId, subscription.merchantId, subscription.planId,
+                    subscription.status.rawValue, subscription.isTrial, subscription.startDate.millisecondsSince1970,
+                    subscription.endDate?.millisecondsSince1970, subscription.paymentGateway?.rawValue,
+                    subscription.createdAt.millisecondsSince1970, subscription.updatedAt.millisecondsSince1970,
+                ])
             }
             let record = creation.record
-            values.removeAll(keepingCapacity: true)
-            values += [
-                record.idempotencyKey.databaseValue, record.merchantID.databaseValue, record.fingerprint.databaseValue,
-                record.customerID.databaseValue, record.replyType.rawValue.databaseValue, record.messageID.databaseValue,
-                Data(record.replyBody).databaseValue, writes.recordedAt.millisecondsSince1970.databaseValue,
-            ]
-            try records.execute(arguments: StatementArguments(values))
+            try records.execute(arguments: [
+                record.idempotencyKey, record.merchantID, record.fingerprint, record.customerID, record.replyType.rawValue,
+                record.messageID, Data(record.replyBody), writes.recordedAt.millisecondsSince1970,
+            ])
         }
         return inserted
     }
