@@ -7,14 +7,28 @@ import Logging
 /// never see each other's messages, and the queues to delete afterwards.
 struct BenchTopology: Sendable {
     let configuration: WorkerConfiguration
+    /// Quorum queues bound to the events exchange beside the inspection queue, one per
+    /// downstream reader (`--downstream-queues`).
+    let downstreamQueues: [String]
 
-    init(runID: String, mode: String, amqpURL: String, prefetch: Int) {
+    init(runID: String, mode: String, amqpURL: String, prefetch: Int, downstreamQueues: Int = 0) {
         var configuration = WorkerConfiguration()
         configuration.amqpURL = amqpURL
         configuration.prefetch = prefetch
         configuration.names = TopologyNames(prefix: "bench.\(runID).\(mode)")
         configuration.logLevel = .warning
         self.configuration = configuration
+        self.downstreamQueues = (0..<downstreamQueues).map { "bench.\(runID).\(mode).downstream.\($0 + 1)" }
+    }
+
+    /// What the worker declares, and the downstream queues with their bindings.
+    var topology: Topology {
+        var topology = configuration.topology
+        let names = configuration.names
+        topology.merge(Topology(
+            queues: downstreamQueues.map { .quorum($0) },
+            bindings: downstreamQueues.map { .init(queue: $0, exchange: names.eventsExchange, routingKey: names.repliesBindingKey) }))
+        return topology
     }
 
     /// A new run id: eight lowercase hex digits.
@@ -40,7 +54,7 @@ struct BenchTopology: Sendable {
     func deleteQueues(logger: Logger) async {
         guard let session = try? session("cleanup", logger: logger) else { return }
         let names = configuration.names
-        for queue in [names.commandQueue, names.deadLetterQueue, names.repliesQueue] {
+        for queue in [names.commandQueue, names.deadLetterQueue, names.repliesQueue] + downstreamQueues {
             do {
                 try await session.deleteQueue(queue)
             } catch {

@@ -87,7 +87,7 @@ private struct BenchmarkRun: Sendable {
         progress("ceiling: relaying \(workload.count) commands…")
         let ceiling = try await measureCeiling(apiKey: database.apiKey, reply: sample)
         progress("worker: \(settings.replicas) process(es), \(workload.count) commands…")
-        let workers = try await measureWorkers(database)
+        let (workers, workerDownstreamProblems) = try await measureWorkers(database)
 
         let window: Int? = if case .closedLoop(let window) = pacing { window } else { nil }
         let setup = BenchmarkReport.Setup(
@@ -95,11 +95,12 @@ private struct BenchmarkRun: Sendable {
             duplicatesPercent: settings.duplicatesPercent, pacing: pacingName,
             rate: settings.rate, window: window, prefetch: prefetch, commandBytes: workload.body(at: 0).count,
             replyBytes: sample.body.count, preload: settings.preload, preloadSeconds: preloadSeconds,
-            database: database.location.redacted)
+            database: database.location.redacted, downstreamQueues: settings.downstreamQueues)
         let ceilingFigures = BenchmarkReport.Mode(ceiling.result, cpuSeconds: ceiling.cpuSeconds)
         return BenchmarkReport(
             machine: .current, setup: setup, ceiling: ceilingFigures, worker: workers,
-            ratio: workers.mode.messagesPerSecond / ceilingFigures.messagesPerSecond, problems: problems(workers))
+            ratio: workers.mode.messagesPerSecond / ceilingFigures.messagesPerSecond,
+            problems: problems(workers) + ceiling.downstreamProblems + workerDownstreamProblems)
     }
 
     /// What the worker-mode counts should be, given the workload.
@@ -118,29 +119,42 @@ private struct BenchmarkRun: Sendable {
     }
 
     private func topology(_ mode: String) -> BenchTopology {
-        BenchTopology(runID: runID, mode: mode, amqpURL: settings.amqpURL, prefetch: prefetch)
+        BenchTopology(runID: runID, mode: mode, amqpURL: settings.amqpURL, prefetch: prefetch,
+                      downstreamQueues: settings.downstreamQueues)
     }
 
     // MARK: Ceiling
 
     /// One relay per worker replica, so both modes have the same number of consumers. Returns the
     /// run and the relays' CPU time.
-    private func measureCeiling(apiKey: String, reply: ReplyRecord) async throws -> (result: LoadResult, cpuSeconds: Double) {
-        try await withGenerator(topology("ceiling"), apiKey: apiKey) { topology, generator in
+    private func measureCeiling(apiKey: String, reply: ReplyRecord)
+        async throws -> (result: LoadResult, cpuSeconds: Double, downstreamProblems: [String]) {
+        try await withGenerator(topology("ceiling"), apiKey: apiKey) { topology, generator, readers in
             let relays = try (0..<settings.replicas).map { _ in try Relay(topology: topology, reply: reply) }
             if case .backlog = pacing { try await generator.fill() }
             let result = try await measure(alongside: relays.map { relay in { try await relay.run() } }) {
                 if case .backlog = pacing {} else { try await generator.warmUp(count: 1, firstNumber: 0) }
                 return try await generator.run()
             }
-            return (result, relays.map(\.usage.cpuSeconds).reduce(0, +))
+            return (result, relays.map(\.usage.cpuSeconds).reduce(0, +), await downstreamProblems(readers, mode: "ceiling"))
         }
+    }
+
+    /// Each downstream reader should take every reply of the run; it gets the reply timeout to
+    /// catch up after the last one reached the load generator.
+    private func downstreamProblems(_ readers: [DownstreamReader], mode: String) async -> [String] {
+        var problems: [String] = []
+        for reader in readers {
+            let taken = await reader.waitFor(workload.count, timeout: settings.replyTimeout)
+            if taken < workload.count { problems.append("\(mode): \(reader.queue) took \(taken) of \(workload.count) replies") }
+        }
+        return problems
     }
 
     // MARK: Worker
 
-    private func measureWorkers(_ database: BenchDatabase) async throws -> BenchmarkReport.Worker {
-        try await withGenerator(topology("worker"), apiKey: database.apiKey) { topology, generator in
+    private func measureWorkers(_ database: BenchDatabase) async throws -> (BenchmarkReport.Worker, downstreamProblems: [String]) {
+        try await withGenerator(topology("worker"), apiKey: database.apiKey) { topology, generator, readers in
             let configuration = topology.configuration
             let backlog = if case .backlog = pacing { true } else { false }
             // A backlog is queued before the workers start, and they take it at once: count first.
@@ -161,11 +175,13 @@ private struct BenchmarkRun: Sendable {
                 let before = backlog ? beforeBacklog : try await database.customerCount()
                 let serverBefore = database.serverCPUSeconds()
                 // A worker that dies fails the run at once instead of after the reply timeout.
-                let result = try await measure(alongside: [{ try await fleet.watch() }]) { try await generator.run() }
+                let result = try await measure(alongside: [{ try await fleet.watch() }]) {
+                    try await generator.run()
+                }
                 let usage = fleet.usage()
                 let serverCPU = database.serverCPUSeconds().map { $0 - (serverBefore ?? 0) }
                 try await fleet.stop(timeout: configuration.shutdownTimeout + .seconds(5))
-                return BenchmarkReport.Worker(
+                let worker = BenchmarkReport.Worker(
                     mode: .init(result, cpuSeconds: usage.compactMap(\.cpuSeconds).reduce(0, +)),
                     peakRSSMB: usage.map { $0.peakResidentBytes.map { Double($0) / 1e6 } },
                     cpuSeconds: usage.map(\.cpuSeconds),
@@ -173,6 +189,7 @@ private struct BenchmarkRun: Sendable {
                     failed: result.tally.failed, extraReplies: result.tally.extra,
                     customersExpected: before + workload.uniqueCommands, customers: try await database.customerCount(),
                     databaseServerCPUSeconds: serverCPU)
+                return (worker, await downstreamProblems(readers, mode: "worker"))
             }
             if case .failure = outcome { await fleet.killAll() }
             return try outcome.get()
@@ -199,14 +216,28 @@ private struct BenchmarkRun: Sendable {
         }
     }
 
-    /// Runs `body` with a load generator on `topology`, then closes it and deletes the topology's
-    /// queues, whatever happened.
+    /// Runs `body` with a load generator on `topology` and its downstream readers, then closes
+    /// them and deletes the topology's queues, whatever happened.
     private func withGenerator<T: Sendable>(_ topology: BenchTopology, apiKey: String,
-                                            _ body: (BenchTopology, LoadGenerator) async throws -> T) async throws -> T {
+                                            _ body: (BenchTopology, LoadGenerator, [DownstreamReader]) async throws -> T) async throws -> T {
         let outcome = await capture {
             let generator = try await LoadGenerator(topology: topology, workload: workload, apiKey: apiKey, pacing: pacing,
                                                     replyTimeout: settings.replyTimeout, logger: logger)
-            let result = await capture { try await body(topology, generator) }
+            var readers: [DownstreamReader] = []
+            // They read from before the first command until the topology goes: a reader that
+            // fails stops counting, and the run reports it short of replies.
+            var reading: [Task<Void, any Error>] = []
+            let result = await capture {
+                for queue in topology.downstreamQueues {
+                    let reader = try await DownstreamReader(topology: topology, queue: queue, commands: workload.count, logger: logger)
+                    readers.append(reader)
+                    reading.append(Task { try await reader.run() })
+                }
+                return try await body(topology, generator, readers)
+            }
+            for task in reading { task.cancel() }
+            for task in reading { _ = await task.result }
+            for reader in readers { await reader.close() }
             await generator.close()
             return try result.get()
         }

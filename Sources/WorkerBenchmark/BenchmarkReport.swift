@@ -33,6 +33,8 @@ public struct BenchmarkReport: Sendable, Codable {
         public var preloadSeconds: Double?
         /// The workers' database: a SQLite path or a PostgreSQL URL without its password.
         public var database: String
+        /// Downstream queues bound to the events exchange (each read by its own consumer).
+        public var downstreamQueues: Int
     }
 
     public struct Mode: Sendable, Codable {
@@ -104,7 +106,8 @@ public struct BenchmarkReport: Sendable, Codable {
         var lines = [
             "machine: \(machine.cores) cores, \(number(machine.memoryGiB, 1)) GiB, \(machine.system)",
             "\(setup.messages) commands of \(setup.commandBytes) B (replies \(setup.replyBytes) B), \(pacing), "
-                + "\(setup.replicas) replica(s), \(setup.duplicates) duplicates (\(number(setup.duplicatesPercent, 1))%), prefetch \(setup.prefetch)",
+                + "\(setup.replicas) replica(s), \(setup.duplicates) duplicates (\(number(setup.duplicatesPercent, 1))%), prefetch \(setup.prefetch)"
+                + (setup.downstreamQueues > 0 ? ", \(setup.downstreamQueues) downstream queue(s)" : ""),
             "database: \(setup.database)",
         ]
         if setup.preload > 0 {

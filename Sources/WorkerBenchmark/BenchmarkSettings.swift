@@ -35,6 +35,10 @@ public struct BenchmarkSettings: Sendable {
     public var otlpEndpoint: String?
     /// The workers' `BATCH_LINGER_MS` (0...1000); nil → the worker's default.
     public var batchLingerMilliseconds: Int?
+    /// Quorum queues bound to the events exchange beside the inspection queue, each read (with
+    /// acks) by its own consumer, in both modes: the fan-out of production, where services read
+    /// the replies.
+    public var downstreamQueues = 0
 
     public init() {}
 
@@ -57,6 +61,7 @@ public struct BenchmarkSettings: Sendable {
         if let batchLingerMilliseconds, !(0...1000).contains(batchLingerMilliseconds) {
             problems.append("--batch-linger-ms must be 0...1000")
         }
+        if !(0...8).contains(downstreamQueues) { problems.append("--downstream-queues must be 0...8") }
         if !(replyTimeout > .zero && replyTimeout <= .seconds(86_400)) { problems.append("--reply-timeout must be 1...86400 seconds") }
         if let messageSize, !CommandShape.sizes.contains(messageSize) {
             problems.append("--message-size must be \(CommandShape.sizes.lowerBound)...\(CommandShape.sizes.upperBound) bytes")

@@ -80,7 +80,7 @@ struct LoadGenerator: Sendable {
         self.replyTimeout = replyTimeout
         publisher = try topology.session("publisher", logger: logger)
         receiver = try topology.session("receiver", logger: logger)
-        try await publisher.declare(topology.configuration.topology)
+        try await publisher.declare(topology.topology)
         try await publisher.enableConfirms()
         try await receiver.consume(queue: topology.configuration.names.repliesQueue, noAck: true)
     }

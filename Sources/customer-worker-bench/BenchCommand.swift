@@ -44,6 +44,8 @@ struct Bench: AsyncParsableCommand {
     var otlpEndpoint: String?
     @Option(name: .customLong("batch-linger-ms"), help: "The workers' BATCH_LINGER_MS: how long a batch waits for more commands after the first (default: the worker's).")
     var batchLingerMilliseconds: Int?
+    @Option(help: "Quorum queues bound to the events exchange beside the inspection queue, each read with acks by its own consumer, in both modes (0...8): the fan-out of production.")
+    var downstreamQueues = 0
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -67,6 +69,7 @@ struct Bench: AsyncParsableCommand {
         settings.databaseSynchronous = databaseSynchronous
         settings.otlpEndpoint = otlpEndpoint
         settings.batchLingerMilliseconds = batchLingerMilliseconds
+        settings.downstreamQueues = downstreamQueues
         if let problem = settings.problems.first { throw ValidationError(problem) }
 
         let logger = logging.bootstrap(label: "bench")
