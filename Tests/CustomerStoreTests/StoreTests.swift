@@ -169,13 +169,13 @@ struct StoreTests {
                         ], now: now)
                     }
                     // The batch holds `first` and waits at the gate, before it asks for `second`.
-                    try await Self.waitForLockWaits(observer, logger, advisory: 1, transaction: 0, what: "the batch to wait at the gate")
+                    try await Self.waitForLockWaits(observer, logger, gate: gate, advisory: 1, transaction: 0, what: "the batch to wait at the gate")
                     // `other` asks for `first` and waits for the batch, in the background.
                     async let otherInsert = other.query("""
                         INSERT INTO customers (id, merchant_id, external_id, created_at, updated_at)
                         VALUES ('other-first', \(merchant.id), \(first), 0, 0)
                         """, logger: logger)
-                    try await Self.waitForLockWaits(observer, logger, advisory: 1, transaction: 1, what: "the other transaction to wait for the batch")
+                    try await Self.waitForLockWaits(observer, logger, gate: gate, advisory: 1, transaction: 1, what: "the other transaction to wait for the batch")
                     // Now the batch asks for `second`: the cycle is complete and its check finds it.
                     try await observer.query("SELECT pg_advisory_unlock(\(gate))", logger: logger)
                     _ = try await otherInsert
@@ -190,15 +190,20 @@ struct StoreTests {
         }
     }
 
-    /// Waits until `advisory` sessions wait for an advisory lock and `transaction` sessions for
-    /// another transaction (a row being inserted), as pg_stat_activity/pg_locks show it.
-    private static func waitForLockWaits(_ observer: PostgresConnection, _ logger: Logger, advisory: Int, transaction: Int,
-                                         what: String) async throws {
+    /// Waits until `advisory` sessions wait for the `gate` advisory lock and `transaction` sessions
+    /// for another transaction (a row being inserted), as pg_stat_activity/pg_locks show it. Only
+    /// this test's database counts: tests beside it share the server, and their replicas wait on
+    /// the migrations' advisory lock.
+    private static func waitForLockWaits(_ observer: PostgresConnection, _ logger: Logger, gate: Int64, advisory: Int,
+                                         transaction: Int, what: String) async throws {
         let deadline = ContinuousClock.now + .seconds(60)
         while true {
             let rows = try await observer.query("""
-                SELECT count(*) FILTER (WHERE locktype = 'advisory'), count(*) FILTER (WHERE locktype = 'transactionid')
+                SELECT count(*) FILTER (WHERE locktype = 'advisory' AND classid = \(unescaped: String(gate >> 32))
+                                          AND objid = \(unescaped: String(gate & 0xFFFF_FFFF))),
+                       count(*) FILTER (WHERE locktype = 'transactionid')
                 FROM pg_locks WHERE NOT granted
+                  AND pid IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database())
                 """, logger: logger)
             var counts = (0, 0)
             for try await (advisoryCount, transactionCount) in rows.decode((Int, Int).self) { counts = (advisoryCount, transactionCount) }
