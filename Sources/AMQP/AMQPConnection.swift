@@ -34,8 +34,8 @@ final class AMQPConnection {
     private(set) var isUsable = false
     /// When we last wrote a frame: the loop sends a heartbeat when it has been quiet too long.
     private(set) var lastWrite = ContinuousClock.now
-    /// Where `publish` encodes a message's properties before sending anything (frame-max bytes).
-    private var propertyScratch: UnsafeMutableRawBufferPointer?
+    /// Publishes encoded and not yet written (`flush`).
+    private let outbound = PublishFrames()
 
     init(configuration: ConnectionConfiguration) throws(AMQPError) {
         guard let state = amqp_new_connection() else {
@@ -48,7 +48,6 @@ final class AMQPConnection {
 
     deinit {
         amqp_destroy_connection(state)
-        propertyScratch?.deallocate()
     }
 
     // MARK: Opening
@@ -222,18 +221,20 @@ final class AMQPConnection {
 
     // MARK: Publishing and acknowledging
 
-    /// Publishes one message. A message the client cannot encode throws `.unencodable` before
-    /// any of its frames is written, so the connection stays usable: rabbitmq-c writes the method
-    /// frame before it encodes the properties, and a method frame without its header would make
-    /// the broker close the connection.
+    /// Adds one message to the publishes waiting for `flush`, which writes them all at once
+    /// (after 256 KiB of them, this writes those first). A message the client cannot encode
+    /// throws `.unencodable` and adds nothing, so the connection stays usable: a method frame
+    /// without its header would make the broker close it.
     func publish(_ message: OutgoingMessage) throws(AMQPError) {
+        if outbound.count >= Self.flushThreshold { try flush() }
+        // 4096 is the smallest frame-max the protocol allows; 0 means not yet negotiated.
+        let frameMax = max(4096, Int(amqp_get_frame_max(state)))
+        try outbound.append(message, channel: channel, frameMax: frameMax)
+        guard !Self.writesFramesItself else { return }
+        // A rabbitmq-c whose socket layout we do not know: its own call, three writes per message.
+        outbound.removeAll()
         defer { arena.reset() }
-        for (name, value) in [("exchange", message.exchange), ("routing key", message.routingKey)]
-        where value.utf8.count > MessageProperties.maximumShortStringBytes {
-            throw .unencodable(operation: "basic.publish", reason: "the \(name) is \(value.utf8.count) bytes long (at most 255)")
-        }
         var properties = message.properties.cProperties(in: arena)
-        try checkEncodable(&properties)
         lastWrite = .now
         let status = message.body.withUnsafeBufferPointer { body in
             amqp_basic_publish(state, channel, arena.bytes(message.exchange), arena.bytes(message.routingKey),
@@ -243,54 +244,57 @@ final class AMQPConnection {
         try checkStatus(status, "basic.publish")
     }
 
-    /// Encodes `properties` into a scratch buffer as the content header would carry them.
-    private func checkEncodable(_ properties: inout amqp_basic_properties_t) throws(AMQPError) {
-        // The header frame's payload: class, weight and body size (12 bytes), then the properties.
-        let capacity = max(4096, Int(amqp_get_frame_max(state)) - 8 - 12)
-        if propertyScratch.map({ $0.count < capacity }) ?? true {
-            propertyScratch?.deallocate()
-            propertyScratch = .allocate(byteCount: capacity, alignment: 8)
+    /// Writes the publishes that wait, in as few system calls as the socket takes them (TLS: one
+    /// per record). A socket that takes nothing for the write timeout counts as lost. Whatever
+    /// happens, nothing waits afterwards: after a failure the connection is not usable.
+    func flush() throws(AMQPError) {
+        guard !outbound.isEmpty else { return }
+        defer { outbound.removeAll() }
+        lastWrite = .now
+        let bytes = outbound.bytes
+        var written = 0
+        let deadline = ContinuousClock.now + writeTimeout
+        while written < bytes.count {
+            let result = cw_amqp_socket_send(state, bytes.baseAddress! + written, bytes.count - written)
+            if result > 0 {
+                written += result
+                continue
+            }
+            guard result == CW_STATUS_SOCKET_NEEDWRITE || result == CW_STATUS_SOCKET_NEEDREAD else {
+                isUsable = false
+                let reason = result == 0 ? "the socket took no bytes" : String(cString: amqp_error_string2(Int32(result)))
+                throw .connectionLost(operation: "basic.publish", reason: reason)
+            }
+            try waitForSocket(readable: result == CW_STATUS_SOCKET_NEEDREAD, until: deadline)
         }
-        let scratch = propertyScratch!
-        let encoded = amqp_encode_properties(UInt16(AMQP_BASIC_CLASS), &properties,
-                                             amqp_bytes_t(len: scratch.count, bytes: scratch.baseAddress))
-        guard encoded < 0 else { return }
-        throw .unencodable(operation: "basic.publish", reason: Self.propertyProblem(properties, status: encoded))
     }
 
-    /// Which property cannot be carried: the first short string over 255 bytes, else the library's words.
-    private static func propertyProblem(_ properties: amqp_basic_properties_t, status: Int32) -> String {
-        let strings: [(String, amqp_flags_t, amqp_bytes_t)] = [
-            ("content_type", CW_FLAG_CONTENT_TYPE, properties.content_type),
-            ("content_encoding", CW_FLAG_CONTENT_ENCODING, properties.content_encoding),
-            ("correlation_id", CW_FLAG_CORRELATION_ID, properties.correlation_id),
-            ("reply_to", CW_FLAG_REPLY_TO, properties.reply_to),
-            ("expiration", CW_FLAG_EXPIRATION, properties.expiration),
-            ("message_id", CW_FLAG_MESSAGE_ID, properties.message_id),
-            ("type", CW_FLAG_TYPE, properties.type),
-            ("user_id", CW_FLAG_USER_ID, properties.user_id),
-            ("app_id", CW_FLAG_APP_ID, properties.app_id),
-        ]
-        for (name, flag, bytes) in strings where properties._flags & flag != 0 && bytes.len > MessageProperties.maximumShortStringBytes {
-            return "the \(name) property is \(bytes.len) bytes long (at most 255)"
+    /// How long a write may wait for the socket: the RPC timeout, or two heartbeats if longer
+    /// (rabbitmq-c's own measure of a dead peer).
+    private var writeTimeout: Duration { max(configuration.rpcTimeout, heartbeat * 2) }
+
+    private func waitForSocket(readable: Bool, until deadline: ContinuousClock.Instant) throws(AMQPError) {
+        var descriptor = pollfd(fd: socketDescriptor, events: Int16(readable ? POLLIN : POLLOUT), revents: 0)
+        while true {
+            let left = deadline - .now
+            guard left > .zero else {
+                isUsable = false
+                throw .timeout(operation: "basic.publish (the socket took nothing for \(writeTimeout))")
+            }
+            let milliseconds = Int32(min(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1, 60_000))
+            let ready = poll(&descriptor, 1, milliseconds)
+            if ready > 0 { return }
+            if ready < 0, errno != EINTR {
+                isUsable = false
+                throw .connectionLost(operation: "basic.publish", reason: "poll: \(String(cString: strerror(errno)))")
+            }
         }
-        return "the properties: \(String(cString: amqp_error_string2(status)))"
     }
 
-    /// Runs `body` with the socket corked (`TCP_CORK`): the frames it writes (three per message)
-    /// leave in full segments when it ends instead of a segment per message, which on loopback
-    /// also saves the broker a wake-up and a read per message. Uncorking sends what is left.
-    func corked(_ body: () -> Void) {
-        let socket = socketDescriptor
-        guard socket >= 0 else { return body() }
-        var on: Int32 = 1
-        setsockopt(socket, Int32(IPPROTO_TCP), TCP_CORK, &on, socklen_t(MemoryLayout<Int32>.size))
-        defer {
-            var off: Int32 = 0
-            setsockopt(socket, Int32(IPPROTO_TCP), TCP_CORK, &off, socklen_t(MemoryLayout<Int32>.size))
-        }
-        body()
-    }
+    /// Publishes wait in the buffer until this many bytes, then they are written before the next.
+    private static let flushThreshold = 256 * 1024
+    /// Whether `flush` can write through rabbitmq-c's socket (its layout is known for this version).
+    private static let writesFramesItself = cw_amqp_socket_layout_is_known() != 0
 
     func ack(_ deliveryTag: UInt64, multiple: Bool) throws(AMQPError) {
         lastWrite = .now

@@ -241,7 +241,9 @@ final class SessionCore {
     /// Writes what waits, unless the connection is not open or the broker blocks us.
     private func writePending() {
         guard case .open = machine.state, let connection, !writeQueue.isEmpty else { return }
-        connection.corked { writeQueued(on: connection) }
+        writeQueued(on: connection)
+        // One write for all of them; a failure re-queues every one the broker did not confirm.
+        do { try connection.flush() } catch { lost(error) }
     }
 
     private func writeQueued(on connection: AMQPConnection) {
@@ -259,7 +261,8 @@ final class SessionCore {
                     unencodable(request, id: id, index: index, reason: reason)
                     continue
                 } catch {
-                    // This one and the rest go again after the reconnect.
+                    // This one and the rest go again after the reconnect (with those written
+                    // before it and not confirmed).
                     request.unwritten = Array(indices[indices.firstIndex(of: index)!...])
                     writeQueue.insert(id, at: 0)
                     lost(error)

@@ -1,6 +1,8 @@
 #ifndef CUSTOMER_WORKER_CRABBITMQ_SHIM_H
 #define CUSTOMER_WORKER_CRABBITMQ_SHIM_H
 
+#include <sys/types.h>
+
 // rabbitmq-c 0.12+ installs its headers under <rabbitmq-c/...>; 0.11 (Debian 12) at the top level.
 #if __has_include(<rabbitmq-c/amqp.h>)
 #include <rabbitmq-c/amqp.h>
@@ -49,6 +51,8 @@ static const amqp_method_number_t CW_CONNECTION_CLOSE_OK = AMQP_CONNECTION_CLOSE
 static const amqp_method_number_t CW_CONNECTION_BLOCKED = AMQP_CONNECTION_BLOCKED_METHOD;
 static const amqp_method_number_t CW_CONNECTION_UNBLOCKED = AMQP_CONNECTION_UNBLOCKED_METHOD;
 
+static const amqp_method_number_t CW_BASIC_PUBLISH = AMQP_BASIC_PUBLISH_METHOD;
+
 static const amqp_flags_t CW_FLAG_CONTENT_TYPE = AMQP_BASIC_CONTENT_TYPE_FLAG;
 static const amqp_flags_t CW_FLAG_CONTENT_ENCODING = AMQP_BASIC_CONTENT_ENCODING_FLAG;
 static const amqp_flags_t CW_FLAG_HEADERS = AMQP_BASIC_HEADERS_FLAG;
@@ -62,5 +66,36 @@ static const amqp_flags_t CW_FLAG_TIMESTAMP = AMQP_BASIC_TIMESTAMP_FLAG;
 static const amqp_flags_t CW_FLAG_TYPE = AMQP_BASIC_TYPE_FLAG;
 static const amqp_flags_t CW_FLAG_USER_ID = AMQP_BASIC_USER_ID_FLAG;
 static const amqp_flags_t CW_FLAG_APP_ID = AMQP_BASIC_APP_ID_FLAG;
+
+// One write of already-encoded frames through the connection's socket, TCP or TLS alike, so a
+// batch of publishes costs one system call (one per TLS record) instead of one per frame.
+// rabbitmq-c exports no raw write: `amqp_socket_t` is a pointer to its v-table, whose first
+// entry is `send`. The layout below is that of its private amqp_socket.h, identical in every
+// release from 0.11 to 0.15; `cw_amqp_socket_layout_is_known` says whether the library linked
+// at run time is one of them.
+struct cw_amqp_socket_class {
+    ssize_t (*send)(void *, const void *, size_t, int);
+};
+struct cw_amqp_socket {
+    const struct cw_amqp_socket_class *klass;
+};
+
+/// rabbitmq-c's private statuses for a non-blocking socket that must wait (amqp_private.h).
+static const int CW_STATUS_SOCKET_NEEDREAD = -0x1301;
+static const int CW_STATUS_SOCKET_NEEDWRITE = -0x1302;
+
+static inline int cw_amqp_socket_layout_is_known(void) {
+    uint32_t version = amqp_version_number();  // 0xMMmmpp00
+    uint32_t major = version >> 24, minor = (version >> 16) & 0xff;
+    return major == 0 && minor >= 11 && minor <= 15;
+}
+
+/// Bytes written (possibly fewer than `length`), or a negative status: CW_STATUS_SOCKET_NEED*
+/// to wait for the socket and try again with the same bytes, else the connection is broken.
+static inline ssize_t cw_amqp_socket_send(amqp_connection_state_t state, const void *bytes, size_t length) {
+    amqp_socket_t *socket = amqp_get_socket(state);
+    if (socket == NULL) return AMQP_STATUS_SOCKET_CLOSED;
+    return ((const struct cw_amqp_socket *)socket)->klass->send(socket, bytes, length, 0 /* AMQP_SF_NONE */);
+}
 
 #endif

@@ -35,6 +35,30 @@ struct TLSTests {
         await session.close()
     }
 
+    /// A batch is written as one buffer (through rabbitmq-c's socket, TLS or not): 600 messages
+    /// of 2 KiB are more than the 256 KiB after which the buffer is written early and span many
+    /// TLS records. Every one is confirmed and arrives whole, in order.
+    @Test(arguments: [true, false])
+    func aLargeBatchArrivesWholeAndInOrder(overTLS: Bool) async throws {
+        let session = overTLS ? try await connect(try await tlsConfiguration()) : try await TestBroker.session("batch")
+        let queue = TestBroker.uniqueName("batch")
+        try await session.declare(Topology(queues: [.init(name: queue, durable: false, autoDelete: true)]))
+        try await session.enableConfirms()
+        try await session.consume(queue: queue)
+        let bodies = (0..<600).map { index in Array("\(index):".utf8) + Array(repeating: UInt8(index % 251), count: 2048) }
+        let outcomes = try await session.publish(bodies.enumerated().map { index, body in
+            OutgoingMessage(exchange: "", routingKey: queue, body: body, properties: MessageProperties(messageID: "\(index)"))
+        })
+        #expect(outcomes == Array(repeating: .confirmed, count: bodies.count))
+        var delivered: [Delivery] = []
+        let deadline = ContinuousClock.now + .seconds(20)
+        while delivered.count < bodies.count, ContinuousClock.now < deadline {
+            delivered += try await session.nextDeliveries(maximum: 256, wait: .milliseconds(500))
+        }
+        #expect(delivered.map(\.body) == bodies)
+        #expect(delivered.map(\.properties.messageID) == bodies.indices.map { "\($0)" })
+    }
+
     @Test func aCertificateFromAnUnknownCAIsRefused() async throws {
         var configuration = try await tlsConfiguration()
         configuration.tls?.caFile = nil  // the system's CAs do not know the test CA
