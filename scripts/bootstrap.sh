@@ -6,6 +6,8 @@
 set -euo pipefail
 
 PACKAGES=(librabbitmq-dev libsqlite3-dev rabbitmq-server postgresql openssl ca-certificates python3-jsonschema python3-yaml docker-compose)
+# The bench's --syscalls mode (scripts/test.sh runs it once) counts with perf stat.
+[ "${1:-}" = test ] && PACKAGES+=(linux-perf)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

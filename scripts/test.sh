@@ -81,7 +81,7 @@ done
 # Its workers carry the test marker, so a run killed here leaves nothing the next one misses.
 bench=(env "CUSTOMER_WORKER_TEST_CHILD=$BROKER_PORT" "$(swift build --show-bin-path)/customer-worker-bench")
 "${bench[@]}" --messages 500 --replicas 2 --duplicates 10 --log-level warning > /dev/null
-"${bench[@]}" --messages 500 --backlog --downstream-queues 1 --log-level warning > /dev/null
+"${bench[@]}" --messages 500 --backlog --downstream-queues 1 --syscalls --log-level warning > /dev/null
 # The same on PostgreSQL.
 "${bench[@]}" --messages 500 --replicas 2 --duplicates 10 --log-level warning \
   --database "$POSTGRES_TEST_URL" > /dev/null

@@ -13,6 +13,7 @@ public enum Benchmark {
     public static func run(_ settings: BenchmarkSettings, logger: Logger,
                            progress: @escaping @Sendable (String) -> Void) async throws -> BenchmarkReport {
         if let problem = settings.problems.first { throw BenchmarkError.setupFailed(problem) }
+        if settings.syscalls, case .failure(let missing) = SystemCallCounter.tools() { throw missing }
         let runID = BenchTopology.newRunID()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("customer-worker-bench-\(runID)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -166,21 +167,29 @@ private struct BenchmarkRun: Sendable {
                     .merging(settings.databaseSynchronous.map { ["DATABASE_SYNCHRONOUS": $0] } ?? [:]) { $1 }
                     .merging(settings.otlpEndpoint.map { ["OTEL_EXPORTER_OTLP_ENDPOINT": $0] } ?? [:]) { $1 }
                     .merging(settings.batchLingerMilliseconds.map { ["BATCH_LINGER_MS": "\($0)"] } ?? [:]) { $1 },
-                settingNames: WorkerConfiguration.settings.map(\.variable), logDirectory: directory)
+                settingNames: WorkerConfiguration.settings.map(\.variable), logDirectory: directory,
+                countSystemCalls: settings.syscalls ? try SystemCallCounter.tools().get() : nil)
             let outcome = await capture {
+                // A backlog is counted from the worker's start (its start-up included), a live
+                // run from its first measured command.
+                if backlog { try await fleet.countSystemCalls(true) }
+                try await fleet.open(timeout: .seconds(10))
                 if !backlog {
                     try await fleet.waitUntilConnected(brokerPort: try configuration.amqpConfiguration.port, timeout: .seconds(60))
                     try await generator.warmUp(count: settings.replicas, firstNumber: 0)
                 }
                 let before = backlog ? beforeBacklog : try await database.customerCount()
                 let serverBefore = database.serverCPUSeconds()
+                if !backlog { try await fleet.countSystemCalls(true) }
                 // A worker that dies fails the run at once instead of after the reply timeout.
                 let result = try await measure(alongside: [{ try await fleet.watch() }]) {
                     try await generator.run()
                 }
+                try await fleet.countSystemCalls(false)
                 let usage = fleet.usage()
                 let serverCPU = database.serverCPUSeconds().map { $0 - (serverBefore ?? 0) }
                 try await fleet.stop(timeout: configuration.shutdownTimeout + .seconds(5))
+                let systemCalls = try fleet.systemCalls()
                 let worker = BenchmarkReport.Worker(
                     mode: .init(result, cpuSeconds: usage.compactMap(\.cpuSeconds).reduce(0, +)),
                     peakRSSMB: usage.map { $0.peakResidentBytes.map { Double($0) / 1e6 } },
@@ -188,7 +197,8 @@ private struct BenchmarkRun: Sendable {
                     replies: result.replies, created: result.tally.created, replayed: result.tally.replayed,
                     failed: result.tally.failed, extraReplies: result.tally.extra,
                     customersExpected: before + workload.uniqueCommands, customers: try await database.customerCount(),
-                    databaseServerCPUSeconds: serverCPU)
+                    databaseServerCPUSeconds: serverCPU,
+                    systemCallsPerCommand: systemCalls.map { counts in counts.mapValues { Double($0) / Double(max(1, result.replies)) } })
                 return (worker, await downstreamProblems(readers, mode: "worker"))
             }
             if case .failure = outcome { await fleet.killAll() }

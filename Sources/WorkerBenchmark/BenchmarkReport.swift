@@ -70,6 +70,9 @@ public struct BenchmarkReport: Sendable, Codable {
         public var customers: Int
         /// CPU time of the PostgreSQL server processes during the measured run (PostgreSQL only).
         public var databaseServerCPUSeconds: Double?
+        /// `--syscalls`: the workers' system calls per command answered, by name, summed over
+        /// the workers: a live run's measured commands only; a backlog's from the workers' start.
+        public var systemCallsPerCommand: [String: Double]?
     }
 
     public var machine: Machine
@@ -124,6 +127,12 @@ public struct BenchmarkReport: Sendable, Codable {
         if let server = worker.databaseServerCPUSeconds {
             let perCommand = server / Double(max(1, setup.messages)) * 1e6
             lines.append("PostgreSQL server CPU during the worker run: \(number(server, 2)) s (\(number(perCommand, 1)) µs per command)")
+        }
+        if let calls = worker.systemCallsPerCommand {
+            let top = calls.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.prefix(10)
+            let counted = setup.pacing == "backlog" ? "from the workers' start" : "measured run"
+            lines.append("system calls per command (\(counted)): \(number(calls.values.reduce(0, +), 2)) in all; "
+                + top.map { "\($0.key) \(number($0.value, 3))" }.joined(separator: ", "))
         }
         lines += [
             "replies: \(worker.replies) (\(worker.created) created, \(worker.replayed) replayed, \(worker.failed) failed, "

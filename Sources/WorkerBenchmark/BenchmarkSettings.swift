@@ -39,6 +39,8 @@ public struct BenchmarkSettings: Sendable {
     /// acks) by its own consumer, in both modes: the fan-out of production, where services read
     /// the replies.
     public var downstreamQueues = 0
+    /// Count the workers' system calls (perf stat on each) during the measured run.
+    public var syscalls = false
 
     public init() {}
 

@@ -9,26 +9,54 @@ struct WorkerFleet: Sendable {
     private let logFiles: [URL]
 
     /// One worker process; its exit status once reaped (its pid is never signalled after that).
+    /// Under `--syscalls` the process spawned is perf, and the worker its child.
     private final class Member: Sendable {
+        /// The process spawned and reaped: the worker, or perf running it.
         let pid: pid_t
+        let counter: SystemCallCounter?
         private let exit = Mutex<Int32?>(nil)
+        private let child = Mutex<pid_t?>(nil)
 
-        init(pid: pid_t) { self.pid = pid }
+        init(pid: pid_t, counter: SystemCallCounter?) {
+            self.pid = pid
+            self.counter = counter
+        }
 
-        /// 128 + the signal number for a death by signal; nil while it runs.
+        /// 128 + the signal number for a death by signal; nil while it runs. Under perf, the
+        /// worker's exit status (perf ends with it).
         var exitStatus: Int32? {
             exit.withLock { status in status ?? ChildProcess.exitStatus(pid).map { status = $0; return $0 } }
         }
         var isRunning: Bool { exitStatus == nil }
 
+        /// The worker's own pid (for /proc and signals); nil while perf has not started it yet.
+        var workerPID: pid_t? {
+            guard counter != nil else { return pid }
+            return child.withLock { known in
+                if known == nil, isRunning {
+                    known = readProcFile("/proc/\(pid)/task/\(pid)/children").split(separator: " ").first.flatMap { pid_t($0) }
+                }
+                return known
+            }
+        }
+
+        /// To the worker; to perf as well for SIGKILL, or when the worker is not started yet.
         func signal(_ signal: Int32) {
-            exit.withLock { if $0 == nil { _ = kill(pid, signal) } }
+            let worker = workerPID
+            exit.withLock {
+                guard $0 == nil else { return }
+                if let worker { _ = kill(worker, signal) }
+                if worker != pid, signal == SIGKILL || worker == nil { _ = kill(pid, signal) }
+            }
         }
     }
 
     /// Starts `count` workers of `binary` with `environment` added to this process's environment
     /// (minus the worker settings it might carry, which would make the workers differ from the ceiling).
-    init(binary: String, count: Int, environment: [String: String], settingNames: [String], logDirectory: URL) throws {
+    /// With `countSystemCalls` (perf and setpriv), each runs under perf and waits at its gate
+    /// until `open`.
+    init(binary: String, count: Int, environment: [String: String], settingNames: [String], logDirectory: URL,
+         countSystemCalls tools: (perf: String, setpriv: String)? = nil) throws {
         var inherited = ProcessInfo.processInfo.environment
         for name in settingNames { inherited[name] = nil }
         var processes: [Member] = []
@@ -36,9 +64,11 @@ struct WorkerFleet: Sendable {
         for index in 1...count {
             let log = logDirectory.appendingPathComponent("worker-\(index).log")
             do {
-                let pid = try ChildProcess.spawn(binary, ["run"], environment: inherited.merging(environment) { _, new in new },
+                let counter = try tools.map { try SystemCallCounter(perf: $0.perf, setpriv: $0.setpriv, directory: logDirectory, index: index) }
+                let (executable, arguments) = counter?.command(binary, ["run"]) ?? (binary, ["run"])
+                let pid = try ChildProcess.spawn(executable, arguments, environment: inherited.merging(environment) { _, new in new },
                                                  output: log.path, errorsToOutput: true)
-                processes.append(Member(pid: pid))
+                processes.append(Member(pid: pid, counter: counter))
             } catch {
                 processes.forEach { $0.signal(SIGKILL) }
                 throw BenchmarkError.worker("cannot start worker \(index) (\(binary), log \(log.path)): \(error)")
@@ -49,6 +79,28 @@ struct WorkerFleet: Sendable {
         self.logFiles = logFiles
     }
 
+    /// Lets workers that wait at their gate (under `--syscalls`) start.
+    func open(timeout: Duration) async throws {
+        for process in processes { try await process.counter?.open(timeout: timeout) }
+    }
+
+    /// Switches system-call counting on or off in every worker (no-op without `--syscalls`).
+    func countSystemCalls(_ on: Bool) async throws {
+        for process in processes { try await process.counter?.send(on ? "enable" : "disable", timeout: .seconds(10)) }
+    }
+
+    /// The system calls counted while counting was on, summed over the workers, once they have
+    /// exited; nil without `--syscalls`.
+    func systemCalls() throws -> [String: Int]? {
+        guard processes.contains(where: { $0.counter != nil }) else { return nil }
+        var total: [String: Int] = [:]
+        for process in processes {
+            guard let counter = process.counter else { continue }
+            total.merge(try counter.counts(), uniquingKeysWith: +)
+        }
+        return total
+    }
+
     /// Waits until every worker holds its two broker connections (consumer and publisher). The
     /// worker opens the publisher's right before it starts consuming, so together with a warm-up
     /// reply this means every replica is attached to the queue. (`AMQPSession` cannot read a
@@ -56,7 +108,7 @@ struct WorkerFleet: Sendable {
     func waitUntilConnected(brokerPort: Int, timeout: Duration) async throws {
         let deadline = ContinuousClock.now + timeout
         for (index, process) in processes.enumerated() {
-            while BrokerConnections.count(pid: process.pid, port: brokerPort) < 2 {
+            while BrokerConnections.count(pid: process.workerPID ?? -1, port: brokerPort) < 2 {
                 guard process.isRunning else { throw exited(index) }
                 guard ContinuousClock.now < deadline else {
                     throw BenchmarkError.worker("worker \(index + 1) did not connect to the broker within \(timeout)\(logTail(index))")
@@ -68,7 +120,7 @@ struct WorkerFleet: Sendable {
 
     /// Each worker's peak resident set and CPU time so far (nil fields when /proc cannot tell).
     func usage() -> [ProcessUsage] {
-        processes.map { ProcessUsage(pid: $0.pid) }
+        processes.map { ProcessUsage(pid: $0.workerPID ?? -1) }
     }
 
     /// Returns when cancelled; throws as soon as a worker is no longer running.

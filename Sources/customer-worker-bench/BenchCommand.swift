@@ -46,6 +46,8 @@ struct Bench: AsyncParsableCommand {
     var batchLingerMilliseconds: Int?
     @Option(help: "Quorum queues bound to the events exchange beside the inspection queue, each read with acks by its own consumer, in both modes (0...8): the fan-out of production.")
     var downstreamQueues = 0
+    @Flag(help: "Run each worker under perf stat and report its system calls per command, by name (needs perf: apt-get install linux-perf).")
+    var syscalls = false
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -70,6 +72,7 @@ struct Bench: AsyncParsableCommand {
         settings.otlpEndpoint = otlpEndpoint
         settings.batchLingerMilliseconds = batchLingerMilliseconds
         settings.downstreamQueues = downstreamQueues
+        settings.syscalls = syscalls
         if let problem = settings.problems.first { throw ValidationError(problem) }
 
         let logger = logging.bootstrap(label: "bench")
