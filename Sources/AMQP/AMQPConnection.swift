@@ -245,7 +245,7 @@ final class AMQPConnection {
     }
 
     /// Writes the publishes that wait, in as few system calls as the socket takes them (TLS: one
-    /// per record). A socket that takes nothing for the write timeout counts as lost. Whatever
+    /// per record), waiting for the socket while the broker lives (`waitForSocket`). Whatever
     /// happens, nothing waits afterwards: after a failure the connection is not usable.
     func flush() throws(AMQPError) {
         guard !outbound.isEmpty else { return }
@@ -253,7 +253,6 @@ final class AMQPConnection {
         lastWrite = .now
         let bytes = outbound.bytes
         var written = 0
-        let deadline = ContinuousClock.now + writeTimeout
         while written < bytes.count {
             let result = cw_amqp_socket_send(state, bytes.baseAddress! + written, bytes.count - written)
             if result > 0 {
@@ -265,30 +264,42 @@ final class AMQPConnection {
                 let reason = result == 0 ? "the socket took no bytes" : String(cString: amqp_error_string2(Int32(result)))
                 throw .connectionLost(operation: "basic.publish", reason: reason)
             }
-            try waitForSocket(readable: result == CW_STATUS_SOCKET_NEEDREAD, until: deadline)
+            try waitForSocket(readable: result == CW_STATUS_SOCKET_NEEDREAD)
         }
     }
 
-    /// How long a write may wait for the socket: the RPC timeout, or two heartbeats if longer
-    /// (rabbitmq-c's own measure of a dead peer).
-    private var writeTimeout: Duration { max(configuration.rpcTimeout, heartbeat * 2) }
-
-    private func waitForSocket(readable: Bool, until deadline: ContinuousClock.Instant) throws(AMQPError) {
+    /// Waits until the socket takes bytes again (or, for TLS, has some to read). While the broker
+    /// blocks publishers (a memory or disk alarm) it stops reading, for as long as the alarm
+    /// lasts, so a write waits as long as the broker is alive: its heartbeats keep arriving,
+    /// unread, in the socket's buffer. Two heartbeat intervals with no new byte mean it is gone
+    /// (rabbitmq-c's own rule). Without heartbeats it waits until TCP gives up, as rabbitmq-c does.
+    private func waitForSocket(readable: Bool) throws(AMQPError) {
         var descriptor = pollfd(fd: socketDescriptor, events: Int16(readable ? POLLIN : POLLOUT), revents: 0)
+        let window = heartbeat * 2
+        var unread = unreadBytes()
         while true {
-            let left = deadline - .now
-            guard left > .zero else {
-                isUsable = false
-                throw .timeout(operation: "basic.publish (the socket took nothing for \(writeTimeout))")
-            }
-            let milliseconds = Int32(min(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1, 60_000))
-            let ready = poll(&descriptor, 1, milliseconds)
+            let ready = poll(&descriptor, 1, window == .zero ? -1 : Int32(window.components.seconds * 1000))
             if ready > 0 { return }
-            if ready < 0, errno != EINTR {
-                isUsable = false
-                throw .connectionLost(operation: "basic.publish", reason: "poll: \(String(cString: strerror(errno)))")
+            if ready < 0 {
+                guard errno == EINTR else {
+                    isUsable = false
+                    throw .connectionLost(operation: "basic.publish", reason: "poll: \(String(cString: strerror(errno)))")
+                }
+                continue
             }
+            let now = unreadBytes()
+            guard now > unread else {
+                isUsable = false
+                throw .timeout(operation: "basic.publish (the broker took no byte and sent none for \(window))")
+            }
+            unread = now
         }
+    }
+
+    /// Bytes that arrived on the socket and are not read yet.
+    private func unreadBytes() -> Int32 {
+        var count: Int32 = 0
+        return ioctl(socketDescriptor, UInt(FIONREAD), &count) == 0 ? count : 0
     }
 
     /// Publishes wait in the buffer until this many bytes, then they are written before the next.

@@ -1,6 +1,7 @@
 import AMQP
 import BrokerTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 /// Connection loss, broker restarts, broker-sent cancels and channel errors, heartbeats, memory.
@@ -204,6 +205,47 @@ struct BrokerRestartTests {
         await session.close()
     }
 
+    /// A batch bigger than the sockets' buffers, published while the broker blocks: the write
+    /// waits for the alarm to end (the broker's heartbeats prove it alive) instead of counting
+    /// the stalled socket as lost, even when the alarm outlasts the RPC timeout many times.
+    @Test func aWriteStalledByABlockingBrokerWaitsForIt() async throws {
+        let port = TestBroker.port + 1
+        try await TestBroker.brokerScript(["start"], port: port)
+        TestResources.onExit("memory watermark of the broker on port \(port)") {
+            _ = try? await TestBroker.brokerScript(["ctl", "set_vm_memory_high_watermark", "0.4"], port: port)
+        }
+        var configuration = try TestBroker.configuration(name: "stalled", heartbeat: .seconds(1))
+        configuration.port = port
+        configuration.rpcTimeout = .seconds(1)
+        let session = AMQPSession(configuration: configuration, recovery: TestBroker.quickRecovery, logger: TestBroker.logger("stalled"))
+        TestResources.onExit("AMQP session stalled") { await session.close() }
+        let queue = TestBroker.uniqueName("stalled")
+        try await session.declare(Topology(queues: [.init(name: queue, durable: false, autoDelete: true)]))
+        try await session.enableConfirms()
+
+        try await TestBroker.brokerScript(["ctl", "set_vm_memory_high_watermark", "0.0000001"], port: port)
+        // 32 MiB in one batch: more than loopback's socket buffers hold (4 + 6 MiB at most), so
+        // the write stalls.
+        let messages = (0..<8192).map { index in
+            OutgoingMessage(exchange: "", routingKey: queue, body: Array(repeating: UInt8(index % 251), count: 4096))
+        }
+        let finished = PublishFinished()
+        let publishing = Task {
+            defer { finished.set() }
+            return try await session.publish(messages, timeout: .seconds(120))
+        }
+        // The alarm (the stimulus) lasts 8 RPC timeouts and 4 heartbeat windows.
+        try await Task.sleep(for: .seconds(8))
+        let finishedWhileBlocked = finished.isSet
+        #expect(!finishedWhileBlocked, "the broker held the batch while it blocked")
+        #expect(await session.reconnects == 0, "a stalled write is not a lost connection")
+        try await TestBroker.brokerScript(["ctl", "set_vm_memory_high_watermark", "0.4"], port: port)
+        let outcomes = try await publishing.value
+        #expect(outcomes == Array(repeating: .confirmed, count: messages.count))
+        #expect(await session.reconnects == 0)
+        await session.close()
+    }
+
     @Test func consumerSurvivesABrokerRestartAndGetsEveryMessage() async throws {
         let port = TestBroker.port + 1
         try await TestBroker.brokerScript(["start"], port: port)
@@ -248,4 +290,10 @@ struct BrokerRestartTests {
         await consumer.close()
         await publisher.close()
     }
+}
+
+private final class PublishFinished: Sendable {
+    private let value = Atomic(false)
+    var isSet: Bool { value.load(ordering: .sequentiallyConsistent) }
+    func set() { value.store(true, ordering: .sequentiallyConsistent) }
 }
