@@ -199,6 +199,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "AMQPTests", dependencies: ["AMQP", "BrokerTestSupport"], swiftSettings: strict),
+        .testTarget(name: "WorkerBenchmarkTests", dependencies: ["WorkerBenchmark"], swiftSettings: strict),
         .testTarget(name: "CustomerDomainTests", dependencies: ["CustomerDomain"], swiftSettings: strict),
         .testTarget(name: "WorkerTracingTests", dependencies: ["WorkerTracing", "AMQP"], swiftSettings: strict),
         .testTarget(name: "CreateCustomerTests", dependencies: ["CreateCustomer", "CustomerDomain"], swiftSettings: strict),

@@ -14,7 +14,8 @@ struct SystemCallCounter: Sendable {
     private let control: URL
     private let acknowledgement: URL
     private let gate: URL
-    private let output: URL
+    /// Where perf writes its counts when it ends (CSV).
+    let output: URL
 
     /// The executables `--syscalls` needs, or what is missing.
     static func tools() -> Result<(perf: String, setpriv: String), BenchmarkError> {
