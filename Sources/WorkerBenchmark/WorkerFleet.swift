@@ -81,12 +81,21 @@ struct WorkerFleet: Sendable {
 
     /// Lets workers that wait at their gate (under `--syscalls`) start.
     func open(timeout: Duration) async throws {
-        for process in processes { try await process.counter?.open(timeout: timeout) }
+        for (index, process) in processes.enumerated() {
+            do { try await process.counter?.open(timeout: timeout) } catch { throw process.isRunning ? error : exited(index) }
+        }
     }
 
     /// Switches system-call counting on or off in every worker (no-op without `--syscalls`).
     func countSystemCalls(_ on: Bool) async throws {
-        for process in processes { try await process.counter?.send(on ? "enable" : "disable", timeout: .seconds(10)) }
+        for (index, process) in processes.enumerated() {
+            do {
+                try await process.counter?.send(on ? "enable" : "disable", timeout: .seconds(10))
+            } catch {
+                // perf that ended (it could not count, say) says why in the worker's log.
+                throw process.isRunning ? error : exited(index)
+            }
+        }
     }
 
     /// The system calls counted while counting was on, summed over the workers, once they have
@@ -158,7 +167,7 @@ struct WorkerFleet: Sendable {
 
     private func exited(_ index: Int) -> BenchmarkError {
         let status = processes[index].exitStatus ?? -1
-        let how = status > 128 ? "signal \(status - 128)" : "exit status \(status)"
+        let how = (129...192).contains(status) ? "signal \(status - 128)" : "exit status \(status)"  // 128 + n for signal n (1...64)
         return .worker("worker \(index + 1) ended with \(how)\(logTail(index))")
     }
 
