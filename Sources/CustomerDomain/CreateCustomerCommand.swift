@@ -13,6 +13,29 @@ public enum CustomerField: String, CaseIterable, Sendable {
     init?(key: String) {
         self.init(rawValue: key)
     }
+
+    /// The field's place in `allCases` (0..<17) without hashing (a test keeps the two in step).
+    var position: Int {
+        switch self {
+        case .externalId: 0
+        case .name: 1
+        case .email: 2
+        case .billingAddress1: 3
+        case .billingAddress2: 4
+        case .billingCity: 5
+        case .billingCountry: 6
+        case .billingState: 7
+        case .billingZipCode: 8
+        case .shippingAddress1: 9
+        case .shippingAddress2: 10
+        case .shippingCity: 11
+        case .shippingCountry: 12
+        case .shippingState: 13
+        case .shippingZipCode: 14
+        case .quickBooksId: 15
+        case .stripeId: 16
+        }
+    }
 }
 
 /// A validated, normalised create-customer command (countries and US states in upper case).

@@ -108,6 +108,17 @@ import Testing
     /// Two deliberate differences from Foundation: a top-level `null` is JSON that is not an object
     /// (Foundation's decoder called it invalid), and a number beyond `Double`'s range is valid JSON
     /// (RFC 8259 sets no range; `JSONSerialization` refuses it, `JSONDecoder` did not).
+    @Test func eachFieldsPositionIsItsPlaceInAllCases() {
+        #expect(CustomerField.allCases.map(\.position) == Array(CustomerField.allCases.indices))
+        #expect(CustomerField.allCases.count <= UInt32.bitWidth, "the scanner notes known fields as bits of a UInt32")
+    }
+
+    @Test func aKnownFieldGivenTwiceIsADuplicateLikeAnyKey() {
+        #expect(Self.scanner(Array(#"{"name":"a","email":null,"name":"b"}"#.utf8)) == .duplicateKey("name"))
+        #expect(Self.scanner(Array(#"{"x":1,"name":"a","x":2,"name":"b"}"#.utf8)) == .duplicateKey("x"))
+        #expect(Self.scanner(Array(#"{"name":"a","x":1,"name":"b","x":2}"#.utf8)) == .duplicateKey("name"))
+    }
+
     @Test func nullIsNotAnObjectAndHugeNumbersAreJSON() {
         #expect(Self.scanner(Array("null".utf8)) == .notAnObject)
         #expect(Self.scanner(Array(#"{"a":1e400,"name":"x"}"#.utf8)) == .object(
