@@ -36,10 +36,8 @@ final class PublishFrames {
     /// the frames before it stay whole and the connection usable.
     func append(_ message: OutgoingMessage, channel: UInt16, frameMax: Int) throws(AMQPError) {
         defer { arena.reset() }
-        for (name, value) in [("exchange", message.exchange), ("routing key", message.routingKey)]
-        where value.utf8.count > MessageProperties.maximumShortStringBytes {
-            throw .unencodable(operation: "basic.publish", reason: "the \(name) is \(value.utf8.count) bytes long (at most 255)")
-        }
+        try Self.checkShortString(message.exchange, "exchange")
+        try Self.checkShortString(message.routingKey, "routing key")
         let start = count
         let bodyPerFrame = frameMax - Self.frameOverheadBytes
         let bodyFrames = (message.body.count + bodyPerFrame - 1) / bodyPerFrame
@@ -86,6 +84,12 @@ final class PublishFrames {
                 endFrame(frame)
             }
         }
+    }
+
+    private static func checkShortString(_ value: String, _ name: String) throws(AMQPError) {
+        let length = value.utf8.count
+        guard length > MessageProperties.maximumShortStringBytes else { return }
+        throw .unencodable(operation: "basic.publish", reason: "the \(name) is \(length) bytes long (at most 255)")
     }
 
     /// Grows the buffer, keeping what it holds, to at least `capacity` bytes.
