@@ -13,7 +13,8 @@ public enum Benchmark {
     public static func run(_ settings: BenchmarkSettings, logger: Logger,
                            progress: @escaping @Sendable (String) -> Void) async throws -> BenchmarkReport {
         if let problem = settings.problems.first { throw BenchmarkError.setupFailed(problem) }
-        if settings.syscalls, case .failure(let missing) = SystemCallCounter.tools() { throw missing }
+        // `--syscalls`: perf and setpriv, found once, before anything runs.
+        let systemCallTools = settings.syscalls ? try SystemCallCounter.tools().get() : nil
         let runID = BenchTopology.newRunID()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("customer-worker-bench-\(runID)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -24,7 +25,8 @@ public enum Benchmark {
                 try? FileManager.default.removeItem(at: directory)
             }
         }
-        let run = BenchmarkRun(settings: settings, runID: runID, directory: directory, logger: logger, progress: progress)
+        let run = BenchmarkRun(settings: settings, runID: runID, directory: directory, systemCallTools: systemCallTools,
+                               logger: logger, progress: progress)
         return try await run.measure()
     }
 }
@@ -37,8 +39,12 @@ private struct BenchmarkRun: Sendable {
     let logger: Logger
     let progress: @Sendable (String) -> Void
     let workload: Workload
+    /// perf and setpriv under `--syscalls`, else nil.
+    let systemCallTools: (perf: String, setpriv: String)?
 
-    init(settings: BenchmarkSettings, runID: String, directory: URL, logger: Logger, progress: @escaping @Sendable (String) -> Void) {
+    init(settings: BenchmarkSettings, runID: String, directory: URL, systemCallTools: (perf: String, setpriv: String)?,
+         logger: Logger, progress: @escaping @Sendable (String) -> Void) {
+        self.systemCallTools = systemCallTools
         self.settings = settings
         self.runID = runID
         self.directory = directory
@@ -168,7 +174,7 @@ private struct BenchmarkRun: Sendable {
                     .merging(settings.otlpEndpoint.map { ["OTEL_EXPORTER_OTLP_ENDPOINT": $0] } ?? [:]) { $1 }
                     .merging(settings.batchLingerMilliseconds.map { ["BATCH_LINGER_MS": "\($0)"] } ?? [:]) { $1 },
                 settingNames: WorkerConfiguration.settings.map(\.variable), logDirectory: directory,
-                countSystemCalls: settings.syscalls ? try SystemCallCounter.tools().get() : nil)
+                countSystemCalls: systemCallTools)
             let outcome = await capture {
                 // A backlog is counted from the worker's start (its start-up included), a live
                 // run from its first measured command.
