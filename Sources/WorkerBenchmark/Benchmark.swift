@@ -195,7 +195,8 @@ private struct BenchmarkRun: Sendable {
                 let usage = fleet.usage()
                 let serverCPU = database.serverCPUSeconds().map { $0 - (serverBefore ?? 0) }
                 try await fleet.stop(timeout: configuration.shutdownTimeout + .seconds(5))
-                let systemCalls = try fleet.systemCalls()
+                let counted = try fleet.perfCounts()
+                let perCommand = { (count: Int) in Double(count) / Double(max(1, result.replies)) }
                 let worker = BenchmarkReport.Worker(
                     mode: .init(result, cpuSeconds: usage.compactMap(\.cpuSeconds).reduce(0, +)),
                     peakRSSMB: usage.map { $0.peakResidentBytes.map { Double($0) / 1e6 } },
@@ -204,7 +205,9 @@ private struct BenchmarkRun: Sendable {
                     failed: result.tally.failed, extraReplies: result.tally.extra,
                     customersExpected: before + workload.uniqueCommands, customers: try await database.customerCount(),
                     databaseServerCPUSeconds: serverCPU,
-                    systemCallsPerCommand: systemCalls.map { counts in counts.mapValues { Double($0) / Double(max(1, result.replies)) } })
+                    systemCallsPerCommand: counted.map { $0.systemCalls.mapValues(perCommand) },
+                    contextSwitchesPerCommand: counted.map { perCommand($0.contextSwitches) },
+                    cpuMigrationsPerCommand: counted.map { perCommand($0.cpuMigrations) })
                 return (worker, await downstreamProblems(readers, mode: "worker"))
             }
             if case .failure = outcome { await fleet.killAll() }

@@ -73,6 +73,11 @@ public struct BenchmarkReport: Sendable, Codable {
         /// `--syscalls`: the workers' system calls per command answered, by name, summed over
         /// the workers: a live run's measured commands only; a backlog's from the workers' start.
         public var systemCallsPerCommand: [String: Double]?
+        /// `--syscalls`: how often the workers' threads were switched out per command answered
+        /// (a thread blocking to hand work to another, or preempted), counted as the system calls are.
+        public var contextSwitchesPerCommand: Double?
+        /// `--syscalls`: how often the workers' threads moved to another core per command answered.
+        public var cpuMigrationsPerCommand: Double?
     }
 
     public var machine: Machine
@@ -133,6 +138,9 @@ public struct BenchmarkReport: Sendable, Codable {
             let counted = setup.pacing == "backlog" ? "from the workers' start" : "measured run"
             lines.append("system calls per command (\(counted)): \(number(calls.values.reduce(0, +), 2)) in all; "
                 + top.map { "\($0.key) \(number($0.value, 3))" }.joined(separator: ", "))
+        }
+        if let switches = worker.contextSwitchesPerCommand, let migrations = worker.cpuMigrationsPerCommand {
+            lines.append("context switches per command: \(number(switches, 3)); moves to another core: \(number(migrations, 3))")
         }
         lines += [
             "replies: \(worker.replies) (\(worker.created) created, \(worker.replayed) replayed, \(worker.failed) failed, "

@@ -6,6 +6,10 @@ import Foundation
 /// control fifo. The worker itself waits at a gate until it is told to start, so that a backlog
 /// can be counted from its very first command.
 ///
+/// Beside the system calls, perf counts how often the worker's threads are switched out
+/// (`context-switches`: each time a thread blocks to wait for another or is preempted, the
+/// thread hops of a command) and moved to another core (`cpu-migrations`).
+///
 /// The process tree: perf → setpriv (the worker dies with perf, which dies with the bench) →
 /// sh waiting at the gate → exec of the worker, in the same process.
 struct SystemCallCounter: Sendable {
@@ -44,7 +48,7 @@ struct SystemCallCounter: Sendable {
     func command(_ binary: String, _ arguments: [String]) -> (executable: String, arguments: [String]) {
         let gated = ["--pdeathsig", "KILL", "--", "/bin/sh", "-c", #"read go < "$0" && exec "$@""#, gate.path, binary] + arguments
         return (perf, ["stat", "-D", "-1", "--control", "fifo:\(control.path),\(acknowledgement.path)",
-                       "-e", "syscalls:sys_enter_*", "-x", ",", "-o", output.path, "--", setpriv] + gated)
+                       "-e", "syscalls:sys_enter_*", "-e", "context-switches", "-e", "cpu-migrations", "-x", ",", "-o", output.path, "--", setpriv] + gated)
     }
 
     /// Lets the worker start (it waits for this before its `exec`).
@@ -81,20 +85,26 @@ struct SystemCallCounter: Sendable {
         }
     }
 
-    /// The counts perf wrote when it ended, by system call name (those that were made only).
-    func counts() throws -> [String: Int] {
+    /// The counts perf wrote when it ended: the system calls by name (those that were made only)
+    /// and the scheduler's counts.
+    func counts() throws -> PerfCounts {
         guard let text = try? String(contentsOf: output, encoding: .utf8) else {
             throw BenchmarkError.worker("perf wrote no counts to \(output.path)")
         }
-        var counts: [String: Int] = [:]
+        var counts = PerfCounts()
         // CSV lines: count,unit,event,running time,percentage,… ("<not counted>" for none).
         for line in text.split(separator: "\n") where !line.hasPrefix("#") {
             let fields = line.split(separator: ",", omittingEmptySubsequences: false)
-            guard fields.count > 2, fields[2].hasPrefix("syscalls:sys_enter_") else { continue }
-            guard let count = Int(fields[0]) else { continue }
-            if count > 0 { counts[String(fields[2].dropFirst("syscalls:sys_enter_".count)), default: 0] += count }
+            guard fields.count > 2, let count = Int(fields[0]) else { continue }
+            switch fields[2] {
+            case "context-switches": counts.contextSwitches += count
+            case "cpu-migrations": counts.cpuMigrations += count
+            case let event where event.hasPrefix("syscalls:sys_enter_") && count > 0:
+                counts.systemCalls[String(event.dropFirst("syscalls:sys_enter_".count)), default: 0] += count
+            default: continue
+            }
         }
-        guard !counts.isEmpty else { throw BenchmarkError.worker("perf counted no system calls (\(output.path))") }
+        guard !counts.systemCalls.isEmpty else { throw BenchmarkError.worker("perf counted no system calls (\(output.path))") }
         return counts
     }
 
@@ -114,5 +124,19 @@ struct SystemCallCounter: Sendable {
     private static func executable(_ name: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+}
+
+/// What perf counted for the workers while counting was on.
+struct PerfCounts: Sendable, Equatable {
+    /// By system call name, without the tracepoint's prefix.
+    var systemCalls: [String: Int] = [:]
+    var contextSwitches = 0
+    var cpuMigrations = 0
+
+    mutating func add(_ other: PerfCounts) {
+        systemCalls.merge(other.systemCalls, uniquingKeysWith: +)
+        contextSwitches += other.contextSwitches
+        cpuMigrations += other.cpuMigrations
     }
 }

@@ -98,14 +98,14 @@ struct WorkerFleet: Sendable {
         }
     }
 
-    /// The system calls counted while counting was on, summed over the workers, once they have
-    /// exited; nil without `--syscalls`.
-    func systemCalls() throws -> [String: Int]? {
+    /// What perf counted while counting was on, summed over the workers, once they have exited;
+    /// nil without `--syscalls`.
+    func perfCounts() throws -> PerfCounts? {
         guard processes.contains(where: { $0.counter != nil }) else { return nil }
-        var total: [String: Int] = [:]
+        var total = PerfCounts()
         for process in processes {
             guard let counter = process.counter else { continue }
-            total.merge(try counter.counts(), uniquingKeysWith: +)
+            total.add(try counter.counts())
         }
         return total
     }

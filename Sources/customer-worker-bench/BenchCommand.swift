@@ -46,7 +46,7 @@ struct Bench: AsyncParsableCommand {
     var batchLingerMilliseconds: Int?
     @Option(help: "Quorum queues bound to the events exchange beside the inspection queue, each read with acks by its own consumer, in both modes (0...8): the fan-out of production.")
     var downstreamQueues = 0
-    @Flag(help: "Run each worker under perf stat and report its system calls per command, by name (needs perf: apt-get install linux-perf).")
+    @Flag(help: "Run each worker under perf stat and report its system calls per command, by name, and its context switches per command (needs perf: apt-get install linux-perf).")
     var syscalls = false
     @OptionGroup var logging: LoggingOptions
 

@@ -32,7 +32,7 @@ struct BenchmarkSettingsTests {
     }
 
     /// perf's CSV (`-x ,`): comments, `<not counted>` and zero counts are left out; names lose
-    /// their tracepoint prefix.
+    /// their tracepoint prefix; the scheduler's counts are kept apart from the system calls.
     @Test func perfCountsAreReadByName() throws {
         try withDirectory { directory in
             let counter = try SystemCallCounter(perf: "/usr/bin/perf", setpriv: "/usr/bin/setpriv", directory: directory, index: 1)
@@ -44,8 +44,10 @@ struct BenchmarkSettingsTests {
                 60180,,syscalls:sys_enter_sendto,4120112044,100.00,,
                 51400,,syscalls:sys_enter_pwrite64,4120112044,100.00,,
                 12,,raw_syscalls:sys_enter,4120112044,100.00,,
+                3120,,context-switches,4120112044,100.00,757.28,/sec
+                41,,cpu-migrations,4120112044,100.00,9.95,/sec
                 """.write(to: counter.output, atomically: true, encoding: .utf8)
-            #expect(try counter.counts() == ["sendto": 60180, "pwrite64": 51400])
+            #expect(try counter.counts() == PerfCounts(systemCalls: ["sendto": 60180, "pwrite64": 51400], contextSwitches: 3120, cpuMigrations: 41))
         }
     }
 
@@ -53,7 +55,8 @@ struct BenchmarkSettingsTests {
         try withDirectory { directory in
             let counter = try SystemCallCounter(perf: "/usr/bin/perf", setpriv: "/usr/bin/setpriv", directory: directory, index: 2)
             #expect(throws: BenchmarkError.self) { try counter.counts() }  // perf wrote nothing
-            try "<not counted>,,syscalls:sys_enter_read,0,100.00,,\n".write(to: counter.output, atomically: true, encoding: .utf8)
+            try "<not counted>,,syscalls:sys_enter_read,0,100.00,,\n5,,context-switches,100,100.00,,\n"
+                .write(to: counter.output, atomically: true, encoding: .utf8)
             #expect(throws: BenchmarkError.self) { try counter.counts() }
         }
     }
@@ -70,7 +73,7 @@ struct BenchmarkSettingsTests {
             let gate = directory.appendingPathComponent("worker-gate-3").path
             #expect(arguments == [
                 "stat", "-D", "-1", "--control", "fifo:\(control),\(acknowledgement)", "-e", "syscalls:sys_enter_*",
-                "-x", ",", "-o", counter.output.path, "--",
+                "-e", "context-switches", "-e", "cpu-migrations", "-x", ",", "-o", counter.output.path, "--",
                 "/usr/bin/setpriv", "--pdeathsig", "KILL", "--", "/bin/sh", "-c", #"read go < "$0" && exec "$@""#, gate,
                 "/opt/customer-worker", "run",
             ])
