@@ -11,6 +11,9 @@ enum Migrations {
         migrator.registerMigration("v3: processed requests found through their customer") { db in
             try db.execute(sql: v3)
         }
+        migrator.registerMigration("v4: records hold their reply in its stored form") { db in
+            try db.execute(sql: v4)
+        }
         return migrator
     }
 
@@ -132,4 +135,10 @@ enum Migrations {
         DROP TABLE processed_requests;
         ALTER TABLE processed_requests_v3 RENAME TO processed_requests;
         """
+
+    /// Records written from now on hold their reply in its stored form (`StoredReplyBody`: the
+    /// contract's key phrases as tokens), which a worker of an earlier version would replay as it
+    /// is. The column is renamed so that such a worker fails on it (an error it retries, never a
+    /// reply) instead. Records written before keep the reply itself, which the stored form reads.
+    private static let v4 = "ALTER TABLE processed_requests RENAME COLUMN reply_body TO stored_reply"
 }

@@ -33,7 +33,7 @@ enum CreateCustomerStatements {
     /// (merchant, external id) index, the one index a new customer's insert touches at random anyway.
     static func processedRequests(_ lookups: [RecordLookup], _ db: Database) throws -> [ProcessedRequest] {
         let statement = try db.cachedStatement(sql: """
-            SELECT p.idempotency_key, p.merchant_id, p.fingerprint, p.customer_id, p.reply_type, p.message_id, p.reply_body
+            SELECT p.idempotency_key, p.merchant_id, p.fingerprint, p.customer_id, p.reply_type, p.message_id, p.stored_reply
             FROM customers c JOIN processed_requests p ON p.customer_id = c.id
             WHERE c.merchant_id = ? AND c.external_id = ?
             """)
@@ -41,10 +41,11 @@ enum CreateCustomerStatements {
             try Row.fetchOne(statement, arguments: [lookup.customer.merchantID, lookup.customer.externalID]).map { row in
                 let type: String = row["reply_type"]
                 let replyType = try UndecodableStoredValue.decode(type, as: ReplyType.self, table: "processed_requests", column: "reply_type")
-                let body: Data = row["reply_body"]
+                let body: Data = row["stored_reply"]
                 return ProcessedRequest(
                     idempotencyKey: row["idempotency_key"], merchantID: row["merchant_id"], fingerprint: row["fingerprint"],
-                    customerID: row["customer_id"], replyType: replyType, messageID: row["message_id"], replyBody: [UInt8](body))
+                    customerID: row["customer_id"], replyType: replyType, messageID: row["message_id"],
+                    replyBody: try StoredReplyBody.decode([UInt8](body)))
             }
         }
     }
@@ -80,7 +81,7 @@ enum CreateCustomerStatements {
             """)
         let records = try db.cachedStatement(sql: """
             INSERT INTO processed_requests (idempotency_key, merchant_id, fingerprint, customer_id, reply_type,
-                                            message_id, reply_body, created_at)
+                                            message_id, stored_reply, created_at)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
             """)
         var inserted = Set<String>()
@@ -104,7 +105,7 @@ enum CreateCustomerStatements {
             let record = creation.record
             try records.execute(arguments: [
                 record.idempotencyKey, record.merchantID, record.fingerprint, record.customerID, record.replyType.rawValue,
-                record.messageID, Data(record.replyBody), writes.recordedAt.millisecondsSince1970,
+                record.messageID, Data(StoredReplyBody.encode(record.replyBody)), writes.recordedAt.millisecondsSince1970,
             ])
         }
         return inserted

@@ -113,5 +113,11 @@ enum PostgresMigrations {
             )
             """,
         ]),
+        // As SQLite's v4: records hold their reply in its stored form (`StoredReplyBody`), which a
+        // worker of an earlier version would replay as it is; renamed, the column makes it fail
+        // (undefined column: it retries, never replies) instead.
+        Migration(version: 3, description: "records hold their reply in its stored form", statements: [
+            "ALTER TABLE processed_requests RENAME COLUMN reply_body TO stored_reply",
+        ]),
     ]
 }

@@ -69,7 +69,7 @@ public struct PostgresTransaction: StorageTransaction {
 
     func processedRequests(keys: [String]) async throws -> [ProcessedRequest] {
         let rows = try await run("""
-            SELECT idempotency_key, merchant_id, fingerprint, customer_id, reply_type, message_id, reply_body
+            SELECT idempotency_key, merchant_id, fingerprint, customer_id, reply_type, message_id, stored_reply
             FROM processed_requests WHERE idempotency_key = ANY(\(keys))
             """)
         var records: [ProcessedRequest] = []
@@ -78,7 +78,7 @@ public struct PostgresTransaction: StorageTransaction {
             let replyType = try UndecodableStoredValue.decode(type, as: ReplyType.self, table: "processed_requests", column: "reply_type")
             records.append(ProcessedRequest(
                 idempotencyKey: key, merchantID: merchantID, fingerprint: fingerprint, customerID: customerID,
-                replyType: replyType, messageID: messageID, replyBody: Array(body.readableBytesView)))
+                replyType: replyType, messageID: messageID, replyBody: try StoredReplyBody.decode(Array(body.readableBytesView))))
         }
         return records
     }
@@ -140,7 +140,7 @@ public struct PostgresTransaction: StorageTransaction {
         binds.append(records.map(\.customerID))
         binds.append(records.map(\.replyType.rawValue))
         binds.append(records.map(\.messageID))
-        binds.append(records.map { ByteBuffer(bytes: $0.replyBody) })
+        binds.append(records.map { ByteBuffer(bytes: StoredReplyBody.encode($0.replyBody)) })
         binds.append(Array(repeating: writes.recordedAt.millisecondsSince1970, count: records.count))
         var inserted = Set<String>()
         for try await id in try await run(PostgresQuery(unsafeSQL: Self.writeSQL, binds: binds)).decode(String.self) { inserted.insert(id) }
@@ -156,7 +156,7 @@ public struct PostgresTransaction: StorageTransaction {
     ]
     private static let recordColumns = [
         ("idempotency_key", "text"), ("merchant_id", "text"), ("fingerprint", "text"), ("customer_id", "text"),
-        ("reply_type", "text"), ("message_id", "text"), ("reply_body", "bytea"), ("created_at", "bigint"),
+        ("reply_type", "text"), ("message_id", "text"), ("stored_reply", "bytea"), ("created_at", "bigint"),
     ]
     private static let writeParameters = customerColumns.count + subscriptionColumns.count + recordColumns.count
 

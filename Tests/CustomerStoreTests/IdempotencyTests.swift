@@ -34,6 +34,39 @@ struct StoreIdempotencyTests {
         }
     }
 
+    /// The record holds the reply in its compact form (`StoredReplyBody`), and a record stored
+    /// as the reply itself (every record written before that form) still replays byte for byte.
+    @Test(arguments: StoreKind.all)
+    func theReplyIsStoredCompactlyAndARecordOfTheOldFormStillReplays(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
+            let merchant = try await Merchant(store)
+            let first = try await store.handleOne(command(Self.ada, key: merchant.secretKey))
+            let hex = kind == .sqlite ? "hex(stored_reply)" : "upper(encode(stored_reply, 'hex'))"
+            let stored = try #require(try await store.strings("SELECT \(hex) FROM processed_requests").first?.first ?? nil)
+            #expect(stored.hasPrefix("0001"), "the compact form, version 1")
+            #expect(stored.count / 2 < first.body.count * 2 / 3, "\(stored.count / 2) bytes stored for a reply of \(first.body.count)")
+            #expect(try StoredReplyBody.decode(hexBytes(stored)) == first.body)
+
+            let reply = first.body.map { String(format: "%02X", $0) }.joined()
+            try await store.execute(kind == .sqlite ? "UPDATE processed_requests SET stored_reply = X'\(reply)'"
+                                                    : "UPDATE processed_requests SET stored_reply = decode('\(reply)', 'hex')")
+            let replay = try await store.handleOne(command(Self.ada, key: merchant.secretKey))
+            #expect(replay.replayed)
+            #expect(replay.body == first.body)
+        }
+    }
+
+    private func hexBytes(_ hex: String) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var index = hex.startIndex
+        while index < hex.endIndex {
+            let next = hex.index(index, offsetBy: 2)
+            bytes.append(UInt8(hex[index..<next], radix: 16)!)
+            index = next
+        }
+        return bytes
+    }
+
     @Test(arguments: StoreKind.all)
     func reorderedOrNullEquivalentCommandIsTheSameCommand(_ kind: StoreKind) async throws {
         try await withStore(kind) { store, _ in

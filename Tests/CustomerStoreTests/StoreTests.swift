@@ -41,15 +41,24 @@ struct StoreTests {
         }
     }
 
-    /// Migration v3 rebuilds `processed_requests` without its index on the idempotency key: the
-    /// records a v2 database holds still replay byte for byte, and a new command still creates.
+    /// Migration v3 rebuilds `processed_requests` without its index on the idempotency key, and v4
+    /// renames its reply column: the records a v2 database holds (the reply itself) still replay
+    /// byte for byte, and a new command still creates.
     @Test func sqliteRecordsWrittenBeforeV3StillReplay() async throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("customer-store-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: folder) }
         let store = try CustomerStore(path: folder.appendingPathComponent("customers.sqlite").path)
         try Migrations.migrator.migrate(store.pool, upTo: "v2: handling attempts")
         let merchant = try await Merchant(store)
+        // This version's statements name v4's column: renamed for the command, then back, with the
+        // record holding what a v2 worker stored, the reply itself.
+        try await store.pool.write { try $0.execute(sql: "ALTER TABLE processed_requests RENAME COLUMN reply_body TO stored_reply") }
         let before = try await store.handle([command(#"{"externalId":"cus_1","name":"Ada"}"#, key: merchant.secretKey)], now: now)
+        try await store.pool.write { db in
+            try db.execute(sql: "ALTER TABLE processed_requests RENAME COLUMN stored_reply TO reply_body")
+            try db.execute(sql: "UPDATE processed_requests SET reply_body = ?", arguments: [Data(before[0].body)])
+            #expect(try Data.fetchOne(db, sql: "SELECT reply_body FROM processed_requests") == Data(before[0].body))
+        }
         try await store.migrate()
         // (name, unique, columns) of each index of the table.
         let indexes = try await store.pool.read { db in
@@ -74,7 +83,7 @@ struct StoreTests {
             try store.pool.write { db in
                 try db.execute(sql: """
                     INSERT INTO processed_requests SELECT 'another key', merchant_id, fingerprint, customer_id, reply_type,
-                        message_id, reply_body, created_at FROM processed_requests LIMIT 1
+                        message_id, stored_reply, created_at FROM processed_requests LIMIT 1
                     """)
             }
         }
