@@ -194,8 +194,10 @@ private struct PhraseTable: Sendable {
         var nextKey = [Int](repeating: 0, count: phrases.count)
         for (index, phrase) in phrases.enumerated() {
             starts.append(bytes.count)
-            bytes += phrase.utf8
             let utf8 = Array(phrase.utf8)
+            // Longer than any token (two bytes at most), so the encoder's output never outgrows the reply.
+            precondition(utf8.count >= 3)
+            bytes += utf8
             guard utf8.first == UInt8(ascii: "\"") else { continue }
             let key = utf8.dropFirst().dropLast(2)
             precondition(key.count <= Self.longestKey && key.allSatisfy { $0 < 128 && $0 != UInt8(ascii: "\"") })
