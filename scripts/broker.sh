@@ -2,7 +2,7 @@
 # A private RabbitMQ node for development and tests: its own node name, AMQP port, distribution
 # port and data directory, so it never collides with another broker on the machine.
 #
-#   scripts/broker.sh start|fresh|stop|status|url|tls-url|ctl ARGS...
+#   scripts/broker.sh start|fresh|stop|status|version|url|tls-url|ctl ARGS...
 #   scripts/broker.sh cluster start|stop|url
 #
 # `fresh` is `start` on an empty node: whatever runs under this node's name is killed and its
@@ -12,6 +12,10 @@
 # timed out after 30 s).
 #
 # Settings (environment):
+#   RABBITMQ      which RabbitMQ: 3.10 (default: Debian 12's package, 3.10.8) or 4 (Debian
+#                 unstable's, 4.3.x, run from the root scripts/server-root.sh builds once and
+#                 reuses). A node of the other version, or data it left, under this node's name is
+#                 killed and wiped on start: a node never starts on another version's data.
 #   BROKER_PORT   AMQP port (default 5673); the Erlang distribution port is BROKER_PORT + 20000
 #   BROKER_DIR    data, logs and pid file (default ${TMPDIR:-/tmp}/customer-worker-broker-$BROKER_PORT)
 #   BROKER_NODE   node name (default customer-worker-$BROKER_PORT@localhost)
@@ -31,14 +35,41 @@ BROKER_DIR="${BROKER_DIR:-${TMPDIR:-/tmp}/customer-worker-broker-$BROKER_PORT}"
 BROKER_NODE="${BROKER_NODE:-customer-worker-$BROKER_PORT@localhost}"
 export BROKER_PORT BROKER_DIR BROKER_NODE
 SELF="$(readlink -f "$0")"
+SCRIPTS="$(dirname "$SELF")"
 RABBIT_BIN=/usr/lib/rabbitmq/bin
+
+die() { echo "broker.sh: $*" >&2; exit 1; }
+
+# The version asked for, as one word: 3.10 or 4.
+case "${RABBITMQ:-3.10}" in
+  3|3.10|3.10.*) RABBITMQ=3.10; SERVER_ROOT_DIR=/ ;;
+  4|4.*) RABBITMQ=4; SERVER_ROOT_DIR="$("$SCRIPTS/server-root.sh" path)" ;;
+  *) die "RABBITMQ=$RABBITMQ: expected 3.10 (Debian 12's RabbitMQ) or 4 (RabbitMQ 4.x from Debian unstable)" ;;
+esac
+export RABBITMQ
 # Every rabbitmqctl call and every wait has a time limit (seconds), so a node that is half up
 # (its Erlang VM alive, its app stopped or stuck) fails a script instead of hanging it.
 BROKER_TIMEOUT="${BROKER_TIMEOUT:-120}"
 
-die() { echo "broker.sh: $*" >&2; exit 1; }
+# Runs "$@" where the asked-for version is installed: on the host, or inside the root.
+in_server_root() {
+  if [ "$RABBITMQ" = 4 ]; then chroot "$SERVER_ROOT_DIR" "$@"; else "$@"; fi
+}
 
-[ -x "$RABBIT_BIN/rabbitmq-server" ] || die "rabbitmq-server is not installed (Debian/Ubuntu: apt-get install rabbitmq-server)"
+if [ "$RABBITMQ" = 4 ]; then
+  # The root sees the host's temporary folder at the same path (server-root.sh), and nothing else.
+  case "$(readlink -m "$BROKER_DIR")/" in
+    "$(readlink -f "${TMPDIR:-/tmp}")"/*) ;;
+    *) die "RABBITMQ=4 keeps its data under ${TMPDIR:-/tmp} (the folder the server root shares); BROKER_DIR=$BROKER_DIR is not" ;;
+  esac
+  # Built once (a few minutes) and reused; mounted again after a reboot.
+  case "${1:-}" in
+    start|fresh|cluster|ctl) "$SCRIPTS/server-root.sh" ensure >/dev/null ;;
+    *) "$SCRIPTS/server-root.sh" mount ;;
+  esac
+else
+  [ -x "$RABBIT_BIN/rabbitmq-server" ] || die "rabbitmq-server is not installed (Debian/Ubuntu: apt-get install rabbitmq-server)"
+fi
 
 # Debian's wrappers drop root to the rabbitmq user; a node run as root would also leave root-owned
 # files behind. Run the node and the CLI as `rabbitmq` when we are root, as ourselves otherwise.
@@ -57,11 +88,22 @@ as_broker_user() {
     RABBITMQ_CONF_ENV_FILE="$BROKER_DIR/rabbitmq-env.conf"
     PATH="$PATH"
   )
-  if [ "$(id -u)" = 0 ]; then
+  if [ "$RABBITMQ" = 4 ]; then
+    # chroot needs root; the root's own PATH (its Erlang), and its own rabbitmq user.
+    env -i HOME=/var/lib/rabbitmq "${env[@]/#PATH=*/PATH=/usr/sbin:/usr/bin:/sbin:/bin}" \
+      chroot "$SERVER_ROOT_DIR" runuser -u rabbitmq -- "$@"
+  elif [ "$(id -u)" = 0 ]; then
     env -i HOME=/var/lib/rabbitmq "${env[@]}" runuser -u rabbitmq -- "$@"
   else
     env "${env[@]}" "$@"
   fi
+}
+
+# The version of a node's VM: 4 when it runs inside the server root, 3.10 otherwise.
+vm_version() {
+  local root
+  root=$(readlink "/proc/$1/root" 2>/dev/null) || return 0
+  if [ "$root" = / ]; then echo 3.10; else echo 4; fi
 }
 
 # rabbitmqctl against this node, bounded by CTL_LIMIT seconds (default BROKER_TIMEOUT).
@@ -85,8 +127,10 @@ amqp_listening() { timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$BROKER_PORT" 2
 # connections); stopped: the VM answers but its app is not running (stop_app, or a start that
 # never finished); stuck: a VM exists but does not answer within BROKER_TIMEOUT; absent: no VM.
 node_state() {
-  local answer
-  if [ -z "$(node_vms)" ]; then echo absent; return 0; fi
+  local answer vms
+  vms=$(node_vms)
+  if [ -z "$vms" ]; then echo absent; return 0; fi
+  if [ "$(vm_version ${vms%% *})" != "$RABBITMQ" ]; then echo other-version; return 0; fi
   if amqp_listening; then echo running; return 0; fi
   if answer=$(ctl -q eval 'rabbit:is_running().' 2>/dev/null); then
     [ "$answer" = true ] && echo running || echo stopped
@@ -122,8 +166,16 @@ start() {
     stuck)
       echo "broker.sh: node $BROKER_NODE does not answer (left by an earlier run?); killing it" >&2
       kill_node ;;
+    other-version)
+      echo "broker.sh: node $BROKER_NODE runs another RabbitMQ than $RABBITMQ; killing it" >&2
+      kill_node ;;
   esac
+  # Data of another version (an upgrade across 3.10 and 4.x is not supported): wiped.
+  if [ -d "$BROKER_DIR/mnesia" ] && [ "$(cat "$BROKER_DIR/server-version" 2>/dev/null)" != "$RABBITMQ" ]; then
+    rm -rf "$BROKER_DIR/mnesia"
+  fi
   mkdir -p "$BROKER_DIR/mnesia" "$BROKER_DIR/log"
+  echo "$RABBITMQ" > "$BROKER_DIR/server-version"
   : > "$BROKER_DIR/enabled_plugins"
   : > "$BROKER_DIR/rabbitmq-env.conf"
   : > "$BROKER_DIR/advanced.config"
@@ -146,7 +198,8 @@ ssl_options.versions.1 = tlsv1.2
 ssl_options.versions.2 = tlsv1.3
 CONF
   fi
-  if [ "$(id -u)" = 0 ]; then chown -R rabbitmq:rabbitmq "$BROKER_DIR"; fi
+  # The node's user: the host's, or the root's (whose ids may differ).
+  if [ "$(id -u)" = 0 ]; then in_server_root chown -R rabbitmq:rabbitmq "$BROKER_DIR"; fi
   rm -f "$BROKER_DIR/rabbitmq.pid"
   # From its own data folder: a node started from a clone that is later deleted would lose its
   # working directory, and rabbitmqctl then fails on it (badmatch enoent in filename:absname).
@@ -158,8 +211,11 @@ CONF
     [ $SECONDS -lt $deadline ] || die "node $BROKER_NODE did not come up within $BROKER_TIMEOUT s; see $BROKER_DIR/log"
     sleep 0.5
   done
-  echo "broker running: $(url)"
+  echo "broker running: $(url) (RabbitMQ $(server_version))"
 }
+
+# The version of the running node's server, as its package says.
+server_version() { in_server_root dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null || echo unknown; }
 
 fresh() {
   kill_node
@@ -217,7 +273,11 @@ cluster_healthy() {
   [ "$(on_node "$CLUSTER_PORT" running_nodes 2>/dev/null)" = 3 ]
 }
 
-running_nodes() { ctl -q eval 'length(rabbit_nodes:all_running()).'; }
+# rabbit_nodes:all_running/0 is gone in 4.x; cluster_status's JSON is the same in both.
+running_nodes() {
+  ctl -q cluster_status --formatter json 2>/dev/null \
+    | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["running_nodes"]))'
+}
 
 cluster_start() {
   local ports=($(cluster_ports)) pids=() port pid
@@ -266,9 +326,10 @@ case "${1:-}" in
   start) start ;;
   fresh) fresh ;;
   stop) stop ;;
-  status) if is_running; then echo "running: $(url) (node $BROKER_NODE, data $BROKER_DIR)"; else echo "not running"; exit 1; fi ;;
+  status) if is_running; then echo "running: $(url) (node $BROKER_NODE, RabbitMQ $(server_version), data $BROKER_DIR)"; else echo "not running"; exit 1; fi ;;
+  version) server_version ;;
   url) url ;;
   tls-url) tls_url ;;
   ctl) shift; ctl "$@" ;;
-  *) echo "usage: $0 start|fresh|stop|status|url|tls-url|ctl ARGS...|cluster start|stop|url" >&2; exit 2 ;;
+  *) echo "usage: $0 start|fresh|stop|status|version|url|tls-url|ctl ARGS...|cluster start|stop|url" >&2; exit 2 ;;
 esac

@@ -154,12 +154,30 @@ final class AMQPConnection {
         try check(amqp_get_rpc_reply(state), "exchange.declare '\(exchange.name)'")
     }
 
-    /// Returns the queue's name (the broker's choice when `queue.name` is empty).
+    /// Queues the broker already had as an earlier version declared them, kept as they are
+    /// (`Topology.Queue.earlierArguments`), by name; the session logs them.
+    private(set) var keptAsDeclaredEarlier: Set<String> = []
+
+    /// Returns the queue's name (the broker's choice when `queue.name` is empty). A queue the
+    /// broker has with other arguments (406) is declared again with its `earlierArguments`, if
+    /// it has them, on a reopened channel.
     @discardableResult
     func declare(_ queue: Topology.Queue) throws(AMQPError) -> String {
+        do {
+            return try declare(queue, arguments: queue.arguments)
+        } catch .channelClosedByBroker(let operation, let code, let text) {
+            guard code == 406, let earlier = queue.earlierArguments else { throw .channelClosedByBroker(operation: operation, code: code, text: text) }
+            try reopenChannel()
+            let name = try declare(queue, arguments: earlier)
+            keptAsDeclaredEarlier.insert(queue.name)
+            return name
+        }
+    }
+
+    private func declare(_ queue: Topology.Queue, arguments: [String: FieldValue]) throws(AMQPError) -> String {
         defer { arena.reset() }
         let ok = amqp_queue_declare(state, channel, arena.bytes(queue.name), 0, queue.durable ? 1 : 0,
-                                    queue.exclusive ? 1 : 0, queue.autoDelete ? 1 : 0, arena.table(queue.arguments))
+                                    queue.exclusive ? 1 : 0, queue.autoDelete ? 1 : 0, arena.table(arguments))
         try check(amqp_get_rpc_reply(state), "queue.declare '\(queue.name)'")
         return ok.map { String(amqpBytes: $0.pointee.queue) } ?? queue.name
     }

@@ -115,6 +115,7 @@ public final class AMQPSession: Sendable {
             core.withConnection(promise) { connection throws(AMQPError) in
                 try connection.declare(topology)
                 core.topology.merge(topology)
+                core.noteQueuesKeptAsDeclaredEarlier(connection)
             }
         }
     }

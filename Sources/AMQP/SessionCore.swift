@@ -19,6 +19,8 @@ final class SessionCore {
 
     // What to replay after a reconnect.
     var topology = Topology()
+    /// Queues already logged as kept the way an earlier version declared them.
+    private var loggedKeptQueues: Set<String> = []
     var prefetch: UInt16?
     var confirms = false
     var consumers: [AMQPSession.Consumer] = []
@@ -360,11 +362,24 @@ final class SessionCore {
                 try connection.reopenChannel()
             }
         }
+        noteQueuesKeptAsDeclaredEarlier(connection)
         if let prefetch { try connection.setPrefetch(prefetch) }
         if confirms { try connection.enableConfirms() }
         for consumer in consumers {
             _ = try connection.consume(queue: consumer.queue, consumerTag: consumer.consumerTag, noAck: consumer.noAck,
                                        exclusive: consumer.exclusive, arguments: consumer.arguments)
+        }
+    }
+
+    /// Logs (once per queue and session) a queue the broker has as an earlier version declared
+    /// it: the worker runs with it, and the operator learns how to move it.
+    func noteQueuesKeptAsDeclaredEarlier(_ connection: AMQPConnection) {
+        for name in connection.keptAsDeclaredEarlier.subtracting(loggedKeptQueues).sorted() {
+            loggedKeptQueues.insert(name)
+            logger.warning("queue exists with the arguments of an earlier version; kept as it is", metadata: [
+                "amqp.queue": "\(name)",
+                "hint": "docs/operations.md, Supported versions: delete it when empty and the worker declares it anew",
+            ])
         }
     }
 

@@ -21,14 +21,27 @@ public struct Topology: Sendable, Hashable {
         public var exclusive: Bool
         public var autoDelete: Bool
         public var arguments: [String: FieldValue]
+        /// The arguments an earlier version declared this queue with. A queue's type and limits
+        /// cannot change once it exists (the broker answers 406 PRECONDITION_FAILED), so a broker
+        /// that already has it declared that way keeps it as it is, and the session says so in
+        /// its log, instead of failing to start: the operator moves it when it suits them.
+        public var earlierArguments: [String: FieldValue]?
 
         public init(name: String, durable: Bool = true, exclusive: Bool = false, autoDelete: Bool = false,
-                    arguments: [String: FieldValue] = [:]) {
+                    arguments: [String: FieldValue] = [:], earlierArguments: [String: FieldValue]? = nil) {
             self.name = name
             self.durable = durable
             self.exclusive = exclusive
             self.autoDelete = autoDelete
             self.arguments = arguments
+            self.earlierArguments = earlierArguments
+        }
+
+        /// This queue, accepting a broker that has it with `arguments` (`earlierArguments`).
+        public func declaredEarlier(as arguments: [String: FieldValue]) -> Queue {
+            var queue = self
+            queue.earlierArguments = arguments
+            return queue
         }
 
         /// A durable quorum queue; `deliveryLimit` bounds redeliveries before dead-lettering.

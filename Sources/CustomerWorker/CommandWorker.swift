@@ -589,11 +589,14 @@ public final class CommandWorker: Service {
 
     /// Returns deliveries to the queue, one by one (so no other batch's deliveries go along).
     /// Requeues count toward the delivery limit: only for replies that could not be published,
-    /// and for what the worker holds at shutdown.
+    /// and for what the worker holds at shutdown. `basic.reject`, not `basic.nack`: RabbitMQ 3.10
+    /// counts both, but from 4.3 on a quorum queue no longer counts a nack, and a command whose
+    /// replies the broker keeps refusing would then come back forever instead of being
+    /// dead-lettered at its limit.
     private func giveBack(_ deliveries: [Delivery]) async {
         guard !deliveries.isEmpty else { return }
         for delivery in deliveries {
-            await consumer.nack(delivery.tag, multiple: false, requeue: true)
+            await consumer.reject(delivery.tag, requeue: true)
         }
         trackUnacked(-deliveries.count)
         logger.error("commands returned to the queue", metadata: ["batch.size": "\(deliveries.count)"])

@@ -2,6 +2,10 @@ import AMQP
 import CreateCustomer
 
 extension WorkerConfiguration {
+    /// The dead-letter queue's `x-delivery-limit`: returns that reading it can make, in effect
+    /// unlimited on RabbitMQ 3.10 and 4.x alike (see `topology`).
+    public static let deadLetterReadingLimit = 1_000_000_000
+
     /// Everything the worker (and the CLI) declares, idempotently, at start and after reconnects.
     public var topology: Topology {
         Topology(
@@ -12,11 +16,19 @@ extension WorkerConfiguration {
             ],
             queues: [
                 .quorum(names.commandQueue, deliveryLimit: deliveryLimit, deadLetterExchange: names.deadLetterExchange),
-                .quorum(names.deadLetterQueue),
-                // Classic: an inspection copy needs no replication, and drop-head keeps it bounded.
-                .init(name: names.repliesQueue, arguments: [
-                    "x-queue-type": "classic", "x-max-length": .int(Int64(repliesMaxLength)), "x-overflow": "drop-head",
-                ]),
+                // Reading dead letters (`dead-letters list`, `show`) returns them to the queue, and
+                // each return counts as a delivery. RabbitMQ 4.x gives a quorum queue without
+                // x-delivery-limit a limit of 20 and, with no dead-letter exchange here, would
+                // then drop them; 3.10 reads -1 (4.x's "unlimited") as "drop at the first
+                // return". A limit no reading reaches means the same on both.
+                .quorum(names.deadLetterQueue, deliveryLimit: Self.deadLetterReadingLimit)
+                    .declaredEarlier(as: ["x-queue-type": "quorum"]),
+                // Quorum, bounded by drop-head: a classic queue lives on one node, and from RabbitMQ
+                // 4.0 on the broker nacks every message routed to a classic queue whose node is
+                // down, which would hold every reply of every worker until that node came back.
+                // Workers before this one declared it classic; a broker that has it so keeps it.
+                .quorum(names.repliesQueue, maxLength: repliesMaxLength, overflow: "drop-head")
+                    .declaredEarlier(as: ["x-queue-type": "classic", "x-max-length": .int(Int64(repliesMaxLength)), "x-overflow": "drop-head"]),
             ],
             bindings: [
                 .init(queue: names.commandQueue, exchange: names.commandExchange, routingKey: names.commandRoutingKey),

@@ -40,7 +40,7 @@ struct RecoveryTests {
         let name = TestBroker.uniqueName("recovery")
         let consumer = try await TestBroker.session(name)
         let queue = name
-        try await consumer.declare(Topology(queues: [.init(name: queue, durable: false)]))
+        try await consumer.declare(Topology(queues: [.init(name: queue)]))
         try await consumer.setPrefetch(50)
         try await consumer.consume(queue: queue)
         let publisher = try await publisher("\(name).publisher")
@@ -70,7 +70,7 @@ struct RecoveryTests {
     @Test func recoversFromABrokerSentCancel() async throws {
         let name = TestBroker.uniqueName("cancel")
         let consumer = try await TestBroker.session(name)
-        try await consumer.declare(Topology(queues: [.init(name: name, durable: false)]))
+        try await consumer.declare(Topology(queues: [.init(name: name)]))
         try await consumer.consume(queue: name)
         let other = try await publisher("\(name).other")
         try await other.deleteQueue(name)  // the broker cancels our consumer
@@ -88,7 +88,7 @@ struct RecoveryTests {
     @Test func recoversFromAChannelError() async throws {
         let name = TestBroker.uniqueName("channel-error")
         let consumer = try await TestBroker.session(name)
-        try await consumer.declare(Topology(queues: [.init(name: name, durable: false)]))
+        try await consumer.declare(Topology(queues: [.init(name: name)]))
         try await consumer.consume(queue: name)
         let publisher = try await publisher("\(name).publisher")
         _ = try await publisher.publish(messages(1, to: name))
@@ -116,7 +116,7 @@ struct RecoveryTests {
     @Test func anIdleConsumerKeepsItsConnectionWithShortHeartbeats() async throws {
         let name = TestBroker.uniqueName("heartbeat")
         let consumer = try await TestBroker.session(name, heartbeat: .seconds(2))
-        try await consumer.declare(Topology(queues: [.init(name: name, durable: false, autoDelete: true)]))
+        try await consumer.declare(Topology(queues: [.init(name: name, autoDelete: true)]))
         try await consumer.consume(queue: name)
         let idleUntil = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < idleUntil {
@@ -136,7 +136,7 @@ struct RecoveryTests {
         let total = 100_000
         let name = TestBroker.uniqueName("memory")
         let consumer = try await TestBroker.session(name)
-        try await consumer.declare(Topology(queues: [.init(name: name, durable: false)]))
+        try await consumer.declare(Topology(queues: [.init(name: name)]))
         try await consumer.setPrefetch(256)
         try await consumer.consume(queue: name)
         let publisher = try await publisher("\(name).publisher")
@@ -187,7 +187,7 @@ struct BrokerRestartTests {
         let session = AMQPSession(configuration: configuration, recovery: TestBroker.quickRecovery, logger: TestBroker.logger("blocked"))
         TestResources.onExit("AMQP session blocked") { await session.close() }
         let queue = TestBroker.uniqueName("blocked")
-        try await session.declare(Topology(queues: [.init(name: queue, durable: false, autoDelete: true)]))
+        try await session.declare(Topology(queues: [.init(name: queue, autoDelete: true)]))
         try await session.enableConfirms()
         let message = OutgoingMessage(exchange: "", routingKey: queue, body: Array("held".utf8))
 
@@ -220,7 +220,7 @@ struct BrokerRestartTests {
         let session = AMQPSession(configuration: configuration, recovery: TestBroker.quickRecovery, logger: TestBroker.logger("stalled"))
         TestResources.onExit("AMQP session stalled") { await session.close() }
         let queue = TestBroker.uniqueName("stalled")
-        try await session.declare(Topology(queues: [.init(name: queue, durable: false, autoDelete: true)]))
+        try await session.declare(Topology(queues: [.init(name: queue, autoDelete: true)]))
         try await session.enableConfirms()
 
         try await TestBroker.brokerScript(["ctl", "set_vm_memory_high_watermark", "0.0000001"], port: port)

@@ -10,7 +10,7 @@ struct SessionTests {
     private func sessionWithQueue(_ name: String, prefetch: UInt16 = 100) async throws -> (AMQPSession, String) {
         let session = try await TestBroker.session(name)
         let queue = TestBroker.uniqueName(name)
-        try await session.declare(Topology(queues: [.init(name: queue, durable: false, autoDelete: true)]))
+        try await session.declare(Topology(queues: [.init(name: queue, autoDelete: true)]))
         try await session.setPrefetch(prefetch)
         try await session.enableConfirms()
         return (session, queue)
@@ -157,7 +157,7 @@ struct SessionTests {
             exchanges: [.init(name: deadLetters, type: "fanout", durable: false)],
             queues: [
                 .quorum(name, deliveryLimit: 1, deadLetterExchange: deadLetters, maxLength: 100, overflow: "reject-publish"),
-                .init(name: "\(name).dead", durable: false, autoDelete: true),
+                .init(name: "\(name).dead", autoDelete: true),
             ],
             bindings: [.init(queue: "\(name).dead", exchange: deadLetters, routingKey: "")]
         )
@@ -167,14 +167,16 @@ struct SessionTests {
         try await session.enableConfirms()
         _ = try await session.publish(messages(1, to: name))
         try await session.consume(queue: name)
-        // Requeued past the delivery limit → dead-lettered.
+        // Requeued past the delivery limit → dead-lettered. `basic.reject`: RabbitMQ 4.3 no longer
+        // counts a `basic.nack` toward the limit (3.10 counts both).
         for _ in 0..<2 {
             let delivery = try #require(try await session.nextDeliveries(maximum: 1, wait: .seconds(5)).first)
-            await session.nack(delivery.tag, requeue: true)
+            await session.reject(delivery.tag, requeue: true)
         }
         try await session.consume(queue: "\(name).dead")
         let dead = try #require(try await session.nextDeliveries(maximum: 1, wait: .seconds(5)).first)
         #expect(dead.properties.messageID == "m-0")
+        #expect(dead.exchange == deadLetters, "delivered from the dead-letter queue, not the queue itself")
         #expect(dead.routingKey == name)
         await session.ack(dead.tag)
         try await session.deleteQueue(name)
@@ -183,13 +185,47 @@ struct SessionTests {
     @Test func declaringAnInequivalentQueueFailsWithTheBrokersReason() async throws {
         let session = try await TestBroker.session("inequivalent")
         let name = TestBroker.uniqueName("inequivalent")
-        try await session.declare(Topology(queues: [.init(name: name, durable: false, autoDelete: true)]))
+        try await session.declare(Topology(queues: [.init(name: name, autoDelete: true)]))
         await #expect {
             try await session.declare(Topology(queues: [.init(name: name, durable: true)]))
         } throws: { error in
             guard case AMQPError.channelClosedByBroker(_, let code, let text) = error else { return false }
             return code == 406 && text.contains("PRECONDITION_FAILED")
         }
+    }
+
+    /// The queue's type, as the broker lists it.
+    private func queueType(_ name: String) async throws -> String? {
+        let listing = try await TestBroker.brokerScript(["ctl", "-q", "list_queues", "--no-table-headers", "name", "type"])
+        return listing.split(separator: "\n").map { $0.split(separator: "\t").map { $0.trimmingCharacters(in: .whitespaces) } }
+            .first { $0.first == name }?.last
+    }
+
+    @Test func aQueueDeclaredAsAnEarlierVersionDidIsKeptAsItIs() async throws {
+        let session = try await TestBroker.session("declared-earlier")
+        let (kept, fresh) = (TestBroker.uniqueName("declared-earlier.kept"), TestBroker.uniqueName("declared-earlier.fresh"))
+        TestResources.onExit("queues \(kept), \(fresh)") {
+            for name in [kept, fresh] { try? await session.deleteQueue(name) }
+        }
+        let earlier: [String: FieldValue] = ["x-queue-type": "classic", "x-max-length": .int(10), "x-overflow": "drop-head"]
+        try await session.declare(Topology(queues: [.init(name: kept, arguments: earlier)]))
+        let now = { (name: String) in Topology.Queue.quorum(name, maxLength: 10, overflow: "drop-head") }
+        // Without the earlier arguments, the broker refuses the new ones: what a worker of this
+        // version met before it knew them.
+        await #expect {
+            try await session.declare(Topology(queues: [now(kept)]))
+        } throws: { error in
+            guard case AMQPError.channelClosedByBroker(_, let code, _) = error else { return false }
+            return code == 406
+        }
+        try await session.declare(Topology(queues: [now(kept).declaredEarlier(as: earlier), now(fresh).declaredEarlier(as: earlier)]))
+        #expect(try await queueType(kept) == "classic", "the existing queue is kept as it was")
+        #expect(try await queueType(fresh) == "quorum", "a new queue gets the new arguments")
+        // The channel the refused declaration closed was reopened: the session still works.
+        try await session.enableConfirms()
+        let outcomes = try await session.publish([OutgoingMessage(exchange: "", routingKey: kept, body: Array("m".utf8))],
+                                                 timeout: .seconds(10))
+        #expect(outcomes == [.confirmed])
     }
 }
 

@@ -25,7 +25,7 @@ struct TLSTests {
         #expect(configuration.tls?.verifyPeer == true && configuration.tls?.verifyHostname == true)
         let session = try await connect(configuration)
         let queue = TestBroker.uniqueName("tls")
-        try await session.declare(Topology(queues: [.init(name: queue, durable: false, autoDelete: true)]))
+        try await session.declare(Topology(queues: [.init(name: queue, autoDelete: true)]))
         try await session.enableConfirms()
         try await session.consume(queue: queue)
         let outcomes = try await session.publish([OutgoingMessage(exchange: "", routingKey: queue, body: Array("secret".utf8))])
@@ -42,7 +42,7 @@ struct TLSTests {
     func aLargeBatchArrivesWholeAndInOrder(overTLS: Bool) async throws {
         let session = overTLS ? try await connect(try await tlsConfiguration()) : try await TestBroker.session("batch")
         let queue = TestBroker.uniqueName("batch")
-        try await session.declare(Topology(queues: [.init(name: queue, durable: false, autoDelete: true)]))
+        try await session.declare(Topology(queues: [.init(name: queue, autoDelete: true)]))
         try await session.enableConfirms()
         try await session.consume(queue: queue)
         let bodies = (0..<600).map { index in Array("\(index):".utf8) + Array(repeating: UInt8(index % 251), count: 2048) }

@@ -10,7 +10,7 @@ struct UnencodableTests {
         let session = try await TestBroker.session("unencodable")
         do {
             let queue = TestBroker.uniqueName("unencodable")
-            try await session.declare(Topology(queues: [.init(name: queue, durable: false, autoDelete: true)]))
+            try await session.declare(Topology(queues: [.init(name: queue, autoDelete: true)]))
             try await session.enableConfirms()
             let generation = await session.generation
             func message(_ id: String, correlationID: String? = nil, routingKey: String? = nil) -> OutgoingMessage {

@@ -12,6 +12,11 @@ public enum TestBroker {
 
     public static var isCI: Bool { environment["CI"] == "true" }
 
+    /// The RabbitMQ line of the broker, as `scripts/test.sh` and `scripts/broker.sh` name it:
+    /// `3.10` (Debian 12's, the default) or `4` (4.x, from the server root).
+    public static var rabbitMQ: String { environment["RABBITMQ"].flatMap { $0.isEmpty ? nil : $0 } ?? "3.10" }
+    public static var isRabbitMQ4: Bool { rabbitMQ.hasPrefix("4") }
+
     /// The three-node cluster of `scripts/broker.sh cluster start` (`scripts/test.sh` exports it):
     /// its URLs, comma-separated.
     public static var clusterURL: String? { environment["AMQP_CLUSTER_URL"].flatMap { $0.isEmpty ? nil : $0 } }

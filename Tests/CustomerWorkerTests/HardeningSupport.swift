@@ -2,6 +2,8 @@ import AMQP
 import BrokerTestSupport
 import CustomerWorker
 import Foundation
+import GRDB
+import Synchronization
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -98,4 +100,27 @@ extension WorkerFixture {
         Conformance.record(Array(replies.prefix(10)))
         return replies
     }
+}
+
+/// Holds SQLite's write lock on `path`, on a thread of its own (as another process would),
+/// from when this returns until `release` is called (or the test ends: a failing test never
+/// leaves the lock held).
+func holdSQLiteWriteLock(on path: String) async throws -> @Sendable () -> Void {
+    let locked = AsyncStream.makeStream(of: Void.self)
+    let released = DispatchSemaphore(value: 0)
+    let queue = try DatabaseQueue(path: path)
+    let thread = Thread {
+        try? queue.inDatabase { db in
+            try db.execute(sql: "BEGIN IMMEDIATE")
+            locked.continuation.yield()
+            released.wait()
+            try db.execute(sql: "COMMIT")
+        }
+    }
+    thread.start()
+    for await _ in locked.stream { break }
+    let release = Mutex(Optional(released))
+    let releaseOnce: @Sendable () -> Void = { release.withLock { $0?.signal(); $0 = nil } }
+    TestResources.onExit("SQLite write lock on \(path)") { releaseOnce() }
+    return releaseOnce
 }

@@ -65,7 +65,7 @@ struct HostileInputTests {
             let allowed = String(names.commandQueue.dropLast(".create".count)) + ".allowed"
             let owner = try await TestBroker.session("own-queues.owner")
             do {
-                try await owner.declareQueueOnce(.init(name: allowed, durable: false))
+                try await owner.declareQueueOnce(.init(name: allowed))
                 try await fixture.publishRaw([(#"{"externalId":"to-command-queue"}"#, "own-1\n" + forged, names.commandQueue)],
                                              apiKey: merchant.secretKey)
                 _ = try await events(fixture, for: ["own-1\n" + forged], settle: .zero)

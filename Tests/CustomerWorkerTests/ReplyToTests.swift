@@ -61,7 +61,7 @@ struct ReplyToTests {
         let allowed = "\(prefix).allowed-replies"
         let owner = try await TestBroker.session("allow-list.owner")
         for queue in [victim, allowed] {
-            try await owner.declareQueueOnce(.init(name: queue, durable: false, autoDelete: false))
+            try await owner.declareQueueOnce(.init(name: queue, autoDelete: false))
         }
         let pattern = NSRegularExpression.escapedPattern(for: prefix) + #"\.allowed-.*"#
         let worker = try ObservedWorker(fixture, name: "worker", environment: ["REPLY_TO_PATTERN": pattern, "LOG_LEVEL": "info"])

@@ -2,8 +2,6 @@ import AMQP
 import BrokerTestSupport
 import CustomerWorker
 import Foundation
-import GRDB
-import Synchronization
 import Testing
 
 /// Another process holding the database's write lock: the worker must neither reply to nor
@@ -11,29 +9,6 @@ import Testing
 /// command's deliveries (requeue, dead-letter) because the database was unavailable.
 @Suite("Worker: transient failures", .closesResources, .enabled(if: TestBroker.enabled, "no broker: run scripts/broker.sh start"))
 struct TransientFailureTests {
-    /// Holds SQLite's write lock on `path`, on a thread of its own (as another process would),
-    /// from when this returns until `release` is called (or the test ends: a failing test never
-    /// leaves the lock held).
-    private func holdWriteLock(on path: String) async throws -> @Sendable () -> Void {
-        let locked = AsyncStream.makeStream(of: Void.self)
-        let released = DispatchSemaphore(value: 0)
-        let queue = try DatabaseQueue(path: path)
-        let thread = Thread {
-            try? queue.inDatabase { db in
-                try db.execute(sql: "BEGIN IMMEDIATE")
-                locked.continuation.yield()
-                released.wait()
-                try db.execute(sql: "COMMIT")
-            }
-        }
-        thread.start()
-        for await _ in locked.stream { break }
-        let release = Mutex(Optional(released))
-        let releaseOnce: @Sendable () -> Void = { release.withLock { $0?.signal(); $0 = nil } }
-        TestResources.onExit("SQLite write lock on \(path)") { releaseOnce() }
-        return releaseOnce
-    }
-
     /// Unacknowledged deliveries of `queue`, as the broker reports them.
     private func unacknowledged(_ queue: String) async throws -> Int {
         let listing = try await TestBroker.brokerScript(["ctl", "-q", "list_queues", "--no-table-headers", "name", "messages_unacknowledged"])
@@ -52,7 +27,7 @@ struct TransientFailureTests {
         let fixture = try await WorkerFixture("busy", tuning: tuning)
         let merchant = try await fixture.merchant()
         let reply = try await fixture.withWorker {
-            let release = try await holdWriteLock(on: fixture.configuration.databaseURL)
+            let release = try await holdSQLiteWriteLock(on: fixture.configuration.databaseURL)
             let command = CommandClient.Command(body: Array(#"{"externalId":"busy-1"}"#.utf8), messageID: "busy-1")
             try await fixture.client.publish([command], apiKey: merchant.secretKey, wantReplies: true)
             // The worker holds the command (delivered, not acknowledged) while the database is locked.
@@ -96,7 +71,7 @@ struct TransientFailureTests {
         let endOutage: @Sendable () async throws -> Void
         switch kind {
         case .sqlite:
-            let release = try await holdWriteLock(on: databaseURL)
+            let release = try await holdSQLiteWriteLock(on: databaseURL)
             endOutage = { release() }
         case .postgres:
             try await TestPostgres.setAcceptingConnections(databaseURL, false)
