@@ -6,8 +6,9 @@
 set -euo pipefail
 
 PACKAGES=(librabbitmq-dev libsqlite3-dev rabbitmq-server postgresql openssl ca-certificates python3-jsonschema python3-yaml docker-compose)
-# The bench's --syscalls mode (scripts/test.sh runs it once) counts with perf stat.
-[ "${1:-}" = test ] && PACKAGES+=(linux-perf)
+# The bench's --syscalls mode (scripts/test.sh runs it once) counts with perf stat; debootstrap
+# builds the root that runs RabbitMQ 4.x and PostgreSQL 18 (scripts/server-root.sh).
+[ "${1:-}" = test ] && PACKAGES+=(linux-perf debootstrap)
 
 missing=()
 for package in "${PACKAGES[@]}"; do
