@@ -31,6 +31,10 @@ public enum MetricName {
     public static let paused = "customer_worker_paused"
     /// Counter: store attempts that failed because the database was unavailable (busy, full, I/O).
     public static let storeFailures = "customer_worker_store_failures_total"
+    /// Counter: commands handed back to the queue unspent (a copy published, the original
+    /// acknowledged) because the database kept failing while the worker held them, or because a
+    /// requeue would have dead-lettered them.
+    public static let handedBack = "customer_worker_handed_back_total"
     /// Counter with dimension `reason`: commands the worker sent to the dead-letter queue itself:
     /// `failed` (its handling fails on its own, e.g. a stored plan out of range), `crashed` (the
     /// worker died while handling it).
@@ -54,6 +58,7 @@ public enum MetricName {
         replyToUndelivered: "Reply copies to a command's reply_to that were not delivered, by reason (refused, nacked, returned, error).",
         paused: "1 while the worker holds a batch because the database keeps failing.",
         storeFailures: "Store attempts that failed because the database was unavailable (busy, full, read-only, I/O).",
+        handedBack: "Commands handed back to the queue as copies (original acknowledged, no delivery spent) while the database kept failing.",
         deadLettered: "Commands the worker sent to the dead-letter queue, by reason (failed, crashed).",
         amqpNode: "1 for the broker node each connection (session) uses, 0 for one it used before.",
     ]

@@ -14,7 +14,7 @@ struct TransientFailureTests {
     /// Holds SQLite's write lock on `path`, on a thread of its own (as another process would),
     /// from when this returns until `release` is called (or the test ends: a failing test never
     /// leaves the lock held).
-    private func holdWriteLock(on path: String) async throws -> @Sendable () -> Void {
+    static func holdWriteLock(on path: String) async throws -> @Sendable () -> Void {
         let locked = AsyncStream.makeStream(of: Void.self)
         let released = DispatchSemaphore(value: 0)
         let queue = try DatabaseQueue(path: path)
@@ -52,7 +52,7 @@ struct TransientFailureTests {
         let fixture = try await WorkerFixture("busy", tuning: tuning)
         let merchant = try await fixture.merchant()
         let reply = try await fixture.withWorker {
-            let release = try await holdWriteLock(on: fixture.configuration.databaseURL)
+            let release = try await Self.holdWriteLock(on: fixture.configuration.databaseURL)
             let command = CommandClient.Command(body: Array(#"{"externalId":"busy-1"}"#.utf8), messageID: "busy-1")
             try await fixture.client.publish([command], apiKey: merchant.secretKey, wantReplies: true)
             // The worker holds the command (delivered, not acknowledged) while the database is locked.
@@ -96,7 +96,7 @@ struct TransientFailureTests {
         let endOutage: @Sendable () async throws -> Void
         switch kind {
         case .sqlite:
-            let release = try await holdWriteLock(on: databaseURL)
+            let release = try await Self.holdWriteLock(on: databaseURL)
             endOutage = { release() }
         case .postgres:
             try await TestPostgres.setAcceptingConnections(databaseURL, false)
