@@ -27,7 +27,8 @@ public enum MetricName {
     /// Counter with dimension `reason`: copies of replies to a command's `reply_to` that were not
     /// delivered: `refused` (the name is not allowed), `nacked`, `returned` (unroutable), `error`.
     public static let replyToUndelivered = "customer_worker_reply_to_undelivered_total"
-    /// Gauge: 1 while the worker holds a batch because the database keeps failing, else 0.
+    /// Gauge: 1 while the database keeps failing (the worker holds a batch, or handed it back and
+    /// waits without consuming), else 0.
     public static let paused = "customer_worker_paused"
     /// Counter: store attempts that failed because the database was unavailable (busy, full, I/O).
     public static let storeFailures = "customer_worker_store_failures_total"
@@ -56,7 +57,7 @@ public enum MetricName {
         unackedDeliveries: "Deliveries received and not yet acknowledged.",
         transientFailures: "Attempts at publishing a batch's replies that failed transiently and were retried or requeued.",
         replyToUndelivered: "Reply copies to a command's reply_to that were not delivered, by reason (refused, nacked, returned, error).",
-        paused: "1 while the worker holds a batch because the database keeps failing.",
+        paused: "1 while the database keeps failing: the worker holds a batch, or has handed it back and waits without consuming.",
         storeFailures: "Store attempts that failed because the database was unavailable (busy, full, read-only, I/O).",
         handedBack: "Commands handed back to the queue as copies (original acknowledged, no delivery spent) while the database kept failing.",
         deadLettered: "Commands the worker sent to the dead-letter queue, by reason (failed, crashed).",
