@@ -86,6 +86,9 @@ let package = Package(
                 "CreateCustomer",
                 "CustomerDomain",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                // Only for `ConnectionPoolError` (the pool's circuit breaker, its shutdown), which
+                // postgres-nio throws as it is: the store must recognise it as an outage.
+                .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -209,6 +212,7 @@ let package = Package(
                 "CreateCustomer", "CustomerStore", "PostgresStore", "BrokerTestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
             ],
             swiftSettings: strict
         ),

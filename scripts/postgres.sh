@@ -2,7 +2,7 @@
 # A private PostgreSQL server for development and tests: its own port, data directory and socket
 # folder, so it never collides with a system cluster (Debian's package may start one on 5432).
 #
-#   scripts/postgres.sh start|stop|status|version|url|tls-dir|psql ARGS...
+#   scripts/postgres.sh start|stop|crash|status|version|url|tls-dir|psql ARGS...
 #
 # Settings (environment):
 #   POSTGRES  which PostgreSQL: 15 (default: Debian 12's package) or 18 (Debian unstable's, run
@@ -180,9 +180,13 @@ case "${1:-}" in
   version) if answers; then psql_ -d postgres -tAc 'SHOW server_version'; else echo "$POSTGRES (not running)"; fi ;;
   start) start ;;
   stop) stop ;;
+  # A crash for fault tests: an immediate stop (no shutdown checkpoint; clients see their
+  # connections drop), data kept; `start` brings the server back.
+  crash) timeout -k 5 $((PG_TIMEOUT + 10)) "$SELF" __as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w -t "$PG_TIMEOUT" stop >/dev/null 2>&1 \
+           || die "the server in $PG_DIR did not stop; see $PG_DIR/log" ;;
   status) if is_running; then echo "running: $(url)"; else echo "stopped"; exit 1; fi ;;
   url) url ;;
   tls-dir) echo "$PG_DIR/tls" ;;
   psql) shift; psql_ -d "$PG_DATABASE" "$@" ;;
-  *) die "usage: scripts/postgres.sh start|stop|status|version|url|tls-dir|psql ARGS..." ;;
+  *) die "usage: scripts/postgres.sh start|stop|crash|status|version|url|tls-dir|psql ARGS..." ;;
 esac

@@ -20,15 +20,30 @@ PASS1_BROKER_PORT="${BROKER_PORT:-5673}"
 PASS1_PG_PORT="${PG_PORT:-5433}"
 PASS2_BROKER_PORT="${BROKER4_PORT:-$((PASS1_BROKER_PORT + 20))}"
 PASS2_PG_PORT="${PG18_PORT:-$((PASS1_PG_PORT + 10))}"
-export BROKER_PORT PG_PORT BROKER_EXTRA_PORT PG_TLS_PORT RABBITMQ POSTGRES
+export BROKER_PORT PG_PORT BROKER_EXTRA_PORT BROKER_OUTAGE_PORT PG_TLS_PORT PG_OUTAGE_PORT RABBITMQ POSTGRES
 
 # Sets the ports and versions of one pass: $1 broker port, $2 PostgreSQL port, $3 RabbitMQ, $4 PostgreSQL.
 use_pass() {
   BROKER_PORT=$1 PG_PORT=$2 RABBITMQ=$3 POSTGRES=$4
   # The broker-restart test starts (and stops) a second node on the next port.
   BROKER_EXTRA_PORT=$((BROKER_PORT + 1))
+  # The outage tests lower the acknowledgement timeout (broker-wide) on a node of their own
+  # (+ 2 is the main node's TLS port), and crash a PostgreSQL server of their own.
+  BROKER_OUTAGE_PORT=$((BROKER_PORT + 4))
+  PG_OUTAGE_PORT=$((PG_PORT + 3))
   # The TLS tests' PostgreSQL (PG_TLS=1): far from PG_PORT, so sessions on neighbouring ports never meet.
   PG_TLS_PORT=$((PG_PORT + 100))
+}
+# The servers the tests start themselves (the restart and outage suites' nodes, the outage
+# suite's PostgreSQL): stopped and wiped, so what a killed run left never meets the next one.
+stop_test_started_servers() {
+  local port
+  for port in $BROKER_EXTRA_PORT $BROKER_OUTAGE_PORT; do
+    BROKER_PORT=$port scripts/broker.sh stop >/dev/null 2>&1
+    rm -rf "${TMPDIR:-/tmp}/customer-worker-broker-$port/mnesia"
+  done
+  PG_PORT=$PG_OUTAGE_PORT PG_DIR="${TMPDIR:-/tmp}/customer-worker-postgres-outage-$PG_OUTAGE_PORT" scripts/postgres.sh stop >/dev/null 2>&1
+  return 0
 }
 
 # Worker processes a test or the benchmark started carry CUSTOMER_WORKER_TEST_CHILD=<broker port>.
@@ -45,7 +60,7 @@ kill_test_children() {
 stop_pass_servers() {
   kill_test_children
   scripts/broker.sh stop >/dev/null 2>&1
-  BROKER_PORT=$BROKER_EXTRA_PORT scripts/broker.sh stop >/dev/null 2>&1
+  stop_test_started_servers
   scripts/broker.sh cluster stop >/dev/null 2>&1
   scripts/postgres.sh stop >/dev/null 2>&1
   PG_PORT=$PG_TLS_PORT scripts/postgres.sh stop >/dev/null 2>&1
@@ -62,9 +77,8 @@ trap 'exit 130' INT TERM  # so that a stopped run still runs the EXIT trap
 # Starts the servers of the pass whose settings are in force and exports their URLs.
 start_pass_servers() {
   kill_test_children
-  # A second node an earlier run's restart test left running, and the queues it kept.
-  BROKER_PORT=$BROKER_EXTRA_PORT scripts/broker.sh stop >/dev/null
-  rm -rf "${TMPDIR:-/tmp}/customer-worker-broker-$BROKER_EXTRA_PORT/mnesia"
+  # Nodes and a server an earlier run's restart and outage tests left running, and their data.
+  stop_test_started_servers
   # The broker starts empty (an earlier run's node, in whatever state, is killed, and the queues
   # runs left behind are deleted); PostgreSQL's start reuses a server of its own name that answers,
   # and restarts (or replaces) one that an earlier run left half up (each test makes a database of

@@ -237,6 +237,14 @@ final class AMQPConnection {
         return ok.map { String(amqpBytes: $0.pointee.consumer_tag) } ?? consumerTag
     }
 
+    /// Stops a consumer (`basic.cancel`, waiting for its cancel-ok). Deliveries the broker sent
+    /// before the cancel-ok are queued by rabbitmq-c and read by the next `readAvailable`.
+    func cancel(consumerTag: String) throws(AMQPError) {
+        defer { arena.reset() }
+        amqp_basic_cancel(state, channel, arena.bytes(consumerTag))
+        try check(amqp_get_rpc_reply(state), "basic.cancel '\(consumerTag)'")
+    }
+
     // MARK: Publishing and acknowledging
 
     /// Adds one message to the publishes waiting for `flush`, which writes them all at once

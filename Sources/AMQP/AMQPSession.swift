@@ -155,6 +155,13 @@ public final class AMQPSession: Sendable {
         }
     }
 
+    /// Stops every consumer of this session (`basic.cancel`; none is started again after a
+    /// reconnect until `consume` is called again) and returns the deliveries received and not
+    /// handed out by `nextDeliveries` yet. They stay unacknowledged: the caller settles them.
+    public func stopConsuming() async throws(AMQPError) -> [Delivery] {
+        try await call { core, promise in core.stopConsuming(promise) }
+    }
+
     /// Declares a queue once (not replayed), e.g. a server-named queue for a test. Returns its name.
     @discardableResult
     public func declareQueueOnce(_ queue: Topology.Queue) async throws(AMQPError) -> String {

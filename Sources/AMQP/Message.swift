@@ -81,6 +81,9 @@ public struct Delivery: Sendable {
     public let routingKey: String
     public let body: [UInt8]
     public let properties: MessageProperties
+    /// When the session read it off the socket: how long a consumer has held a delivery, which the
+    /// broker bounds (`consumer_timeout`).
+    public let receivedAt: ContinuousClock.Instant
 }
 
 /// What the broker said about one published message.

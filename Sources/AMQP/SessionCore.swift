@@ -90,7 +90,7 @@ final class SessionCore {
         case .delivery(let tag, let consumerTag, let redelivered, let exchange, let routingKey, let body, let properties):
             deliveries.append(Delivery(tag: DeliveryTag(connectionGeneration: machine.generation, value: tag), consumerTag: consumerTag,
                                        redelivered: redelivered, exchange: exchange, routingKey: routingKey, body: body,
-                                       properties: properties))
+                                       properties: properties, receivedAt: .now))
         case .ack(let tag, let multiple):
             settled(tracker.acked(tag, multiple: multiple))
         case .nack(let tag, let multiple):
@@ -204,6 +204,34 @@ final class SessionCore {
             waiter.promise.succeed(Array(deliveries.prefix(count)))
             deliveries.removeFirst(count)
         }
+    }
+
+    /// Cancels every consumer (`basic.cancel`; none is started again after a reconnect), reads
+    /// what the broker sent before its cancel-ok (deliveries in flight), and answers with every
+    /// delivery not handed out yet: still unacknowledged, the caller's to settle. While the
+    /// connection is not open, the consumers are just forgotten (the broker requeued what the
+    /// lost channel held) and nothing is held.
+    func stopConsuming(_ promise: Promise<[Delivery]>) {
+        guard machine.isOpen, let connection else {
+            consumers.removeAll()
+            deliveries.removeAll()
+            return promise.succeed([])
+        }
+        let cancelling = consumers
+        consumers.removeAll()
+        do {
+            for consumer in cancelling { try connection.cancel(consumerTag: consumer.consumerTag) }
+        } catch {
+            // The channel is gone with what it delivered: the broker requeues it.
+            if !connection.isUsable { lost(error) }
+            deliveries.removeAll()
+            return promise.fail(error)
+        }
+        // Deliveries that came before the cancel-ok were queued by rabbitmq-c during the RPC.
+        while readAvailable() {}
+        let held = deliveries
+        deliveries.removeAll()
+        promise.succeed(held)
     }
 
     func settle(_ tag: DeliveryTag, _ operation: String, _ promise: Promise<Bool>, _ body: (AMQPConnection) throws(AMQPError) -> Void) {

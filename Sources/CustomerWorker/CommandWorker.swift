@@ -22,7 +22,10 @@ import WorkerTracing
 /// - Only the copy to the events exchange gates the ack; a copy to `reply_to` (only to allowed
 ///   names, see `ReplyToPolicy`) is best effort, sent once, and its failure is counted and logged.
 /// - A database that keeps failing pauses the worker (not ready, nothing new taken) with the
-///   batch in hand, retried with capped backoff until it recovers: never requeued for that.
+///   batch in hand, retried with capped backoff until it recovers: never requeued for that. Held
+///   for `HAND_BACK_AFTER`, the commands are handed back unspent (a copy published, the original
+///   acknowledged), prefetched ones included, and the worker stops consuming until the store
+///   answers: the broker's acknowledgement timeout never meets a held command.
 /// - A batch with a redelivery, or failing on a command's own error, is handled one command per
 ///   transaction; a redelivered command first commits a marker, so the worker that finds markers
 ///   left by crashes dead-letters that command alone (`HandlingAttempt`).
@@ -169,6 +172,7 @@ public final class CommandWorker: Service {
                 metrics.batchSize.record(deliveries.count)
                 trackUnacked(deliveries.count)
                 let answered: [Answered]
+                var handingBack: [Delivery]?
                 switch await persist(deliveries) {
                 case .answered(let done):
                     answered = done
@@ -176,15 +180,47 @@ public final class CommandWorker: Service {
                     // Shutting down while the database was failing: return what we hold.
                     if DeliveryFate.decide(.shutdown) == .requeue { await giveBack(unsettled) }
                     continue
+                case .handBack(let done, let unsettled):
+                    answered = done
+                    handingBack = unsettled
                 }
                 if batchInFlight { try await publishing.next() }
                 batchInFlight = !answered.isEmpty
                 if batchInFlight {
                     publishing.addTask { await self.reply(to: answered, received: received) }
                 }
+                if let handingBack { try await pauseConsuming(handingBack: handingBack) }
             }
             try await publishing.waitForAll()
         }
+    }
+
+    /// The store kept failing for `HAND_BACK_AFTER` with commands in hand: stops consuming, hands
+    /// back the unsettled commands of the batch and every prefetched one not taken yet, waits for
+    /// the store to answer (probing it with backoff, not ready meanwhile), and consumes again.
+    private func pauseConsuming(handingBack held: [Delivery]) async throws {
+        attached.store(false, ordering: .relaxed)
+        setPaused(true)
+        let pausedSince = ContinuousClock.now
+        let prefetched: [Delivery]
+        do {
+            prefetched = try await consumer.stopConsuming()
+        } catch {
+            // The channel is gone, and with it what it delivered: the broker has requeued it all.
+            logger.warning("could not stop consuming; the broker requeued what the channel held", metadata: ["error": "\(error)"])
+            prefetched = []
+        }
+        await handBack(held, taken: true)
+        await handBack(prefetched, taken: false)
+        logger.warning("database unavailable too long: commands handed back, consuming again once it answers", metadata: [
+            "batch.size": "\(held.count + prefetched.count)", "hand_back_after": "\(configuration.handBackAfter)",
+        ])
+        defer { setPaused(false) }
+        let probe = await withAvailableStore("database check", batchSize: 0, pausedSince: pausedSince) { try await self.store.checkWritable() }
+        if case .interrupted = probe { return }
+        try await consumer.consume(queue: configuration.names.commandQueue)
+        attached.store(true, ordering: .relaxed)
+        logger.notice("worker consuming again", metadata: ["amqp.queue": "\(configuration.names.commandQueue)"])
     }
 
     private func noteReconnects(_ generation: inout UInt64) async {
@@ -240,6 +276,9 @@ public final class CommandWorker: Service {
         case answered([Answered])
         /// Shutdown came while the database was failing: these deliveries are still ours.
         case interrupted(unsettled: [Delivery])
+        /// The database kept failing for `HAND_BACK_AFTER`: `answered` were stored (their replies
+        /// go out), `unsettled` are to be handed back.
+        case handBack(answered: [Answered], unsettled: [Delivery])
     }
 
     private func incoming(_ delivery: Delivery) -> IncomingCommand {
@@ -254,6 +293,8 @@ public final class CommandWorker: Service {
         case ownFault(DeliveryFate.Action)
         /// Shutdown came while the database was failing.
         case interrupted
+        /// The database kept failing while the commands in hand were held for `HAND_BACK_AFTER`.
+        case handBack
     }
 
     /// Stores the batch as `DeliveryFate` says: one transaction for first deliveries; one command
@@ -266,7 +307,8 @@ public final class CommandWorker: Service {
         faults.crashIfTargeted(deliveries, logger: logger)
         let commands = deliveries.map(incoming)
         let span = traces?.transactionSpan(deliveries.map(\.tag))
-        let result = await withAvailableStore("database transaction", batchSize: deliveries.count, span: span) {
+        let heldSince = deliveries.map(\.receivedAt).min()
+        let result = await withAvailableStore("database transaction", batchSize: deliveries.count, heldSince: heldSince, span: span) {
             let start = ContinuousClock.now
             let outcomes = try await self.store.process(commands, now: Date())
             self.metrics.transaction.recordSince(start)
@@ -289,6 +331,8 @@ public final class CommandWorker: Service {
             return await persistOneByOne(deliveries, markAttempts: false)
         case .interrupted:
             return .interrupted(unsettled: deliveries)
+        case .handBack:
+            return .handBack(answered: [], unsettled: deliveries)
         }
     }
 
@@ -296,12 +340,15 @@ public final class CommandWorker: Service {
     /// marker, which the transaction doing its work removes first thing (see `HandlingAttempt`).
     private func persistOneByOne(_ deliveries: [Delivery], markAttempts: Bool) async -> Persisted {
         var answered: [Answered] = []
+        let heldSince = deliveries.map(\.receivedAt).min()
         for (index, delivery) in deliveries.enumerated() {
             let command = incoming(delivery)
             let marked = markAttempts && delivery.redelivered
             let key = HandlingAttempt.key(apiKey: command.apiKey, messageID: delivery.properties.messageID, body: delivery.body)
             if marked {
-                switch await withAvailableStore("record a handling attempt", batchSize: 1, { try await self.store.beginAttempt(key: key, now: Date()) }) {
+                switch await withAvailableStore("record a handling attempt", batchSize: 1, heldSince: heldSince, {
+                    try await self.store.beginAttempt(key: key, now: Date())
+                }) {
                 case .success(let earlier):
                     if case .deadLetter(let reason, let detail) = DeliveryFate.decide(.attemptCounted(earlierUnfinished: earlier)) {
                         await deadLetter(delivery, reason, key: key, reason: detail)
@@ -311,11 +358,13 @@ public final class CommandWorker: Service {
                     break
                 case .interrupted:
                     return .interrupted(unsettled: answered.map(\.delivery) + deliveries[index...])
+                case .handBack:
+                    return .handBack(answered: answered, unsettled: Array(deliveries[index...]))
                 }
             }
             faults.crashIfTargeted(CollectionOfOne(delivery), logger: logger)
             let span = traces?.transactionSpan([delivery.tag])
-            let result = await withAvailableStore("database transaction", batchSize: 1, span: span) {
+            let result = await withAvailableStore("database transaction", batchSize: 1, heldSince: heldSince, span: span) {
                 try await self.store.process([command], now: Date(), finishingAttempts: marked ? [key] : [])[0]
             }
             span?.end()
@@ -330,6 +379,9 @@ public final class CommandWorker: Service {
                 // The database is failing, so the marker stays (clearing it would only wait for
                 // the connect timeout); one marker left behind never dead-letters (`DeliveryFate`).
                 return .interrupted(unsettled: answered.map(\.delivery) + deliveries[index...])
+            case .handBack:
+                // Its marker stays too; the copy arrives as a first delivery and commits nothing new.
+                return .handBack(answered: answered, unsettled: Array(deliveries[index...]))
             }
         }
         return .answered(answered)
@@ -367,11 +419,15 @@ public final class CommandWorker: Service {
     /// comes. While the database is unavailable (or fails in a way nobody classified), the worker
     /// holds what it has, takes nothing new, reports not ready, and retries with capped backoff:
     /// an outage never spends the commands' deliveries.
+    /// `heldSince`: when the oldest command in hand was received; once it was held for
+    /// `HAND_BACK_AFTER`, this answers `.handBack` (nil: nothing held, retry until the store answers).
+    /// `pausedSince`: when the pause began, for a caller already paused.
     /// `span`: the transaction's span, if traced; each failed attempt is recorded on it.
-    private func withAvailableStore<T: Sendable>(_ operation: String, batchSize: Int, span: (any Span)? = nil,
+    private func withAvailableStore<T: Sendable>(_ operation: String, batchSize: Int, heldSince: ContinuousClock.Instant? = nil,
+                                                 pausedSince: ContinuousClock.Instant? = nil, span: (any Span)? = nil,
                                                  _ body: @Sendable () async throws -> T) async -> StoreResult<T> {
         var attempt = 0
-        var pausedSince: ContinuousClock.Instant?
+        var pausedSince = pausedSince
         defer { if pausedSince != nil { setPaused(false) } }
         while true {
             do {
@@ -409,7 +465,15 @@ public final class CommandWorker: Service {
                         "error.class": "\(failure.kind.rawValue)", "error.code": "\(failure.code)", "error": "\(error)",
                     ])
                 }
-                if await sleepUnlessShuttingDown(configuration.transientBackoff.delay(beforeAttempt: attempt)) { return .interrupted }
+                var delay = configuration.storeRetryBackoff.delay(beforeAttempt: attempt)
+                if let heldSince {
+                    let heldFor = ContinuousClock.now - heldSince
+                    if DeliveryFate.decide(.storeStillFailing(heldFor: heldFor, handBackAfter: configuration.handBackAfter)) == .handBack {
+                        return .handBack
+                    }
+                    delay = min(delay, configuration.handBackAfter - heldFor)  // hand back on time
+                }
+                if await sleepUnlessShuttingDown(delay) { return .interrupted }
             }
         }
     }
@@ -589,18 +653,67 @@ public final class CommandWorker: Service {
 
     /// Returns deliveries to the queue, one by one (so no other batch's deliveries go along).
     /// Requeues count toward the delivery limit: only for replies that could not be published,
-    /// and for what the worker holds at shutdown. `basic.reject`, not `basic.nack`: RabbitMQ 3.10
-    /// counts both, but from 4.3 on a quorum queue no longer counts a nack, and a command whose
-    /// replies the broker keeps refusing would then come back forever instead of being
-    /// dead-lettered at its limit.
+    /// and for what the worker holds at shutdown; a delivery at its last is handed back instead
+    /// (`DeliveryFate`), so a requeue never dead-letters a command (its transaction may have committed).
+    /// `basic.reject`, not `basic.nack`: RabbitMQ 3.10 counts both, 4.3 no longer counts a nack,
+    /// and the count is what brings a command to its last delivery the same way on both.
     private func giveBack(_ deliveries: [Delivery]) async {
         guard !deliveries.isEmpty else { return }
+        var requeued: [Delivery] = []
+        var atTheLimit: [Delivery] = []
         for delivery in deliveries {
+            let fate = DeliveryFate.decide(.returning(deliveryCount: delivery.deliveryCount, limit: configuration.deliveryLimit))
+            if fate == .handBack { atTheLimit.append(delivery) } else { requeued.append(delivery) }
+        }
+        await handBack(atTheLimit, taken: true)
+        guard !requeued.isEmpty else { return }
+        for delivery in requeued {
             await consumer.reject(delivery.tag, requeue: true)
         }
-        trackUnacked(-deliveries.count)
-        logger.error("commands returned to the queue", metadata: ["batch.size": "\(deliveries.count)"])
-        traces?.settle(deliveries.map(\.tag), .returned)
+        trackUnacked(-requeued.count)
+        logger.error("commands returned to the queue", metadata: ["batch.size": "\(requeued.count)"])
+        traces?.settle(requeued.map(\.tag), .returned)
+    }
+
+    /// Hands deliveries back without spending one of their deliveries (`DeliveryFate`): each one's
+    /// copy goes to the command queue (through the default exchange, so no other queue bound to
+    /// the command exchange gets one) with publisher confirms, then the original is acknowledged.
+    /// A copy the broker does not confirm leaves its original requeued instead; deliveries of an
+    /// earlier connection are left alone (the broker requeued them already). `taken`: whether the
+    /// worker counted them as in hand (prefetched ones it never took are not).
+    private func handBack(_ deliveries: [Delivery], taken: Bool) async {
+        guard !deliveries.isEmpty else { return }
+        let generation = await consumer.generation
+        let current = deliveries.filter { $0.tag.connectionGeneration == generation }
+        // A delivery that cannot be copied unchanged is requeued.
+        let user = publisher.configuration.user
+        let copyable = current.filter { $0.canBeHandedBack(publishingAs: user) }
+        let copies = copyable.map { $0.handBackCopy(queue: configuration.names.commandQueue) }
+        var outcomes: [PublishOutcome?] = Array(repeating: nil, count: copies.count)
+        do {
+            outcomes = try await publisher.publish(copies, timeout: configuration.confirmTimeout)
+        } catch {
+            logger.error("handing commands back failed; they are requeued instead", metadata: [
+                "batch.size": "\(copies.count)", "error": "\(error)",
+            ])
+        }
+        var handedBack = 0
+        var requeued = current.filter { !$0.canBeHandedBack(publishingAs: user) }
+        for (delivery, outcome) in zip(copyable, outcomes) {
+            if DeliveryFate.decide(.handedBack(outcome)) == .ack {
+                await consumer.ack(delivery.tag)
+                handedBack += 1
+            } else {
+                requeued.append(delivery)
+            }
+        }
+        for delivery in requeued { await consumer.nack(delivery.tag, multiple: false, requeue: true) }
+        if taken { trackUnacked(-deliveries.count) }
+        metrics.handedBack.increment(by: handedBack)
+        logger.warning("commands handed back to the queue", metadata: [
+            "batch.size": "\(handedBack)", "requeued": "\(requeued.count)", "left_to_redelivery": "\(deliveries.count - current.count)",
+        ])
+        if taken { traces?.settle(deliveries.map(\.tag), .returned) }
     }
 
     private func trackUnacked(_ change: Int) {

@@ -18,13 +18,26 @@ import CreateCustomer
 /// | the same for one command | dead-letter it (`failed`) |
 /// | the store is unavailable, or a conflict outlived the store's retries | pause (not ready) and retry the same work |
 /// | the store failed in a way nobody classified | pause and retry, logging the code at error level |
+/// | the store still fails, and the oldest command held was received `HAND_BACK_AFTER` ago or longer | hand back everything held (below), stop consuming until the store answers, consume again |
+/// | the store still fails, the commands held for less | keep holding them, retry |
+/// | a handed-back copy confirmed by the broker | ack the original (no delivery spent) |
+/// | a handed-back copy not confirmed (nacked, returned, not encodable, publishing failed) | requeue the original |
 /// | events copy confirmed | ack (with the batch) |
 /// | events copy returned (nothing bound to the events exchange) | ack: the broker took it; logged |
 /// | events copy nacked | publish it again |
 /// | events copy cannot be encoded | dead-letter the command (`failed`): no attempt can publish it |
 /// | publishing failed as a whole, attempts left | publish again after a delay |
-/// | publishing failed as a whole, no attempt left | requeue the batch |
-/// | graceful shutdown with deliveries in hand | requeue them (markers are cleared best effort; one left behind is not enough to dead-letter) |
+/// | publishing failed as a whole, no attempt left | return the batch (below) |
+/// | graceful shutdown with deliveries in hand | return them (below; markers are cleared best effort; one left behind is not enough to dead-letter) |
+/// | returning a delivery short of its last | requeue it |
+/// | returning a delivery at its last (a requeue would dead-letter it, stored or not) | hand it back |
+///
+/// Handing back gives a delivery back without spending one of its deliveries on either broker:
+/// its copy (body and properties unchanged, the broker's `x-delivery-count` dropped, the header
+/// `x-handed-back` counting) is published to the command queue with confirms, then the original
+/// is acknowledged. A crash in between leaves a duplicate, which idempotency answers with the same
+/// reply. So the broker's acknowledgement timeout never meets a held command, and a command whose
+/// transaction committed is never dead-lettered by a requeue: its next delivery replays its reply.
 enum DeliveryFate {
     enum Event: Sendable, Equatable {
         case received(anyRedelivered: Bool)
@@ -35,6 +48,13 @@ enum DeliveryFate {
         case eventsCopy(PublishOutcome)
         case publishFailed(attempt: Int, limit: Int)
         case shutdown
+        /// The store failed again; the oldest command held was received `heldFor` ago.
+        case storeStillFailing(heldFor: Duration, handBackAfter: Duration)
+        /// A delivery goes back to the queue (`DeliveryFate.Action.requeue` was decided for its
+        /// batch); `deliveryCount` is its `x-delivery-count` (0 when absent), `limit` the queue's.
+        case returning(deliveryCount: Int, limit: Int)
+        /// What the broker said about a handed-back copy; nil when publishing it failed.
+        case handedBack(PublishOutcome?)
     }
 
     enum Action: Sendable, Equatable {
@@ -49,6 +69,8 @@ enum DeliveryFate {
         case publishAgain
         case requeue
         case forget
+        case keepHolding
+        case handBack
     }
 
     static func decide(_ event: Event) -> Action {
@@ -84,6 +106,22 @@ enum DeliveryFate {
             return attempt < limit ? .publishAgain : .requeue
         case .shutdown:
             return .requeue
+        case .storeStillFailing(let heldFor, let handBackAfter):
+            return heldFor >= handBackAfter ? .handBack : .keepHolding
+        case .returning(let count, let limit):
+            return isLastDelivery(deliveryCount: count, limit: limit) ? .handBack : .requeue
+        case .handedBack(.confirmed?):
+            return .ack
+        case .handedBack:
+            return .requeue
         }
+    }
+
+    /// Whether a requeue could make the queue dead-letter this delivery. RabbitMQ 3.10 counts
+    /// every return and dead-letters a message returned with `x-delivery-count` at the limit;
+    /// 4.x counts differently (a reject counts, a nack does not) and its acquired count may run one
+    /// ahead: one delivery of margin covers both, and costs at most one early hand-back.
+    static func isLastDelivery(deliveryCount: Int, limit: Int) -> Bool {
+        deliveryCount >= limit - 1
     }
 }

@@ -58,7 +58,7 @@ public struct OpenedStore: Sendable {
             return OpenedStore(storage: store, services: backgroundCheckpoints ? [Checkpointer(store: store, logger: logger)] : [])
         case .postgres(let url):
             let store = try PostgresStore(url: url, logger: logger)
-            return OpenedStore(storage: store, services: [store.client])
+            return OpenedStore(storage: store, services: [store])
         }
     }
 

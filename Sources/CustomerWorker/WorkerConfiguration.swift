@@ -65,6 +65,11 @@ public struct WorkerConfiguration: Sendable {
     /// worker pauses and retries with `transientBackoff` until it recovers.
     public var transientAttempts = 5
     public var transientBackoff = RecoveryPolicy(initialDelay: .milliseconds(200), maximumDelay: .seconds(5))
+    /// While the store keeps failing, commands held this long (from their delivery) are handed
+    /// back to the queue unspent, and the worker stops consuming until the store answers: well
+    /// below the broker's acknowledgement timeout (`consumer_timeout`, 30 minutes by default),
+    /// which AMQP 0-9-1 gives a client no way to read.
+    public var handBackAfter: Duration = .seconds(60)
     public var reconnect = RecoveryPolicy(initialDelay: .milliseconds(200), maximumDelay: .seconds(15))
     /// Which `reply_to` names get a copy of the reply (`REPLY_TO_PATTERN`, `REPLY_TO_SERVER_NAMED`).
     /// Whatever policy is set, it refuses the worker's own queues.
@@ -160,6 +165,12 @@ public struct WorkerConfiguration: Sendable {
         return databaseBusyTimeout + replies + reconnect.maximumDelay + .seconds(10) + .seconds(60)
     }
 
+    /// Retrying a failing store: the publishing backoff, capped at a second, so the worker serves
+    /// again within about a second of the database's return, whatever the outage's length.
+    public var storeRetryBackoff: RecoveryPolicy {
+        RecoveryPolicy(initialDelay: min(transientBackoff.initialDelay, .seconds(1)), maximumDelay: min(transientBackoff.maximumDelay, .seconds(1)))
+    }
+
     /// Half the prefetch window: while one batch waits for its confirms (holding its deliveries
     /// unacknowledged), the broker can already hand over the next one for the transaction stage.
     public var batchLimit: Int { max(1, prefetch / 2) }
@@ -220,7 +231,8 @@ extension WorkerConfiguration {
                rule: "must be full or normal", render: { $0.rawValue }) { SynchronousMode(rawValue: $0.lowercased()) },
         seconds("CONFIRM_TIMEOUT", "confirm-timeout", \.confirmTimeout, 1...600, "Seconds to wait for the broker to confirm a batch of replies."),
         seconds("PUBLISH_FAILURE_TIMEOUT", "publish-failure-timeout", \.publishFailureTimeout, 5...86_400, "Seconds publishing replies may keep failing (broker refusing them, exchange gone and not re-declarable) before the worker exits non-zero."),
-        integer("TRANSIENT_ATTEMPTS", "transient-attempts", \.transientAttempts, 1...100, "Attempts at publishing a batch's replies (not confirmed in time) before its commands are requeued. A failing database (busy, full, read-only) never requeues: the worker holds the batch, pauses (not ready) and retries with backoff up to 5 s until it recovers."),
+        integer("TRANSIENT_ATTEMPTS", "transient-attempts", \.transientAttempts, 1...100, "Attempts at publishing a batch's replies (not confirmed in time) before its commands are requeued. A failing database (busy, full, read-only, unreachable) never requeues: the worker holds the batch, pauses (not ready) and retries with backoff up to 1 s until it recovers (HAND_BACK_AFTER)."),
+        seconds("HAND_BACK_AFTER", "hand-back-after", \.handBackAfter, 1...1500, "Seconds the worker may hold commands while the database keeps failing; then it hands them back to the queue unspent (each republished unchanged with confirms, then acknowledged: no delivery counted), stops consuming, and consumes again once the database answers. Keep it well below the broker's consumer_timeout (30 min by default; RabbitMQ 3.10 checks it every channel_tick_interval, 60 s)."),
         integer("DELIVERY_LIMIT", "delivery-limit", \.deliveryLimit, 1...1000, "Deliveries of a command before the queue dead-letters it (x-delivery-limit; must match the existing queue)."),
         integer("REPLIES_MAX_LENGTH", "replies-max-length", \.repliesMaxLength, 1...100_000_000, "Replies kept in the inspection queue; the oldest are dropped beyond it (x-max-length, drop-head)."),
         parsed("REPLY_TO_PATTERN", "reply-to-pattern", \.replyTo, shown: "none",

@@ -18,6 +18,7 @@ struct WorkerMetrics: Sendable {
     let transientFailures = Counter(label: MetricName.transientFailures)
     let paused = Gauge(label: MetricName.paused)
     let storeFailures = Counter(label: MetricName.storeFailures)
+    let handedBack = Counter(label: MetricName.handedBack)
     private let handled: [String: Counter]
     private let replyToUndelivered: [ReplyToFailure: Counter]
     private let deadLettered: [DeadLetterReason: Counter]

@@ -27,10 +27,15 @@ public enum MetricName {
     /// Counter with dimension `reason`: copies of replies to a command's `reply_to` that were not
     /// delivered: `refused` (the name is not allowed), `nacked`, `returned` (unroutable), `error`.
     public static let replyToUndelivered = "customer_worker_reply_to_undelivered_total"
-    /// Gauge: 1 while the worker holds a batch because the database keeps failing, else 0.
+    /// Gauge: 1 while the database keeps failing (the worker holds a batch, or handed it back and
+    /// waits without consuming), else 0.
     public static let paused = "customer_worker_paused"
     /// Counter: store attempts that failed because the database was unavailable (busy, full, I/O).
     public static let storeFailures = "customer_worker_store_failures_total"
+    /// Counter: commands handed back to the queue unspent (a copy published, the original
+    /// acknowledged) because the database kept failing while the worker held them, or because a
+    /// requeue would have dead-lettered them.
+    public static let handedBack = "customer_worker_handed_back_total"
     /// Counter with dimension `reason`: commands the worker sent to the dead-letter queue itself:
     /// `failed` (its handling fails on its own, e.g. a stored plan out of range), `crashed` (the
     /// worker died while handling it).
@@ -52,8 +57,9 @@ public enum MetricName {
         unackedDeliveries: "Deliveries received and not yet acknowledged.",
         transientFailures: "Attempts at publishing a batch's replies that failed transiently and were retried or requeued.",
         replyToUndelivered: "Reply copies to a command's reply_to that were not delivered, by reason (refused, nacked, returned, error).",
-        paused: "1 while the worker holds a batch because the database keeps failing.",
+        paused: "1 while the database keeps failing: the worker holds a batch, or has handed it back and waits without consuming.",
         storeFailures: "Store attempts that failed because the database was unavailable (busy, full, read-only, I/O).",
+        handedBack: "Commands handed back to the queue as copies (original acknowledged, no delivery spent) while the database kept failing.",
         deadLettered: "Commands the worker sent to the dead-letter queue, by reason (failed, crashed).",
         amqpNode: "1 for the broker node each connection (session) uses, 0 for one it used before.",
     ]

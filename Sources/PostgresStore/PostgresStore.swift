@@ -9,14 +9,25 @@ import Synchronization
 /// The customer database on PostgreSQL: the store for replicas on several hosts. An adapter only:
 /// the rules live in `CreateCustomer`.
 ///
-/// Its `client` (a connection pool) must run while the store is used: as a Service in the
-/// worker's ServiceGroup, or through `withRunningClient` for one-off commands. Transactions run
-/// at READ COMMITTED; the unique constraints are the final guard between replicas, and rows are
-/// inserted sorted by idempotency key, so batches wait for each other instead of deadlocking.
-public final class PostgresStore: CustomerStorage {
+/// The store is a Service running its client (a connection pool), which must run while the
+/// store is used: in the worker's ServiceGroup, or through `withRunningClient` for one-off
+/// commands. Transactions run at READ COMMITTED; the unique constraints are the final guard
+/// between replicas, and rows are inserted sorted by idempotency key, so batches wait for each
+/// other instead of deadlocking.
+///
+/// An outage of any length: once a transaction finds the server unreachable (no connection, a
+/// connection lost, the pool's circuit breaker open), each later one first connects once outside
+/// the pool. While that fails it fails at once, as the database being away; when it succeeds the
+/// server is back, and the store replaces its client with a fresh pool, whose first connection
+/// comes at once: postgres-nio's pool backs off up to a minute between attempts after a long
+/// outage, and stops trying (`connectionCreationCircuitBreakerTripped`) after one.
+public final class PostgresStore: CustomerStorage, Service {
     public let url: PostgresURL
-    public let client: PostgresClient
+    private let clients: ClientSupervisor
     private let logger: Logger
+
+    /// The client transactions use now (a new one after an outage).
+    public var client: PostgresClient { clients.current.client }
 
     public var location: String { url.redacted }
 
@@ -28,7 +39,14 @@ public final class PostgresStore: CustomerStorage {
         // caller's level. Its warnings and worse still come through.
         var poolLogger = logger
         poolLogger.logLevel = max(logger.logLevel, .notice)
-        client = PostgresClient(configuration: url.clientConfiguration, backgroundLogger: poolLogger)
+        let configuration = url.clientConfiguration
+        clients = ClientSupervisor { [poolLogger] in PostgresClient(configuration: configuration, backgroundLogger: poolLogger) }
+    }
+
+    /// Runs the current client, and each one that replaces it (the one replaced is shut down),
+    /// until graceful shutdown or cancellation.
+    public func run() async {
+        await clients.run()
     }
 
     public convenience init(url text: String, logger: Logger) throws(PostgresStoreError) {
@@ -38,8 +56,7 @@ public final class PostgresStore: CustomerStorage {
     /// Runs the client while `body` runs (for commands that are not services).
     public func withRunningClient<T: Sendable>(_ body: (PostgresStore) async throws -> T) async throws -> T {
         try await withThrowingTaskGroup(of: Void.self) { group in
-            let client = self.client
-            group.addTask { await client.run() }
+            group.addTask { await self.run() }
             defer { group.cancelAll() }
             return try await body(self)
         }
@@ -56,7 +73,42 @@ public final class PostgresStore: CustomerStorage {
     /// lock: the statement was never failed, not even once its connection was closed. Such a task
     /// is abandoned with its pool slot; it ends if postgres-nio ever answers.
     public func transaction<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
-        let (client, logger, timeout, location, url) = (self.client, self.logger, url.connectTimeout, self.location, self.url)
+        let running = try await clientAfterOutage(operation)
+        do {
+            return try await transaction(operation, on: running.client, body)
+        } catch {
+            if Self.meansUnreachable(error) { clients.noteUnreachable(running) }
+            throw error
+        }
+    }
+
+    /// The client to use: the current one, unless the server was found unreachable since it
+    /// started; then a connection outside the pool tells whether the server is back (a fresh
+    /// client is started) or not (this throws at once, as the database being away).
+    private func clientAfterOutage(_ operation: String) async throws -> ClientSupervisor.Running {
+        let current = clients.current
+        guard current.unreachable else { return current }
+        if let reason = await Self.whyNoConnection(url, logger: logger) {
+            throw PostgresStoreError.connection(operation: operation, location: location, reason: "the server is unreachable\(reason)")
+        }
+        let fresh = clients.replace(current)
+        if fresh !== current { logger.notice("the database answers again; its connection pool is started afresh", metadata: ["database": "\(location)"]) }
+        return fresh
+    }
+
+    /// Whether `error` (as `transaction` throws it) says the server could not be reached or the
+    /// session with it ended: the next transaction checks first whether it is back.
+    static func meansUnreachable(_ error: any Error) -> Bool {
+        switch error as? PostgresStoreError {
+        case .connection: return true
+        case .server(_, _, let sqlState, _): return sqlState.hasPrefix("08") || sqlState.hasPrefix("57P")
+        default: return false
+        }
+    }
+
+    private func transaction<T: Sendable>(_ operation: String, on client: PostgresClient,
+                                          _ body: @escaping @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
+        let (logger, timeout, location, url) = (self.logger, url.connectTimeout, self.location, self.url)
         let answerTimeout = url.answerTimeout
         let lease = Lease()
         let first = FirstResult<T>()
@@ -74,7 +126,7 @@ public final class PostgresStore: CustomerStorage {
         let watchdog = Task {
             try await Task.sleep(for: timeout)
             guard let started = lease.startedAt else {
-                let reason = await Self.whyNoConnection(url, logger: logger)
+                let reason = await Self.whyNoConnection(url, logger: logger) ?? ""
                 first.resume(.failure(PostgresStoreError.connection(
                     operation: operation, location: location, reason: "no connection to the server within \(timeout)\(reason)")))
                 work.cancel()
@@ -145,12 +197,12 @@ public final class PostgresStore: CustomerStorage {
     }
 
     /// Connects once outside the pool (which keeps its reasons to its log) to tell the user why
-    /// no connection came: refused, TLS, authentication, unknown database.
-    private static func whyNoConnection(_ url: PostgresURL, logger: Logger) async -> String {
+    /// no connection came: refused, TLS, authentication, unknown database. Nil when it connected.
+    private static func whyNoConnection(_ url: PostgresURL, logger: Logger) async -> String? {
         do {
             let connection = try await PostgresConnection.connect(configuration: try url.connectionConfiguration, id: 0, logger: logger)
             try? await connection.close()
-            return ""
+            return nil
         } catch let error as PSQLError {
             return ": " + PostgresStoreError.reason(error)
         } catch {
@@ -184,6 +236,8 @@ public final class PostgresStore: CustomerStorage {
     public static func classify(_ error: any Error) -> StoreFailure {
         if let fault = StoreFailure.commandFault(error) { return fault }
         if let error = error as? PostgresStoreError { return error.failure }
+        // postgres-nio's own errors, as a caller outside `transaction` may meet them.
+        if let error = PostgresStoreError.wrapping(error, operation: "", location: "") as? PostgresStoreError { return error.failure }
         return StoreFailure(.unknown, code: String(describing: type(of: error)))
     }
 
@@ -313,6 +367,76 @@ private final class Lease: Sendable {
             guard case .running(let connection, let since) = state else { return nil }
             state = .finished(since: since)
             return connection
+        }
+    }
+}
+
+/// The store's clients: the one in use, and the service that runs each of them. A client is
+/// replaced (`replace`) once the server was unreachable and answers again: the new one is run, the
+/// old one shut down (its pool closes its connections; a transaction still on one of them fails).
+final class ClientSupervisor: Sendable {
+    /// A client, run by the supervisor until it is retired.
+    final class Running: Sendable {
+        let client: PostgresClient
+        private let retirement = AsyncStream.makeStream(of: Void.self)
+        private let unreachableSince = Mutex<ContinuousClock.Instant?>(nil)
+
+        init(_ client: PostgresClient) { self.client = client }
+
+        /// Whether a transaction on this client found the server unreachable.
+        var unreachable: Bool { unreachableSince.withLock { $0 != nil } }
+        func noteUnreachable() { unreachableSince.withLock { $0 = $0 ?? .now } }
+
+        /// Runs the client until it is retired (or the task is cancelled).
+        func run() async {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.client.run() }
+                group.addTask { for await _ in self.retirement.stream {} }
+                await group.next()
+                group.cancelAll()
+            }
+        }
+
+        func retire() { retirement.continuation.finish() }
+    }
+
+    private let make: @Sendable () -> PostgresClient
+    private let state: Mutex<Running>
+    private let started = AsyncStream.makeStream(of: Running.self)
+
+    init(_ make: @escaping @Sendable () -> PostgresClient) {
+        self.make = make
+        let first = Running(make())
+        state = Mutex(first)
+        started.continuation.yield(first)
+    }
+
+    var current: Running { state.withLock { $0 } }
+
+    func noteUnreachable(_ running: Running) { running.noteUnreachable() }
+
+    /// Replaces `stale` with a fresh client, unless another caller did already; returns the one to use.
+    func replace(_ stale: Running) -> Running {
+        let (fresh, replaced) = state.withLock { current -> (Running, Bool) in
+            guard current === stale else { return (current, false) }
+            current = Running(make())
+            return (current, true)
+        }
+        if replaced {
+            started.continuation.yield(fresh)
+            stale.retire()
+        }
+        return fresh
+    }
+
+    /// Runs every client started, each until it is retired, until graceful shutdown or cancellation.
+    func run() async {
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                for await running in self.started.stream {
+                    group.addTask { await running.run() }
+                }
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 import CreateCustomer
 import Foundation
 import PostgresNIO
+import _ConnectionPoolModule
 
 /// A `postgres://user:password@host:port/database?sslmode=…` URL, parsed. The password never
 /// appears in `redacted`, in errors or in logs.
@@ -245,6 +246,16 @@ public enum PostgresStoreError: Error, Sendable, Equatable, CustomStringConverti
             let inner = error.closureError ?? error.commitError ?? error.beginError ?? error.rollbackError
             return inner.map { wrapping($0, operation: operation, location: location) }
                 ?? PostgresStoreError.unexpected(operation: operation, location: location, description: "transaction failed")
+        case let error as ConnectionPoolError:
+            // The pool's own verdicts: it stopped trying to connect (its circuit breaker opens after
+            // a minute of failed attempts), or it is shut down (its client was replaced or stopped).
+            let reason = error == .connectionCreationCircuitBreakerTripped
+                ? "the connection pool stopped trying to connect (circuit breaker open after repeated failures)"
+                : error == .poolShutdown ? "the connection pool is shut down" : "the connection request was cancelled"
+            return PostgresStoreError.connection(operation: operation, location: location, reason: reason)
+        case is ChannelError, is IOError, is NIOConnectionError:
+            // The socket under a connection: the server cannot be reached.
+            return PostgresStoreError.connection(operation: operation, location: location, reason: "cannot reach the server (\(error))")
         case let error as PSQLError:
             if let info = error.serverInfo {
                 return PostgresStoreError.server(

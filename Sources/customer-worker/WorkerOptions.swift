@@ -22,6 +22,7 @@ struct WorkerOptions: ParsableArguments {
     @Option(help: help("CONFIRM_TIMEOUT")) var confirmTimeout: String?
     @Option(help: help("PUBLISH_FAILURE_TIMEOUT")) var publishFailureTimeout: String?
     @Option(help: help("TRANSIENT_ATTEMPTS")) var transientAttempts: String?
+    @Option(help: help("HAND_BACK_AFTER")) var handBackAfter: String?
     @Option(help: help("DELIVERY_LIMIT")) var deliveryLimit: String?
     @Option(help: help("REPLIES_MAX_LENGTH")) var repliesMaxLength: String?
     @Option(help: help("REPLY_TO_PATTERN")) var replyToPattern: String?

@@ -1,9 +1,11 @@
 import CreateCustomer
 import CustomerDomain
 import CustomerStore
-import PostgresStore
+@testable import PostgresStore
 import BrokerTestSupport
+import PostgresNIO
 import Testing
+import _ConnectionPoolModule
 
 /// Every row of each adapter's failure table, and what falls outside them.
 private struct OwnFault: CommandFault {}
@@ -67,5 +69,30 @@ struct FailureTableTests {
         #expect(PostgresStore.classify(PostgresStoreError.connection(operation: "x", location: "l", reason: "refused")).kind == .unavailable)
         #expect(PostgresStore.classify(PostgresStoreError.unexpected(operation: "x", location: "l", description: "d")).kind == .unknown)
         #expect(PostgresStore.classify(OwnFault()).kind == .command)
+    }
+
+    /// "Cannot reach the server" in every form postgres-nio gives it is an outage, never
+    /// unclassified: its pool's circuit breaker (open after a minute of failed connects), its
+    /// shutdown, and the socket's own errors.
+    @Test(arguments: [ConnectionPoolError.connectionCreationCircuitBreakerTripped, .poolShutdown, .requestCancelled])
+    func postgresPoolErrorsAreOutages(_ error: ConnectionPoolError) {
+        let wrapped = PostgresStoreError.wrapping(error, operation: "handle commands", location: "postgres://u:***@h/db")
+        #expect(PostgresStore.classify(wrapped) == StoreFailure(.unavailable, code: "connection"))
+        #expect(PostgresStore.classify(error) == StoreFailure(.unavailable, code: "connection"), "also unwrapped")
+        #expect(PostgresStore.meansUnreachable(wrapped), "the next transaction checks whether the server is back")
+    }
+
+    @Test func postgresSocketErrorsAreOutages() {
+        for error: any Error in [ChannelError.ioOnClosedChannel, ChannelError.connectTimeout(.seconds(10)), IOError(errnoCode: ECONNREFUSED, reason: "connect")] {
+            #expect(PostgresStore.classify(error).kind == .unavailable, "\(error)")
+        }
+    }
+
+    @Test func onlyConnectionLossesMeanTheServerIsUnreachable() {
+        #expect(PostgresStore.meansUnreachable(PostgresStoreError.server(operation: "x", location: "l", sqlState: "57P01", message: "m")))
+        #expect(PostgresStore.meansUnreachable(PostgresStoreError.server(operation: "x", location: "l", sqlState: "08006", message: "m")))
+        #expect(!PostgresStore.meansUnreachable(PostgresStoreError.server(operation: "x", location: "l", sqlState: "42501", message: "m")),
+                "a revoked privilege: the server answers")
+        #expect(!PostgresStore.meansUnreachable(PostgresStoreError.server(operation: "x", location: "l", sqlState: "40P01", message: "m")))
     }
 }

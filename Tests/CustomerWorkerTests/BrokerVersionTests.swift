@@ -55,10 +55,12 @@ struct BrokerVersionTests {
     }
 
     /// Replies the broker keeps refusing (a queue bound to the events exchange that takes
-    /// nothing): after its publishing attempts the worker returns the command, and that return
-    /// counts toward the delivery limit on both brokers (4.3 no longer counts `basic.nack`), so
-    /// the command reaches the dead-letter queue at its limit instead of coming back forever.
-    @Test func aCommandTheWorkerGivesBackCountsTowardItsDeliveryLimit() async throws {
+    /// nothing): after its publishing attempts the worker returns the command with
+    /// `basic.reject`, which counts toward the delivery limit on both brokers (4.3 no longer
+    /// counts `basic.nack`), so the command reaches its last delivery the same way on both and is
+    /// handed back there (its transaction committed: never dead-lettered). Once the refusing
+    /// queue is gone, it is answered and acknowledged.
+    @Test func aCommandTheWorkerGivesBackReachesItsLastDeliveryOnBothBrokers() async throws {
         let fixture = try await WorkerFixture("given-back", tuning: .init(deliveryLimit: 2))
         let merchant = try await fixture.merchant()
         let names = fixture.configuration.names
@@ -69,14 +71,20 @@ struct BrokerVersionTests {
                                          bindings: [.init(queue: refusing, exchange: names.eventsExchange, routingKey: "#")]))
         let worker = try ObservedWorker(fixture, name: "worker", environment: ["TRANSIENT_ATTEMPTS": "1", "LOG_LEVEL": "info"])
         try await fixture.publishRaw([(#"{"externalId":"refused-replies"}"#, "refused-replies", nil)], apiKey: merchant.secretKey)
-        let arrived = try await fixture.waitForCount(names.deadLetterQueue, 1, timeout: .seconds(60))
-        #expect(arrived == 1, "the command was not dead-lettered at its limit")
-        let dead = try await fixture.drain(names.deadLetterQueue)
-        #expect(dead.map(\.properties.messageID) == ["refused-replies"])
-        #expect(dead.first?.properties.headers["x-first-death-reason"]?.stringValue == "delivery_limit")
+        _ = try await worker.pollMetric("customer_worker_handed_back_total", atLeast: 1, timeout: .seconds(60))
+        #expect(try await fixture.messageCount(names.deadLetterQueue) == 0, "a stored command was dead-lettered")
+
+        try await admin.deleteQueue(refusing)
+        let settled = try await waitFor(timeout: .seconds(60)) {
+            let listing = try await TestBroker.brokerScript(["ctl", "-q", "list_queues", "--no-table-headers", "name", "messages"])
+            return listing.split(separator: "\n").contains { $0.hasPrefix(names.commandQueue + "\t") && $0.hasSuffix("\t0") }
+        }
+        #expect(settled, "the command was not acknowledged once its replies were taken")
+        #expect(try await fixture.messageCount(names.deadLetterQueue) == 0)
+        #expect(try await fixture.store.customerCount() == 1)
         #expect(try await worker.stop() == 0)
         let log = try String(contentsOfFile: worker.log, encoding: .utf8)
-        #expect(log.contains("commands returned to the queue"))
+        #expect(log.contains("commands returned to the queue"), "returned (counted) before its last delivery")
         await fixture.tearDown()
     }
 

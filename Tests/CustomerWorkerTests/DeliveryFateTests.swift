@@ -92,4 +92,26 @@ struct DeliveryFateTests {
     @Test func shutdownRequeuesWhatIsHeld() {
         #expect(DeliveryFate.decide(.shutdown) == .requeue)
     }
+
+    @Test func commandsHeldThroughAnOutageAreHandedBackOnTime() {
+        #expect(DeliveryFate.decide(.storeStillFailing(heldFor: .seconds(59), handBackAfter: .seconds(60))) == .keepHolding)
+        #expect(DeliveryFate.decide(.storeStillFailing(heldFor: .seconds(60), handBackAfter: .seconds(60))) == .handBack)
+        #expect(DeliveryFate.decide(.storeStillFailing(heldFor: .seconds(3600), handBackAfter: .seconds(60))) == .handBack)
+    }
+
+    /// RabbitMQ 3.10 dead-letters a message returned with `x-delivery-count` at the limit (its
+    /// sixth delivery with a limit of 5 carries 5); the one before is handed back too (4.x counts
+    /// differently), so no requeue can dead-letter a command whose transaction committed.
+    @Test(arguments: [(0, 5, DeliveryFate.Action.requeue), (3, 5, .requeue), (4, 5, .handBack), (5, 5, .handBack), (9, 5, .handBack),
+                      (0, 1, .handBack)])
+    func aDeliveryIsRequeuedUnlessItIsItsLast(_ count: Int, _ limit: Int, _ action: DeliveryFate.Action) {
+        #expect(DeliveryFate.decide(.returning(deliveryCount: count, limit: limit)) == action)
+    }
+
+    @Test func aConfirmedCopyAcksTheOriginalAndAnythingElseRequeuesIt() {
+        #expect(DeliveryFate.decide(.handedBack(.confirmed)) == .ack)
+        for outcome: PublishOutcome? in [.nacked, .returned(replyCode: 312, replyText: "NO_ROUTE"), .unencodable(reason: "r"), nil] {
+            #expect(DeliveryFate.decide(.handedBack(outcome)) == .requeue, "\(String(describing: outcome))")
+        }
+    }
 }

@@ -31,6 +31,9 @@ final class WorkerFixture: Sendable {
         var deliveryLimit = 5
         /// Another broker than the tests' own (e.g. a node a test restarts).
         var amqpURL: String?
+        /// Another database than a fresh one of the store kind's (e.g. on a server or a
+        /// filesystem a test takes down); the test removes it.
+        var databaseURL: String?
     }
 
     init(_ name: String, tuning: Tuning = Tuning(), store kind: StoreKind = .sqlite) async throws {
@@ -38,9 +41,10 @@ final class WorkerFixture: Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var configuration = WorkerConfiguration()
         configuration.amqpURL = tuning.amqpURL ?? TestBroker.url
-        switch kind {
-        case .sqlite: configuration.databaseURL = directory.appendingPathComponent("customers.sqlite").path
-        case .postgres: configuration.databaseURL = try await TestPostgres.createDatabase()
+        switch (kind, tuning.databaseURL) {
+        case (_, let url?): configuration.databaseURL = url
+        case (.sqlite, nil): configuration.databaseURL = directory.appendingPathComponent("customers.sqlite").path
+        case (.postgres, nil): configuration.databaseURL = try await TestPostgres.createDatabase()
         }
         self.kind = kind
         configuration.prefetch = tuning.prefetch
