@@ -98,7 +98,7 @@ build() {
   # A half-built root (a killed build, an old package list) is removed and built again.
   remove_root
   mkdir -p "$(dirname "$SERVER_ROOT")"
-  log="$(dirname "$SERVER_ROOT")/sid-root-build.log"
+  log="$SERVER_ROOT.build.log"
   echo "server-root.sh: building a Debian $SUITE root in $SERVER_ROOT (a few minutes, once; log: $log)" >&2
   as_root timeout -k 10 900 debootstrap --variant=minbase "$SUITE" "$SERVER_ROOT" "$mirror" >"$log" 2>&1 \
     || die "debootstrap $SUITE failed; see $log"
@@ -119,7 +119,7 @@ build() {
 ensure() {
   mkdir -p "$(dirname "$SERVER_ROOT")"
   # One build at a time; whoever waited finds the root built.
-  exec 9>"$(dirname "$SERVER_ROOT")/sid-root.lock"
+  exec 9>"$SERVER_ROOT.lock"
   flock -w 1200 9 || die "waited 20 min for another build of $SERVER_ROOT"
   is_built || build
   mount_all
