@@ -1,9 +1,10 @@
 import AMQP
 import CreateCustomer
 
-/// The one place that decides each delivery's fate: the worker reports what happened to a batch
-/// or to one of its commands (an `Event`) and executes the `Action` this table answers. Pure: no
-/// broker, no database, no clock; `DeliveryFateTests` covers every row.
+/// The rules of each delivery's fate, one event at a time: `BatchMachine`, which holds each
+/// batch's state, applies this table to every event it is fed, and the worker executes what the
+/// machine answers. Pure: no broker, no database, no clock; `DeliveryFateTests` covers every row,
+/// `BatchMachineTests` the sequences.
 ///
 /// | Event | Action |
 /// |---|---|
@@ -28,7 +29,7 @@ import CreateCustomer
 /// | events copy cannot be encoded | dead-letter the command (`failed`): no attempt can publish it |
 /// | publishing failed as a whole, attempts left | publish again after a delay |
 /// | publishing failed as a whole, no attempt left | return the batch (below) |
-/// | graceful shutdown with deliveries in hand | return them (below; markers are cleared best effort; one left behind is not enough to dead-letter) |
+/// | graceful shutdown with deliveries in hand | return them (below): a marker committed for work that did not commit is never requeued, but handed back after consuming stops (`BatchMachine`), so a graceful stop leaves no marker that a later attempt counts |
 /// | returning a delivery short of its last | requeue it |
 /// | returning a delivery at its last (a requeue would dead-letter it, stored or not) | hand it back |
 ///
