@@ -257,6 +257,16 @@ public final class PostgresStore: CustomerStorage, Service {
         }
     }
 
+    /// An admin operation in one transaction: its reads (a round trip per kind of row), its
+    /// decision, its writes (a round trip each).
+    public func administer<Operation: AdminOperation>(_ operation: Operation) async throws -> Operation.Answer {
+        try await transaction(operation.operation) { transaction in
+            let decision = try operation.decide(try await transaction.read(operation.reads))
+            for change in decision.writes { try await transaction.apply(change) }
+            return decision.answer
+        }
+    }
+
     public func beginAttempt(key: String, now: Timestamp, since: Timestamp) async throws -> Int {
         try await transaction("record a handling attempt") { try await $0.beginAttempt(key: key, now: now, since: since) }
     }
