@@ -79,6 +79,9 @@ struct BatchMachine: Sendable {
         /// (when the oldest command held is due to be handed back).
         case store(operation: String, attempt: Int, batchSize: Int, failure: StoreFailure, unclassified: Bool, error: String,
                    notAfter: ContinuousClock.Instant)
+        /// The work collided with another transaction (`attempt` times in a row): run it again
+        /// after a few milliseconds.
+        case conflict(attempt: Int)
         /// Publishing failed; publish again before attempt `attempt`.
         case publish(attempt: Int)
         /// After giving a batch back: its redeliveries are not taken at once.
@@ -146,6 +149,8 @@ struct BatchMachine: Sendable {
     /// Actions decided and not given yet (side effects queued before the next operation).
     private var queued: [Action] = []
     private var storeAttempts = 0
+    /// Collisions in a row of the operation in hand.
+    private var conflicts = 0
     /// When the store began failing for the operation in hand; nil while it answers.
     private(set) var pausedSince: ContinuousClock.Instant?
     /// The store phase ends by handing back and waiting for the store.
@@ -222,6 +227,13 @@ struct BatchMachine: Sendable {
             (indices, operation, retrying) = (stored, "database transaction", .store(items: stored, finishingAttempts: finishing(stored)))
         default:
             impossible("storeFailed")
+        }
+        if failure.kind == .conflict {
+            conflicts += 1
+            if DeliveryFate.decide(.conflicted(attempt: conflicts)) == .storeAgain {
+                awaiting = .paused(retrying: retrying)
+                return .pause(.conflict(attempt: conflicts))
+            }
         }
         switch DeliveryFate.decide(.storeFailed(failure, commands: indices.count, error: error)) {
         case .storeOneByOne(let mark):
@@ -548,6 +560,7 @@ struct BatchMachine: Sendable {
     private mutating func leavePause() {
         pausedSince = nil
         storeAttempts = 0
+        conflicts = 0
     }
 
     private func expect(_ state: Awaiting) {

@@ -343,6 +343,8 @@ public final class CommandWorker: Service {
         let failure = store.classify(error)
         let action = machine.storeFailed(failure, error: "\(error)", now: .now)
         switch action {
+        case .pause(.conflict):
+            break
         case .pause, .stopConsuming:
             metrics.storeFailures.increment()
             setPaused(true)

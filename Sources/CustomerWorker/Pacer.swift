@@ -16,6 +16,9 @@ struct Pacer: Sendable {
         case .store(_, let attempt, _, _, _, _, let notAfter):
             // Hand back on time.
             min(now + storeRetry.delay(beforeAttempt: attempt), max(now, notAfter))
+        case .conflict(let attempt):
+            // Colliding transactions wait a random while, growing, so they do not collide again.
+            now + .milliseconds(Int.random(in: 1...(10 * attempt)))
         case .publish(let attempt):
             now + publishRetry.delay(beforeAttempt: attempt)
         case .afterGiveBack:
@@ -26,7 +29,10 @@ struct Pacer: Sendable {
     /// Whether graceful shutdown ends `pause` early: a store pause holds commands the worker
     /// gives back when it stops; a publishing pause belongs to a batch the worker finishes.
     static func endsOnShutdown(_ pause: BatchMachine.Pause) -> Bool {
-        if case .store = pause { true } else { false }
+        switch pause {
+        case .store, .conflict: true
+        case .publish, .afterGiveBack: false
+        }
     }
 
     /// Waits for `pause`; true when it was cut short (graceful shutdown for the pauses it ends, or cancellation).

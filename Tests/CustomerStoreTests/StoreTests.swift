@@ -172,9 +172,9 @@ struct StoreTests {
     }
 
     /// A real deadlock: another transaction holds the batch's second key and then asks for its
-    /// first. PostgreSQL aborts the batch; the batch runs again instead of failing, finds both
-    /// customers there without processed records, and answers `external_id_conflict` for each:
-    /// never an error.
+    /// first. PostgreSQL aborts the batch, which the store reports as a `.conflict` (nothing
+    /// committed); run again (as the worker's `DeliveryFate` does), the batch finds both customers
+    /// there without processed records and answers `external_id_conflict` for each: never an error.
     ///
     /// The victim is whichever side's deadlock check runs once the cycle exists, so the cycle is
     /// built before the batch's wait for `second` begins: a trigger holds the batch's insert of
@@ -182,7 +182,7 @@ struct StoreTests {
     /// is released, the batch waits, and its check (after 1 s) finds the cycle. The other side
     /// never checks (`deadlock_timeout` 1 h), whatever the machine's speed.
     @Test(.enabled(if: TestPostgres.enabled, "no PostgreSQL: run scripts/postgres.sh start and export POSTGRES_TEST_URL"))
-    func postgresDeadlockIsRetriedNotAnswered() async throws {
+    func postgresDeadlockIsAConflictAndRunningAgainAnswers() async throws {
         try await withStore(.postgres) { store, database in
             let merchant = try await Merchant(store)
             let externalIDs = ["dl-a", "dl-b"].sorted {
@@ -230,7 +230,16 @@ struct StoreTests {
                     _ = try await otherInsert
                     try await other.query("COMMIT", logger: logger)
 
-                    let replies = try await batch.value
+                    do {
+                        _ = try await batch.value
+                        Issue.record("the deadlock's victim answered")
+                    } catch {
+                        #expect(store.classify(error).kind == .conflict, "\(error)")
+                    }
+                    let replies = try await store.handle([
+                        command(#"{"externalId":"\#(first)"}"#, key: merchant.secretKey),
+                        command(#"{"externalId":"\#(second)"}"#, key: merchant.secretKey),
+                    ], now: now)
                     #expect(replies.map(\.errorCode) == ["external_id_conflict", "external_id_conflict"])
                     #expect(try replies.map { try decodeFailed($0).error.existingCustomerId } == ["other-first", "other-second"])
                     #expect(try await store.customerCount() == 2)

@@ -107,6 +107,22 @@ struct BatchMachineTests {
         #expect(machine.pausedSince == nil)
     }
 
+    @Test func collisionsRunTheSameWorkAgainAtOnceThenPauseAsAnOutage() {
+        var machine = Self.machine([Self.delivery(1), Self.delivery(2)])
+        _ = machine.start()
+        let conflict = StoreFailure(.conflict, code: "SQLSTATE 40P01")
+        for attempt in 1..<DeliveryFate.conflictAttempts {
+            #expect(machine.storeFailed(conflict, error: "deadlock", now: Self.t0) == .pause(.conflict(attempt: attempt)))
+            #expect(machine.pausedSince == nil, "not paused: nothing is wrong with the store")
+            #expect(machine.tick() == .store(items: [0, 1], finishingAttempts: []))
+        }
+        guard case .pause(.store(_, 1, _, _, false, _, _)) = machine.storeFailed(conflict, error: "deadlock", now: Self.t0) else {
+            Issue.record("a stubborn conflict does not pause"); return
+        }
+        #expect(machine.tick() == .store(items: [0, 1], finishingAttempts: []))
+        #expect(machine.stored([Self.reply(1), Self.reply(2)]) == .storePhaseOver(awaitStore: false))
+    }
+
     @Test func anUnclassifiedFailurePausesToo() {
         var machine = Self.machine([Self.delivery(1)])
         _ = machine.start()
@@ -329,9 +345,11 @@ struct BatchMachineTests {
                     action = machine.attemptCounted(earlierUnfinished: earlier)
                 }
             case .store(let indices, _):
-                switch random.next() % 5 {
+                switch random.next() % 6 {
                 case 0:
                     action = machine.storeFailed(StoreFailure(.unavailable, code: "x"), error: "x", now: now)
+                case 5:
+                    action = machine.storeFailed(StoreFailure(.conflict, code: "x"), error: "x", now: now)
                 case 1:
                     if indices.count == 1 { ownFault.insert(indices[0]) }
                     action = machine.storeFailed(StoreFailure(.command, code: "x"), error: "x", now: now)
