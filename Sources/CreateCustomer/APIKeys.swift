@@ -117,6 +117,9 @@ public enum APIKeys {
     }
 }
 
+/// Mints an identifier for a row created at the given time.
+public typealias IdentifierSource = @Sendable (Timestamp) -> String
+
 /// Identifiers the use case mints: lowercase time-ordered UUIDs (version 7, RFC 9562). New rows
 /// land at the end of the id indexes instead of on random pages, which keeps inserts cheap as
 /// the tables grow; the 74 random bits keep ids unguessable and unique across processes.

@@ -4,25 +4,14 @@ import Foundation
 extension CustomerStorage {
     /// Handles commands in order inside one transaction (see `CreateCustomerCore`) and returns one
     /// outcome per command. Throws only when the database fails; then nothing was committed. A
-    /// deadlock or serialization failure runs the batch again (a few times) instead of failing it.
+    /// deadlock or serialization failure throws too (classified `.conflict`): running the batch
+    /// again is the caller's decision (the worker's `DeliveryFate`, one policy for every failure).
     /// `now` is truncated to whole milliseconds, the precision of replies and rows. The
     /// transaction also removes the handling-attempt markers `finishingAttempts`.
     public func process(_ commands: [IncomingCommand], now: Date, finishingAttempts: [String] = []) async throws -> [CommandOutcome] {
         guard !commands.isEmpty else { return [] }
-        let core = CreateCustomerCore(commands: commands, now: Timestamp(now))
-        var attempt = 0
-        while true {
-            attempt += 1
-            do {
-                return try await createCustomers(core, finishingAttempts: finishingAttempts)
-            } catch where attempt < conflictAttempts && classify(error).kind == .conflict {
-                try await Task.sleep(for: .milliseconds(Int.random(in: 1...(10 * attempt))))
-            }
-        }
+        return try await createCustomers(CreateCustomerCore(commands: commands, now: Timestamp(now)), finishingAttempts: finishingAttempts)
     }
-
-    /// How many times a batch runs when it keeps colliding with another transaction.
-    public var conflictAttempts: Int { 10 }
 
     /// `process`, for callers that expect a reply for every command: a command that fails on its
     /// own (`CommandOutcome.failed`) throws `CommandFailed`.

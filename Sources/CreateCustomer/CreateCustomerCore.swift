@@ -76,15 +76,18 @@ public struct CreateCustomerCore: Sendable {
     let commands: [IncomingCommand]
     let parsed: [Result<CreateCustomerCommand, CommandRejection>]
     let now: Timestamp
+    /// Mints the ids of new rows (`newIdentifier` unless a test injects its own).
+    let ids: IdentifierSource
     private var state = State.initial
     private var outcomes: [CommandOutcome?]
     private var candidates: [Candidate] = []
     private var known: [String: ProcessedRequest] = [:]
 
     /// Parses every body (no lock needed, so before any transaction starts). `now` is truncated to
-    /// whole milliseconds, the precision of replies and rows.
-    public init(commands: [IncomingCommand], now: Timestamp) {
+    /// whole milliseconds, the precision of replies and rows. `ids` mints the new rows' ids.
+    public init(commands: [IncomingCommand], now: Timestamp, ids: @escaping IdentifierSource = { newIdentifier(now: $0) }) {
         self.commands = commands
+        self.ids = ids
         self.parsed = commands.map { CreateCustomerCommand.parse(body: $0.body, contentType: $0.contentType) }
         self.now = now
         outcomes = Array(repeating: nil, count: commands.count)
@@ -242,13 +245,13 @@ public struct CreateCustomerCore: Sendable {
 
     /// Throws `PlanOutOfRange` when the stored default plan cannot give a valid subscription.
     private func create(_ candidate: Candidate, defaultPlan: Plan?) throws -> Creation {
-        let customerID = newIdentifier(now: now)
+        let customerID = ids(now)
         let decision = try DefaultPlanRules.evaluate(
             defaultPlan: defaultPlan, for: candidate.command, isEligibleForTrial: true, now: now.date)
         var subscriptions: [Subscription] = []
         if let plan = decision.plan, let terms = decision.terms {
             subscriptions.append(Subscription(
-                id: newIdentifier(now: now), customerId: customerID, merchantId: candidate.merchantID, plan: plan, terms: terms,
+                id: ids(now), customerId: customerID, merchantId: candidate.merchantID, plan: plan, terms: terms,
                 now: now))
         }
         let customer = Customer(

@@ -4,12 +4,10 @@ import CustomerDomain
 /// (`CustomerStore`) or PostgreSQL (`PostgresStore`). Adapters hold no business rule: they read
 /// and write rows, batch-wise (one statement of each kind per batch), inside one transaction.
 public protocol CustomerStorage: Sendable {
-    associatedtype Transaction: StorageTransaction
-
-    /// Runs `body` in one transaction: committed when it returns, rolled back when it throws.
-    /// Errors are the adapter's own, with the context a user needs and no secret. For the admin
-    /// operations; the create-customer path is `createCustomers`.
-    func transaction<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (Transaction) async throws -> T) async throws -> T
+    /// Runs an admin operation in one transaction of the adapter's kind: its reads, its decision,
+    /// its writes; committed when it answers, nothing written when it throws. Errors are the
+    /// adapter's own (or the operation's `AdministrationError`), with context and no secret.
+    func administer<Operation: AdminOperation>(_ operation: Operation) async throws -> Operation.Answer
 
     /// Drives `core` (started afresh) to its outcomes in one transaction, which first removes the
     /// handling-attempt markers `finishingAttempts` (so a marker's row is held by the transaction
@@ -36,24 +34,6 @@ public protocol CustomerStorage: Sendable {
 
     /// Where the data lives, for messages (a file path, or a URL without its password).
     var location: String { get }
-}
-
-/// The statements of one admin transaction.
-public protocol StorageTransaction: Sendable {
-    /// The stored keys among `ids` (key ids, never whole keys).
-    func apiKeys(ids: [String]) async throws -> [StoredAPIKey]
-    func merchantExists(_ id: String) async throws -> Bool
-    func insertMerchant(id: String, name: String, now: Timestamp) async throws
-    func insertAPIKey(_ key: StoredAPIKey, now: Timestamp) async throws
-    /// Sets the revocation time unless already revoked; false when no key has this id (and type).
-    func revokeAPIKey(id: String, type: APIKeyType?, now: Timestamp) async throws -> Bool
-    /// The merchant's plans, by id.
-    func plans(merchantID: String) async throws -> [CatalogPlan]
-    /// Ids of the merchant's plans that subscriptions reference.
-    func referencedPlanIDs(merchantID: String) async throws -> Set<String>
-    /// Writes a catalog: inserts or overwrites `upserting` (after clearing the old default),
-    /// marks `archiving` archived and deletes `deleting`.
-    func savePlans(merchantID: String, upserting: [CatalogPlan], archiving: [String], deleting: [String]) async throws
 }
 
 /// A stored value an adapter cannot decode (a row written by hand, or by a newer version): an

@@ -127,35 +127,13 @@ public final class CustomerStore: CustomerStorage {
         }
     }
 
-    /// An admin transaction (rare: creating merchants and keys, importing plans), whose statements
-    /// are separate async calls. It runs on a connection of its own, opened for it and closed
-    /// after it, so no other work can interleave with its open transaction; the pool's writer
-    /// stays GRDB's alone. SQLite's file lock (`BEGIN IMMEDIATE`, busy timeout) orders it with the
-    /// pool's writes, as with another process.
-    public func transaction<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (SQLiteTransaction) async throws -> T) async throws -> T {
-        do {
-            var configuration = Configuration()
-            configuration.label = "customers.admin"
-            configuration.busyMode = .timeout(busyTimeout.seconds)
-            configuration.foreignKeysEnabled = true
-            // Safe here: this connection belongs to this one transaction (see above).
-            configuration.allowsUnsafeTransactions = true
-            let pragma = synchronous.pragma
-            configuration.prepareDatabase { db in try db.execute(sql: pragma) }
-            let queue = try DatabaseQueue(path: path, configuration: configuration)
-            let transaction = SQLiteTransaction(queue: queue)
-            try await transaction.access { try $0.beginTransaction(.immediate) }
-            do {
-                let result = try await body(transaction)
-                try await transaction.access { try $0.commit() }
-                return result
-            } catch {
-                // Even when the calling task was cancelled (GRDB refuses accesses from cancelled tasks).
-                await Task { try? await queue.writeWithoutTransaction { db in if db.isInsideTransaction { try db.rollback() } } }.value
-                throw error
-            }
-        } catch {
-            throw CustomerStoreError.wrapping(error, operation: operation, path: path)
+    /// An admin operation in one GRDB write transaction on the pool's writer, like a batch of
+    /// commands: its reads, its decision and its writes run synchronously inside the closure.
+    public func administer<Operation: AdminOperation>(_ operation: Operation) async throws -> Operation.Answer {
+        try await write(operation.operation) { db in
+            let decision = try operation.decide(try AdminStatements.read(operation.reads, db))
+            for change in decision.writes { try AdminStatements.apply(change, db) }
+            return decision.answer
         }
     }
 

@@ -133,64 +133,37 @@ extension CustomerStore {
     }
 }
 
-/// The statements of one SQLite admin transaction, each one access to the transaction's own
-/// connection (see `CustomerStore.transaction`).
-public struct SQLiteTransaction: StorageTransaction, Sendable {
-    let queue: DatabaseQueue
-
-    func access<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        try await queue.writeWithoutTransaction(body)
+/// The statements of the admin operations (`AdminOperation`), run synchronously inside one
+/// GRDB write transaction (`CustomerStore.administer`).
+enum AdminStatements {
+    static func read(_ reads: AdminReads, _ db: Database) throws -> AdminRows {
+        var rows = AdminRows()
+        if !reads.apiKeyIDs.isEmpty { rows.apiKeys = try CreateCustomerStatements.apiKeys(ids: reads.apiKeyIDs, db) }
+        if let merchant = reads.merchant {
+            rows.merchantExists = try Bool.fetchOne(db, sql: "SELECT 1 FROM merchants WHERE id = ?", arguments: [merchant]) != nil
+        }
+        if let merchant = reads.plansOf {
+            rows.plans = try Row.fetchAll(db, sql: "SELECT \(PlanColumns.list) FROM plans WHERE merchant_id = ? ORDER BY id", arguments: [merchant])
+                .map { try PlanColumns.catalogPlan($0) }
+            rows.referencedPlanIDs = try String.fetchSet(
+                db, sql: "SELECT DISTINCT plan_id FROM subscriptions WHERE merchant_id = ?", arguments: [merchant])
+        }
+        return rows
     }
 
-    public func apiKeys(ids: [String]) async throws -> [StoredAPIKey] {
-        try await access { try CreateCustomerStatements.apiKeys(ids: ids, $0) }
-    }
-
-    // MARK: Administration
-
-    public func merchantExists(_ id: String) async throws -> Bool {
-        try await access { db in try Bool.fetchOne(db, sql: "SELECT 1 FROM merchants WHERE id = ?", arguments: [id]) != nil }
-    }
-
-    public func insertMerchant(id: String, name: String, now: Timestamp) async throws {
-        try await access { db in
+    static func apply(_ change: AdminWrite, _ db: Database) throws {
+        switch change {
+        case .insertMerchant(let id, let name, let now):
             try db.execute(sql: "INSERT INTO merchants (id, name, created_at) VALUES (?, ?, ?)",
                            arguments: [id, name, now.millisecondsSince1970])
-        }
-    }
-
-    public func insertAPIKey(_ key: StoredAPIKey, now: Timestamp) async throws {
-        try await access { db in
+        case .insertAPIKey(let key, let now):
             try db.execute(
                 sql: "INSERT INTO api_keys (id, merchant_id, type, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
                 arguments: [key.id, key.merchantID, key.type.rawValue, Data(key.keyHash), now.millisecondsSince1970])
-        }
-    }
-
-    public func revokeAPIKey(id: String, type: APIKeyType?, now: Timestamp) async throws -> Bool {
-        try await access { db in
-            try db.execute(
-                sql: "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND type = COALESCE(?, type)",
-                arguments: [now.millisecondsSince1970, id, type?.rawValue])
-            return db.changesCount == 1
-        }
-    }
-
-    public func plans(merchantID: String) async throws -> [CatalogPlan] {
-        try await access { db in
-            try Row.fetchAll(db, sql: "SELECT \(PlanColumns.list) FROM plans WHERE merchant_id = ? ORDER BY id", arguments: [merchantID])
-                .map { try PlanColumns.catalogPlan($0) }
-        }
-    }
-
-    public func referencedPlanIDs(merchantID: String) async throws -> Set<String> {
-        try await access { db in
-            try String.fetchSet(db, sql: "SELECT DISTINCT plan_id FROM subscriptions WHERE merchant_id = ?", arguments: [merchantID])
-        }
-    }
-
-    public func savePlans(merchantID: String, upserting: [CatalogPlan], archiving: [String], deleting: [String]) async throws {
-        try await access { db in
+        case .revokeAPIKey(let id, let now):
+            try db.execute(sql: "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+                           arguments: [now.millisecondsSince1970, id])
+        case .savePlans(let merchantID, let upserting, let archiving, let deleting):
             // Clear the old default first: at most one default per merchant is enforced by an index.
             try db.execute(sql: "UPDATE plans SET is_default = 0 WHERE merchant_id = ?", arguments: [merchantID])
             for catalogPlan in upserting {

@@ -30,8 +30,9 @@ import WorkerTracing
 ///   transaction; a redelivered command first commits a marker, so the worker that finds markers
 ///   left by crashes dead-letters that command alone (`HandlingAttempt`).
 ///
-/// What happens to each delivery is decided by `DeliveryFate`; this type only wires the
-/// connections, the store and the metrics, and executes its actions.
+/// What happens to each batch is decided by `BatchMachine` (applying `DeliveryFate`'s table);
+/// this type only wires the connections, the store and the metrics, and executes the machine's
+/// actions. Timing is `Pacer`'s, readiness and liveness `WorkerHealth`'s.
 ///
 /// Graceful shutdown (SIGTERM/SIGINT through the ServiceGroup): stop taking commands, finish the
 /// batches in hand, close both connections; unread prefetched commands go back to the queue, and
@@ -46,20 +47,15 @@ public final class CommandWorker: Service {
     private let metrics = WorkerMetrics()
     /// Spans of the commands in hand; nil while tracing is off, so nothing is spent on them.
     private let traces: CommandTraces?
-    private let attached = Atomic<Bool>(false)
-    /// Monotonic time of the consume loop's last turn (it turns at least every 100 ms when idle).
-    private let lastTurn = Atomic<UInt64>(0)
+    private let health: WorkerHealth
+    private let pacer: Pacer
+    private let rules: BatchMachine.Rules
     /// Deliveries taken and not yet acknowledged or returned.
     private let unacked = Atomic<Int>(0)
-    /// True while the worker holds a batch it cannot commit because the store keeps failing.
-    private let paused = Atomic<Bool>(false)
     /// Monotonic time of the first publish failure since the last success; 0 while publishing works.
     private let publishFailingSince = Atomic<UInt64>(0)
     private let nodeGauges = Mutex(NodeGauges())
     private let refusalLog = Mutex(LogInterval(every: .seconds(60)))
-    /// How long the loop may go without turning before liveness fails, in nanoseconds
-    /// (`WorkerConfiguration.livenessWindow`).
-    private let livenessWindow: UInt64
 
     /// `tracing`: whether an OpenTelemetry tracer is installed (`TracingBackend.bootstrap`).
     public init(configuration: WorkerConfiguration, store: any CustomerStorage, logger: Logger,
@@ -74,8 +70,10 @@ public final class CommandWorker: Service {
         self.faults = faults
         self.store = store
         self.logger = logger
-        let (seconds, attoseconds) = configuration.livenessWindow.components
-        livenessWindow = UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+        health = WorkerHealth(livenessWindow: configuration.livenessWindow)
+        pacer = Pacer(storeRetry: configuration.storeRetryBackoff, publishRetry: configuration.transientBackoff)
+        rules = BatchMachine.Rules(deliveryLimit: configuration.deliveryLimit, transientAttempts: configuration.transientAttempts,
+                                   handBackAfter: configuration.handBackAfter)
         let nodes = try configuration.amqpNodes.shuffled()  // once: both connections start on the same node
         let host = ProcessInfo.processInfo.hostName
         let pid = ProcessInfo.processInfo.processIdentifier
@@ -87,17 +85,13 @@ public final class CommandWorker: Service {
     }
 
     /// True while the consumer is attached to the command queue.
-    public var isConsuming: Bool { attached.load(ordering: .relaxed) }
+    public var isConsuming: Bool { health.isConsuming }
 
     /// True while the store keeps failing and the worker holds its batch instead of taking more.
-    public var isPaused: Bool { paused.load(ordering: .relaxed) }
+    public var isPaused: Bool { health.isPaused }
 
-    /// Readiness: attached to the queue, both connections open (not reconnecting), the
-    /// publisher's not blocked by the broker, and not paused by a failing store. Reads only
-    /// published state, so a probe never waits for the worker.
-    public var isReady: Bool {
-        isConsuming && !isPaused && consumer.status.state.isConnected && publisher.status.isUsable
-    }
+    /// Readiness (`WorkerHealth.isReady`). Reads only published state, so a probe never waits for the worker.
+    public var isReady: Bool { health.isReady(consumer: consumer.status, publisher: publisher.status) }
 
     /// What `/readyz` adds to its answer: the broker node of each connection, and why the worker
     /// is not ready when it is paused or blocked.
@@ -109,18 +103,12 @@ public final class CommandWorker: Service {
         return parts.joined(separator: ", ")
     }
 
-    /// Liveness: false when the consume loop has not turned for longer than the longest
-    /// legitimate wait the settings allow. Waiting for the broker to come back counts as alive:
-    /// a restart would not bring it back sooner.
-    public var isLive: Bool {
-        if consumer.isRecovering || publisher.isRecovering { return true }
-        let last = lastTurn.load(ordering: .relaxed)
-        return last == 0 || DispatchTime.now().uptimeNanoseconds - last < livenessWindow
-    }
+    /// Liveness (`WorkerHealth.isLive`).
+    public var isLive: Bool { health.isLive(recovering: consumer.isRecovering || publisher.isRecovering) }
 
     public func run() async throws {
         try await start()
-        defer { attached.store(false, ordering: .relaxed) }
+        defer { health.setConsuming(false) }
         do {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await self.consumeUntilShutdown() }
@@ -144,7 +132,7 @@ public final class CommandWorker: Service {
         try await consumer.setPrefetch(UInt16(configuration.prefetch))
         try await publisher.enableConfirms()
         try await consumer.consume(queue: configuration.names.commandQueue)
-        attached.store(true, ordering: .relaxed)
+        health.setConsuming(true)
         logger.info("worker consuming", metadata: [
             "amqp.queue": "\(configuration.names.commandQueue)", "prefetch": "\(configuration.prefetch)",
             "amqp.node": "\(consumer.status.node ?? "")",
@@ -156,12 +144,14 @@ public final class CommandWorker: Service {
         await publisher.close()
     }
 
+    /// Takes batches and runs each through its machine: the store phase here, then the publish
+    /// phase in a child task, overlapping the next batch's store phase (at most one batch in each).
     private func consumeUntilShutdown() async throws {
         try await withThrowingTaskGroup(of: Void.self) { publishing in
             var batchInFlight = false
             var generation = await consumer.generation
             while !Task.isShuttingDownGracefully, !Task.isCancelled {
-                lastTurn.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
+                health.turned()
                 let deliveries = try await consumer.nextDeliveries(
                     maximum: configuration.batchLimit, wait: .milliseconds(100), linger: configuration.batchLinger)
                 await noteReconnects(&generation)
@@ -171,55 +161,251 @@ public final class CommandWorker: Service {
                 metrics.received.increment(by: deliveries.count)
                 metrics.batchSize.record(deliveries.count)
                 trackUnacked(deliveries.count)
-                let answered: [Answered]
-                var handingBack: [Delivery]?
-                switch await persist(deliveries) {
-                case .answered(let done):
-                    answered = done
-                case .interrupted(let unsettled):
-                    // Shutting down while the database was failing: return what we hold.
-                    if DeliveryFate.decide(.shutdown) == .requeue { await giveBack(unsettled) }
-                    continue
-                case .handBack(let done, let unsettled):
-                    answered = done
-                    handingBack = unsettled
-                }
+                var machine = BatchMachine(deliveries, rules: rules, publisherUser: publisher.configuration.user)
+                let awaitStore = await runStorePhase(&machine)
                 if batchInFlight { try await publishing.next() }
-                batchInFlight = !answered.isEmpty
+                batchInFlight = machine.hasReplies
                 if batchInFlight {
-                    publishing.addTask { await self.reply(to: answered, received: received) }
+                    let stored = machine
+                    publishing.addTask { await self.runPublishPhase(stored, received: received) }
                 }
-                if let handingBack { try await pauseConsuming(handingBack: handingBack) }
+                if awaitStore { try await consumeAgainOnceTheStoreAnswers() }
             }
             try await publishing.waitForAll()
         }
     }
 
-    /// The store kept failing for `HAND_BACK_AFTER` with commands in hand: stops consuming, hands
-    /// back the unsettled commands of the batch and every prefetched one not taken yet, waits for
-    /// the store to answer (probing it with backoff, not ready meanwhile), and consumes again.
-    private func pauseConsuming(handingBack held: [Delivery]) async throws {
-        attached.store(false, ordering: .relaxed)
-        setPaused(true)
-        let pausedSince = ContinuousClock.now
-        let prefetched: [Delivery]
-        do {
-            prefetched = try await consumer.stopConsuming()
-        } catch {
-            // The channel is gone, and with it what it delivered: the broker has requeued it all.
-            logger.warning("could not stop consuming; the broker requeued what the channel held", metadata: ["error": "\(error)"])
-            prefetched = []
+    // MARK: Executing a batch's machine
+
+    /// Executes the machine's actions until its store phase is over; true when it stopped
+    /// consuming (the hand-back) and the worker must wait for the store before consuming again.
+    private func runStorePhase(_ machine: inout BatchMachine) async -> Bool {
+        var action = machine.start()
+        while true {
+            let wasPaused = machine.pausedSince != nil
+            switch action {
+            case .storePhaseOver(let awaitStore):
+                return awaitStore
+            case .beginAttempt(_, let key):
+                do {
+                    let earlier = try await store.beginAttempt(key: key, now: Date())
+                    noteStoreAnswered(machine, operation: "record a handling attempt")
+                    action = machine.attemptCounted(earlierUnfinished: earlier)
+                } catch {
+                    action = storeFailed(&machine, error, span: nil)
+                }
+            case .store(let indices, let finishing):
+                let deliveries = indices.map { machine.items[$0].delivery }
+                faults.crashIfTargeted(deliveries, logger: logger)
+                let span = traces?.transactionSpan(deliveries.map(\.tag))
+                do {
+                    let start = ContinuousClock.now
+                    let outcomes = try await store.process(deliveries.map(incoming), now: Date(), finishingAttempts: finishing)
+                    metrics.transaction.recordSince(start)
+                    span?.end()
+                    noteStoreAnswered(machine, operation: "database transaction")
+                    action = machine.stored(outcomes)
+                } catch {
+                    action = storeFailed(&machine, error, span: span)
+                    span?.end()
+                }
+                if case .store(let next, _) = action, next.count == 1, indices.count > 1 {
+                    logger.warning("batch failed on a command's own error; handling its commands one by one", metadata: [
+                        "batch.size": "\(indices.count)",
+                    ])
+                }
+            case .pause(let pause):
+                logPause(pause)
+                action = await pacer.wait(pause, health: health) ? machine.shutdown() : machine.tick()
+            case .stopConsuming:
+                health.setConsuming(false)
+                let prefetched: [Delivery]
+                do {
+                    prefetched = try await consumer.stopConsuming()
+                } catch {
+                    // The channel is gone, and with it what it delivered: the broker has requeued it all.
+                    logger.warning("could not stop consuming; the broker requeued what the channel held", metadata: ["error": "\(error)"])
+                    prefetched = []
+                }
+                action = machine.consumingStopped(prefetched: prefetched, publisherUser: publisher.configuration.user)
+                if !machine.shuttingDown {
+                    logger.warning("database unavailable too long: commands handed back, consuming again once it answers", metadata: [
+                        "batch.size": "\(machine.items.filter { !$0.isSettled && $0.reply == nil }.count)",
+                        "hand_back_after": "\(configuration.handBackAfter)",
+                    ])
+                }
+            default:
+                action = await execute(action, &machine)
+            }
+            if wasPaused, machine.pausedSince == nil { setPaused(false) }
         }
-        await handBack(held, taken: true)
-        await handBack(prefetched, taken: false)
-        logger.warning("database unavailable too long: commands handed back, consuming again once it answers", metadata: [
-            "batch.size": "\(held.count + prefetched.count)", "hand_back_after": "\(configuration.handBackAfter)",
+    }
+
+    /// Executes the machine's actions in the publish phase, until it is finished.
+    private func runPublishPhase(_ stored: BatchMachine, received: ContinuousClock.Instant) async {
+        var machine = stored
+        var action = machine.startPublishing(generation: await consumer.generation)
+        var replies: Replies?
+        while true {
+            switch action {
+            case .finished:
+                replies?.span?.end()
+                return
+            case .publish(let events, let copies, let attempt):
+                if replies == nil { replies = prepareReplies(machine) }
+                action = await publish(events: events, copies: copies, attempt: attempt, replies: &replies!, &machine)
+            case .pause(let pause):
+                action = await pacer.wait(pause, health: health) ? machine.shutdown() : machine.tick()
+            case .ack(let last, let indices):
+                if await consumer.ack(machine.items[last].delivery.tag, multiple: true) {
+                    let elapsed = ContinuousClock.now - received
+                    for _ in indices { metrics.handling.record(duration: elapsed) }
+                }
+                trackUnacked(-indices.count)
+                let acked = indices.map { machine.items[$0] }
+                logBatch(acked)
+                if let traces {
+                    for item in acked {
+                        guard let reply = item.reply else { continue }
+                        traces.settle([item.delivery.tag], .acknowledged(.init(type: reply.type.rawValue, errorCode: reply.errorCode,
+                                                                              replayed: reply.replayed)))
+                    }
+                }
+                action = machine.executed()
+            default:
+                action = await execute(action, &machine)
+            }
+        }
+    }
+
+    /// The side effects both phases share: dead-letters, markers, requeues, hand-backs.
+    private func execute(_ action: BatchMachine.Action, _ machine: inout BatchMachine) async -> BatchMachine.Action {
+        switch action {
+        case .deadLetter(let letters):
+            for letter in letters { await deadLetter(machine.items[letter.item].delivery, letter.reason, reason: letter.detail) }
+            return machine.executed()
+        case .clearMarkers(let keys):
+            for key in keys { try? await store.clearAttempt(key: key) }
+            return machine.executed()
+        case .requeue(let indices):
+            // `basic.reject`, not `basic.nack`: RabbitMQ 3.10 counts both, 4.3 no longer counts a
+            // nack, and the count is what brings a command to its last delivery the same way on both.
+            for index in indices { await consumer.reject(machine.items[index].delivery.tag, requeue: true) }
+            trackUnacked(-indices.count)
+            logger.error("commands returned to the queue", metadata: ["batch.size": "\(indices.count)"])
+            traces?.settle(indices.map { machine.items[$0].delivery.tag }, .returned)
+            return machine.executed()
+        case .forget(let indices):
+            trackUnacked(-indices.count)
+            traces?.settle(indices.map { machine.items[$0].delivery.tag }, .leftToRedelivery)
+            logger.notice("not replying to commands whose channel closed meanwhile; their redeliveries will", metadata: [
+                "batch.size": "\(indices.count)",
+            ])
+            return machine.executed()
+        case .handBack:
+            return machine.handBackGeneration(await consumer.generation)
+        case .publishCopies(let indices):
+            // Each copy goes to the command queue through the default exchange (so no other queue
+            // bound to the command exchange gets one), with publisher confirms (`DeliveryFate`).
+            let copies = indices.map { machine.items[$0].delivery.handBackCopy(queue: configuration.names.commandQueue) }
+            var outcomes: [PublishOutcome?] = Array(repeating: nil, count: copies.count)
+            if !copies.isEmpty {
+                do {
+                    outcomes = try await publisher.publish(copies, timeout: configuration.confirmTimeout).map { Optional($0) }
+                } catch {
+                    logger.error("handing commands back failed; they are requeued instead", metadata: [
+                        "batch.size": "\(copies.count)", "error": "\(error)",
+                    ])
+                }
+            }
+            return machine.copiesPublished(outcomes)
+        case .settleHandBack(let acked, let requeued, let stale):
+            for index in acked { await consumer.ack(machine.items[index].delivery.tag) }
+            for index in requeued { await consumer.nack(machine.items[index].delivery.tag, multiple: false, requeue: true) }
+            let taken = (acked + requeued + stale).filter { machine.items[$0].taken }
+            trackUnacked(-taken.count)
+            metrics.handedBack.increment(by: acked.count)
+            logger.warning("commands handed back to the queue", metadata: [
+                "batch.size": "\(acked.count)", "requeued": "\(requeued.count)", "left_to_redelivery": "\(stale.count)",
+            ])
+            traces?.settle(taken.map { machine.items[$0].delivery.tag }, .returned)
+            return machine.executed()
+        default:
+            preconditionFailure("CommandWorker: \(action) is not a shared action")
+        }
+    }
+
+    /// Reports a failed store operation to the machine: cancellation as shutdown, anything else
+    /// classified by the store's table; counted, and recorded on the transaction's span.
+    private func storeFailed(_ machine: inout BatchMachine, _ error: any Error, span: (any Span)?) -> BatchMachine.Action {
+        if Task.isCancelled || error is CancellationError { return machine.shutdown() }
+        span?.recordError(error)
+        let failure = store.classify(error)
+        let action = machine.storeFailed(failure, error: "\(error)", now: .now)
+        switch action {
+        case .pause(.conflict):
+            break
+        case .pause, .stopConsuming:
+            metrics.storeFailures.increment()
+            setPaused(true)
+        default:
+            span?.setStatus(SpanStatus(code: .error, message: "\(failure.kind.rawValue) \(failure.code)"))
+        }
+        return action
+    }
+
+    private func noteStoreAnswered(_ machine: BatchMachine, operation: String) {
+        guard let since = machine.pausedSince else { return }
+        logger.notice("database available again; resuming", metadata: [
+            "operation": "\(operation)", "paused.seconds": "\((ContinuousClock.now - since).components.seconds)",
         ])
+    }
+
+    private func logPause(_ pause: BatchMachine.Pause) {
+        guard case .store(let operation, let attempt, let batchSize, let failure, let unclassified, let error, _) = pause else { return }
+        if unclassified {
+            logger.error("unclassified database error: paused, holding the batch and retrying", metadata: [
+                "operation": "\(operation)", "attempt": "\(attempt)", "batch.size": "\(batchSize)",
+                "error.code": "\(failure.code)", "error": "\(error)",
+            ])
+        } else {
+            logger.log(level: attempt == 1 ? .error : .warning, "database unavailable: paused, holding the batch and retrying", metadata: [
+                "operation": "\(operation)", "attempt": "\(attempt)", "batch.size": "\(batchSize)",
+                "error.class": "\(failure.kind.rawValue)", "error.code": "\(failure.code)", "error": "\(error)",
+            ])
+        }
+    }
+
+    /// After a hand-back: waits for the store to answer (probing it with backoff, not ready
+    /// meanwhile), then consumes again. Graceful shutdown ends the wait.
+    private func consumeAgainOnceTheStoreAnswers() async throws {
+        setPaused(true)
         defer { setPaused(false) }
-        let probe = await withAvailableStore("database check", batchSize: 0, pausedSince: pausedSince) { try await self.store.checkWritable() }
-        if case .interrupted = probe { return }
+        let since = ContinuousClock.now
+        var attempt = 0
+        while true {
+            do {
+                try await store.checkWritable()
+                break
+            } catch {
+                if Task.isCancelled || error is CancellationError { return }
+                attempt += 1
+                metrics.storeFailures.increment()
+                let failure = store.classify(error)
+                let pause = BatchMachine.Pause.store(operation: "database check", attempt: attempt, batchSize: 0, failure: failure,
+                                                     unclassified: failure.kind == .unknown, error: "\(error)",
+                                                     notAfter: .now + configuration.storeRetryBackoff.maximumDelay)
+                logPause(pause)
+                if await pacer.wait(pause, health: health) { return }
+            }
+        }
+        if attempt > 0 {
+            logger.notice("database available again; resuming", metadata: [
+                "operation": "database check", "attempt": "\(attempt + 1)", "paused.seconds": "\((ContinuousClock.now - since).components.seconds)",
+            ])
+        }
         try await consumer.consume(queue: configuration.names.commandQueue)
-        attached.store(true, ordering: .relaxed)
+        health.setConsuming(true)
         logger.notice("worker consuming again", metadata: ["amqp.queue": "\(configuration.names.commandQueue)"])
     }
 
@@ -263,145 +449,13 @@ public final class CommandWorker: Service {
         var description: String { "publishing replies kept failing for \(timeout) (PUBLISH_FAILURE_TIMEOUT)" }
     }
 
-    // MARK: Stage 1: transactions
-
-    /// A delivery and the reply its transaction produced.
-    struct Answered: Sendable {
-        let delivery: Delivery
-        let reply: ReplyRecord
-    }
-
-    enum Persisted: Sendable {
-        /// Replies for the deliveries not dead-lettered (those are settled already).
-        case answered([Answered])
-        /// Shutdown came while the database was failing: these deliveries are still ours.
-        case interrupted(unsettled: [Delivery])
-        /// The database kept failing for `HAND_BACK_AFTER`: `answered` were stored (their replies
-        /// go out), `unsettled` are to be handed back.
-        case handBack(answered: [Answered], unsettled: [Delivery])
-    }
-
     private func incoming(_ delivery: Delivery) -> IncomingCommand {
         IncomingCommand(apiKey: delivery.properties.headers["x-api-key"]?.stringValue, contentType: delivery.properties.contentType,
                         body: delivery.body, headersTooDeep: delivery.properties.headersTooDeep)
     }
 
-    /// What a store operation came to.
-    enum StoreResult<T: Sendable>: Sendable {
-        case success(T)
-        /// The command's (or the batch's) own fault, and what `DeliveryFate` says to do about it.
-        case ownFault(DeliveryFate.Action)
-        /// Shutdown came while the database was failing.
-        case interrupted
-        /// The database kept failing while the commands in hand were held for `HAND_BACK_AFTER`.
-        case handBack
-    }
-
-    /// Stores the batch as `DeliveryFate` says: one transaction for first deliveries; one command
-    /// per transaction for a batch with a redelivery (marked, so a poison command takes only
-    /// itself to the dead-letter queue) or one failing on a command's own fault.
-    private func persist(_ deliveries: [Delivery]) async -> Persisted {
-        if case .storeOneByOne(let mark) = DeliveryFate.decide(.received(anyRedelivered: deliveries.contains(where: \.redelivered))) {
-            return await persistOneByOne(deliveries, markAttempts: mark)
-        }
-        faults.crashIfTargeted(deliveries, logger: logger)
-        let commands = deliveries.map(incoming)
-        let span = traces?.transactionSpan(deliveries.map(\.tag))
-        let heldSince = deliveries.map(\.receivedAt).min()
-        let result = await withAvailableStore("database transaction", batchSize: deliveries.count, heldSince: heldSince, span: span) {
-            let start = ContinuousClock.now
-            let outcomes = try await self.store.process(commands, now: Date())
-            self.metrics.transaction.recordSince(start)
-            return outcomes
-        }
-        span?.end()
-        switch result {
-        case .success(let outcomes):
-            var answered: [Answered] = []
-            for (delivery, outcome) in zip(deliveries, outcomes) {
-                if let item = await settle(delivery, outcome, key: nil) { answered.append(item) }
-            }
-            return .answered(answered)
-        case .ownFault(.storeOneByOne(let mark)):
-            logger.warning("batch failed on a command's own error; handling its commands one by one", metadata: [
-                "batch.size": "\(deliveries.count)",
-            ])
-            return await persistOneByOne(deliveries, markAttempts: mark)
-        case .ownFault:
-            return await persistOneByOne(deliveries, markAttempts: false)
-        case .interrupted:
-            return .interrupted(unsettled: deliveries)
-        case .handBack:
-            return .handBack(answered: [], unsettled: deliveries)
-        }
-    }
-
-    /// One transaction per command. With `markAttempts`, each redelivered command first commits a
-    /// marker, which the transaction doing its work removes first thing (see `HandlingAttempt`).
-    private func persistOneByOne(_ deliveries: [Delivery], markAttempts: Bool) async -> Persisted {
-        var answered: [Answered] = []
-        let heldSince = deliveries.map(\.receivedAt).min()
-        for (index, delivery) in deliveries.enumerated() {
-            let command = incoming(delivery)
-            let marked = markAttempts && delivery.redelivered
-            let key = HandlingAttempt.key(apiKey: command.apiKey, messageID: delivery.properties.messageID, body: delivery.body)
-            if marked {
-                switch await withAvailableStore("record a handling attempt", batchSize: 1, heldSince: heldSince, {
-                    try await self.store.beginAttempt(key: key, now: Date())
-                }) {
-                case .success(let earlier):
-                    if case .deadLetter(let reason, let detail) = DeliveryFate.decide(.attemptCounted(earlierUnfinished: earlier)) {
-                        await deadLetter(delivery, reason, key: key, reason: detail)
-                        continue
-                    }
-                case .ownFault:
-                    break
-                case .interrupted:
-                    return .interrupted(unsettled: answered.map(\.delivery) + deliveries[index...])
-                case .handBack:
-                    return .handBack(answered: answered, unsettled: Array(deliveries[index...]))
-                }
-            }
-            faults.crashIfTargeted(CollectionOfOne(delivery), logger: logger)
-            let span = traces?.transactionSpan([delivery.tag])
-            let result = await withAvailableStore("database transaction", batchSize: 1, heldSince: heldSince, span: span) {
-                try await self.store.process([command], now: Date(), finishingAttempts: marked ? [key] : [])[0]
-            }
-            span?.end()
-            switch result {
-            case .success(let outcome):
-                if let item = await settle(delivery, outcome, key: nil) { answered.append(item) }
-            case .ownFault(.deadLetter(let reason, let detail)):
-                await deadLetter(delivery, reason, key: marked ? key : nil, reason: detail)
-            case .ownFault:
-                await deadLetter(delivery, .failed, key: marked ? key : nil, reason: "its transaction failed on its own")
-            case .interrupted:
-                // The database is failing, so the marker stays (clearing it would only wait for
-                // the connect timeout); one marker left behind never dead-letters (`DeliveryFate`).
-                return .interrupted(unsettled: answered.map(\.delivery) + deliveries[index...])
-            case .handBack:
-                // Its marker stays too; the copy arrives as a first delivery and commits nothing new.
-                return .handBack(answered: answered, unsettled: Array(deliveries[index...]))
-            }
-        }
-        return .answered(answered)
-    }
-
-    /// A stored command: its reply to publish, or (dead-lettered now) nil.
-    private func settle(_ delivery: Delivery, _ outcome: CommandOutcome, key: String?) async -> Answered? {
-        switch DeliveryFate.decide(.stored(outcome)) {
-        case .publish(let reply):
-            return Answered(delivery: delivery, reply: reply)
-        case .deadLetter(let reason, let detail):
-            await deadLetter(delivery, reason, key: key, reason: detail)
-            return nil
-        default:
-            preconditionFailure("DeliveryFate answered a stored command with something else")
-        }
-    }
-
     /// Rejects a delivery without requeueing it: the queue dead-letters it.
-    private func deadLetter(_ delivery: Delivery, _ reason: WorkerMetrics.DeadLetterReason, key: String?, reason detail: String) async {
+    private func deadLetter(_ delivery: Delivery, _ reason: WorkerMetrics.DeadLetterReason, reason detail: String) async {
         await consumer.reject(delivery.tag, requeue: false)
         trackUnacked(-1)
         metrics.deadLettered(reason)
@@ -412,117 +466,38 @@ public final class CommandWorker: Service {
             ])
         }
         traces?.settle([delivery.tag], .deadLettered(reason: reason.rawValue))
-        if let key { try? await store.clearAttempt(key: key) }
-    }
-
-    /// Runs a store operation until it succeeds, fails on the commands' own fault, or shutdown
-    /// comes. While the database is unavailable (or fails in a way nobody classified), the worker
-    /// holds what it has, takes nothing new, reports not ready, and retries with capped backoff:
-    /// an outage never spends the commands' deliveries.
-    /// `heldSince`: when the oldest command in hand was received; once it was held for
-    /// `HAND_BACK_AFTER`, this answers `.handBack` (nil: nothing held, retry until the store answers).
-    /// `pausedSince`: when the pause began, for a caller already paused.
-    /// `span`: the transaction's span, if traced; each failed attempt is recorded on it.
-    private func withAvailableStore<T: Sendable>(_ operation: String, batchSize: Int, heldSince: ContinuousClock.Instant? = nil,
-                                                 pausedSince: ContinuousClock.Instant? = nil, span: (any Span)? = nil,
-                                                 _ body: @Sendable () async throws -> T) async -> StoreResult<T> {
-        var attempt = 0
-        var pausedSince = pausedSince
-        defer { if pausedSince != nil { setPaused(false) } }
-        while true {
-            do {
-                let value = try await body()
-                if let pausedSince {
-                    logger.notice("database available again; resuming", metadata: [
-                        "operation": "\(operation)", "attempt": "\(attempt + 1)",
-                        "paused.seconds": "\((ContinuousClock.now - pausedSince).components.seconds)",
-                    ])
-                }
-                return .success(value)
-            } catch {
-                if Task.isCancelled || error is CancellationError { return .interrupted }
-                span?.recordError(error)
-                let failure = store.classify(error)
-                let action = DeliveryFate.decide(.storeFailed(failure, commands: batchSize, error: "\(error)"))
-                guard case .pauseAndRetry(let unclassified) = action else {
-                    span?.setStatus(SpanStatus(code: .error, message: "\(failure.kind.rawValue) \(failure.code)"))
-                    return .ownFault(action)
-                }
-                attempt += 1
-                metrics.storeFailures.increment()
-                if pausedSince == nil {
-                    pausedSince = .now
-                    setPaused(true)
-                }
-                if unclassified {
-                    logger.error("unclassified database error: paused, holding the batch and retrying", metadata: [
-                        "operation": "\(operation)", "attempt": "\(attempt)", "batch.size": "\(batchSize)",
-                        "error.code": "\(failure.code)", "error": "\(error)",
-                    ])
-                } else {
-                    logger.log(level: attempt == 1 ? .error : .warning, "database unavailable: paused, holding the batch and retrying", metadata: [
-                        "operation": "\(operation)", "attempt": "\(attempt)", "batch.size": "\(batchSize)",
-                        "error.class": "\(failure.kind.rawValue)", "error.code": "\(failure.code)", "error": "\(error)",
-                    ])
-                }
-                var delay = configuration.storeRetryBackoff.delay(beforeAttempt: attempt)
-                if let heldSince {
-                    let heldFor = ContinuousClock.now - heldSince
-                    if DeliveryFate.decide(.storeStillFailing(heldFor: heldFor, handBackAfter: configuration.handBackAfter)) == .handBack {
-                        return .handBack
-                    }
-                    delay = min(delay, configuration.handBackAfter - heldFor)  // hand back on time
-                }
-                if await sleepUnlessShuttingDown(delay) { return .interrupted }
-            }
-        }
     }
 
     private func setPaused(_ value: Bool) {
-        paused.store(value, ordering: .relaxed)
+        health.setPaused(value)
         metrics.paused.record(value ? 1 : 0)
     }
 
-    /// Sleeps in short steps, keeping liveness fresh (a pause is a decision, not a hang); true
-    /// when graceful shutdown or cancellation came first.
-    private func sleepUnlessShuttingDown(_ delay: Duration) async -> Bool {
-        let deadline = ContinuousClock.now + delay
-        while ContinuousClock.now < deadline {
-            lastTurn.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
-            if Task.isShuttingDownGracefully || Task.isCancelled { return true }
-            try? await Task.sleep(for: min(.milliseconds(100), deadline - ContinuousClock.now))
-        }
-        return Task.isShuttingDownGracefully || Task.isCancelled
+    // MARK: Publishing replies
+
+    /// A batch's replies as messages, built once for all attempts: index `i` of the machine's
+    /// items has `events[i]` (nil without a reply) and maybe `copies[i]` (its allowed `reply_to`).
+    struct Replies {
+        var events: [OutgoingMessage?]
+        var copies: [OutgoingMessage?]
+        var span: (any Span)?
     }
 
-    // MARK: Stage 2: publish, await confirms, ack
-
-    /// Publishes every reply to the events exchange (these confirms gate the ack) and, once and
-    /// best effort, to each command's allowed `reply_to`. A `reply_to` copy that is refused,
-    /// nacked, returned or lost is counted and logged, and never fails, delays or repeats another
-    /// command's reply: retries publish only the events copies still unconfirmed.
-    private func reply(to stored: [Answered], received: ContinuousClock.Instant) async {
-        let generation = await consumer.generation
-        let answered = stored.filter { $0.delivery.tag.connectionGeneration == generation }
-        if answered.count < stored.count, DeliveryFate.decide(.channelClosedSinceDelivery) == .forget {
-            // The broker has requeued these; their redeliveries replay the stored replies.
-            trackUnacked(answered.count - stored.count)
-            traces?.settle(stored.filter { $0.delivery.tag.connectionGeneration != generation }.map(\.delivery.tag), .leftToRedelivery)
-            logger.notice("not replying to commands whose channel closed meanwhile; their redeliveries will", metadata: [
-                "batch.size": "\(stored.count - answered.count)",
-            ])
-        }
-        guard !answered.isEmpty else { return }
-        metrics.record(answered.map(\.reply))
+    /// Builds the replies' messages; counts and logs (once a minute) the refused `reply_to` names.
+    private func prepareReplies(_ machine: BatchMachine) -> Replies {
+        metrics.record(machine.items.filter { !$0.isSettled }.compactMap(\.reply))
         let timestamp = UInt64(Date().timeIntervalSince1970)
-        var events: [OutgoingMessage] = []
-        var copies: [OutgoingMessage] = []
-        events.reserveCapacity(answered.count)
-        for item in answered {
-            let envelope = ReplyEnvelope(command: item.delivery.properties, reply: item.reply, configuration: configuration,
+        var replies = Replies(events: [], copies: [], span: nil)
+        for item in machine.items {
+            guard let reply = item.reply, !item.isSettled else {
+                replies.events.append(nil)
+                replies.copies.append(nil)
+                continue
+            }
+            let envelope = ReplyEnvelope(command: item.delivery.properties, reply: reply, configuration: configuration,
                                          timestamp: timestamp, traceHeaders: traces?.replyHeaders(item.delivery.tag) ?? [:])
-            events.append(envelope.events)
-            if let copy = envelope.replyToCopy { copies.append(copy) }
+            replies.events.append(envelope.events)
+            replies.copies.append(envelope.replyToCopy)
             if let name = envelope.refusedReplyTo {
                 metrics.replyToUndelivered(.refused)
                 // A sender can repeat this at the broker's rate: one line a minute, with a count.
@@ -539,92 +514,61 @@ public final class CommandWorker: Service {
                 ])
             }
         }
-        let span = traces?.publishSpan(answered.map(\.delivery.tag))
-        defer { span?.end() }
-        var unpublishable: [Int: String] = [:]
-        var pending = Array(events.indices)
-        var copiesToSend = copies
-        var attempt = 0
-        while !pending.isEmpty {
-            attempt += 1
-            span?.attributes["customer_worker.publish.attempts"] = attempt
-            let sending = pending.map { events[$0] } + copiesToSend
-            let sentCopies = copiesToSend
-            copiesToSend = []  // reply_to copies get one attempt only
+        let tags = machine.items.filter { $0.reply != nil && !$0.isSettled }.map(\.delivery.tag)
+        replies.span = traces?.publishSpan(tags)
+        return replies
+    }
+
+    /// One attempt at publishing: the events copies of `events` (their confirms gate the ack)
+    /// and the `reply_to` copies of `copies` (best effort: counted and logged when not delivered).
+    private func publish(events: [Int], copies: [Int], attempt: Int, replies: inout Replies,
+                         _ machine: inout BatchMachine) async -> BatchMachine.Action {
+        replies.span?.attributes["customer_worker.publish.attempts"] = attempt
+        let copyMessages = copies.compactMap { replies.copies[$0] }
+        let sending = events.compactMap { replies.events[$0] } + copyMessages
+        do {
+            let start = ContinuousClock.now
+            let outcomes: [PublishOutcome]
             do {
-                let start = ContinuousClock.now
-                let outcomes: [PublishOutcome]
-                do {
-                    outcomes = try await publisher.publish(sending, timeout: configuration.confirmTimeout)
-                    publishFailingSince.store(0, ordering: .relaxed)
-                } catch {
-                    _ = publishFailingSince.compareExchange(expected: 0, desired: DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
-                    throw error
-                }
-                metrics.confirm.recordSince(start)
-                pending = settleEvents(pending, events: events, outcomes: outcomes.prefix(pending.count), unpublishable: &unpublishable)
-                noteCopies(sentCopies, outcomes: outcomes.dropFirst(outcomes.count - sentCopies.count))
-                if !pending.isEmpty { throw ReplyNotConfirmed(nacked: pending.count) }
+                outcomes = try await publisher.publish(sending, timeout: configuration.confirmTimeout)
+                publishFailingSince.store(0, ordering: .relaxed)
             } catch {
-                if !sentCopies.isEmpty, !(error is ReplyNotConfirmed) { metrics.replyToUndelivered(.error, count: sentCopies.count) }
-                span?.recordError(error)
-                metrics.transientFailures.increment()
-                let exhausted = Task.isCancelled
-                    || DeliveryFate.decide(.publishFailed(attempt: attempt, limit: configuration.transientAttempts)) == .requeue
-                logger.log(level: exhausted ? .error : .warning, "transient failure", metadata: [
-                    "operation": "publishing replies", "attempt": "\(attempt)", "batch.size": "\(answered.count)", "error": "\(error)",
-                ])
-                if exhausted {
-                    span?.setStatus(SpanStatus(code: .error, message: "replies not confirmed; commands returned to the queue"))
-                    await giveBack(answered.map(\.delivery))
-                    try? await Task.sleep(for: configuration.transientBackoff.maximumDelay)
-                    return
+                _ = publishFailingSince.compareExchange(expected: 0, desired: DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
+                throw error
+            }
+            metrics.confirm.recordSince(start)
+            let eventOutcomes = Array(outcomes.prefix(events.count))
+            for (index, outcome) in zip(events, eventOutcomes) {
+                if case .returned(let code, let text) = outcome {
+                    logger.warning("reply not routed: nothing is bound to the events exchange", metadata: [
+                        "reply.routing_key": "\(replies.events[index]?.routingKey ?? "")", "amqp.reply_code": "\(code)", "amqp.reply_text": "\(text)",
+                    ])
                 }
-                try? await Task.sleep(for: configuration.transientBackoff.delay(beforeAttempt: attempt))
             }
-        }
-        // A reply that can never be published is its command's own failure: that command alone
-        // goes to the dead-letter queue (before the ack, which must not cover it).
-        for (index, detail) in unpublishable.sorted(by: { $0.key < $1.key }) {
-            await deadLetter(answered[index].delivery, .failed, key: nil, reason: detail)
-        }
-        let acked = answered.indices.filter { unpublishable[$0] == nil }.map { answered[$0] }
-        guard let last = acked.last else { return }
-        if await consumer.ack(last.delivery.tag, multiple: true) {
-            let elapsed = ContinuousClock.now - received
-            for _ in acked { metrics.handling.record(duration: elapsed) }
-        }
-        trackUnacked(-acked.count)
-        logBatch(acked)
-        if let traces {
-            for item in acked {
-                traces.settle([item.delivery.tag], .acknowledged(.init(type: item.reply.type.rawValue, errorCode: item.reply.errorCode,
-                                                                        replayed: item.reply.replayed)))
-            }
+            noteCopies(copyMessages, outcomes: outcomes.dropFirst(events.count))
+            let action = machine.published(eventOutcomes)
+            let nacked = eventOutcomes.filter { $0 == .nacked }.count
+            if nacked > 0 { noteTransientFailure(ReplyNotConfirmed(nacked: nacked), attempt: attempt, batchSize: events.count, action, replies) }
+            return action
+        } catch {
+            if !copyMessages.isEmpty { metrics.replyToUndelivered(.error, count: copyMessages.count) }
+            let action = machine.publishFailed(cancelled: Task.isCancelled)
+            noteTransientFailure(error, attempt: attempt, batchSize: events.count, action, replies)
+            return action
         }
     }
 
-    /// The events copies (indices into `events`) the broker did not take.
-    private func settleEvents(_ pending: [Int], events: [OutgoingMessage], outcomes: ArraySlice<PublishOutcome>,
-                              unpublishable: inout [Int: String]) -> [Int] {
-        var nacked: [Int] = []
-        for (index, outcome) in zip(pending, outcomes) {
-            switch DeliveryFate.decide(.eventsCopy(outcome)) {
-            case .publishAgain:
-                nacked.append(index)
-            case .deadLetter(_, let detail):
-                unpublishable[index] = detail
-            case .ackReturned:
-                if case .returned(let code, let text) = outcome {
-                    logger.warning("reply not routed: nothing is bound to the events exchange", metadata: [
-                        "reply.routing_key": "\(events[index].routingKey)", "amqp.reply_code": "\(code)", "amqp.reply_text": "\(text)",
-                    ])
-                }
-            default:
-                continue
-            }
-        }
-        return nacked
+    private static let givenBack = SpanStatus(code: .error, message: "replies not confirmed; commands returned to the queue")
+
+    /// Counts and logs a failed attempt; `action`: what the machine answered (another attempt, or the batch given back).
+    private func noteTransientFailure(_ error: any Error, attempt: Int, batchSize: Int, _ action: BatchMachine.Action, _ replies: Replies) {
+        replies.span?.recordError(error)
+        metrics.transientFailures.increment()
+        let exhausted: Bool = if case .pause(.publish) = action { false } else { true }
+        if exhausted { replies.span?.setStatus(Self.givenBack) }
+        logger.log(level: exhausted ? .error : .warning, "transient failure", metadata: [
+            "operation": "publishing replies", "attempt": "\(attempt)", "batch.size": "\(batchSize)", "error": "\(error)",
+        ])
     }
 
     /// Counts and logs (debug) the reply_to copies the broker did not deliver.
@@ -649,87 +593,21 @@ public final class CommandWorker: Service {
         var description: String { "the broker refused (nacked) \(nacked) replies to the events exchange" }
     }
 
-    // MARK: Failure handling
-
-    /// Returns deliveries to the queue, one by one (so no other batch's deliveries go along).
-    /// Requeues count toward the delivery limit: only for replies that could not be published,
-    /// and for what the worker holds at shutdown; a delivery at its last is handed back instead
-    /// (`DeliveryFate`), so a requeue never dead-letters a command (its transaction may have committed).
-    /// `basic.reject`, not `basic.nack`: RabbitMQ 3.10 counts both, 4.3 no longer counts a nack,
-    /// and the count is what brings a command to its last delivery the same way on both.
-    private func giveBack(_ deliveries: [Delivery]) async {
-        guard !deliveries.isEmpty else { return }
-        var requeued: [Delivery] = []
-        var atTheLimit: [Delivery] = []
-        for delivery in deliveries {
-            let fate = DeliveryFate.decide(.returning(deliveryCount: delivery.deliveryCount, limit: configuration.deliveryLimit))
-            if fate == .handBack { atTheLimit.append(delivery) } else { requeued.append(delivery) }
-        }
-        await handBack(atTheLimit, taken: true)
-        guard !requeued.isEmpty else { return }
-        for delivery in requeued {
-            await consumer.reject(delivery.tag, requeue: true)
-        }
-        trackUnacked(-requeued.count)
-        logger.error("commands returned to the queue", metadata: ["batch.size": "\(requeued.count)"])
-        traces?.settle(requeued.map(\.tag), .returned)
-    }
-
-    /// Hands deliveries back without spending one of their deliveries (`DeliveryFate`): each one's
-    /// copy goes to the command queue (through the default exchange, so no other queue bound to
-    /// the command exchange gets one) with publisher confirms, then the original is acknowledged.
-    /// A copy the broker does not confirm leaves its original requeued instead; deliveries of an
-    /// earlier connection are left alone (the broker requeued them already). `taken`: whether the
-    /// worker counted them as in hand (prefetched ones it never took are not).
-    private func handBack(_ deliveries: [Delivery], taken: Bool) async {
-        guard !deliveries.isEmpty else { return }
-        let generation = await consumer.generation
-        let current = deliveries.filter { $0.tag.connectionGeneration == generation }
-        // A delivery that cannot be copied unchanged is requeued.
-        let user = publisher.configuration.user
-        let copyable = current.filter { $0.canBeHandedBack(publishingAs: user) }
-        let copies = copyable.map { $0.handBackCopy(queue: configuration.names.commandQueue) }
-        var outcomes: [PublishOutcome?] = Array(repeating: nil, count: copies.count)
-        do {
-            outcomes = try await publisher.publish(copies, timeout: configuration.confirmTimeout)
-        } catch {
-            logger.error("handing commands back failed; they are requeued instead", metadata: [
-                "batch.size": "\(copies.count)", "error": "\(error)",
-            ])
-        }
-        var handedBack = 0
-        var requeued = current.filter { !$0.canBeHandedBack(publishingAs: user) }
-        for (delivery, outcome) in zip(copyable, outcomes) {
-            if DeliveryFate.decide(.handedBack(outcome)) == .ack {
-                await consumer.ack(delivery.tag)
-                handedBack += 1
-            } else {
-                requeued.append(delivery)
-            }
-        }
-        for delivery in requeued { await consumer.nack(delivery.tag, multiple: false, requeue: true) }
-        if taken { trackUnacked(-deliveries.count) }
-        metrics.handedBack.increment(by: handedBack)
-        logger.warning("commands handed back to the queue", metadata: [
-            "batch.size": "\(handedBack)", "requeued": "\(requeued.count)", "left_to_redelivery": "\(deliveries.count - current.count)",
-        ])
-        if taken { traces?.settle(deliveries.map(\.tag), .returned) }
-    }
-
     private func trackUnacked(_ change: Int) {
         let now = unacked.add(change, ordering: .relaxed).newValue
         metrics.unacked.record(now)
     }
 
-    private func logBatch(_ answered: [Answered]) {
+    private func logBatch(_ answered: [BatchMachine.Item]) {
         guard logger.logLevel <= .debug else { return }
         for item in answered {
+            guard let reply = item.reply else { continue }
             ServiceContext.withValue(traces?.context(item.delivery.tag)) {
                 logger.debug("command handled", metadata: [
                     "command.message_id": "\(item.delivery.properties.messageID ?? "")",
-                    "reply.type": "\(item.reply.type.rawValue)",
-                    "reply.code": "\(item.reply.errorCode ?? "none")",
-                    "reply.replayed": "\(item.reply.replayed)",
+                    "reply.type": "\(reply.type.rawValue)",
+                    "reply.code": "\(reply.errorCode ?? "none")",
+                    "reply.replayed": "\(reply.replayed)",
                     "delivery.redelivered": "\(item.delivery.redelivered)",
                 ])
             }

@@ -1,9 +1,10 @@
 import AMQP
 import CreateCustomer
 
-/// The one place that decides each delivery's fate: the worker reports what happened to a batch
-/// or to one of its commands (an `Event`) and executes the `Action` this table answers. Pure: no
-/// broker, no database, no clock; `DeliveryFateTests` covers every row.
+/// The rules of each delivery's fate, one event at a time: `BatchMachine`, which holds each
+/// batch's state, applies this table to every event it is fed, and the worker executes what the
+/// machine answers. Pure: no broker, no database, no clock; `DeliveryFateTests` covers every row,
+/// `BatchMachineTests` the sequences.
 ///
 /// | Event | Action |
 /// |---|---|
@@ -16,7 +17,8 @@ import CreateCustomer
 /// | stored, but its channel closed meanwhile (the broker redelivers it) | publish nothing: the redelivery replays the stored reply, once |
 /// | the store failed on a command's own fault, for a batch | store one command per transaction, unmarked |
 /// | the same for one command | dead-letter it (`failed`) |
-/// | the store is unavailable, or a conflict outlived the store's retries | pause (not ready) and retry the same work |
+/// | two transactions collided (deadlock, serialization failure), fewer than `conflictAttempts` times in a row | run the same work again at once (after a few milliseconds) |
+/// | the store is unavailable, or a conflict outlived those attempts | pause (not ready) and retry the same work |
 /// | the store failed in a way nobody classified | pause and retry, logging the code at error level |
 /// | the store still fails, and the oldest command held was received `HAND_BACK_AFTER` ago or longer | hand back everything held (below), stop consuming until the store answers, consume again |
 /// | the store still fails, the commands held for less | keep holding them, retry |
@@ -28,7 +30,7 @@ import CreateCustomer
 /// | events copy cannot be encoded | dead-letter the command (`failed`): no attempt can publish it |
 /// | publishing failed as a whole, attempts left | publish again after a delay |
 /// | publishing failed as a whole, no attempt left | return the batch (below) |
-/// | graceful shutdown with deliveries in hand | return them (below; markers are cleared best effort; one left behind is not enough to dead-letter) |
+/// | graceful shutdown with deliveries in hand | return them (below): a marker committed for work that did not commit is never requeued, but handed back after consuming stops (`BatchMachine`), so a graceful stop leaves no marker that a later attempt counts |
 /// | returning a delivery short of its last | requeue it |
 /// | returning a delivery at its last (a requeue would dead-letter it, stored or not) | hand it back |
 ///
@@ -45,6 +47,8 @@ enum DeliveryFate {
         case stored(CommandOutcome)
         case channelClosedSinceDelivery
         case storeFailed(StoreFailure, commands: Int, error: String)
+        /// The work collided with another transaction, `attempt` times in a row.
+        case conflicted(attempt: Int)
         case eventsCopy(PublishOutcome)
         case publishFailed(attempt: Int, limit: Int)
         case shutdown
@@ -64,6 +68,7 @@ enum DeliveryFate {
         case publish(ReplyRecord)
         case deadLetter(WorkerMetrics.DeadLetterReason, detail: String)
         case pauseAndRetry(unclassified: Bool)
+        case storeAgain
         case ack
         case ackReturned
         case publishAgain
@@ -94,6 +99,8 @@ enum DeliveryFate {
             case .unavailable, .conflict: return .pauseAndRetry(unclassified: false)
             case .unknown: return .pauseAndRetry(unclassified: true)
             }
+        case .conflicted(let attempt):
+            return attempt < conflictAttempts ? .storeAgain : .pauseAndRetry(unclassified: false)
         case .eventsCopy(.confirmed):
             return .ack
         case .eventsCopy(.returned):
@@ -116,6 +123,10 @@ enum DeliveryFate {
             return .requeue
         }
     }
+
+    /// How many times in a row the same work runs while it keeps colliding with other transactions,
+    /// before the worker pauses as for an unavailable store.
+    static let conflictAttempts = 10
 
     /// Whether a requeue could make the queue dead-letter this delivery. RabbitMQ 3.10 counts
     /// every return and dead-letters a message returned with `x-delivery-count` at the limit;

@@ -75,7 +75,7 @@ public final class PostgresStore: CustomerStorage, Service {
     public func transaction<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
         let running = try await clientAfterOutage(operation)
         do {
-            return try await transaction(operation, on: running.client, body)
+            return try await transaction(operation, on: running, body)
         } catch {
             if Self.meansUnreachable(error) { clients.noteUnreachable(running) }
             throw error
@@ -106,17 +106,18 @@ public final class PostgresStore: CustomerStorage, Service {
         }
     }
 
-    private func transaction<T: Sendable>(_ operation: String, on client: PostgresClient,
+    private func transaction<T: Sendable>(_ operation: String, on running: ClientSupervisor.Running,
                                           _ body: @escaping @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
         let (logger, timeout, location, url) = (self.logger, url.connectTimeout, self.location, self.url)
         let answerTimeout = url.answerTimeout
+        let client = running.client
         let lease = Lease()
         let first = FirstResult<T>()
         let work = Task {
             defer { lease.finish() }  // after COMMIT, which could hang too
             do {
                 first.resume(.success(try await client.withConnection { connection in
-                    lease.start(connection)
+                    lease.start(connection, backend: try await running.backend(of: connection, logger: logger))
                     return try await Self.inTransaction(connection, logger: logger, body)
                 }))
             } catch {
@@ -133,15 +134,25 @@ public final class PostgresStore: CustomerStorage, Service {
                 return
             }
             try await Task.sleep(until: started + answerTimeout)
-            guard let connection = lease.abandon() else { return }
-            logger.error("the database did not answer a transaction in time; its connection is closed and the transaction abandoned", metadata: [
-                "operation": "\(operation)", "answer_timeout": "\(answerTimeout)",
-            ])
-            try? await connection.close()
+            guard let abandoned = lease.abandon() else { return }
+            let (connection, backend) = abandoned
+            // The caller hears of the timeout first: ending the backend fails its statement too.
             first.resume(.failure(PostgresStoreError.connection(
                 operation: operation, location: location,
-                reason: "no answer from the server within \(answerTimeout) (answer_timeout); its connection was closed")))
+                reason: "no answer from the server within \(answerTimeout) (answer_timeout); it was ended on the server and its connection closed")))
             work.cancel()
+            // Ended on the server (its statement cancelled, its locks released), whatever the
+            // connection's state: a closed socket alone leaves the backend working until it next
+            // writes to the client, holding its locks. A task of its own: the caller, answered,
+            // cancels this watchdog.
+            Task {
+                let ended = await Self.endOnServer(backend, url: url, logger: logger)
+                logger.error("the database did not answer a transaction in time; it was ended on the server and its connection closed", metadata: [
+                    "operation": "\(operation)", "answer_timeout": "\(answerTimeout)", "db.backend_pid": "\(backend.pid)",
+                    "db.backend_ended": "\(ended)",
+                ])
+                try? await connection.close()
+            }
         }
         defer { watchdog.cancel() }
         do {
@@ -196,6 +207,31 @@ public final class PostgresStore: CustomerStorage, Service {
         }
     }
 
+    /// Cancels the backend's statement and ends its session on the server (rolling back its
+    /// transaction, releasing its locks), through a connection of its own: `pg_terminate_backend`
+    /// of that process, only if it is still the session that started at `backend.started` (a
+    /// process id can be reused). False when it could not be done (the server unreachable).
+    static func endOnServer(_ backend: Backend, url: PostgresURL, logger: Logger) async -> Bool {
+        let connection: PostgresConnection
+        do {
+            connection = try await PostgresConnection.connect(configuration: try url.connectionConfiguration, id: 0, logger: logger)
+        } catch {
+            return false
+        }
+        var ended = false
+        do {
+            let rows = try await connection.query("""
+                SELECT pg_cancel_backend(pid), pg_terminate_backend(pid) FROM pg_stat_activity
+                WHERE pid = \(backend.pid) AND backend_start::text = \(backend.started)
+                """, logger: logger)
+            for try await (_, terminated) in rows.decode((Bool, Bool).self) { ended = terminated }
+        } catch {
+            ended = false
+        }
+        try? await connection.close()
+        return ended
+    }
+
     /// Connects once outside the pool (which keeps its reasons to its log) to tell the user why
     /// no connection came: refused, TLS, authentication, unknown database. Nil when it connected.
     private static func whyNoConnection(_ url: PostgresURL, logger: Logger) async -> String? {
@@ -218,6 +254,16 @@ public final class PostgresStore: CustomerStorage, Service {
             if !finishingAttempts.isEmpty { try await transaction.deleteAttempts(keys: finishingAttempts) }
             var core = core
             return try await core.run(read: { try await transaction.read($0) }, write: { try await transaction.write($0) })
+        }
+    }
+
+    /// An admin operation in one transaction: its reads (a round trip per kind of row), its
+    /// decision, its writes (a round trip each).
+    public func administer<Operation: AdminOperation>(_ operation: Operation) async throws -> Operation.Answer {
+        try await transaction(operation.operation) { transaction in
+            let decision = try operation.decide(try await transaction.read(operation.reads))
+            for change in decision.writes { try await transaction.apply(change) }
+            return decision.answer
         }
     }
 
@@ -344,31 +390,40 @@ private final class FirstResult<T: Sendable>: Sendable {
 private final class Lease: Sendable {
     private enum State {
         case waiting
-        case running(PostgresConnection, since: ContinuousClock.Instant)
+        case running(PostgresConnection, Backend, since: ContinuousClock.Instant)
         case finished(since: ContinuousClock.Instant)
     }
     private let state = Mutex(State.waiting)
 
-    func start(_ connection: PostgresConnection) { state.withLock { $0 = .running(connection, since: .now) } }
-    func finish() { state.withLock { if case .running(_, let since) = $0 { $0 = .finished(since: since) } } }
+    func start(_ connection: PostgresConnection, backend: Backend) { state.withLock { $0 = .running(connection, backend, since: .now) } }
+    func finish() { state.withLock { if case .running(_, _, let since) = $0 { $0 = .finished(since: since) } } }
 
     var startedAt: ContinuousClock.Instant? {
         state.withLock { state in
             switch state {
             case .waiting: nil
-            case .running(_, let since), .finished(let since): since
+            case .running(_, _, let since), .finished(let since): since
             }
         }
     }
 
-    /// The connection of a transaction still running (which stops counting as running); nil once it ended.
-    func abandon() -> PostgresConnection? {
+    /// The connection and backend of a transaction still running (which stops counting as
+    /// running); nil once it ended.
+    func abandon() -> (PostgresConnection, Backend)? {
         state.withLock { state in
-            guard case .running(let connection, let since) = state else { return nil }
+            guard case .running(let connection, let backend, let since) = state else { return nil }
             state = .finished(since: since)
-            return connection
+            return (connection, backend)
         }
     }
+}
+
+/// A connection's server process, as `pg_stat_activity` names it: enough to end its work on the
+/// server from another connection.
+struct Backend: Sendable, Hashable {
+    var pid: Int32
+    /// `backend_start` as text: the same process id later is another session.
+    var started: String
 }
 
 /// The store's clients: the one in use, and the service that runs each of them. A client is
@@ -381,7 +436,22 @@ final class ClientSupervisor: Sendable {
         private let retirement = AsyncStream.makeStream(of: Void.self)
         private let unreachableSince = Mutex<ContinuousClock.Instant?>(nil)
 
+        /// The server process of each connection of this client's pool, asked once per connection
+        /// (pool connection ids are unique within one pool, and die with it).
+        private let backends = Mutex<[PostgresConnection.ID: Backend]>([:])
+
         init(_ client: PostgresClient) { self.client = client }
+
+        /// The server process of `connection`: one round trip the first time it is leased.
+        func backend(of connection: PostgresConnection, logger: Logger) async throws -> Backend {
+            if let known = backends.withLock({ $0[connection.id] }) { return known }
+            let rows = try await connection.query(
+                "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()", logger: logger)
+            var backend = Backend(pid: 0, started: "")
+            for try await (pid, started) in rows.decode((Int32, String).self) { backend = Backend(pid: pid, started: started) }
+            backends.withLock { $0[connection.id] = backend }
+            return backend
+        }
 
         /// Whether a transaction on this client found the server unreachable.
         var unreachable: Bool { unreachableSince.withLock { $0 != nil } }

@@ -4,7 +4,7 @@ import PostgresNIO
 
 /// The statements of one PostgreSQL transaction: one round trip per kind of statement per batch
 /// (arrays with `= ANY`, and `unnest` of one array per column for the writes).
-public struct PostgresTransaction: StorageTransaction {
+public struct PostgresTransaction: Sendable {
     let connection: PostgresConnection
     let logger: Logger
 
@@ -201,36 +201,40 @@ public struct PostgresTransaction: StorageTransaction {
 
     // MARK: Administration
 
-    public func merchantExists(_ id: String) async throws -> Bool {
-        try await single("SELECT count(*) FROM merchants WHERE id = \(id)") > 0
+    /// An admin operation's reads: one round trip per kind of row it asks for.
+    func read(_ reads: AdminReads) async throws -> AdminRows {
+        var rows = AdminRows()
+        if !reads.apiKeyIDs.isEmpty { rows.apiKeys = try await apiKeys(ids: reads.apiKeyIDs) }
+        if let merchant = reads.merchant { rows.merchantExists = try await single("SELECT count(*) FROM merchants WHERE id = \(merchant)") > 0 }
+        if let merchant = reads.plansOf {
+            rows.plans = try await plans(merchantID: merchant)
+            rows.referencedPlanIDs = try await referencedPlanIDs(merchantID: merchant)
+        }
+        return rows
     }
 
-    public func insertMerchant(id: String, name: String, now: Timestamp) async throws {
-        try await run("INSERT INTO merchants (id, name, created_at) VALUES (\(id), \(name), \(now.millisecondsSince1970))")
+    /// One of an admin operation's writes: one round trip (a catalog: one per kind of change).
+    func apply(_ change: AdminWrite) async throws {
+        switch change {
+        case .insertMerchant(let id, let name, let now):
+            try await run("INSERT INTO merchants (id, name, created_at) VALUES (\(id), \(name), \(now.millisecondsSince1970))")
+        case .insertAPIKey(let key, let now):
+            try await run("""
+                INSERT INTO api_keys (id, merchant_id, type, key_hash, created_at)
+                VALUES (\(key.id), \(key.merchantID), \(key.type.rawValue), \(ByteBuffer(bytes: key.keyHash)), \(now.millisecondsSince1970))
+                """)
+        case .revokeAPIKey(let id, let now):
+            try await run("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, \(now.millisecondsSince1970)) WHERE id = \(id)")
+        case .savePlans(let merchantID, let upserting, let archiving, let deleting):
+            try await savePlans(merchantID: merchantID, upserting: upserting, archiving: archiving, deleting: deleting)
+        }
     }
 
-    public func insertAPIKey(_ key: StoredAPIKey, now: Timestamp) async throws {
-        try await run("""
-            INSERT INTO api_keys (id, merchant_id, type, key_hash, created_at)
-            VALUES (\(key.id), \(key.merchantID), \(key.type.rawValue), \(ByteBuffer(bytes: key.keyHash)), \(now.millisecondsSince1970))
-            """)
-    }
-
-    public func revokeAPIKey(id: String, type: APIKeyType?, now: Timestamp) async throws -> Bool {
-        let rows = try await run("""
-            UPDATE api_keys SET revoked_at = COALESCE(revoked_at, \(now.millisecondsSince1970))
-            WHERE id = \(id) AND type = COALESCE(\(type?.rawValue), type) RETURNING id
-            """)
-        var count = 0
-        for try await _ in rows.decode(String.self) { count += 1 }
-        return count == 1
-    }
-
-    public func plans(merchantID: String) async throws -> [CatalogPlan] {
+    func plans(merchantID: String) async throws -> [CatalogPlan] {
         try await planRows("merchant_id = \(merchantID) ORDER BY id").map(\.1)
     }
 
-    public func referencedPlanIDs(merchantID: String) async throws -> Set<String> {
+    func referencedPlanIDs(merchantID: String) async throws -> Set<String> {
         var ids = Set<String>()
         for try await id in try await run("SELECT DISTINCT plan_id FROM subscriptions WHERE merchant_id = \(merchantID)").decode(String.self) {
             ids.insert(id)
@@ -241,7 +245,7 @@ public struct PostgresTransaction: StorageTransaction {
     private static let planColumns = ["id", "name", "description", "currency", "price", "billing_cadence", "trial_days",
                                       "is_private", "status", "is_default", "available_countries", "available_from"]
 
-    public func savePlans(merchantID: String, upserting: [CatalogPlan], archiving: [String], deleting: [String]) async throws {
+    func savePlans(merchantID: String, upserting: [CatalogPlan], archiving: [String], deleting: [String]) async throws {
         // Clear the old default first: at most one default per merchant is enforced by an index.
         try await run("UPDATE plans SET is_default = false WHERE merchant_id = \(merchantID)")
         if !upserting.isEmpty {

@@ -1,3 +1,4 @@
+import Synchronization
 @testable import CreateCustomer
 import CustomerDomain
 import Foundation
@@ -21,9 +22,9 @@ struct CreateCustomerCoreTests {
     /// reads asked for and the writes.
     static func run(_ commands: [IncomingCommand], records: [ProcessedRequest] = [], plans: [String: Plan] = [merchant: free],
                     keys: [StoredAPIKey] = [secret.stored, publishable.stored], lose: Set<String> = [],
-                    existing: [CustomerReference: String] = [:])
+                    existing: [CustomerReference: String] = [:], ids: @escaping IdentifierSource = { newIdentifier(now: $0) })
         -> (outcomes: [CommandOutcome], reads: [CreateCustomerCore.Read], writes: [CreateCustomerCore.Writes]) {
-        var core = CreateCustomerCore(commands: commands, now: now)
+        var core = CreateCustomerCore(commands: commands, now: now, ids: ids)
         var reads: [CreateCustomerCore.Read] = []
         var writes: [CreateCustomerCore.Writes] = []
         var action = core.start()
@@ -45,6 +46,19 @@ struct CreateCustomerCoreTests {
                 return (outcomes, reads, writes)
             }
         }
+    }
+
+    /// Ids come from the source the core is given: the same commands, the same rows and replies.
+    @Test func idsAreInjectedSoTheCoreIsDeterministic() throws {
+        let commands = [Self.command(#"{"externalId":"cus_1"}"#), Self.command(#"{"externalId":"cus_2"}"#)]
+        func sequential() -> IdentifierSource {
+            let next = Mutex(0)
+            return { _ in next.withLock { $0 += 1; return "id-\($0)" } }
+        }
+        let first = Self.run(commands, ids: sequential())
+        let second = Self.run(commands, ids: sequential())
+        #expect(first.writes.flatMap { $0.creations.map(\.customer.id) } == ["id-1", "id-3"], "a customer, then its subscription")
+        #expect(first.outcomes.map(\.reply?.body) == second.outcomes.map(\.reply?.body))
     }
 
     @Test func aNewCommandReadsKeysRecordsAndPlansThenWritesItsRows() throws {

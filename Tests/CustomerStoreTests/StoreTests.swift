@@ -131,10 +131,50 @@ struct StoreTests {
         }
     }
 
+    /// A transaction the server does not finish within `answer_timeout` is ended on the server
+    /// (its statement cancelled, its session terminated, its locks released), not only
+    /// disconnected: a closed socket alone leaves a backend running its statement until it next
+    /// writes to the client (here, a minute of `pg_sleep`).
+    @Test(.enabled(if: TestPostgres.enabled, "no PostgreSQL: run scripts/postgres.sh start and export POSTGRES_TEST_URL"))
+    func postgresTransactionAbandonedAtTheAnswerTimeoutIsEndedOnTheServer() async throws {
+        let location = try await TestPostgres.createDatabase()
+        var components = try #require(URLComponents(string: location))
+        components.queryItems = (components.queryItems ?? []) + [URLQueryItem(name: "answer_timeout", value: "2")]
+        let store = try PostgresStore(url: try #require(components.string), logger: TestBroker.logger("test.answer-timeout"))
+        let marker = "answer_timeout_probe_\(UInt32.random(in: 0...UInt32.max))"
+        let running = """
+            SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%\(marker)%' AND query NOT LIKE '%pg_stat_activity%'
+            """
+        try await store.withRunningClient { store in
+            let start = ContinuousClock.now
+            do {
+                _ = try await store.transaction("sleep") { transaction in
+                    try await transaction.run(PostgresQuery(unsafeSQL: "SELECT pg_sleep(60), '\(marker)'"))
+                }
+                Issue.record("a minute of pg_sleep answered within answer_timeout")
+            } catch {
+                #expect("\(error)".contains("answer_timeout"), "\(error)")
+            }
+            #expect(ContinuousClock.now - start < .seconds(20))
+            try await TestPostgres.withConnection(location) { connection, logger in
+                var left = -1
+                let deadline = ContinuousClock.now + .seconds(5)
+                repeat {
+                    for try await count in try await connection.query(PostgresQuery(unsafeSQL: running), logger: logger).decode(Int.self) {
+                        left = count
+                    }
+                    if left == 0 { break }
+                    try await Task.sleep(for: .milliseconds(100))
+                } while ContinuousClock.now < deadline
+                #expect(left == 0, "the statement still runs on the server")
+            }
+        }
+    }
+
     /// A real deadlock: another transaction holds the batch's second key and then asks for its
-    /// first. PostgreSQL aborts the batch; the batch runs again instead of failing, finds both
-    /// customers there without processed records, and answers `external_id_conflict` for each:
-    /// never an error.
+    /// first. PostgreSQL aborts the batch, which the store reports as a `.conflict` (nothing
+    /// committed); run again (as the worker's `DeliveryFate` does), the batch finds both customers
+    /// there without processed records and answers `external_id_conflict` for each: never an error.
     ///
     /// The victim is whichever side's deadlock check runs once the cycle exists, so the cycle is
     /// built before the batch's wait for `second` begins: a trigger holds the batch's insert of
@@ -142,7 +182,7 @@ struct StoreTests {
     /// is released, the batch waits, and its check (after 1 s) finds the cycle. The other side
     /// never checks (`deadlock_timeout` 1 h), whatever the machine's speed.
     @Test(.enabled(if: TestPostgres.enabled, "no PostgreSQL: run scripts/postgres.sh start and export POSTGRES_TEST_URL"))
-    func postgresDeadlockIsRetriedNotAnswered() async throws {
+    func postgresDeadlockIsAConflictAndRunningAgainAnswers() async throws {
         try await withStore(.postgres) { store, database in
             let merchant = try await Merchant(store)
             let externalIDs = ["dl-a", "dl-b"].sorted {
@@ -190,7 +230,16 @@ struct StoreTests {
                     _ = try await otherInsert
                     try await other.query("COMMIT", logger: logger)
 
-                    let replies = try await batch.value
+                    do {
+                        _ = try await batch.value
+                        Issue.record("the deadlock's victim answered")
+                    } catch {
+                        #expect(store.classify(error).kind == .conflict, "\(error)")
+                    }
+                    let replies = try await store.handle([
+                        command(#"{"externalId":"\#(first)"}"#, key: merchant.secretKey),
+                        command(#"{"externalId":"\#(second)"}"#, key: merchant.secretKey),
+                    ], now: now)
                     #expect(replies.map(\.errorCode) == ["external_id_conflict", "external_id_conflict"])
                     #expect(try replies.map { try decodeFailed($0).error.existingCustomerId } == ["other-first", "other-second"])
                     #expect(try await store.customerCount() == 2)

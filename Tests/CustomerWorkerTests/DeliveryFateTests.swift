@@ -58,6 +58,12 @@ struct DeliveryFateTests {
         #expect(DeliveryFate.decide(.storeFailed(StoreFailure(kind, code: "x"), commands: commands, error: "e")) == .pauseAndRetry(unclassified: false))
     }
 
+    @Test func collisionsRunTheWorkAgainAtOnceThenPause() {
+        #expect(DeliveryFate.decide(.conflicted(attempt: 1)) == .storeAgain)
+        #expect(DeliveryFate.decide(.conflicted(attempt: DeliveryFate.conflictAttempts - 1)) == .storeAgain)
+        #expect(DeliveryFate.decide(.conflicted(attempt: DeliveryFate.conflictAttempts)) == .pauseAndRetry(unclassified: false))
+    }
+
     @Test(arguments: [1, 50])
     func anUnclassifiedFailurePausesAndIsNamed(_ commands: Int) {
         #expect(DeliveryFate.decide(.storeFailed(StoreFailure(.unknown, code: "XX000"), commands: commands, error: "e"))
