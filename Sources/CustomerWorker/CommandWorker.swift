@@ -44,6 +44,7 @@ public final class CommandWorker: Service {
     private let logger: Logger
     private let faults: FaultInjection
     private let metrics = WorkerMetrics()
+    private let laneMetrics: FairShareMetrics
     /// Spans of the commands in hand; nil while tracing is off, so nothing is spent on them.
     private let traces: CommandTraces?
     private let attached = Atomic<Bool>(false)
@@ -72,6 +73,7 @@ public final class CommandWorker: Service {
                                                       eventsExchange: configuration.names.eventsExchange,
                                                       databaseSystem: databaseSystem)) : nil
         self.faults = faults
+        laneMetrics = FairShareMetrics(configuration.fairShare)
         self.store = store
         self.logger = logger
         let (seconds, attoseconds) = configuration.livenessWindow.components
@@ -143,12 +145,19 @@ public final class CommandWorker: Service {
         try await publisher.declare(replyTopology)
         try await consumer.setPrefetch(UInt16(configuration.prefetch))
         try await publisher.enableConfirms()
-        try await consumer.consume(queue: configuration.names.commandQueue)
+        try await consumeCommandQueues()
         attached.store(true, ordering: .relaxed)
         logger.info("worker consuming", metadata: [
             "amqp.queue": "\(configuration.names.commandQueue)", "prefetch": "\(configuration.prefetch)",
+            "fair_share.shards": "\(configuration.fairShareShards)",
             "amqp.node": "\(consumer.status.node ?? "")",
         ])
+    }
+
+    /// One consumer per queue of `WorkerConfiguration.commandQueues`, each with its own prefetch
+    /// window (`FairShare`).
+    private func consumeCommandQueues() async throws {
+        for queue in configuration.commandQueues { try await consumer.consume(queue: queue) }
     }
 
     private func closeSessions() async {
@@ -169,6 +178,7 @@ public final class CommandWorker: Service {
                 let received = ContinuousClock.now
                 traces?.received(deliveries)
                 metrics.received.increment(by: deliveries.count)
+                laneMetrics.record(deliveries)
                 metrics.batchSize.record(deliveries.count)
                 trackUnacked(deliveries.count)
                 let answered: [Answered]
@@ -218,7 +228,7 @@ public final class CommandWorker: Service {
         defer { setPaused(false) }
         let probe = await withAvailableStore("database check", batchSize: 0, pausedSince: pausedSince) { try await self.store.checkWritable() }
         if case .interrupted = probe { return }
-        try await consumer.consume(queue: configuration.names.commandQueue)
+        try await consumeCommandQueues()
         attached.store(true, ordering: .relaxed)
         logger.notice("worker consuming again", metadata: ["amqp.queue": "\(configuration.names.commandQueue)"])
     }
@@ -688,7 +698,7 @@ public final class CommandWorker: Service {
         // A delivery that cannot be copied unchanged is requeued.
         let user = publisher.configuration.user
         let copyable = current.filter { $0.canBeHandedBack(publishingAs: user) }
-        let copies = copyable.map { $0.handBackCopy(queue: configuration.names.commandQueue) }
+        let copies = copyable.map { $0.handBackCopy(fallbackQueue: configuration.names.commandQueue) }
         var outcomes: [PublishOutcome?] = Array(repeating: nil, count: copies.count)
         do {
             outcomes = try await publisher.publish(copies, timeout: configuration.confirmTimeout)
