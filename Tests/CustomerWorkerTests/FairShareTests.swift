@@ -79,7 +79,7 @@ struct FairShareTests {
     /// answered after the whole backlog; with it, each is answered in the first prefetch windows.
     @Test(arguments: [StoreKind.sqlite, .postgres])
     func aLightMerchantIsAnsweredWhileAHeavyMerchantsBacklogDrains(_ kind: StoreKind) async throws {
-        let fixture = try await WorkerFixture("fair-share", store: kind)
+        let fixture = try await WorkerFixture("fair-share", tuning: .init(fairShareShards: WorkerConfiguration().fairShareShards), store: kind)
         // The fixture's client declared the topology, so the probes below are routed.
         let heavy = try await fixture.merchant()
         let shardOfHeavy = try await fixture.shardOf(apiKey: heavy.secretKey, probe: "probe-heavy")

@@ -29,6 +29,9 @@ final class WorkerFixture: Sendable {
         var transientAttempts = 5
         var transientBackoff = RecoveryPolicy(initialDelay: .milliseconds(100), maximumDelay: .seconds(1))
         var deliveryLimit = 5
+        /// Fair share stays on in every test, with two shards: each shard is a quorum queue, and
+        /// eight per test made the broker of a parallel run on two cores too slow to log in.
+        var fairShareShards = 2
         /// Another broker than the tests' own (e.g. a node a test restarts).
         var amqpURL: String?
         /// Another database than a fresh one of the store kind's (e.g. on a server or a
@@ -52,6 +55,7 @@ final class WorkerFixture: Sendable {
         configuration.transientAttempts = tuning.transientAttempts
         configuration.transientBackoff = tuning.transientBackoff
         configuration.deliveryLimit = tuning.deliveryLimit
+        configuration.fairShareShards = tuning.fairShareShards
         configuration.shutdownTimeout = .seconds(10)
         configuration.reconnect = TestBroker.quickRecovery
         let prefix = TestBroker.uniqueName("test.\(name)")
