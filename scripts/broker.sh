@@ -155,10 +155,11 @@ kill_node() {
 
 start() {
   case "$(node_state)" in
-    running) echo "broker already running: $(url)"; return 0 ;;
+    running) ensure_plugin; echo "broker already running: $(url)"; return 0 ;;
     stopped)
       # Left by an earlier run with its app stopped (e.g. a test that stopped it, then crashed).
       if ctl start_app >/dev/null 2>&1 && CTL_LIMIT=$BROKER_TIMEOUT ctl await_startup >/dev/null 2>&1; then
+        ensure_plugin
         echo "broker running (its app was stopped; started it): $(url)"; return 0
       fi
       echo "broker.sh: node $BROKER_NODE did not start its app; killing it and starting afresh" >&2
@@ -176,7 +177,8 @@ start() {
   fi
   mkdir -p "$BROKER_DIR/mnesia" "$BROKER_DIR/log"
   echo "$RABBITMQ" > "$BROKER_DIR/server-version"
-  : > "$BROKER_DIR/enabled_plugins"
+  # The consistent-hash exchange shards commands by merchant (fair share, docs/operations.md).
+  echo "[$FAIR_SHARE_PLUGIN]." > "$BROKER_DIR/enabled_plugins"
   : > "$BROKER_DIR/rabbitmq-env.conf"
   : > "$BROKER_DIR/advanced.config"
   echo "[]." > "$BROKER_DIR/advanced.config"
@@ -212,6 +214,16 @@ CONF
     sleep 0.5
   done
   echo "broker running: $(url) (RabbitMQ $(server_version))"
+}
+
+# The plugin the worker's fair share needs (both 3.10 and 4.x ship it, disabled).
+FAIR_SHARE_PLUGIN=rabbitmq_consistent_hash_exchange
+
+# A node an earlier version of this script started runs without the plugin: enabled while it runs.
+ensure_plugin() {
+  grep -q "$FAIR_SHARE_PLUGIN" "$BROKER_DIR/enabled_plugins" 2>/dev/null && return 0
+  timeout -k 5 "$BROKER_TIMEOUT" "$SELF" __as_broker_user "$RABBIT_BIN/rabbitmq-plugins" -n "$BROKER_NODE" enable "$FAIR_SHARE_PLUGIN" >/dev/null \
+    || die "could not enable $FAIR_SHARE_PLUGIN on node $BROKER_NODE"
 }
 
 # The version of the running node's server, as its package says.

@@ -145,6 +145,9 @@ final class AMQPConnection {
         for exchange in topology.exchanges { try declare(exchange) }
         for queue in topology.queues { _ = try declare(queue) }
         for binding in topology.bindings { try bind(binding) }
+        for binding in topology.exchangeBindings { try bind(binding) }
+        for binding in topology.removedBindings { try remove(binding) }
+        for binding in topology.removedExchangeBindings { try remove(binding) }
     }
 
     func declare(_ exchange: Topology.Exchange) throws(AMQPError) {
@@ -187,6 +190,41 @@ final class AMQPConnection {
         amqp_queue_bind(state, channel, arena.bytes(binding.queue), arena.bytes(binding.exchange),
                         arena.bytes(binding.routingKey), amqp_empty_table)
         try check(amqp_get_rpc_reply(state), "queue.bind '\(binding.queue)' to '\(binding.exchange)'")
+    }
+
+    func bind(_ binding: Topology.ExchangeBinding) throws(AMQPError) {
+        defer { arena.reset() }
+        amqp_exchange_bind(state, channel, arena.bytes(binding.destination), arena.bytes(binding.source),
+                           arena.bytes(binding.routingKey), amqp_empty_table)
+        try check(amqp_get_rpc_reply(state), "exchange.bind '\(binding.destination)' to '\(binding.source)'")
+    }
+
+    /// Removes a binding if it exists (`queue.unbind`). A broker that answers 404 (no such queue,
+    /// exchange or binding) closes the channel: it is reopened, and nothing else changes.
+    func remove(_ binding: Topology.Binding) throws(AMQPError) {
+        try removing("queue.unbind '\(binding.queue)' from '\(binding.exchange)'") {
+            _ = amqp_queue_unbind(state, channel, arena.bytes(binding.queue), arena.bytes(binding.exchange),
+                                  arena.bytes(binding.routingKey), amqp_empty_table)
+        }
+    }
+
+    /// Removes an exchange-to-exchange binding if it exists (`exchange.unbind`), as `remove(_:)`.
+    func remove(_ binding: Topology.ExchangeBinding) throws(AMQPError) {
+        try removing("exchange.unbind '\(binding.destination)' from '\(binding.source)'") {
+            _ = amqp_exchange_unbind(state, channel, arena.bytes(binding.destination), arena.bytes(binding.source),
+                                     arena.bytes(binding.routingKey), amqp_empty_table)
+        }
+    }
+
+    private func removing(_ operation: String, _ request: () -> Void) throws(AMQPError) {
+        do {
+            defer { arena.reset() }
+            request()
+            try check(amqp_get_rpc_reply(state), operation)
+        } catch .channelClosedByBroker(let operation, let code, let text) {
+            guard code == 404 else { throw .channelClosedByBroker(operation: operation, code: code, text: text) }
+            try reopenChannel()
+        }
     }
 
     func deleteQueue(_ name: String) throws(AMQPError) {

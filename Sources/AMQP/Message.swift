@@ -76,6 +76,9 @@ public struct DeliveryTag: Sendable, Hashable, Comparable {
 public struct Delivery: Sendable {
     public let tag: DeliveryTag
     public let consumerTag: String
+    /// The queue its consumer consumes (a session may consume several); nil when the consumer is
+    /// no longer known to the session (cancelled meanwhile).
+    public let queue: String?
     public let redelivered: Bool
     public let exchange: String
     public let routingKey: String

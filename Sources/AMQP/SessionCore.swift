@@ -23,7 +23,12 @@ final class SessionCore {
     private var loggedKeptQueues: Set<String> = []
     var prefetch: UInt16?
     var confirms = false
-    var consumers: [AMQPSession.Consumer] = []
+    var consumers: [AMQPSession.Consumer] = [] {
+        didSet { for consumer in consumers { queueOfConsumer[consumer.consumerTag] = consumer.queue } }
+    }
+    /// The queue of every consumer started on this session, cancelled ones included (deliveries
+    /// read after a cancel still name their queue).
+    private var queueOfConsumer: [String: String] = [:]
 
     /// Requests that need the connection, held while (re)connecting.
     private var parked: [(run: () -> Void, fail: (AMQPError) -> Void)] = []
@@ -89,8 +94,8 @@ final class SessionCore {
         switch event {
         case .delivery(let tag, let consumerTag, let redelivered, let exchange, let routingKey, let body, let properties):
             deliveries.append(Delivery(tag: DeliveryTag(connectionGeneration: machine.generation, value: tag), consumerTag: consumerTag,
-                                       redelivered: redelivered, exchange: exchange, routingKey: routingKey, body: body,
-                                       properties: properties, receivedAt: .now))
+                                       queue: queueOfConsumer[consumerTag], redelivered: redelivered, exchange: exchange,
+                                       routingKey: routingKey, body: body, properties: properties, receivedAt: .now))
         case .ack(let tag, let multiple):
             settled(tracker.acked(tag, multiple: multiple))
         case .nack(let tag, let multiple):
@@ -379,6 +384,17 @@ final class SessionCore {
         for queue in topology.queues { steps.append(("queue \(queue.name)", { c throws(AMQPError) in _ = try c.declare(queue) })) }
         for binding in topology.bindings {
             steps.append(("binding of \(binding.queue) to \(binding.exchange)", { c throws(AMQPError) in try c.bind(binding) }))
+        }
+        for binding in topology.exchangeBindings {
+            steps.append(("binding of \(binding.destination) to \(binding.source)", { c throws(AMQPError) in try c.bind(binding) }))
+        }
+        for binding in topology.removedBindings {
+            steps.append(("removal of the binding of \(binding.queue) to \(binding.exchange)", { c throws(AMQPError) in try c.remove(binding) }))
+        }
+        for binding in topology.removedExchangeBindings {
+            steps.append(("removal of the binding of \(binding.destination) to \(binding.source)", { c throws(AMQPError) in
+                try c.remove(binding)
+            }))
         }
         for (what, step) in steps {
             do {

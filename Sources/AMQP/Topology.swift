@@ -68,19 +68,46 @@ public struct Topology: Sendable, Hashable {
         }
     }
 
+    /// An exchange-to-exchange binding (a RabbitMQ extension): what `source` routes with
+    /// `routingKey` goes on to `destination`, which routes it by its own type.
+    public struct ExchangeBinding: Sendable, Hashable {
+        public var destination: String
+        public var source: String
+        public var routingKey: String
+
+        public init(destination: String, source: String, routingKey: String) {
+            (self.destination, self.source, self.routingKey) = (destination, source, routingKey)
+        }
+    }
+
     public var exchanges: [Exchange]
     public var queues: [Queue]
     public var bindings: [Binding]
+    public var exchangeBindings: [ExchangeBinding]
+    /// Bindings that must not exist, e.g. left by an earlier version of the topology: removed at
+    /// every declaration, after the bindings above were made (so a message routed meanwhile
+    /// reaches both paths rather than neither). Removing a binding that does not exist, or whose
+    /// queue or exchange does not, changes nothing.
+    public var removedBindings: [Binding]
+    public var removedExchangeBindings: [ExchangeBinding]
 
-    public init(exchanges: [Exchange] = [], queues: [Queue] = [], bindings: [Binding] = []) {
+    public init(exchanges: [Exchange] = [], queues: [Queue] = [], bindings: [Binding] = [],
+                exchangeBindings: [ExchangeBinding] = [], removedBindings: [Binding] = [],
+                removedExchangeBindings: [ExchangeBinding] = []) {
         self.exchanges = exchanges
         self.queues = queues
         self.bindings = bindings
+        self.exchangeBindings = exchangeBindings
+        self.removedBindings = removedBindings
+        self.removedExchangeBindings = removedExchangeBindings
     }
 
     public mutating func merge(_ other: Topology) {
         exchanges += other.exchanges.filter { !exchanges.contains($0) }
         queues += other.queues.filter { !queues.contains($0) }
         bindings += other.bindings.filter { !bindings.contains($0) }
+        exchangeBindings += other.exchangeBindings.filter { !exchangeBindings.contains($0) }
+        removedBindings += other.removedBindings.filter { !removedBindings.contains($0) }
+        removedExchangeBindings += other.removedExchangeBindings.filter { !removedExchangeBindings.contains($0) }
     }
 }

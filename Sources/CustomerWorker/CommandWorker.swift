@@ -45,6 +45,7 @@ public final class CommandWorker: Service {
     private let logger: Logger
     private let faults: FaultInjection
     private let metrics = WorkerMetrics()
+    private let laneMetrics: FairShareMetrics
     /// Spans of the commands in hand; nil while tracing is off, so nothing is spent on them.
     private let traces: CommandTraces?
     private let health: WorkerHealth
@@ -68,6 +69,7 @@ public final class CommandWorker: Service {
                                                       eventsExchange: configuration.names.eventsExchange,
                                                       databaseSystem: databaseSystem)) : nil
         self.faults = faults
+        laneMetrics = FairShareMetrics(configuration.fairShare)
         self.store = store
         self.logger = logger
         health = WorkerHealth(livenessWindow: configuration.livenessWindow)
@@ -131,12 +133,19 @@ public final class CommandWorker: Service {
         try await publisher.declare(replyTopology)
         try await consumer.setPrefetch(UInt16(configuration.prefetch))
         try await publisher.enableConfirms()
-        try await consumer.consume(queue: configuration.names.commandQueue)
+        try await consumeCommandQueues()
         health.setConsuming(true)
         logger.info("worker consuming", metadata: [
             "amqp.queue": "\(configuration.names.commandQueue)", "prefetch": "\(configuration.prefetch)",
+            "fair_share.shards": "\(configuration.fairShareShards)",
             "amqp.node": "\(consumer.status.node ?? "")",
         ])
+    }
+
+    /// One consumer per queue of `WorkerConfiguration.commandQueues`, each with its own prefetch
+    /// window (`FairShare`).
+    private func consumeCommandQueues() async throws {
+        for queue in configuration.commandQueues { try await consumer.consume(queue: queue) }
     }
 
     private func closeSessions() async {
@@ -159,6 +168,7 @@ public final class CommandWorker: Service {
                 let received = ContinuousClock.now
                 traces?.received(deliveries)
                 metrics.received.increment(by: deliveries.count)
+                laneMetrics.record(deliveries)
                 metrics.batchSize.record(deliveries.count)
                 trackUnacked(deliveries.count)
                 var machine = BatchMachine(deliveries, rules: rules, publisherUser: publisher.configuration.user)
@@ -307,7 +317,7 @@ public final class CommandWorker: Service {
         case .publishCopies(let indices):
             // Each copy goes to the command queue through the default exchange (so no other queue
             // bound to the command exchange gets one), with publisher confirms (`DeliveryFate`).
-            let copies = indices.map { machine.items[$0].delivery.handBackCopy(queue: configuration.names.commandQueue) }
+            let copies = indices.map { machine.items[$0].delivery.handBackCopy(fallbackQueue: configuration.names.commandQueue) }
             var outcomes: [PublishOutcome?] = Array(repeating: nil, count: copies.count)
             if !copies.isEmpty {
                 do {
@@ -321,7 +331,7 @@ public final class CommandWorker: Service {
             return machine.copiesPublished(outcomes)
         case .settleHandBack(let acked, let requeued, let stale):
             for index in acked { await consumer.ack(machine.items[index].delivery.tag) }
-            for index in requeued { await consumer.nack(machine.items[index].delivery.tag, multiple: false, requeue: true) }
+            for index in requeued { await consumer.reject(machine.items[index].delivery.tag, requeue: true) }
             let taken = (acked + requeued + stale).filter { machine.items[$0].taken }
             trackUnacked(-taken.count)
             metrics.handedBack.increment(by: acked.count)
@@ -404,7 +414,7 @@ public final class CommandWorker: Service {
                 "operation": "database check", "attempt": "\(attempt + 1)", "paused.seconds": "\((ContinuousClock.now - since).components.seconds)",
             ])
         }
-        try await consumer.consume(queue: configuration.names.commandQueue)
+        try await consumeCommandQueues()
         health.setConsuming(true)
         logger.notice("worker consuming again", metadata: ["amqp.queue": "\(configuration.names.commandQueue)"])
     }

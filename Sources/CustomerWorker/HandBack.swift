@@ -19,15 +19,17 @@ extension Delivery {
         !properties.headersTooDeep && (properties.userID.map { $0 == user } ?? true)
     }
 
-    /// The copy that hands this delivery back: published to `queue` through the default
-    /// exchange (so only the command queue gets it), with the body and every property unchanged
+    /// The copy that hands this delivery back: published through the default exchange to the
+    /// queue it came from (its shard, under fair share: where the hash of its `x-api-key` puts
+    /// it; `fallbackQueue` when the session no longer knows it), so only that queue gets it, with
+    /// the body and every property unchanged
     /// (message id, correlation id, reply_to, `x-api-key`, trace headers…), the broker's delivery
     /// counts dropped, and `x-handed-back` counting the hand-backs.
-    func handBackCopy(queue: String) -> OutgoingMessage {
+    func handBackCopy(fallbackQueue: String) -> OutgoingMessage {
         var copied = properties
         for name in Self.deliveryCountHeaders { copied.headers[name] = nil }
         let earlier = properties.headers[Self.handedBackHeader]?.intValue ?? 0
         copied.headers[Self.handedBackHeader] = .int(earlier + 1)
-        return OutgoingMessage(exchange: "", routingKey: queue, body: body, properties: copied, mandatory: true)
+        return OutgoingMessage(exchange: "", routingKey: queue ?? fallbackQueue, body: body, properties: copied, mandatory: true)
     }
 }

@@ -8,14 +8,13 @@ extension WorkerConfiguration {
 
     /// Everything the worker (and the CLI) declares, idempotently, at start and after reconnects.
     public var topology: Topology {
-        Topology(
+        var topology = Topology(
             exchanges: [
                 .init(name: names.commandExchange, type: "direct"),
                 .init(name: names.deadLetterExchange, type: "fanout"),
                 .init(name: names.eventsExchange, type: "topic"),
             ],
             queues: [
-                .quorum(names.commandQueue, deliveryLimit: deliveryLimit, deadLetterExchange: names.deadLetterExchange),
                 // Reading dead letters (`dead-letters list`, `show`) returns them to the queue, and
                 // each return counts as a delivery. RabbitMQ 4.x gives a quorum queue without
                 // x-delivery-limit a limit of 20 and, with no dead-letter exchange here, would
@@ -31,12 +30,26 @@ extension WorkerConfiguration {
                     .declaredEarlier(as: ["x-queue-type": "classic", "x-max-length": .int(Int64(repliesMaxLength)), "x-overflow": "drop-head"]),
             ],
             bindings: [
-                .init(queue: names.commandQueue, exchange: names.commandExchange, routingKey: names.commandRoutingKey),
                 .init(queue: names.deadLetterQueue, exchange: names.deadLetterExchange, routingKey: ""),
                 .init(queue: names.repliesQueue, exchange: names.eventsExchange, routingKey: names.repliesBindingKey),
             ]
         )
+        // The command path: the command queue, and the shards when fair share is on (`FairShare`).
+        let commands = fairShare.commandTopology(deliveryLimit: deliveryLimit)
+        topology.exchanges += commands.exchanges
+        topology.queues = commands.queues + topology.queues
+        topology.bindings = commands.bindings + topology.bindings
+        topology.exchangeBindings = commands.exchangeBindings
+        topology.removedBindings = commands.removedBindings
+        topology.removedExchangeBindings = commands.removedExchangeBindings
+        return topology
     }
+
+    /// How commands are shared out among merchants (`FAIR_SHARE_SHARDS`).
+    public var fairShare: FairShare { FairShare(shards: fairShareShards, names: names) }
+
+    /// The queues the worker consumes: the shards and the command queue, or the command queue.
+    public var commandQueues: [String] { fairShare.isOn ? fairShare.consumedQueues : [names.commandQueue] }
 
     /// The AMQP messages that carry one reply (see `ReplyEnvelope`); the events copy is first.
     public func replyMessages(for command: MessageProperties, reply: ReplyRecord, timestamp: UInt64) -> [OutgoingMessage] {

@@ -18,6 +18,11 @@ public enum MetricName {
     public static let transactionDuration = "customer_worker_transaction_duration_seconds"
     /// Timer (a histogram in seconds): publishing a batch's replies → all of them confirmed by the broker.
     public static let confirmDuration = "customer_worker_confirm_duration_seconds"
+    /// Counter with dimension `lane`: command deliveries received per queue consumed, a shard's
+    /// index or `unsharded` (fair share per merchant; at most 65 values, whatever the merchants).
+    public static let laneDeliveries = "customer_worker_lane_deliveries_total"
+    /// Gauge: the shards of the command queue the worker consumes (`FAIR_SHARE_SHARDS`; 0: off).
+    public static let fairShareShards = "customer_worker_fair_share_shards"
     /// Counter: connections to the broker re-established after a failure.
     public static let reconnects = "customer_worker_reconnects_total"
     /// Gauge: deliveries taken from the queue and not yet acknowledged.

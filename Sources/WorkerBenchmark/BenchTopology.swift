@@ -11,10 +11,13 @@ struct BenchTopology: Sendable {
     /// downstream reader (`--downstream-queues`).
     let downstreamQueues: [String]
 
-    init(runID: String, mode: String, amqpURL: String, prefetch: Int, downstreamQueues: Int = 0) {
+    /// `fairShareShards`: the workers' `FAIR_SHARE_SHARDS`; 0 for the ceiling, whose relay
+    /// consumes the command queue alone (the broker's own limit for the senders' traffic).
+    init(runID: String, mode: String, amqpURL: String, prefetch: Int, downstreamQueues: Int = 0, fairShareShards: Int = 0) {
         var configuration = WorkerConfiguration()
         configuration.amqpURL = amqpURL
         configuration.prefetch = prefetch
+        configuration.fairShareShards = fairShareShards
         configuration.names = TopologyNames(prefix: "bench.\(runID).\(mode)")
         configuration.logLevel = .warning
         self.configuration = configuration
@@ -53,15 +56,14 @@ struct BenchTopology: Sendable {
     /// Deletes the run's queues (with whatever they still hold) and exchanges.
     func deleteQueues(logger: Logger) async {
         guard let session = try? session("cleanup", logger: logger) else { return }
-        let names = configuration.names
-        for queue in [names.commandQueue, names.deadLetterQueue, names.repliesQueue] + downstreamQueues {
+        for queue in configuration.topology.queues.map(\.name) + downstreamQueues {
             do {
                 try await session.deleteQueue(queue)
             } catch {
                 logger.warning("could not delete a benchmark queue", metadata: ["amqp.queue": "\(queue)", "error": "\(error)"])
             }
         }
-        for exchange in [names.commandExchange, names.deadLetterExchange, names.eventsExchange] {
+        for exchange in configuration.topology.exchanges.map(\.name) {
             do {
                 try await session.deleteExchange(exchange)
             } catch {

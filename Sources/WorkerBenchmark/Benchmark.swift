@@ -127,7 +127,7 @@ private struct BenchmarkRun: Sendable {
 
     private func topology(_ mode: String) -> BenchTopology {
         BenchTopology(runID: runID, mode: mode, amqpURL: settings.amqpURL, prefetch: prefetch,
-                      downstreamQueues: settings.downstreamQueues)
+                      downstreamQueues: settings.downstreamQueues, fairShareShards: mode == "ceiling" ? 0 : settings.fairShareShards)
     }
 
     // MARK: Ceiling

@@ -35,6 +35,8 @@ public struct BenchmarkSettings: Sendable {
     public var otlpEndpoint: String?
     /// The workers' `BATCH_LINGER_MS` (0...1000); nil → the worker's default.
     public var batchLingerMilliseconds: Int?
+    /// The workers' `FAIR_SHARE_SHARDS` (0: fair share off); the relays always consume one queue.
+    public var fairShareShards = WorkerConfiguration().fairShareShards
     /// Quorum queues bound to the events exchange beside the inspection queue, each read (with
     /// acks) by its own consumer, in both modes: the fan-out of production, where services read
     /// the replies.
@@ -62,6 +64,9 @@ public struct BenchmarkSettings: Sendable {
         }
         if let batchLingerMilliseconds, !(0...1000).contains(batchLingerMilliseconds) {
             problems.append("--batch-linger-ms must be 0...1000")
+        }
+        if !(0...FairShare.maximumShards).contains(fairShareShards) {
+            problems.append("--fair-share-shards must be 0...\(FairShare.maximumShards)")
         }
         if !(0...8).contains(downstreamQueues) { problems.append("--downstream-queues must be 0...8") }
         if !(replyTimeout > .zero && replyTimeout <= .seconds(86_400)) { problems.append("--reply-timeout must be 1...86400 seconds") }

@@ -44,6 +44,8 @@ struct Bench: AsyncParsableCommand {
     var otlpEndpoint: String?
     @Option(name: .customLong("batch-linger-ms"), help: "The workers' BATCH_LINGER_MS: how long a batch waits for more commands after the first (default: the worker's).")
     var batchLingerMilliseconds: Int?
+    @Option(help: "The workers' FAIR_SHARE_SHARDS: shards of the command queue by merchant (0: fair share off; default: the worker's).")
+    var fairShareShards = WorkerConfiguration().fairShareShards
     @Option(help: "Quorum queues bound to the events exchange beside the inspection queue, each read with acks by its own consumer, in both modes (0...8): the fan-out of production.")
     var downstreamQueues = 0
     @Flag(help: "Run each worker under perf stat and report its system calls per command, by name, and its context switches per command (needs perf: apt-get install linux-perf).")
@@ -71,6 +73,7 @@ struct Bench: AsyncParsableCommand {
         settings.databaseSynchronous = databaseSynchronous
         settings.otlpEndpoint = otlpEndpoint
         settings.batchLingerMilliseconds = batchLingerMilliseconds
+        settings.fairShareShards = fairShareShards
         settings.downstreamQueues = downstreamQueues
         settings.syscalls = syscalls
         if let problem = settings.problems.first { throw ValidationError(problem) }

@@ -24,6 +24,7 @@ struct WorkerOptions: ParsableArguments {
     @Option(help: help("TRANSIENT_ATTEMPTS")) var transientAttempts: String?
     @Option(help: help("HAND_BACK_AFTER")) var handBackAfter: String?
     @Option(help: help("DELIVERY_LIMIT")) var deliveryLimit: String?
+    @Option(help: help("FAIR_SHARE_SHARDS")) var fairShareShards: String?
     @Option(help: help("REPLIES_MAX_LENGTH")) var repliesMaxLength: String?
     @Option(help: help("REPLY_TO_PATTERN")) var replyToPattern: String?
     @Option(help: help("REPLY_TO_SERVER_NAMED")) var replyToServerNamed: String?

@@ -19,7 +19,7 @@ struct BatchMachineTests {
         properties.messageID = messageID ?? "m\(tag)"
         properties.headers["x-api-key"] = .string("sk_test")
         if let deliveryCount { properties.headers["x-delivery-count"] = .int(Int64(deliveryCount)) }
-        return Delivery(tag: DeliveryTag(connectionGeneration: generation, value: tag), consumerTag: "c", redelivered: redelivered,
+        return Delivery(tag: DeliveryTag(connectionGeneration: generation, value: tag), consumerTag: "c", queue: nil, redelivered: redelivered,
                         exchange: "x", routingKey: "r", body: Array(#"{"externalId":"e\#(tag)"}"#.utf8), properties: properties,
                         receivedAt: t0)
     }
@@ -150,7 +150,7 @@ struct BatchMachineTests {
     @Test func handingBackLeavesDeliveriesOfAnEarlierConnectionAndRequeuesWhatCannotBeCopied() {
         var other = MessageProperties()
         other.userID = "someone-else"
-        let foreign = Delivery(tag: DeliveryTag(connectionGeneration: 2, value: 3), consumerTag: "c", redelivered: false, exchange: "x",
+        let foreign = Delivery(tag: DeliveryTag(connectionGeneration: 2, value: 3), consumerTag: "c", queue: nil, redelivered: false, exchange: "x",
                                routingKey: "r", body: [], properties: other, receivedAt: Self.t0)
         var machine = Self.machine([Self.delivery(1), Self.delivery(2, generation: 2), foreign])
         _ = machine.start()

@@ -28,9 +28,8 @@ struct BrokerVersionTests {
     /// nacks what is routed to a classic queue whose node is down (every reply, then).
     @Test func theWorkerDeclaresOnlyQuorumQueues() async throws {
         let fixture = try await WorkerFixture("queue-types")
-        let names = fixture.configuration.names
         let types = try await queueTypes()
-        for queue in [names.commandQueue, names.deadLetterQueue, names.repliesQueue] {
+        for queue in fixture.configuration.topology.queues.map(\.name) {
             #expect(types[queue] == "quorum", "\(queue): \(types[queue] ?? "missing")")
         }
         await fixture.tearDown()
@@ -77,7 +76,9 @@ struct BrokerVersionTests {
         try await admin.deleteQueue(refusing)
         let settled = try await waitFor(timeout: .seconds(60)) {
             let listing = try await TestBroker.brokerScript(["ctl", "-q", "list_queues", "--no-table-headers", "name", "messages"])
-            return listing.split(separator: "\n").contains { $0.hasPrefix(names.commandQueue + "\t") && $0.hasSuffix("\t0") }
+            let queues = Set(fixture.configuration.commandQueues)
+            let lines = listing.split(separator: "\n").filter { queues.contains(String($0.prefix { $0 != "\t" })) }
+            return lines.count == queues.count && lines.allSatisfy { $0.hasSuffix("\t0") }
         }
         #expect(settled, "the command was not acknowledged once its replies were taken")
         #expect(try await fixture.messageCount(names.deadLetterQueue) == 0)
@@ -101,7 +102,8 @@ struct BrokerVersionTests {
         let merchant = try await fixture.merchant()
         let names = fixture.configuration.names
         let policy = "\(names.commandQueue).consumer-timeout"
-        let pattern = "^" + NSRegularExpression.escapedPattern(for: names.commandQueue) + "$"
+        // The command queue and its shards (fair share).
+        let pattern = "^" + NSRegularExpression.escapedPattern(for: names.commandQueue) + "(\\.[0-9]+)?$"
         try await TestBroker.brokerScript(["ctl", "-q", "set_policy", policy, pattern, #"{"consumer-timeout":1000}"#, "--apply-to", "queues"])
         TestResources.onExit("policy \(policy)") { _ = try? await TestBroker.brokerScript(["ctl", "-q", "clear_policy", policy]) }
         let worker = try ObservedWorker(fixture, name: "worker", environment: ["LOG_LEVEL": "info"])

@@ -129,9 +129,7 @@ extension WorkerFixture {
     /// Deletes the fixture's queues and exchanges on another broker than the tests' own.
     func deleteTopology(on nodes: [ConnectionConfiguration]) async {
         let admin = AMQPSession(nodes: nodes, logger: TestBroker.logger("admin"))
-        let names = configuration.names
-        for queue in [names.commandQueue, names.deadLetterQueue, names.repliesQueue] { try? await admin.deleteQueue(queue) }
-        for exchange in [names.commandExchange, names.deadLetterExchange, names.eventsExchange] { try? await admin.deleteExchange(exchange) }
+        await configuration.deleteTopology(admin)
         await admin.close()
     }
 }

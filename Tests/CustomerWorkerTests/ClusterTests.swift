@@ -101,8 +101,7 @@ struct ClusterTests {
         if let keep = TestBroker.environment["CLUSTER_TEST_LOG"] { try? log.write(toFile: keep, atomically: true, encoding: .utf8) }
         await client.close()
         let admin = AMQPSession(nodes: [survivor], logger: TestBroker.logger("cluster admin"))
-        for queue in [names.commandQueue, names.deadLetterQueue, names.repliesQueue] { try? await admin.deleteQueue(queue) }
-        for exchange in [names.commandExchange, names.deadLetterExchange, names.eventsExchange] { try? await admin.deleteExchange(exchange) }
+        await fixture.configuration.deleteTopology(admin)
         await admin.close()
         await fixture.tearDown()
     }

@@ -41,7 +41,7 @@ struct DeadLetterTests {
             #expect(lines.compactMap { $0["id"] as? String }.sorted() == (ids + ["dead-list-odd"]).sorted())
             for line in lines {
                 #expect(line["reason"] as? String == "rejected")
-                #expect(line["queue"] as? String == fixture.configuration.names.commandQueue)
+                #expect(fixture.configuration.commandQueues.contains(line["queue"] as? String ?? ""), "\(line["queue"] ?? "")")
                 #expect(line["deaths"] as? Int == 1)
                 #expect(line["ageSeconds"] is Int)
                 #expect(line["deadLetteredAt"] is String)
@@ -243,7 +243,7 @@ extension WorkerFixture {
         let before = try await messageCount(configuration.names.deadLetterQueue)
         let session = try await TestBroker.session("reject")
         try await session.setPrefetch(UInt16(min(count, 1000)))
-        try await session.consume(queue: configuration.names.commandQueue)
+        try await session.consumeCommandQueues(of: configuration)
         var rejected = 0
         while rejected < count {
             let batch = try await session.nextDeliveries(maximum: count - rejected, wait: .seconds(10))
@@ -257,12 +257,16 @@ extension WorkerFixture {
         #expect(try arrived.get() == before + count, "dead letters")
     }
 
+    /// Ready messages in `queue`; the command queue stands for every queue the worker consumes
+    /// (under fair share, its shards too).
     func messageCount(_ queue: String) async throws -> Int {
+        let queues = queue == configuration.names.commandQueue ? configuration.commandQueues : [queue]
         let session = try await TestBroker.session("count")
         do {
-            let count = try await session.messageCount(queue: queue)
+            var count = 0
+            for queue in queues { count += Int(try await session.messageCount(queue: queue)) }
             await session.close()
-            return Int(count)
+            return count
         } catch {
             await session.close()
             throw error

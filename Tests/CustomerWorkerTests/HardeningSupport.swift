@@ -61,7 +61,10 @@ extension WorkerFixture {
     /// Everything `queue` holds now (acknowledged, so it is emptied), waiting up to `idle` for more.
     func drain(_ queue: String, idle: Duration = .milliseconds(500)) async throws -> [Delivery] {
         let session = try await TestBroker.session("drain.\(queue)")
-        try await session.consume(queue: queue)
+        // The command queue stands for every queue the worker consumes (its shards too).
+        for queue in queue == configuration.names.commandQueue ? configuration.commandQueues : [queue] {
+            try await session.consume(queue: queue)
+        }
         var all: [Delivery] = []
         while true {
             let batch = try await session.nextDeliveries(maximum: 256, wait: idle)

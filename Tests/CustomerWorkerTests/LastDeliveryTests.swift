@@ -90,7 +90,7 @@ extension WorkerFixture {
     func holdBeforeLastDelivery(limit: Int) async throws -> @Sendable () async throws -> Void {
         let session = try await TestBroker.session("reject-until-last")
         try await session.setPrefetch(1)
-        try await session.consume(queue: configuration.names.commandQueue)
+        try await session.consumeCommandQueues(of: configuration)
         let deadline = ContinuousClock.now + .seconds(30)
         while true {
             try #require(ContinuousClock.now < deadline, "the command did not come back")

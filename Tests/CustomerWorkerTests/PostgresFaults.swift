@@ -76,7 +76,7 @@ extension WorkerFixture {
         let session = try await TestBroker.session("redeliver")
         do {
             try await session.setPrefetch(UInt16(count))
-            try await session.consume(queue: configuration.names.commandQueue)
+            try await session.consumeCommandQueues(of: configuration)
             var taken = 0
             let deadline = ContinuousClock.now + .seconds(10)
             while taken < count, ContinuousClock.now < deadline {

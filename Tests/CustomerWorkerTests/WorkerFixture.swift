@@ -29,6 +29,9 @@ final class WorkerFixture: Sendable {
         var transientAttempts = 5
         var transientBackoff = RecoveryPolicy(initialDelay: .milliseconds(100), maximumDelay: .seconds(1))
         var deliveryLimit = 5
+        /// Fair share stays on in every test, with two shards: each shard is a quorum queue, and
+        /// eight per test made the broker of a parallel run on two cores too slow to log in.
+        var fairShareShards = 2
         /// Another broker than the tests' own (e.g. a node a test restarts).
         var amqpURL: String?
         /// Another database than a fresh one of the store kind's (e.g. on a server or a
@@ -52,6 +55,7 @@ final class WorkerFixture: Sendable {
         configuration.transientAttempts = tuning.transientAttempts
         configuration.transientBackoff = tuning.transientBackoff
         configuration.deliveryLimit = tuning.deliveryLimit
+        configuration.fairShareShards = tuning.fairShareShards
         configuration.shutdownTimeout = .seconds(10)
         configuration.reconnect = TestBroker.quickRecovery
         let prefix = TestBroker.uniqueName("test.\(name)")
@@ -132,13 +136,7 @@ final class WorkerFixture: Sendable {
         guard tornDown.withLock({ done in defer { done = true }; return !done }) else { return }
         let session = AMQPSession(configuration: (try? TestBroker.configuration(name: "teardown")) ?? .init(),
                                   logger: TestBroker.logger("teardown"))
-        let names = configuration.names
-        for queue in [names.commandQueue, names.deadLetterQueue, names.repliesQueue] {
-            try? await session.deleteQueue(queue)
-        }
-        for exchange in [names.commandExchange, names.deadLetterExchange, names.eventsExchange] {
-            try? await session.deleteExchange(exchange)
-        }
+        await configuration.deleteTopology(session)
         await session.close()
         await client.close()
         storeServices.cancel()
@@ -165,5 +163,20 @@ enum Conformance {
             let path = "\(directory)/reply.worker-\(UUID().uuidString).json"
             _ = FileManager.default.createFile(atPath: path, contents: Data(reply.body))
         }
+    }
+}
+
+extension WorkerConfiguration {
+    /// Deletes every queue and exchange the topology declares (the shards of fair share too).
+    func deleteTopology(_ session: AMQPSession) async {
+        for queue in topology.queues { try? await session.deleteQueue(queue.name) }
+        for exchange in topology.exchanges { try? await session.deleteExchange(exchange.name) }
+    }
+}
+
+extension AMQPSession {
+    /// Consumes every queue the worker consumes (under fair share: the shards and the command queue).
+    func consumeCommandQueues(of configuration: WorkerConfiguration) async throws {
+        for queue in configuration.commandQueues { try await consume(queue: queue) }
     }
 }
