@@ -43,7 +43,6 @@ public final class CommandWorker: Service {
     private let consumer: AMQPSession
     private let publisher: AMQPSession
     private let logger: Logger
-    private let faults: FaultInjection
     private let metrics = WorkerMetrics()
     /// Spans of the commands in hand; nil while tracing is off, so nothing is spent on them.
     private let traces: CommandTraces?
@@ -58,8 +57,7 @@ public final class CommandWorker: Service {
     private let refusalLog = Mutex(LogInterval(every: .seconds(60)))
 
     /// `tracing`: whether an OpenTelemetry tracer is installed (`TracingBackend.bootstrap`).
-    public init(configuration: WorkerConfiguration, store: any CustomerStorage, logger: Logger,
-                faults: FaultInjection = FaultInjection(), tracing: Bool = false) throws(AMQPError) {
+    public init(configuration: WorkerConfiguration, store: any CustomerStorage, logger: Logger, tracing: Bool = false) throws(AMQPError) {
         self.configuration = configuration
         let databaseSystem = (try? configuration.databaseLocation).map { location in
             if case .postgres = location { "postgresql" } else { "sqlite" }
@@ -67,7 +65,6 @@ public final class CommandWorker: Service {
         traces = tracing ? CommandTraces(CommandSpans(queue: configuration.names.commandQueue,
                                                       eventsExchange: configuration.names.eventsExchange,
                                                       databaseSystem: databaseSystem)) : nil
-        self.faults = faults
         self.store = store
         self.logger = logger
         health = WorkerHealth(livenessWindow: configuration.livenessWindow)
@@ -196,7 +193,6 @@ public final class CommandWorker: Service {
                 }
             case .store(let indices, let finishing):
                 let deliveries = indices.map { machine.items[$0].delivery }
-                faults.crashIfTargeted(deliveries, logger: logger)
                 let span = traces?.transactionSpan(deliveries.map(\.tag))
                 do {
                     let start = ContinuousClock.now

@@ -37,9 +37,4 @@ extension WorkerConfiguration {
             ]
         )
     }
-
-    /// The AMQP messages that carry one reply (see `ReplyEnvelope`); the events copy is first.
-    public func replyMessages(for command: MessageProperties, reply: ReplyRecord, timestamp: UInt64) -> [OutgoingMessage] {
-        ReplyEnvelope(command: command, reply: reply, configuration: self, timestamp: timestamp).messages
-    }
 }
