@@ -240,7 +240,7 @@ public final class CommandWorker: Service {
     /// Executes the machine's actions in the publish phase, until it is finished.
     private func runPublishPhase(_ stored: BatchMachine, received: ContinuousClock.Instant) async {
         var machine = stored
-        var action = machine.startPublishing(generation: await consumer.generation)
+        var action = machine.startPublishing(generation: liveGeneration)
         var replies: Replies?
         while true {
             switch action {
@@ -299,7 +299,7 @@ public final class CommandWorker: Service {
             ])
             return machine.executed()
         case .handBack:
-            return machine.handBackGeneration(await consumer.generation)
+            return machine.handBackGeneration(liveGeneration)
         case .publishCopies(let indices):
             // Each copy goes to the command queue through the default exchange (so no other queue
             // bound to the command exchange gets one), with publisher confirms (`DeliveryFate`).
@@ -329,6 +329,14 @@ public final class CommandWorker: Service {
         default:
             preconditionFailure("CommandWorker: \(action) is not a shared action")
         }
+    }
+
+    /// The consumer's connection generation while it is connected; nil while it is not (lost or
+    /// reconnecting): the deliveries of its last channel are back in the queue then, though the
+    /// session reports that channel's generation until it has reconnected.
+    private var liveGeneration: UInt64? {
+        let status = consumer.status
+        return status.state.isConnected ? status.generation : nil
     }
 
     /// Reports a failed store operation to the machine: cancellation as shutdown, anything else
