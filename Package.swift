@@ -190,15 +190,24 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Helpers for tests that talk to the private broker started by scripts/broker.sh.
+        // Helpers for tests that talk to the private broker started by scripts/broker.sh, and the
+        // fault injection only tests link.
         .target(
             name: "BrokerTestSupport",
             dependencies: [
-                "AMQP", "ChildProcess", "PostgresStore",
+                "AMQP", "ChildProcess", "PostgresStore", "CreateCustomer", "CustomerDomain",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             path: "Tests/BrokerTestSupport",
+            swiftSettings: strict
+        ),
+        // `customer-worker run` with fault injection (a crash on a named command), for the poison
+        // tests: the worker's own binary links no fault.
+        .executableTarget(
+            name: "customer-worker-faults",
+            dependencies: ["CustomerWorker", "BrokerTestSupport", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/FaultInjectingWorker",
             swiftSettings: strict
         ),
         .testTarget(name: "AMQPTests", dependencies: ["AMQP", "BrokerTestSupport"], swiftSettings: strict),

@@ -73,7 +73,7 @@ public struct CreateCustomerCore: Sendable {
         case done
     }
 
-    let commands: [IncomingCommand]
+    public let commands: [IncomingCommand]
     let parsed: [Result<CreateCustomerCommand, CommandRejection>]
     let now: Timestamp
     /// Mints the ids of new rows (`newIdentifier` unless a test injects its own).

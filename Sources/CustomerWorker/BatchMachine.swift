@@ -343,8 +343,9 @@ struct BatchMachine: Sendable {
         return next()
     }
 
-    /// The consumer's connection generation, asked for by `.handBack`.
-    mutating func handBackGeneration(_ generation: UInt64) -> Action {
+    /// The consumer's live connection generation, asked for by `.handBack`; nil while the consumer
+    /// is not connected (the broker has requeued what its lost channel held).
+    mutating func handBackGeneration(_ generation: UInt64?) -> Action {
         guard case .handBackGeneration = awaiting, case .handBack(let indices)? = pendingHandBack else { impossible("handBackGeneration") }
         pendingHandBack = nil
         let stale = indices.filter { items[$0].delivery.tag.connectionGeneration != generation }
@@ -374,8 +375,10 @@ struct BatchMachine: Sendable {
         return .settleHandBack(ack: acked, requeue: requeued, stale: stale)
     }
 
-    /// The worker starts publishing the stored replies; `generation` is the consumer's now.
-    mutating func startPublishing(generation: UInt64) -> Action {
+    /// The worker starts publishing the stored replies; `generation` is the consumer's live
+    /// connection generation, nil while it is not connected (its channel is gone, so the broker
+    /// has requeued every delivery it held, whatever the generation the session reports).
+    mutating func startPublishing(generation: UInt64?) -> Action {
         expect(.storePhaseOver)
         inPublishPhase = true
         let stale = items.indices.filter { items[$0].reply != nil && !items[$0].isSettled && items[$0].delivery.tag.connectionGeneration != generation }

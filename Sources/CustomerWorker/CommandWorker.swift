@@ -43,7 +43,6 @@ public final class CommandWorker: Service {
     private let consumer: AMQPSession
     private let publisher: AMQPSession
     private let logger: Logger
-    private let faults: FaultInjection
     private let metrics = WorkerMetrics()
     private let laneMetrics: FairShareMetrics
     /// Spans of the commands in hand; nil while tracing is off, so nothing is spent on them.
@@ -59,8 +58,7 @@ public final class CommandWorker: Service {
     private let refusalLog = Mutex(LogInterval(every: .seconds(60)))
 
     /// `tracing`: whether an OpenTelemetry tracer is installed (`TracingBackend.bootstrap`).
-    public init(configuration: WorkerConfiguration, store: any CustomerStorage, logger: Logger,
-                faults: FaultInjection = FaultInjection(), tracing: Bool = false) throws(AMQPError) {
+    public init(configuration: WorkerConfiguration, store: any CustomerStorage, logger: Logger, tracing: Bool = false) throws(AMQPError) {
         self.configuration = configuration
         let databaseSystem = (try? configuration.databaseLocation).map { location in
             if case .postgres = location { "postgresql" } else { "sqlite" }
@@ -68,7 +66,6 @@ public final class CommandWorker: Service {
         traces = tracing ? CommandTraces(CommandSpans(queue: configuration.names.commandQueue,
                                                       eventsExchange: configuration.names.eventsExchange,
                                                       databaseSystem: databaseSystem)) : nil
-        self.faults = faults
         laneMetrics = FairShareMetrics(configuration.fairShare)
         self.store = store
         self.logger = logger
@@ -206,7 +203,6 @@ public final class CommandWorker: Service {
                 }
             case .store(let indices, let finishing):
                 let deliveries = indices.map { machine.items[$0].delivery }
-                faults.crashIfTargeted(deliveries, logger: logger)
                 let span = traces?.transactionSpan(deliveries.map(\.tag))
                 do {
                     let start = ContinuousClock.now
@@ -254,7 +250,7 @@ public final class CommandWorker: Service {
     /// Executes the machine's actions in the publish phase, until it is finished.
     private func runPublishPhase(_ stored: BatchMachine, received: ContinuousClock.Instant) async {
         var machine = stored
-        var action = machine.startPublishing(generation: await consumer.generation)
+        var action = machine.startPublishing(generation: liveGeneration)
         var replies: Replies?
         while true {
             switch action {
@@ -313,7 +309,7 @@ public final class CommandWorker: Service {
             ])
             return machine.executed()
         case .handBack:
-            return machine.handBackGeneration(await consumer.generation)
+            return machine.handBackGeneration(liveGeneration)
         case .publishCopies(let indices):
             // Each copy goes to the command queue through the default exchange (so no other queue
             // bound to the command exchange gets one), with publisher confirms (`DeliveryFate`).
@@ -343,6 +339,14 @@ public final class CommandWorker: Service {
         default:
             preconditionFailure("CommandWorker: \(action) is not a shared action")
         }
+    }
+
+    /// The consumer's connection generation while it is connected; nil while it is not (lost or
+    /// reconnecting): the deliveries of its last channel are back in the queue then, though the
+    /// session reports that channel's generation until it has reconnected.
+    private var liveGeneration: UInt64? {
+        let status = consumer.status
+        return status.state.isConnected ? status.generation : nil
     }
 
     /// Reports a failed store operation to the machine: cancellation as shutdown, anything else

@@ -18,8 +18,10 @@ public struct WorkerApplication: Sendable {
 
     /// Opens the database (`DATABASE_URL`: SQLite or PostgreSQL) and assembles the services;
     /// connects nothing yet. The worker migrates the database before it takes a command.
+    /// `decorateStore` wraps the store the worker uses (a test's fault injection).
     public init(configuration: WorkerConfiguration, logger: Logger,
-                environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+                environment: [String: String] = ProcessInfo.processInfo.environment,
+                decorateStore: @Sendable (any CustomerStorage) -> any CustomerStorage = { $0 }) throws {
         // Before any metric is created: metrics made earlier would go nowhere.
         metrics = MetricsRegistry.bootstrap()
         let environment = configuration.tracingEnvironment(environment)
@@ -31,10 +33,8 @@ public struct WorkerApplication: Sendable {
         }
         let store = try OpenedStore.open(try configuration.databaseLocation, busyTimeout: configuration.databaseBusyTimeout,
                                          logger: logger, backgroundCheckpoints: true, synchronous: configuration.databaseSynchronous)
-        let faults = FaultInjection.fromEnvironment()
-        if faults.isArmed { logger.warning("fault injection is armed: this worker will crash on purpose", metadata: ["fault": "\(FaultInjection.crashOnExternalIDVariable)"]) }
-        let worker = try CommandWorker(configuration: configuration, store: store.storage, logger: logger, faults: faults,
-                                       tracing: tracing != nil)
+        let storage = decorateStore(store.storage)
+        let worker = try CommandWorker(configuration: configuration, store: storage, logger: logger, tracing: tracing != nil)
         self.worker = worker
         // The exporter first, so it shuts down last and flushes every span the others ended; then
         // the store's services, so they shut down after the worker has finished its batches.
@@ -54,7 +54,7 @@ public struct WorkerApplication: Sendable {
         } else {
             httpListener = nil
         }
-        services.append(.init(service: MigratingWorker(storage: store.storage, worker: worker),
+        services.append(.init(service: MigratingWorker(storage: storage, worker: worker),
                               successTerminationBehavior: .gracefullyShutdownGroup))
         var group = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
                                               cancellationSignals: [], logger: logger)

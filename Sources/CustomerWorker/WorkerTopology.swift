@@ -50,9 +50,4 @@ extension WorkerConfiguration {
 
     /// The queues the worker consumes: the shards and the command queue, or the command queue.
     public var commandQueues: [String] { fairShare.isOn ? fairShare.consumedQueues : [names.commandQueue] }
-
-    /// The AMQP messages that carry one reply (see `ReplyEnvelope`); the events copy is first.
-    public func replyMessages(for command: MessageProperties, reply: ReplyRecord, timestamp: UInt64) -> [OutgoingMessage] {
-        ReplyEnvelope(command: command, reply: reply, configuration: self, timestamp: timestamp).messages
-    }
 }

@@ -23,8 +23,9 @@ final class Relay: @unchecked Sendable {
         let configuration = topology.configuration
         let amqp = try configuration.amqpConfiguration
         guard amqp.tls == nil else { throw BenchmarkError.setupFailed("the ceiling's relay speaks plain AMQP only: use an amqp:// URL") }
-        let messages = configuration.replyMessages(for: MessageProperties(), reply: reply, timestamp: 0)
-        guard let event = messages.first, let handle = reply.body.withUnsafeBytes({ body in
+        // The reply as the worker carries it to the events exchange.
+        let event = ReplyEnvelope(command: MessageProperties(), reply: reply, configuration: configuration, timestamp: 0).events
+        guard let handle = reply.body.withUnsafeBytes({ body in
             cw_relay_new(amqp.host, Int32(amqp.port), amqp.user, amqp.password, amqp.vhost,
                          configuration.names.commandQueue, UInt16(configuration.prefetch), event.exchange, event.routingKey,
                          body.baseAddress, body.count, reply.type.rawValue, event.properties.contentType ?? "application/json",

@@ -15,6 +15,11 @@ struct ExecutablesTests {
         #expect(try links(WorkerProcess.benchExecutable, "cw_relay_new"))
     }
 
+    @Test func theWorkerBinaryCarriesNoFaultInjection() throws {
+        #expect(try !links(WorkerProcess.executable, FaultInjection.crashOnExternalIDVariable))
+        #expect(try links(WorkerProcess.faultInjectingExecutable, FaultInjection.crashOnExternalIDVariable))
+    }
+
     @Test func benchIsNoLongerAWorkerSubcommand() async throws {
         let result = try await TestBroker.runCapturing(WorkerProcess.executable, ["bench", "--messages", "1"])
         #expect(result.status != 0, "\(result.output)")

@@ -14,13 +14,13 @@ struct ObservedWorker {
     let port: Int
     let log: String
 
-    init(_ fixture: WorkerFixture, name: String, environment extra: [String: String] = [:]) throws {
+    init(_ fixture: WorkerFixture, name: String, environment extra: [String: String] = [:], faultInjecting: Bool = false) throws {
         port = FreePort.next()
         var environment = fixture.environment.merging(extra) { $1 }
         environment["HTTP_PORT"] = String(port)
         environment["SWIFT_BACKTRACE"] = "enable=no"  // a crash on purpose should end at once
         log = fixture.directory.appendingPathComponent("\(name).log").path
-        process = try WorkerProcess(environment: environment, logFile: log)
+        process = try WorkerProcess(environment: environment, logFile: log, faultInjecting: faultInjecting)
     }
 
     func status(_ path: String) async -> Int? {

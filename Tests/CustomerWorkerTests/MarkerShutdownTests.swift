@@ -4,6 +4,7 @@ import CreateCustomer
 import CustomerWorker
 import Foundation
 import GRDB
+import Synchronization
 import Testing
 
 /// A redelivered command commits its marker, then its work transaction fails (the database
@@ -25,7 +26,9 @@ struct MarkerShutdownTests {
 
         // Markers can be written, the work cannot: its table is away (an outage for both stores).
         try await execute(fixture, "ALTER TABLE processed_requests RENAME TO processed_requests_away")
+        let restored = Mutex(false)
         TestResources.onExit("processed_requests of \(fixture.directory.lastPathComponent)") {
+            guard !restored.withLock({ $0 }) else { return }
             try? await execute(fixture, "ALTER TABLE processed_requests_away RENAME TO processed_requests")
         }
         for stop in 1...2 {
@@ -51,6 +54,7 @@ struct MarkerShutdownTests {
         #expect(try await markers(fixture) <= 1, "a graceful stop adds no marker on top of one it left")
 
         try await execute(fixture, "ALTER TABLE processed_requests_away RENAME TO processed_requests")
+        restored.withLock { $0 = true }
         _ = try await fixture.withWorker { try await fixture.expectAnsweredOnce(commands) }
         #expect(try await fixture.store.customerCount() == 1)
         #expect(try await markers(fixture) == 0, "the work transaction removed its marker")

@@ -33,7 +33,8 @@ struct PoisonTests {
                 exited = true
             }
             if exited {
-                last = try ObservedWorker(fixture, name: "worker-\(crashes)", environment: [FaultInjection.crashOnExternalIDVariable: poison])
+                last = try ObservedWorker(fixture, name: "worker-\(crashes)", environment: [FaultInjection.crashOnExternalIDVariable: poison],
+                                          faultInjecting: true)
             }
             replies += try await fixture.client.replies(count: good.count, timeout: .milliseconds(300))
         }

@@ -14,6 +14,9 @@ final class WorkerProcess: Sendable {
     /// The executable built next to the test bundle by `swift build --build-tests`.
     static var executable: String { built("customer-worker") }
 
+    /// `customer-worker run` with fault injection (`FaultInjection`), built beside the worker's.
+    static var faultInjectingExecutable: String { built("customer-worker-faults") }
+
     /// The benchmark's executable, built beside the worker's.
     static var benchExecutable: String { built("customer-worker-bench") }
 
@@ -24,8 +27,10 @@ final class WorkerProcess: Sendable {
         return (candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]).path
     }
 
-    init(environment: [String: String], logFile: String) throws {
-        pid = try TestBroker.spawn(Self.executable, ["run"], environment: environment, output: logFile, errorsToOutput: true)
+    init(environment: [String: String], logFile: String, faultInjecting: Bool = false) throws {
+        pid = faultInjecting
+            ? try TestBroker.spawn(Self.faultInjectingExecutable, [], environment: environment, output: logFile, errorsToOutput: true)
+            : try TestBroker.spawn(Self.executable, ["run"], environment: environment, output: logFile, errorsToOutput: true)
         TestResources.onExit("worker process \(pid) (log \(logFile))") { [self] in await terminate() }
     }
 

@@ -1,0 +1,67 @@
+import CreateCustomer
+import CustomerDomain
+import Foundation
+
+/// Failures a worker causes on purpose, for tests of what happens after a crash. Only the
+/// test-only `customer-worker-faults` executable links it (the production binary has no such
+/// code); every fault is off unless an environment variable names it explicitly.
+public struct FaultInjection: Sendable {
+    /// The worker crashes (as a trap would) right before handling a command with this externalId.
+    public static let crashOnExternalIDVariable = "CUSTOMER_WORKER_FAULT_CRASH_ON_EXTERNAL_ID"
+
+    public var crashOnExternalID: String?
+
+    public init(crashOnExternalID: String? = nil) {
+        self.crashOnExternalID = crashOnExternalID
+    }
+
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> FaultInjection {
+        FaultInjection(crashOnExternalID: environment[crashOnExternalIDVariable].flatMap { $0.isEmpty ? nil : $0 })
+    }
+
+    public var isArmed: Bool { crashOnExternalID != nil }
+
+    /// Crashes the process if one of `commands` is the targeted command.
+    public func crashIfTargeted(_ commands: [IncomingCommand]) {
+        guard let target = crashOnExternalID else { return }
+        for command in commands {
+            let object = try? JSONSerialization.jsonObject(with: Data(command.body)) as? [String: Any]
+            guard object?["externalId"] as? String == target else { continue }
+            FileHandle.standardError.write(Data("fault injection: crashing on purpose\n".utf8))
+            fatalError("fault injection (\(Self.crashOnExternalIDVariable))")
+        }
+    }
+}
+
+/// A store that crashes the process (`FaultInjection`) right before a transaction handles the
+/// targeted command, after its marker, if any, committed: where a command that takes a worker
+/// down would. Everything else goes to the store it wraps.
+public struct FaultInjectingStore: CustomerStorage {
+    public let base: any CustomerStorage
+    public let faults: FaultInjection
+
+    public init(_ base: any CustomerStorage, faults: FaultInjection) {
+        self.base = base
+        self.faults = faults
+    }
+
+    public func createCustomers(_ core: CreateCustomerCore, finishingAttempts: [String]) async throws -> [CommandOutcome] {
+        faults.crashIfTargeted(core.commands)
+        return try await base.createCustomers(core, finishingAttempts: finishingAttempts)
+    }
+
+    public func administer<Operation: AdminOperation>(_ operation: Operation) async throws -> Operation.Answer {
+        try await base.administer(operation)
+    }
+
+    public func beginAttempt(key: String, now: Timestamp, since: Timestamp) async throws -> Int {
+        try await base.beginAttempt(key: key, now: now, since: since)
+    }
+
+    public func clearAttempt(key: String) async throws { try await base.clearAttempt(key: key) }
+    public func classify(_ error: any Error) -> StoreFailure { base.classify(error) }
+    public func migrate() async throws { try await base.migrate() }
+    public func checkWritable() async throws { try await base.checkWritable() }
+    public func customerCount() async throws -> Int { try await base.customerCount() }
+    public var location: String { base.location }
+}
