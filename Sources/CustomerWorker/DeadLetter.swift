@@ -85,7 +85,7 @@ public struct DeadLetter: Sendable {
     func replayCopy(exchange: String, routingKey: String) -> OutgoingMessage {
         var copied = properties
         for name in Self.brokerHeaders { copied.headers[name] = nil }
-        copied.headers[Self.replaysHeader] = .int(Int64(replays + 1))
+        copied.headers[Self.replaysHeader] = .int(Int64(replays == .max ? .max : replays + 1))  // a sender may set it: never trap
         copied.persistent = true
         return OutgoingMessage(exchange: exchange, routingKey: routingKey, body: body, properties: copied)
     }

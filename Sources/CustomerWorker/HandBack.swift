@@ -29,7 +29,8 @@ extension Delivery {
         var copied = properties
         for name in Self.deliveryCountHeaders { copied.headers[name] = nil }
         let earlier = properties.headers[Self.handedBackHeader]?.intValue ?? 0
-        copied.headers[Self.handedBackHeader] = .int(earlier + 1)
+        // The header arrives from the sender too: a count at Int64.max must not trap the worker.
+        copied.headers[Self.handedBackHeader] = .int(earlier == .max ? .max : earlier + 1)
         return OutgoingMessage(exchange: "", routingKey: queue ?? fallbackQueue, body: body, properties: copied, mandatory: true)
     }
 }

@@ -436,4 +436,20 @@ struct SeededLCG {
         state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
         return state >> 33
     }
+
+}
+
+extension BatchMachineTests {
+    /// `x-handed-back` is a header a sender can set: the copy counts one more, and a count at
+    /// the top of its range stays there instead of trapping the worker.
+    @Test func aHandBackCopyCountsHandBacksWithoutOverflowing() {
+        var delivery = Self.delivery(1, deliveryCount: 3)
+        #expect(delivery.handBackCopy(fallbackQueue: "q").properties.headers["x-handed-back"] == .int(1))
+        #expect(delivery.handBackCopy(fallbackQueue: "q").properties.headers["x-delivery-count"] == nil)
+        var properties = delivery.properties
+        properties.headers["x-handed-back"] = .int(.max)
+        delivery = Delivery(tag: delivery.tag, consumerTag: "c", queue: nil, redelivered: false, exchange: "x", routingKey: "r",
+                            body: delivery.body, properties: properties, receivedAt: Self.t0)
+        #expect(delivery.handBackCopy(fallbackQueue: "q").properties.headers["x-handed-back"] == .int(.max))
+    }
 }
