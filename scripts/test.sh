@@ -132,6 +132,8 @@ bench=(env "CUSTOMER_WORKER_TEST_CHILD=$BROKER_PORT" "$(swift build --show-bin-p
 # The same on PostgreSQL.
 "${bench[@]}" --messages 500 --replicas 2 --duplicates 10 --log-level warning \
   --database "$POSTGRES_TEST_URL" > /dev/null
+# Tenants mode (fair share, then the single queue): a heavy merchant's flood beside a light one.
+"${bench[@]}" --tenants --messages 1000 --light-rate 20 --unloaded-seconds 1 --log-level warning > /dev/null
 
 stop_pass_servers
 use_pass "$PASS2_BROKER_PORT" "$PASS2_PG_PORT" 4 18

@@ -212,14 +212,24 @@ public final class AMQPSession: Sendable {
     @discardableResult
     public func ack(_ tag: DeliveryTag, multiple: Bool = false) async -> Bool {
         await settle { core, promise in
-            core.settle(tag, "basic.ack", promise) { connection throws(AMQPError) in try connection.ack(tag.value, multiple: multiple) }
+            core.settle(tag, multiple: multiple, "basic.ack", promise) { connection throws(AMQPError) in
+                try connection.ack(tag.value, multiple: multiple)
+            }
         }
+    }
+
+    /// Acknowledges exactly these deliveries, whatever order they were handed out in: with
+    /// `multiple` where that covers no other unsettled delivery, else one by one. Returns false
+    /// when any was from an earlier connection or the connection just failed (as `ack`).
+    @discardableResult
+    public func ack(_ tags: [DeliveryTag]) async -> Bool {
+        await settle { core, promise in core.acknowledge(tags, promise) }
     }
 
     @discardableResult
     public func nack(_ tag: DeliveryTag, multiple: Bool = false, requeue: Bool) async -> Bool {
         await settle { core, promise in
-            core.settle(tag, "basic.nack", promise) { connection throws(AMQPError) in
+            core.settle(tag, multiple: multiple, "basic.nack", promise) { connection throws(AMQPError) in
                 try connection.nack(tag.value, multiple: multiple, requeue: requeue)
             }
         }
@@ -228,7 +238,9 @@ public final class AMQPSession: Sendable {
     @discardableResult
     public func reject(_ tag: DeliveryTag, requeue: Bool) async -> Bool {
         await settle { core, promise in
-            core.settle(tag, "basic.reject", promise) { connection throws(AMQPError) in try connection.reject(tag.value, requeue: requeue) }
+            core.settle(tag, multiple: false, "basic.reject", promise) { connection throws(AMQPError) in
+                try connection.reject(tag.value, requeue: requeue)
+            }
         }
     }
 

@@ -24,16 +24,25 @@ final class SessionCore {
     var prefetch: UInt16?
     var confirms = false
     var consumers: [AMQPSession.Consumer] = [] {
-        didSet { for consumer in consumers { queueOfConsumer[consumer.consumerTag] = consumer.queue } }
+        didSet {
+            for consumer in consumers {
+                queueOfConsumer[consumer.consumerTag] = consumer.queue
+                if consumer.noAck { noAckConsumers.insert(consumer.consumerTag) }
+            }
+        }
     }
     /// The queue of every consumer started on this session, cancelled ones included (deliveries
     /// read after a cancel still name their queue).
     private var queueOfConsumer: [String: String] = [:]
+    /// Consumers whose deliveries need no acknowledgement (cancelled ones included).
+    private var noAckConsumers: Set<String> = []
 
     /// Requests that need the connection, held while (re)connecting.
     private var parked: [(run: () -> Void, fail: (AMQPError) -> Void)] = []
 
-    private var deliveries: [Delivery] = []
+    private var deliveries = DeliveryLanes()
+    /// What the current channel delivered for acknowledgement and nobody settled yet.
+    private var unsettled = UnsettledTags()
     private var waiters: [DeliveryWaiter] = []
 
     var tracker = ConfirmTracker()
@@ -96,6 +105,7 @@ final class SessionCore {
             deliveries.append(Delivery(tag: DeliveryTag(connectionGeneration: machine.generation, value: tag), consumerTag: consumerTag,
                                        queue: queueOfConsumer[consumerTag], redelivered: redelivered, exchange: exchange,
                                        routingKey: routingKey, body: body, properties: properties, receivedAt: .now))
+            if !noAckConsumers.contains(consumerTag) { unsettled.delivered(tag) }
         case .ack(let tag, let multiple):
             settled(tracker.acked(tag, multiple: multiple))
         case .nack(let tag, let multiple):
@@ -205,9 +215,7 @@ final class SessionCore {
                 }
             }
             waiters.removeFirst()
-            let count = min(waiter.maximum, deliveries.count)
-            waiter.promise.succeed(Array(deliveries.prefix(count)))
-            deliveries.removeFirst(count)
+            waiter.promise.succeed(deliveries.take(waiter.maximum))
         }
     }
 
@@ -219,7 +227,8 @@ final class SessionCore {
     func stopConsuming(_ promise: Promise<[Delivery]>) {
         guard machine.isOpen, let connection else {
             consumers.removeAll()
-            deliveries.removeAll()
+            _ = deliveries.removeAll()
+            unsettled.reset()
             return promise.succeed([])
         }
         let cancelling = consumers
@@ -229,17 +238,16 @@ final class SessionCore {
         } catch {
             // The channel is gone with what it delivered: the broker requeues it.
             if !connection.isUsable { lost(error) }
-            deliveries.removeAll()
+            _ = deliveries.removeAll()
             return promise.fail(error)
         }
         // Deliveries that came before the cancel-ok were queued by rabbitmq-c during the RPC.
         while readAvailable() {}
-        let held = deliveries
-        deliveries.removeAll()
-        promise.succeed(held)
+        promise.succeed(deliveries.removeAll())
     }
 
-    func settle(_ tag: DeliveryTag, _ operation: String, _ promise: Promise<Bool>, _ body: (AMQPConnection) throws(AMQPError) -> Void) {
+    func settle(_ tag: DeliveryTag, multiple: Bool, _ operation: String, _ promise: Promise<Bool>,
+                _ body: (AMQPConnection) throws(AMQPError) -> Void) {
         guard tag.connectionGeneration == machine.generation, machine.isOpen, let connection else {
             logger.debug("not settling a delivery from a closed channel", metadata: [
                 "amqp.operation": "\(operation)", "amqp.delivery_generation": "\(tag.connectionGeneration)",
@@ -248,9 +256,30 @@ final class SessionCore {
         }
         do {
             try body(connection)
+            unsettled.settled(tag.value, multiple: multiple)
             promise.succeed(true)
         } catch {
             logger.warning("settling failed; the broker will redeliver", metadata: ["amqp.operation": "\(operation)", "error": "\(error)"])
+            lost(error)
+            promise.succeed(false)
+        }
+    }
+
+    /// Acknowledges exactly `tags` (of the current connection; earlier ones are void): with
+    /// `multiple` where that covers no other unsettled delivery (`UnsettledTags`), else one by one.
+    func acknowledge(_ tags: [DeliveryTag], _ promise: Promise<Bool>) {
+        let current = tags.filter { $0.connectionGeneration == machine.generation }
+        guard !current.isEmpty, machine.isOpen, let connection else {
+            logger.debug("not acknowledging deliveries from a closed channel", metadata: ["amqp.deliveries": "\(tags.count)"])
+            return promise.succeed(false)
+        }
+        let plan = unsettled.acknowledge(current.map(\.value))
+        do {
+            if let upTo = plan.upTo { try connection.ack(upTo, multiple: true) }
+            for tag in plan.singles { try connection.ack(tag, multiple: false) }
+            promise.succeed(current.count == tags.count)
+        } catch {
+            logger.warning("settling failed; the broker will redeliver", metadata: ["amqp.operation": "basic.ack", "error": "\(error)"])
             lost(error)
             promise.succeed(false)
         }
@@ -337,9 +366,7 @@ final class SessionCore {
     func cancel(_ token: UInt64) {
         if let index = waiters.firstIndex(where: { $0.token == token }) {
             let waiter = waiters.remove(at: index)
-            let count = min(waiter.maximum, deliveries.count)
-            waiter.promise.succeed(Array(deliveries.prefix(count)))
-            deliveries.removeFirst(count)
+            waiter.promise.succeed(deliveries.take(waiter.maximum))
         }
         if let (id, request) = publishes.first(where: { $0.value.token == token }) {
             publishes.removeValue(forKey: id)
@@ -471,7 +498,8 @@ final class SessionCore {
     private func dropConnection(after error: AMQPError) {
         logger.warning("AMQP connection lost; reconnecting", metadata: ["error": "\(error)"])
         connection = nil
-        deliveries.removeAll()
+        _ = deliveries.removeAll()
+        unsettled.reset()
         var touched: [UInt64] = []
         for pending in tracker.reset() {
             guard let request = publishes[pending.request] else { continue }
@@ -516,7 +544,8 @@ final class SessionCore {
         writeQueue = []
         _ = tracker.reset()
         for request in requests.values { request.promise.fail(error) }
-        deliveries.removeAll()
+        _ = deliveries.removeAll()
+        unsettled.reset()
     }
 
     private var status: AMQPSession.Status {

@@ -112,7 +112,7 @@ struct BatchMachine: Sendable {
         /// Publish the events copies of `events` and, on the first attempt only, the `reply_to`
         /// copies of `copies`.
         case publish(events: [Int], copies: [Int], attempt: Int)
-        /// Ack `last` with `multiple`, covering `items` (all confirmed).
+        /// Ack `items` (all confirmed); `last` is the batch's last item.
         case ack(last: Int, items: [Int])
         /// The store phase is over: publish the stored replies (`startPublishing`); with
         /// `awaitStore`, the worker stopped consuming and waits for the store before consuming again.

@@ -22,7 +22,7 @@ public actor CommandClient {
         }
         self.configuration = configuration
         session = AMQPSession(nodes: nodes, recovery: RecoveryPolicy(maximumAttempts: 3), logger: logger, name: "client")
-        try await session.declare(configuration.topology)
+        try await FairShare.declare(configuration.topology, on: session)
         try await session.enableConfirms()
     }
 

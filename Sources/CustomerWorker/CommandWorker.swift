@@ -124,7 +124,7 @@ public final class CommandWorker: Service {
     }
 
     private func start() async throws {
-        try await consumer.declare(configuration.topology)
+        try await FairShare.declare(configuration.topology, on: consumer)
         // Remembered by the publisher, so it declares again what it publishes to after every
         // reconnect (an events exchange deleted while the worker runs comes back).
         try await publisher.declare(replyTopology)
@@ -262,8 +262,10 @@ public final class CommandWorker: Service {
                 action = await publish(events: events, copies: copies, attempt: attempt, replies: &replies!, &machine)
             case .pause(let pause):
                 action = await pacer.wait(pause, health: health) ? machine.shutdown() : machine.tick()
-            case .ack(let last, let indices):
-                if await consumer.ack(machine.items[last].delivery.tag, multiple: true) {
+            case .ack(_, let indices):
+                // Exactly the batch's deliveries: under fair share they were handed out in round
+                // robin across the shards, so `multiple` on the last one could cover others.
+                if await consumer.ack(indices.map { machine.items[$0].delivery.tag }) {
                     let elapsed = ContinuousClock.now - received
                     for _ in indices { metrics.handling.record(duration: elapsed) }
                 }

@@ -84,3 +84,38 @@ public struct FairShare: Sendable, Hashable {
         )
     }
 }
+
+extension FairShare {
+    /// Declares the topology on `session`; a broker without the plugin (it closes the connection
+    /// with `503 COMMAND_INVALID - invalid exchange type 'x-consistent-hash'`) is reported as
+    /// what to do about it, not as a lost connection.
+    public static func declare(_ topology: Topology, on session: AMQPSession) async throws {
+        do {
+            try await session.declare(topology)
+        } catch {
+            throw PluginMissing(underlying: error) ?? error
+        }
+    }
+
+    /// The broker does not know the consistent-hash exchange type: its plugin is not enabled.
+    public struct PluginMissing: Error, CustomStringConvertible {
+        public let underlying: AMQPError
+
+        init?(underlying: AMQPError) {
+            switch underlying {
+            case .connectionClosedByBroker(_, let text), .channelClosedByBroker(_, _, let text):
+                guard text.contains("invalid exchange type"), text.contains(FairShare.exchangeType) else { return nil }
+            default:
+                return nil
+            }
+            self.underlying = underlying
+        }
+
+        public var description: String {
+            "the broker has no exchange type \(FairShare.exchangeType), which fair share per merchant (FAIR_SHARE_SHARDS) needs: "
+                + "enable its plugin on every node (rabbitmq-plugins enable \(FairShare.plugin); online, no restart), "
+                + "or set FAIR_SHARE_SHARDS=0 to run without fair share (\(underlying))"
+        }
+    }
+}
+

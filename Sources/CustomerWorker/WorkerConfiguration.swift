@@ -52,9 +52,8 @@ public struct WorkerConfiguration: Sendable {
     public var deliveryLimit = 5
     /// Shards of the command queue, by a hash of the merchant's key (`FairShare`); 0 → off.
     /// Every change also refreshes `replyTo.ownQueues` (the shards are the worker's own queues).
-    /// Off by default until its cost is measured (issue 27's bench): the test suite's broker load
-    /// with shards in every fixture made a 3.10 login time out in one fresh-clone run.
-    public var fairShareShards = 0 {
+    /// On by default: 8 shards (BENCHMARKS.md, "Fair share per merchant", measures the cost).
+    public var fairShareShards = 8 {
         didSet { replyTo.ownQueues = ownQueueNames }
     }
     /// Bound of the inspection queue; the oldest replies are dropped beyond it.
@@ -241,7 +240,7 @@ extension WorkerConfiguration {
         integer("TRANSIENT_ATTEMPTS", "transient-attempts", \.transientAttempts, 1...100, "Attempts at publishing a batch's replies (not confirmed in time) before its commands are requeued. A failing database (busy, full, read-only, unreachable) never requeues: the worker holds the batch, pauses (not ready) and retries with backoff up to 1 s until it recovers (HAND_BACK_AFTER)."),
         seconds("HAND_BACK_AFTER", "hand-back-after", \.handBackAfter, 1...1500, "Seconds the worker may hold commands while the database keeps failing; then it hands them back to the queue unspent (each republished unchanged with confirms, then acknowledged: no delivery counted), stops consuming, and consumes again once the database answers. Keep it well below the broker's consumer_timeout (30 min by default; RabbitMQ 3.10 checks it every channel_tick_interval, 60 s)."),
         integer("DELIVERY_LIMIT", "delivery-limit", \.deliveryLimit, 1...1000, "Deliveries of a command before the queue dead-letters it (x-delivery-limit; must match the existing queue)."),
-        integer("FAIR_SHARE_SHARDS", "fair-share-shards", \.fairShareShards, 0...FairShare.maximumShards, "Fair share per merchant: commands are sharded by a hash of their `x-api-key` over this many quorum queues (COMMAND_QUEUE.0, .1, …, fed by the consistent-hash exchange COMMAND_EXCHANGE.fair; the broker needs the rabbitmq_consistent_hash_exchange plugin), each consumed with its own PREFETCH window, so one merchant's backlog never holds another merchant's commands back (unless both hash to the same shard). 0 (the default, until its cost is measured): off, one queue for all (COMMAND_QUEUE); 8 is a good start. Every replica must use the same value (docs/operations.md)."),
+        integer("FAIR_SHARE_SHARDS", "fair-share-shards", \.fairShareShards, 0...FairShare.maximumShards, "Fair share per merchant: commands are sharded by a hash of their `x-api-key` over this many quorum queues (COMMAND_QUEUE.0, .1, …, fed by the consistent-hash exchange COMMAND_EXCHANGE.fair; the broker needs the rabbitmq_consistent_hash_exchange plugin), each consumed with its own PREFETCH window, so one merchant's backlog never holds another merchant's commands back (unless both hash to the same shard). PREFETCH applies per queue consumed, so a worker may hold PREFETCH × (shards + 1) commands. 0: off, one queue for all (COMMAND_QUEUE). Every replica must use the same value (docs/operations.md)."),
         integer("REPLIES_MAX_LENGTH", "replies-max-length", \.repliesMaxLength, 1...100_000_000, "Replies kept in the inspection queue; the oldest are dropped beyond it (x-max-length, drop-head)."),
         parsed("REPLY_TO_PATTERN", "reply-to-pattern", \.replyTo, shown: "none",
                "Regular expression (whole name) of further queues a command's reply_to may name. Always allowed: direct reply-to (amq.rabbitmq.reply-to.…), and server-named queues (amq.gen-…) unless REPLY_TO_SERVER_NAMED=refuse. Never allowed, whatever the pattern: the worker's own queues (command, dead-letter, replies). A reply_to that is not allowed is ignored (the events copy stands), counted and logged (once a minute).",

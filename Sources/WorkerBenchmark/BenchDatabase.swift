@@ -36,15 +36,25 @@ struct BenchDatabase: Sendable {
         do {
             let store = opened.storage
             try await store.migrate()
-            let credentials = try await store.createMerchant(name: "Benchmark merchant")
-            let catalog = try PlanCatalog.parse(Array(Self.catalog.utf8)).get()
-            _ = try await store.importPlans(merchantID: credentials.merchantId, catalog: catalog)
-            return BenchDatabase(store: store, url: url, location: location, apiKey: credentials.secretKey, services: services)
+            let apiKey = try await newMerchant(name: "Benchmark merchant", store: store)
+            return BenchDatabase(store: store, url: url, location: location, apiKey: apiKey, services: services)
         } catch {
             services.cancel()
             await services.value
             throw error
         }
+    }
+
+    /// A new merchant with the benchmark's catalog; returns its secret key.
+    func newMerchant(name: String) async throws -> String {
+        try await Self.newMerchant(name: name, store: store)
+    }
+
+    private static func newMerchant(name: String, store: any CustomerStorage) async throws -> String {
+        let credentials = try await store.createMerchant(name: name)
+        let catalog = try PlanCatalog.parse(Array(Self.catalog.utf8)).get()
+        _ = try await store.importPlans(merchantID: credentials.merchantId, catalog: catalog)
+        return credentials.secretKey
     }
 
     func close() async {

@@ -15,6 +15,17 @@ public enum Benchmark {
         if let problem = settings.problems.first { throw BenchmarkError.setupFailed(problem) }
         // `--syscalls`: perf and setpriv, found once, before anything runs.
         let systemCallTools = settings.syscalls ? try SystemCallCounter.tools().get() : nil
+        return try await withRunDirectory(settings, progress: progress) { runID, directory in
+            let run = BenchmarkRun(settings: settings, runID: runID, directory: directory, systemCallTools: systemCallTools,
+                                   logger: logger, progress: progress)
+            return try await run.measure()
+        }
+    }
+
+    /// A fresh run id and its temporary folder (database, worker logs) for `body`; the folder is
+    /// removed afterwards unless `--keep`.
+    private static func withRunDirectory<T>(_ settings: BenchmarkSettings, progress: @Sendable (String) -> Void,
+                                            _ body: (String, URL) async throws -> T) async throws -> T {
         let runID = BenchTopology.newRunID()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("customer-worker-bench-\(runID)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -25,9 +36,34 @@ public enum Benchmark {
                 try? FileManager.default.removeItem(at: directory)
             }
         }
-        let run = BenchmarkRun(settings: settings, runID: runID, directory: directory, systemCallTools: systemCallTools,
-                               logger: logger, progress: progress)
-        return try await run.measure()
+        return try await body(runID, directory)
+    }
+
+    /// `--tenants`: a heavy merchant's flood beside light merchants, with fair share and without
+    /// (`TenantsRun`). Throws when a run cannot finish; problems (counts) are in the report.
+    public static func runTenants(_ settings: BenchmarkSettings, logger: Logger,
+                                  progress: @escaping @Sendable (String) -> Void) async throws -> TenantsReport {
+        if let problem = settings.problems.first { throw BenchmarkError.setupFailed(problem) }
+        return try await withRunDirectory(settings, progress: progress) { runID, directory in
+            var storeLogger = logger
+            storeLogger.logLevel = max(logger.logLevel, .error)
+            let database = try await BenchDatabase.create(
+                url: settings.database ?? directory.appendingPathComponent("customers.sqlite").path, logger: storeLogger)
+            let run = TenantsRun(settings: settings, runID: runID, directory: directory, workerBinary: workerBinary(settings),
+                                 logger: logger, progress: progress)
+            let outcome = await capture { try await run.measure(database) }
+            await database.close()
+            return try outcome.get()
+        }
+    }
+
+    /// `--worker-binary`, else the `customer-worker` in the bench executable's own folder (both
+    /// products land in the same build folder).
+    static func workerBinary(_ settings: BenchmarkSettings) -> String {
+        if let binary = settings.workerBinary { return binary }
+        let own = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            ?? URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
+        return URL(fileURLWithPath: own).deletingLastPathComponent().appendingPathComponent("customer-worker").path
     }
 }
 
@@ -168,7 +204,7 @@ private struct BenchmarkRun: Sendable {
             let beforeBacklog = try await database.customerCount()
             if backlog { try await generator.fill() }
             let fleet = try WorkerFleet(
-                binary: workerBinary(), count: settings.replicas,
+                binary: Benchmark.workerBinary(settings), count: settings.replicas,
                 environment: topology.workerEnvironment(databaseURL: database.url)
                     .merging(settings.databaseSynchronous.map { ["DATABASE_SYNCHRONOUS": $0] } ?? [:]) { $1 }
                     .merging(settings.otlpEndpoint.map { ["OTEL_EXPORTER_OTLP_ENDPOINT": $0] } ?? [:]) { $1 }
@@ -263,19 +299,10 @@ private struct BenchmarkRun: Sendable {
         await topology.deleteQueues(logger: logger)
         return try outcome.get()
     }
-
-    /// `--worker-binary`, else the `customer-worker` in the bench executable's own folder (both
-    /// products land in the same build folder).
-    private func workerBinary() -> String {
-        if let binary = settings.workerBinary { return binary }
-        let own = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
-            ?? URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
-        return URL(fileURLWithPath: own).deletingLastPathComponent().appendingPathComponent("customer-worker").path
-    }
 }
 
 /// The outcome of `body`, error included.
-private func capture<T>(_ body: () async throws -> T) async -> Result<T, any Error> {
+func capture<T>(_ body: () async throws -> T) async -> Result<T, any Error> {
     do {
         return .success(try await body())
     } catch {

@@ -89,11 +89,7 @@ public struct BenchmarkReport: Sendable, Codable {
     /// What the worker-mode checks found wrong; a run with problems exits non-zero.
     public var problems: [String]
 
-    public func json() -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? String(decoding: encoder.encode(self), as: UTF8.self)) ?? "{}"
-    }
+    public func json() -> String { reportJSON(self) }
 
     /// The human-readable table.
     public var table: String {
@@ -149,4 +145,11 @@ public struct BenchmarkReport: Sendable, Codable {
         lines += problems.map { "PROBLEM: \($0)" }
         return lines.joined(separator: "\n")
     }
+}
+
+/// A report as one JSON object, keys sorted (what `--json` prints).
+func reportJSON(_ report: some Encodable) -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return (try? String(decoding: encoder.encode(report), as: UTF8.self)) ?? "{}"
 }

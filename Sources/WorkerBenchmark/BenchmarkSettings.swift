@@ -43,6 +43,14 @@ public struct BenchmarkSettings: Sendable {
     public var downstreamQueues = 0
     /// Count the workers' system calls (perf stat on each) during the measured run.
     public var syscalls = false
+    /// Tenants mode (`TenantsRun`): `messages` is one heavy merchant's flood, beside light merchants.
+    public var tenants = false
+    /// Tenants mode: merchants publishing at `lightRate` each, alone and beside the flood.
+    public var lightMerchants = 1
+    /// Tenants mode: commands per second of each light merchant.
+    public var lightRate = 20.0
+    /// Tenants mode: how long the light merchants publish alone before the flood.
+    public var unloadedSeconds = 5.0
 
     public init() {}
 
@@ -67,6 +75,14 @@ public struct BenchmarkSettings: Sendable {
         }
         if !(0...FairShare.maximumShards).contains(fairShareShards) {
             problems.append("--fair-share-shards must be 0...\(FairShare.maximumShards)")
+        }
+        if tenants {
+            if !(1...16).contains(lightMerchants) { problems.append("--light-merchants must be 1...16") }
+            if !(lightRate > 0 && lightRate <= 1000) { problems.append("--light-rate must be more than 0 and at most 1000 commands/s") }
+            if !(unloadedSeconds > 0 && unloadedSeconds <= 600) { problems.append("--unloaded-seconds must be more than 0 and at most 600") }
+            if backlog || rate != nil || duplicatesPercent > 0 || preload > 0 || messageSize != nil || downstreamQueues > 0 || syscalls {
+                problems.append("--tenants takes none of --backlog, --rate, --duplicates, --preload, --message-size, --downstream-queues, --syscalls")
+            }
         }
         if !(0...8).contains(downstreamQueues) { problems.append("--downstream-queues must be 0...8") }
         if !(replyTimeout > .zero && replyTimeout <= .seconds(86_400)) { problems.append("--reply-timeout must be 1...86400 seconds") }

@@ -237,17 +237,8 @@ struct LoadGenerator: Sendable {
         try await publish(indices.map { command(body: workload.body(at: $0), correlationID: String($0)) })
     }
 
-    /// A command exactly as `customer-worker publish` sends one: persistent, JSON, the key in a header.
-    /// `message_id` is the correlation id with a prefix: `UUID()` reads /dev/urandom each time, which
-    /// would make the generator, not the broker, the bottleneck of the ceiling.
     private func command(body: [UInt8], correlationID: String) -> OutgoingMessage {
-        let names = topology.configuration.names
-        return OutgoingMessage(
-            exchange: names.commandExchange, routingKey: names.commandRoutingKey, body: body,
-            properties: MessageProperties(
-                contentType: "application/json", headers: ["x-api-key": .string(apiKey)], persistent: true,
-                correlationID: correlationID, messageID: "bench-\(correlationID)",
-                timestamp: UInt64(Date().timeIntervalSince1970), appID: "customer-worker-bench"))
+        topology.command(body: body, apiKey: apiKey, correlationID: correlationID)
     }
 
     private func publish(_ messages: [OutgoingMessage]) async throws {

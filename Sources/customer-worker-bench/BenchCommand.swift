@@ -50,6 +50,11 @@ struct Bench: AsyncParsableCommand {
     var downstreamQueues = 0
     @Flag(help: "Run each worker under perf stat and report its system calls per command, by name, and its context switches per command (needs perf: apt-get install linux-perf).")
     var syscalls = false
+    @Flag(help: "Tenants mode: --messages commands of one heavy merchant at once, beside light merchants publishing at a steady rate; with fair share (--fair-share-shards) and with the single queue, on fresh queues; reports the light merchants' latency alone and in the flood, and the heavy merchant's rate.")
+    var tenants = false
+    @Option(help: "Tenants mode: light merchants, each outside the heavy merchant's shard (1...16).") var lightMerchants = 1
+    @Option(help: "Tenants mode: commands per second of each light merchant.") var lightRate = 20.0
+    @Option(help: "Tenants mode: seconds the light merchants publish alone before the flood.") var unloadedSeconds = 5.0
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -76,15 +81,25 @@ struct Bench: AsyncParsableCommand {
         settings.fairShareShards = fairShareShards
         settings.downstreamQueues = downstreamQueues
         settings.syscalls = syscalls
+        settings.tenants = tenants
+        settings.lightMerchants = lightMerchants
+        settings.lightRate = lightRate
+        settings.unloadedSeconds = unloadedSeconds
         if let problem = settings.problems.first { throw ValidationError(problem) }
 
         let logger = logging.bootstrap(label: "bench")
-        let report = try await Benchmark.run(settings, logger: logger) { line in
-            FileHandle.standardError.write(Data("bench: \(line)\n".utf8))
+        let progress: @Sendable (String) -> Void = { line in FileHandle.standardError.write(Data("bench: \(line)\n".utf8)) }
+        let printed: (text: String, problems: [String])
+        if tenants {
+            let report = try await Benchmark.runTenants(settings, logger: logger, progress: progress)
+            printed = (json ? report.json() : report.table, report.problems)
+        } else {
+            let report = try await Benchmark.run(settings, logger: logger, progress: progress)
+            printed = (json ? report.json() : report.table, report.problems)
         }
-        print(json ? report.json() : report.table)
-        if !report.problems.isEmpty {
-            FileHandle.standardError.write(Data(report.problems.map { "bench: FAILED: \($0)\n" }.joined().utf8))
+        print(printed.text)
+        if !printed.problems.isEmpty {
+            FileHandle.standardError.write(Data(printed.problems.map { "bench: FAILED: \($0)\n" }.joined().utf8))
             throw ExitCode.failure
         }
     }

@@ -43,9 +43,10 @@ enum DeepHeaders {
             throw Failure(description: "cannot connect to \(configuration.endpoint)")
         }
         var noProperties = amqp_table_t(num_entries: 0, entries: nil)
+        RawLogin.allowSlowBroker(connection)
         let login = cw_amqp_login_plain(connection, configuration.vhost, 0, 131_072, 0, &noProperties,
                                         configuration.user, configuration.password)
-        guard login.reply_type == AMQP_RESPONSE_NORMAL else { throw Failure(description: "login refused") }
+        guard login.reply_type == AMQP_RESPONSE_NORMAL else { throw Failure(description: "login: \(RawLogin.describe(login))") }
         defer { _ = amqp_connection_close(connection, AMQP_REPLY_SUCCESS) }
         _ = amqp_channel_open(connection, 1)
         guard amqp_get_rpc_reply(connection).reply_type == AMQP_RESPONSE_NORMAL else { throw Failure(description: "channel.open failed") }

@@ -62,8 +62,10 @@ struct FairShareRulesTests {
         #expect(configuration.commandQueues == ["t.create"])
     }
 
-    @Test func itIsOffByDefaultUntilItsCostIsMeasured() {
-        #expect(WorkerConfiguration().fairShareShards == 0)
+    @Test func itIsOnByDefaultWithEightShards() {
+        let configuration = WorkerConfiguration()
+        #expect(configuration.fairShareShards == 8)
+        #expect(configuration.commandQueues.count == 9, "eight shards and the command queue")
     }
 }
 

@@ -20,8 +20,9 @@ enum RawCommandPublisher {
         guard let socket = amqp_tcp_socket_new(state),
               amqp_socket_open(socket, configuration.host, Int32(configuration.port)) == AMQP_STATUS_OK.rawValue
         else { throw Failed(step: "socket open") }
+        RawLogin.allowSlowBroker(state)
         let login = cw_amqp_login_plain(state, configuration.vhost, 0, 131_072, 0, nil, configuration.user, configuration.password)
-        guard login.reply_type == AMQP_RESPONSE_NORMAL else { throw Failed(step: "login") }
+        guard login.reply_type == AMQP_RESPONSE_NORMAL else { throw Failed(step: "login: \(RawLogin.describe(login))") }
         defer { _ = amqp_connection_close(state, AMQP_REPLY_SUCCESS) }
         amqp_channel_open(state, 1)
         guard amqp_get_rpc_reply(state).reply_type == AMQP_RESPONSE_NORMAL else { throw Failed(step: "channel.open") }
@@ -60,3 +61,25 @@ enum RawCommandPublisher {
         _ = amqp_channel_close(state, 1, AMQP_REPLY_SUCCESS)
     }
 }
+
+/// The login of the tests' raw rabbitmq-c connections.
+enum RawLogin {
+    /// rabbitmq-c gives the login handshake 12 s by default; the broker of a parallel test run
+    /// (every test's topology declared and deleted beside it, on two cores) once took longer, and
+    /// the test failed on its set-up rather than on what it checks. The worker's own connections
+    /// wait `connection_timeout` (10 s by default) and retry; a raw publisher does not retry.
+    static func allowSlowBroker(_ state: amqp_connection_state_t) {
+        var timeout = timeval(tv_sec: 60, tv_usec: 0)
+        _ = amqp_set_handshake_timeout(state, &timeout)
+    }
+
+    /// Why a login failed: the library's error, or the broker's close.
+    static func describe(_ reply: amqp_rpc_reply_t) -> String {
+        switch reply.reply_type {
+        case AMQP_RESPONSE_LIBRARY_EXCEPTION: String(cString: amqp_error_string2(reply.library_error))
+        case AMQP_RESPONSE_SERVER_EXCEPTION: "closed by the broker"
+        default: "no reply"
+        }
+    }
+}
+

@@ -29,9 +29,8 @@ final class WorkerFixture: Sendable {
         var transientAttempts = 5
         var transientBackoff = RecoveryPolicy(initialDelay: .milliseconds(100), maximumDelay: .seconds(1))
         var deliveryLimit = 5
-        /// Fair share is off unless a test turns it on (FairShareTests): each shard is a quorum
-        /// queue, and shards in every fixture of a parallel run made a 3.10 login time out.
-        var fairShareShards = 0
+        /// Fair share as a worker runs by default (every test passes with it on).
+        var fairShareShards = WorkerConfiguration().fairShareShards
         /// Another broker than the tests' own (e.g. a node a test restarts).
         var amqpURL: String?
         /// Another database than a fresh one of the store kind's (e.g. on a server or a

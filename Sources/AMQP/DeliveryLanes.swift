@@ -1,0 +1,109 @@
+/// Deliveries received and not handed out yet, one first-in-first-out lane per consumer, handed
+/// out in round robin across the lanes. With one consumer this is one queue in arrival order; with
+/// several (the worker consumes every shard of fair share, each with its own prefetch window), a
+/// batch takes one delivery from each lane in turn, so a command of a quiet queue is not handed
+/// out behind everything a busy queue's window already put on the socket. Order within a lane
+/// (one queue, so one merchant's commands) is kept. Pure: no I/O.
+struct DeliveryLanes {
+    /// Lanes by consumer tag, in the order their consumers first delivered.
+    private var lanes: [(consumerTag: String, deliveries: [Delivery])] = []
+    /// The lane that goes first in the next `take`: each take starts one lane further, so no lane
+    /// is always first.
+    private var nextLane = 0
+    private(set) var count = 0
+
+    var isEmpty: Bool { count == 0 }
+
+    mutating func append(_ delivery: Delivery) {
+        count += 1
+        if let index = lanes.firstIndex(where: { $0.consumerTag == delivery.consumerTag }) {
+            lanes[index].deliveries.append(delivery)
+        } else {
+            lanes.append((delivery.consumerTag, [delivery]))
+        }
+    }
+
+    /// Up to `maximum` deliveries, one lane after the other in turn.
+    mutating func take(_ maximum: Int) -> [Delivery] {
+        let total = min(maximum, count)
+        guard total > 0 else { return [] }
+        defer { lanes.removeAll { $0.deliveries.isEmpty } }
+        count -= total
+        let busy = lanes.indices.filter { !lanes[$0].deliveries.isEmpty }
+        if busy.count == 1 {
+            let lane = busy[0]
+            let taken = Array(lanes[lane].deliveries.prefix(total))
+            lanes[lane].deliveries.removeFirst(total)
+            return taken
+        }
+        let first = nextLane % lanes.count
+        nextLane = first + 1
+        let rotation = Array(lanes.indices[first...]) + Array(lanes.indices[..<first])
+        var taken: [Delivery] = []
+        taken.reserveCapacity(total)
+        var depth = 0
+        var takenPerLane = [Int](repeating: 0, count: lanes.count)
+        while taken.count < total {
+            for lane in rotation where taken.count < total && depth < lanes[lane].deliveries.count {
+                taken.append(lanes[lane].deliveries[depth])
+                takenPerLane[lane] += 1
+            }
+            depth += 1
+        }
+        for lane in lanes.indices where takenPerLane[lane] > 0 { lanes[lane].deliveries.removeFirst(takenPerLane[lane]) }
+        return taken
+    }
+
+    /// Every delivery held, in the order the broker sent them (by tag); the lanes are emptied.
+    mutating func removeAll() -> [Delivery] {
+        let all = lanes.flatMap(\.deliveries).sorted { $0.tag.value < $1.tag.value }
+        lanes.removeAll()
+        count = 0
+        return all
+    }
+}
+
+/// The delivery tags of the current channel that the broker delivered for acknowledgement and the
+/// client has not settled yet, in ascending order (a channel numbers its deliveries upwards). It
+/// says when `basic.ack` with `multiple` is safe: only when every unsettled tag up to it is one
+/// being acknowledged. Deliveries handed out out of order (`DeliveryLanes`) would otherwise be
+/// acknowledged before they were handled. Pure: no I/O.
+struct UnsettledTags {
+    private var tags: [UInt64] = []
+
+    var count: Int { tags.count }
+
+    mutating func delivered(_ tag: UInt64) {
+        // A channel numbers upwards, so this appends; a tag out of order (none seen) is placed.
+        if let last = tags.last, last >= tag {
+            tags.insert(tag, at: tags.firstIndex { $0 >= tag } ?? tags.count)
+        } else {
+            tags.append(tag)
+        }
+    }
+
+    /// The channel is gone: the broker requeued everything it had delivered.
+    mutating func reset() { tags.removeAll() }
+
+    /// `tag` settled on its own, or with every tag up to it (`multiple`).
+    mutating func settled(_ tag: UInt64, multiple: Bool) {
+        if multiple {
+            tags.removeAll { $0 <= tag }
+        } else if let index = tags.firstIndex(of: tag) {
+            tags.remove(at: index)
+        }
+    }
+
+    /// How to acknowledge exactly `acked`: one `basic.ack` with `multiple` up to `upTo` for the
+    /// longest run of the oldest unsettled tags that are all being acknowledged (when it holds
+    /// more than one), then the others one by one. Tags not unsettled (settled already, or of no
+    /// acknowledged delivery) are left out: acknowledging them again is a channel error.
+    mutating func acknowledge(_ acked: [UInt64]) -> (upTo: UInt64?, singles: [UInt64]) {
+        let acking = Set(acked)
+        let run = tags.firstIndex { !acking.contains($0) } ?? tags.count
+        let upTo = run > 1 ? tags[run - 1] : nil
+        let singles = tags[(upTo == nil ? 0 : run)...].filter { acking.contains($0) }
+        tags.removeAll { acking.contains($0) }
+        return (upTo, singles)
+    }
+}

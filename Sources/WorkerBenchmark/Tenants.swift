@@ -1,0 +1,411 @@
+import AMQP
+import CreateCustomer
+import CustomerWorker
+import Foundation
+import Logging
+import Synchronization
+
+/// `--tenants` (issue 27): what one merchant's bulk import does to the others. For each topology
+/// (fair share with the run's shards, then the single command queue), on fresh queues and fresh
+/// merchants, with real worker processes:
+/// 1. unloaded: the light merchants publish on their own (open loop, `--light-rate` each) for
+///    `--unloaded-seconds`, every reply awaited;
+/// 2. flood: the heavy merchant publishes `--messages` commands at once, as fast as the broker
+///    confirms them, while the light merchants keep publishing at their rate until the heavy
+///    merchant's last reply.
+/// Light latencies count from each command's scheduled send time (no coordinated omission); the
+/// heavy merchant's rate counts from its first reply to its last. Under fair share the light
+/// merchants are chosen outside the heavy merchant's shard (each is probed: one command
+/// published with no worker consuming, and the shard whose count grew noted): two merchants
+/// sharing a shard share its queue, which the report says is the design's limit.
+struct TenantsRun: Sendable {
+    let settings: BenchmarkSettings
+    let runID: String
+    let directory: URL
+    let workerBinary: String
+    let logger: Logger
+    let progress: @Sendable (String) -> Void
+    let shape = CommandShape(size: nil)
+
+    func measure(_ database: BenchDatabase) async throws -> TenantsReport {
+        // Fair share as configured, then the single queue; once when the run's shards are 0.
+        let shardCounts = settings.fairShareShards > 0 ? [settings.fairShareShards, 0] : [0]
+        var modes: [TenantsReport.Mode] = []
+        for shards in shardCounts {
+            progress("tenants: \(shards > 0 ? "fair share, \(shards) shards" : "single queue"), "
+                + "\(settings.replicas) worker(s), \(settings.messages) heavy commands…")
+            modes.append(try await measure(database, shards: shards))
+        }
+        return TenantsReport(
+            machine: .current, heavyCommands: settings.messages, lightMerchants: settings.lightMerchants,
+            lightRate: settings.lightRate, unloadedSeconds: settings.unloadedSeconds, replicas: settings.replicas,
+            prefetch: settings.prefetch, database: database.location.redacted, modes: modes)
+    }
+
+    private func measure(_ database: BenchDatabase, shards: Int) async throws -> TenantsReport.Mode {
+        let topology = BenchTopology(runID: runID, mode: "tenants\(shards)", amqpURL: settings.amqpURL,
+                                     prefetch: settings.prefetch, fairShareShards: shards)
+        let heavyPublisher = try topology.session("heavy publisher", logger: logger)
+        let lightPublisher = try topology.session("light publisher", logger: logger)
+        let receiver = try topology.session("tenants receiver", logger: logger)
+        let outcome = await capture {
+            try await heavyPublisher.declare(topology.topology)
+            try await heavyPublisher.enableConfirms()
+            try await lightPublisher.enableConfirms()
+            let heavy = try await database.newMerchant(name: "Heavy merchant")
+            let lights = try await lightMerchants(database, topology: topology, heavy: heavy, probe: heavyPublisher)
+            // The probes are gone before any worker reads: they would count as nobody's replies.
+            for queue in topology.configuration.commandQueues { _ = try await heavyPublisher.purgeQueue(queue) }
+            try await receiver.consume(queue: topology.configuration.names.repliesQueue, noAck: true)
+            let traffic = Traffic(topology: topology, shape: shape, heavy: heavy, lights: lights,
+                                  rate: settings.lightRate, receiver: receiver)
+            return try await withFleet(topology, database: database) { fleet in
+                try await run(traffic, fleet: fleet, database: database, publishers: (heavyPublisher, lightPublisher), shards: shards)
+            }
+        }
+        await heavyPublisher.close()
+        await lightPublisher.close()
+        await receiver.close()
+        await topology.deleteQueues(logger: logger)
+        return try outcome.get()
+    }
+
+    /// The light merchants; under fair share, each outside the heavy merchant's shard.
+    private func lightMerchants(_ database: BenchDatabase, topology: BenchTopology, heavy: String,
+                                probe session: AMQPSession) async throws -> [String] {
+        var lights: [String] = []
+        let fairShare = topology.configuration.fairShare
+        guard fairShare.isOn else {
+            for index in 0..<settings.lightMerchants { lights.append(try await database.newMerchant(name: "Light merchant \(index + 1)")) }
+            return lights
+        }
+        let heavyShard = try await shard(of: heavy, fairShare: fairShare, topology: topology, session: session)
+        var candidates = 0
+        while lights.count < settings.lightMerchants {
+            candidates += 1
+            guard candidates <= 8 * settings.lightMerchants + 8 else {
+                throw BenchmarkError.setupFailed("\(candidates - 1) new merchants, \(lights.count) outside the heavy merchant's shard")
+            }
+            let candidate = try await database.newMerchant(name: "Light merchant \(candidates)")
+            if try await shard(of: candidate, fairShare: fairShare, topology: topology, session: session) != heavyShard {
+                lights.append(candidate)
+            }
+        }
+        return lights
+    }
+
+    /// The shard `apiKey`'s commands land in: the one whose count grew when a probe was published.
+    private func shard(of apiKey: String, fairShare: FairShare, topology: BenchTopology, session: AMQPSession) async throws -> String {
+        var before: [String: UInt32] = [:]
+        for queue in fairShare.shardQueues { before[queue] = try await session.messageCount(queue: queue) }
+        let probe = topology.command(body: shape.body(.sample, 0), apiKey: apiKey, correlationID: "probe")
+        guard try await session.publish([probe]) == [.confirmed] else { throw BenchmarkError.commandRefused("a probe") }
+        for queue in fairShare.shardQueues where try await session.messageCount(queue: queue) > before[queue] ?? 0 { return queue }
+        throw BenchmarkError.setupFailed("a probe command reached no shard of \(fairShare.exchange)")
+    }
+
+    private func withFleet<T: Sendable>(_ topology: BenchTopology, database: BenchDatabase,
+                                        _ body: (WorkerFleet) async throws -> T) async throws -> T {
+        let fleet = try WorkerFleet(
+            binary: workerBinary, count: settings.replicas,
+            environment: topology.workerEnvironment(databaseURL: database.url)
+                .merging(settings.databaseSynchronous.map { ["DATABASE_SYNCHRONOUS": $0] } ?? [:]) { $1 }
+                .merging(settings.batchLingerMilliseconds.map { ["BATCH_LINGER_MS": "\($0)"] } ?? [:]) { $1 },
+            settingNames: WorkerConfiguration.settings.map(\.variable), logDirectory: directory)
+        let outcome = await capture {
+            try await fleet.open(timeout: .seconds(10))
+            try await fleet.waitUntilConnected(brokerPort: try topology.configuration.amqpConfiguration.port, timeout: .seconds(60))
+            let result = try await body(fleet)
+            try await fleet.stop(timeout: topology.configuration.shutdownTimeout + .seconds(5))
+            return result
+        }
+        if case .failure = outcome { await fleet.killAll() }
+        return try outcome.get()
+    }
+
+    private func run(_ traffic: Traffic, fleet: WorkerFleet, database: BenchDatabase,
+                     publishers: (heavy: AMQPSession, light: AMQPSession), shards: Int) async throws -> TenantsReport.Mode {
+        let before = try await database.customerCount()
+        let cpuBefore = fleet.usage().compactMap(\.cpuSeconds).reduce(0, +)
+        let (unloaded, flood) = try await withThrowingTaskGroup(of: Void.self) { group -> ([Traffic.Sent], [Traffic.Sent]) in
+            group.addTask { try await traffic.receive() }
+            group.addTask { try await fleet.watch() }
+            defer { group.cancelAll() }
+            // 1. Unloaded: the light merchants alone.
+            let unloaded = try await traffic.sendLight(phase: .unloaded, publisher: publishers.light) { clock, start in
+                clock.now - start >= .seconds(settings.unloadedSeconds)
+            }
+            try await traffic.waitForReplies(unloaded.map(\.id), timeout: settings.replyTimeout)
+            // 2. Flood: the heavy merchant's backlog, the light merchants at their rate beside it.
+            let flood = try await withThrowingTaskGroup(of: [Traffic.Sent]?.self) { flood in
+                flood.addTask {
+                    try await traffic.sendLight(phase: .flood, publisher: publishers.light) { _, _ in traffic.heavyAnswered(settings.messages) }
+                }
+                flood.addTask {
+                    try await traffic.sendHeavy(settings.messages, publisher: publishers.heavy)
+                    try await traffic.waitForHeavy(settings.messages, timeout: settings.replyTimeout)
+                    return nil
+                }
+                var light: [Traffic.Sent] = []
+                for try await case let sent? in flood { light = sent }
+                return light
+            }
+            try await traffic.waitForReplies(flood.map(\.id), timeout: settings.replyTimeout)
+            return (unloaded, flood)
+        }
+        let cpuSeconds = fleet.usage().compactMap(\.cpuSeconds).reduce(0, +) - cpuBefore
+        let answered = traffic.answered
+        var problems: [String] = []
+        let commands = settings.messages + unloaded.count + flood.count
+        if answered.extra > 0 { problems.append("\(answered.extra) commands answered more than once") }
+        if answered.failed > 0 { problems.append("\(answered.failed) CustomerCreateFailed replies") }
+        let customers = try await database.customerCount() - before
+        if customers != commands { problems.append("\(customers) customers written for \(commands) commands") }
+        let heavy = traffic.heavyArrivals(settings.messages)
+        return TenantsReport.Mode(
+            shards: shards,
+            heavyMessagesPerSecond: Double(settings.messages - 1) / max(1e-9, (heavy.last - heavy.first).seconds),
+            heavySeconds: (heavy.last - heavy.first).seconds,
+            unloaded: traffic.latencies(unloaded), flood: traffic.latencies(flood),
+            cpuMicrosecondsPerCommand: cpuSeconds * 1e6 / Double(commands), problems: problems)
+    }
+}
+
+/// The commands of one topology's run and their replies, shared by the senders and the receiver.
+private final class Traffic: Sendable {
+    enum Phase: String, Sendable {
+        case unloaded = "u"
+        case flood = "f"
+    }
+
+    /// A light command, and when it was due.
+    struct Sent: Sendable {
+        var id: String
+        var due: ContinuousClock.Instant
+    }
+
+    struct Answered: Sendable {
+        var arrivals: [String: ContinuousClock.Instant] = [:]
+        var heavy = 0
+        var failed = 0
+        var extra = 0
+    }
+
+    private static let heavyBatch = 500
+    private static let receiveBatch = 32
+
+    let topology: BenchTopology
+    let shape: CommandShape
+    let heavy: String
+    let lights: [String]
+    let rate: Double
+    private let receiver: AMQPSession
+    private let state = Mutex(Answered())
+    let clock = ContinuousClock()
+
+    init(topology: BenchTopology, shape: CommandShape, heavy: String, lights: [String], rate: Double, receiver: AMQPSession) {
+        self.topology = topology
+        self.shape = shape
+        self.heavy = heavy
+        self.lights = lights
+        self.rate = rate
+        self.receiver = receiver
+    }
+
+    var answered: Answered { state.withLock { $0 } }
+
+    func heavyAnswered(_ count: Int) -> Bool { state.withLock { $0.heavy >= count } }
+
+    /// Waits for the heavy merchant's `count` replies (counted: its ids are many).
+    func waitForHeavy(_ count: Int, timeout: Duration) async throws {
+        try await wait(for: count, phase: "tenants, heavy merchant", timeout: timeout) { $0.heavy }
+    }
+
+    func waitForReplies(_ ids: [String], timeout: Duration) async throws {
+        try await wait(for: ids.count, phase: "tenants, light merchants", timeout: timeout) { answered in
+            ids.count(where: { answered.arrivals[$0] != nil })
+        }
+    }
+
+    /// Until `answered` reaches `expected`; fails after `timeout` without progress.
+    private func wait(for expected: Int, phase: String, timeout: Duration, answered: (Answered) -> Int) async throws {
+        var progress = (count: -1, at: clock.now)
+        while true {
+            let count = state.withLock { answered($0) }
+            if count >= expected { return }
+            if count != progress.count { progress = (count, clock.now) }
+            guard clock.now - progress.at < timeout else {
+                throw BenchmarkError.repliesMissing(phase: phase, received: count, expected: expected, waited: timeout)
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
+    /// The first and last arrival of the heavy merchant's replies.
+    func heavyArrivals(_ count: Int) -> (first: ContinuousClock.Instant, last: ContinuousClock.Instant) {
+        state.withLock { answered in
+            let arrivals = (0..<count).compactMap { answered.arrivals["h-\($0)"] }
+            return (arrivals.min() ?? clock.now, arrivals.max() ?? clock.now)
+        }
+    }
+
+    func latencies(_ sent: [Sent]) -> TenantsReport.Latency {
+        var histogram = LatencyHistogram()
+        let arrivals = state.withLock { answered in sent.map { answered.arrivals[$0.id] } }
+        for (command, arrival) in zip(sent, arrivals) {
+            if let arrival { histogram.record(arrival - command.due) }
+        }
+        return TenantsReport.Latency(commands: histogram.count, milliseconds: histogram.count > 0 ? histogram.summary : nil)
+    }
+
+    /// Takes replies until cancelled, noting the first arrival of each.
+    func receive() async throws {
+        while !Task.isCancelled {
+            let batch = try await receiver.nextDeliveries(maximum: Self.receiveBatch, wait: .milliseconds(100))
+            let now = clock.now
+            state.withLock { answered in
+                for delivery in batch {
+                    guard let id = delivery.properties.correlationID, id != "probe" else { continue }
+                    guard answered.arrivals[id] == nil else {
+                        answered.extra += 1
+                        continue
+                    }
+                    answered.arrivals[id] = now
+                    if id.hasPrefix("h-") { answered.heavy += 1 }
+                    if delivery.properties.type != ReplyType.customerCreated.rawValue { answered.failed += 1 }
+                }
+            }
+        }
+    }
+
+    /// The heavy merchant's commands, published as fast as the broker confirms them.
+    func sendHeavy(_ count: Int, publisher: AMQPSession) async throws {
+        for start in stride(from: 0, to: count, by: Self.heavyBatch) {
+            let messages = (start..<min(count, start + Self.heavyBatch)).map {
+                topology.command(body: shape.body(.command, $0), apiKey: heavy, correlationID: "h-\($0)")
+            }
+            try await publish(messages, publisher)
+        }
+    }
+
+    /// Each light merchant's commands at `rate`, staggered so they do not arrive together, until
+    /// `done`; returns what was sent and when each was due.
+    func sendLight(phase: Phase, publisher: AMQPSession,
+                   until done: @Sendable (ContinuousClock, ContinuousClock.Instant) -> Bool) async throws -> [Sent] {
+        let start = clock.now + .milliseconds(10)
+        let interval = Duration.seconds(1 / rate)
+        var sent: [Sent] = []
+        var number = 0
+        while !done(clock, start) {
+            let due = start + interval * number
+            try await clock.sleep(until: due)
+            let messages = lights.indices.map { index in
+                let id = "l\(phase.rawValue)\(index)-\(number)"
+                sent.append(Sent(id: id, due: due))
+                let commandNumber = (phase == .flood ? 1_000_000 : 0) + number
+                return topology.command(body: shape.body(.command, commandNumber), apiKey: lights[index], correlationID: id)
+            }
+            try await publish(messages, publisher)
+            number += 1
+        }
+        return sent
+    }
+
+    private func publish(_ messages: [OutgoingMessage], _ publisher: AMQPSession) async throws {
+        for outcome in try await publisher.publish(messages) where outcome != .confirmed {
+            throw BenchmarkError.commandRefused("\(outcome)")
+        }
+    }
+}
+
+/// What `--tenants` measured: per topology, the light merchants' latency alone and beside the
+/// heavy merchant's flood, and the heavy merchant's rate.
+public struct TenantsReport: Sendable, Codable {
+    public struct Latency: Sendable, Codable {
+        public var commands: Int
+        public var milliseconds: LatencySummary?
+    }
+
+    public struct Mode: Sendable, Codable {
+        /// 0: the single command queue (fair share off).
+        public var shards: Int
+        public var heavyMessagesPerSecond: Double
+        public var heavySeconds: Double
+        public var unloaded: Latency
+        public var flood: Latency
+        /// The workers' CPU time over both phases, per command (heavy and light).
+        public var cpuMicrosecondsPerCommand: Double
+        public var problems: [String]
+    }
+
+    public var machine: BenchmarkReport.Machine
+    public var heavyCommands: Int
+    public var lightMerchants: Int
+    public var lightRate: Double
+    public var unloadedSeconds: Double
+    public var replicas: Int
+    public var prefetch: Int
+    public var database: String
+    public var modes: [Mode]
+
+    public var problems: [String] {
+        modes.flatMap { mode in mode.problems.map { "\(mode.shards) shards: \($0)" } }
+    }
+
+    /// The issue's targets, each with its figure: met or not (a run that misses one still exits 0).
+    public var targets: [(text: String, met: Bool)] {
+        guard let fair = modes.first(where: { $0.shards > 0 }), let flood = fair.flood.milliseconds,
+              let unloaded = fair.unloaded.milliseconds else { return [] }
+        func number(_ value: Double) -> String { String(format: "%.1f", value) }
+        var targets = [
+            ("light p99 under the flood \(number(flood.p99)) ms ≤ 250 ms", flood.p99 <= 250),
+            ("light p99 under the flood \(number(flood.p99)) ms ≤ 3 × unloaded p99 \(number(unloaded.p99)) ms", flood.p99 <= 3 * unloaded.p99),
+            ("light max under the flood \(number(flood.max)) ms ≤ 1000 ms", flood.max <= 1000),
+        ]
+        if let single = modes.first(where: { $0.shards == 0 }) {
+            let ratio = fair.heavyMessagesPerSecond / single.heavyMessagesPerSecond
+            targets.append(("heavy rate with fair share / without \(String(format: "%.2f", ratio)) ≥ 0.9", ratio >= 0.9))
+        }
+        return targets
+    }
+
+    public func json() -> String { reportJSON(self) }
+
+    public var table: String {
+        func number(_ value: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", value) }
+        func column(_ text: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - text.count)) + text }
+        func latency(_ latency: Latency) -> String {
+            guard let ms = latency.milliseconds else { return column("-", 27) + column("0", 7) }
+            return [ms.p50, ms.p99, ms.max].map { column(number($0, 1), 9) }.joined() + column("\(latency.commands)", 7)
+        }
+        var lines = [
+            "machine: \(machine.cores) cores, \(number(machine.memoryGiB, 1)) GiB, \(machine.system)",
+            "heavy merchant: \(heavyCommands) commands at once; \(lightMerchants) light merchant(s) at \(number(lightRate, 0)) commands/s each "
+                + "(\(number(unloadedSeconds, 0)) s alone, then beside the flood); \(replicas) worker(s), prefetch \(prefetch)",
+            "database: \(database)",
+            "topology        heavy msg/s   light alone: p50 / p99 / max ms, n   light in the flood: p50 / p99 / max ms, n   CPU µs/cmd",
+        ]
+        for mode in modes {
+            let name = mode.shards > 0 ? "fair, \(mode.shards) shards" : "single queue"
+            lines.append(name.padding(toLength: 16, withPad: " ", startingAt: 0) + column(number(mode.heavyMessagesPerSecond, 0), 11)
+                + "   " + latency(mode.unloaded) + "           " + latency(mode.flood) + column(number(mode.cpuMicrosecondsPerCommand, 1), 16))
+        }
+        lines += targets.map { "target \($0.met ? "met" : "MISSED"): \($0.text)" }
+        return lines.joined(separator: "\n")
+    }
+}
+
+extension BenchTopology {
+    /// A command exactly as `customer-worker publish` sends one: persistent, JSON, the key in a
+    /// header. `message_id` is the correlation id with a prefix: `UUID()` reads /dev/urandom each
+    /// time, which would make the generator, not the broker, the bottleneck of the ceiling.
+    func command(body: [UInt8], apiKey: String, correlationID: String) -> OutgoingMessage {
+        let names = configuration.names
+        return OutgoingMessage(
+            exchange: names.commandExchange, routingKey: names.commandRoutingKey, body: body,
+            properties: MessageProperties(
+                contentType: "application/json", headers: ["x-api-key": .string(apiKey)], persistent: true,
+                correlationID: correlationID, messageID: "bench-\(correlationID)",
+                timestamp: UInt64(Date().timeIntervalSince1970), appID: "customer-worker-bench"))
+    }
+}
