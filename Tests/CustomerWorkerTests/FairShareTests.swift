@@ -67,6 +67,18 @@ struct FairShareRulesTests {
         #expect(configuration.fairShareShards == 8)
         #expect(configuration.commandQueues.count == 9, "eight shards and the command queue")
     }
+
+    /// What a 3.10 broker without the plugin closed the connection with (seen on scripts/broker.sh's
+    /// node after `rabbitmq-plugins disable rabbitmq_consistent_hash_exchange`).
+    @Test func aBrokerWithoutThePluginIsReportedAsWhatToDo() throws {
+        let closed = AMQPError.connectionClosedByBroker(code: 503, text: "COMMAND_INVALID - invalid exchange type 'x-consistent-hash'")
+        let missing = try #require(FairShare.PluginMissing(underlying: closed))
+        #expect(missing.description.contains("rabbitmq-plugins enable rabbitmq_consistent_hash_exchange"))
+        #expect(missing.description.contains("FAIR_SHARE_SHARDS=0"))
+        let otherType = AMQPError.connectionClosedByBroker(code: 503, text: "COMMAND_INVALID - invalid exchange type 'x-foo'")
+        #expect(FairShare.PluginMissing(underlying: otherType) == nil)
+        #expect(FairShare.PluginMissing(underlying: .connectionLost(operation: "declare", reason: "reset")) == nil)
+    }
 }
 
 /// A heavy merchant's backlog does not hold a light merchant's commands back: ordering, not
