@@ -9,7 +9,8 @@ import Tracing
 /// The worker makes one only while tracing is on (`TracingBackend.isEnabled`); with tracing off
 /// it holds none, so a command costs no header lookup, span or lock.
 public struct CommandSpans: Sendable {
-    /// The queue the worker consumes (`messaging.destination.subscription.name`).
+    /// The command queue (`messaging.destination.subscription.name` of a delivery whose queue
+    /// the session no longer knows; otherwise the delivery's own queue, e.g. a shard).
     public let queue: String
     /// The exchange replies go to.
     public let eventsExchange: String
@@ -47,7 +48,8 @@ public struct CommandSpans: Sendable {
             attributes["messaging.operation.type"] = "process"
             attributes["messaging.operation.name"] = "process"
             attributes["messaging.destination.name"] = exchange
-            attributes["messaging.destination.subscription.name"] = queue
+            // The queue it came from: a shard of fair share, or the command queue.
+            attributes["messaging.destination.subscription.name"] = delivery.queue ?? queue
             attributes["messaging.rabbitmq.destination.routing_key"] = delivery.routingKey
             attributes["messaging.rabbitmq.message.delivery_tag"] = Int64(truncatingIfNeeded: delivery.tag.value)
             attributes["messaging.message.body.size"] = delivery.body.count
