@@ -122,7 +122,7 @@ enum CreateCustomerStatements {
             try records.bind(record.customerID, at: 4)
             try records.bind(record.replyType.rawValue, at: 5)
             try records.bind(record.messageID, at: 6)
-            try records.bind(blob: StoredReplyBody.encode(record.replyBody), at: 7)
+            try records.bind(blob: creation.storedReply, at: 7)
             try records.bind(recordedAt, at: 8)
             try records.execute()
         }
