@@ -75,6 +75,8 @@ let package = Package(
                 "CreateCustomer",
                 "CustomerDomain",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                // SQLite's C API, for the statements stepped directly (`DirectStatement`).
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict

@@ -36,6 +36,8 @@ public struct CreateCustomerCore: Sendable {
         public var customer: NewCustomer
         public var subscription: Subscription?
         public var record: ProcessedRequest
+        /// The record's reply in its stored form (`StoredReplyBody`), written with the reply.
+        public var storedReply: [UInt8]
     }
 
     /// The rows to write, sorted by idempotency key (so two batches touching the same keys take
@@ -257,13 +259,14 @@ public struct CreateCustomerCore: Sendable {
         let customer = Customer(
             id: customerID, merchantId: candidate.merchantID, attributes: candidate.command, subscriptions: subscriptions, now: now)
         let reply = CustomerCreated(idempotencyKey: candidate.key, defaultPlan: decision.result, customer: customer)
+        let (json, stored) = reply.canonicalJSON(compactingWith: StoredReplyBody.phraseTokens)
         let record = ProcessedRequest(
             idempotencyKey: candidate.key, merchantID: candidate.merchantID, fingerprint: candidate.command.fingerprint,
             customerID: customerID, replyType: .customerCreated,
-            messageID: ReplyMessageID.created(idempotencyKey: candidate.key), replyBody: reply.canonicalJSON())
+            messageID: ReplyMessageID.created(idempotencyKey: candidate.key), replyBody: json)
         return Creation(
             customer: NewCustomer(id: customerID, merchantID: candidate.merchantID, attributes: candidate.command, createdAt: now),
-            subscription: subscriptions.first, record: record)
+            subscription: subscriptions.first, record: record, storedReply: stored)
     }
 
     private func resolve(_ candidate: Candidate, against record: ProcessedRequest) -> ReplyRecord {

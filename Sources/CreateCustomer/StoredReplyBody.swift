@@ -1,3 +1,4 @@
+import CustomerDomain
 import Glibc
 
 /// How a record's reply is stored (`processed_requests.stored_reply`): the published bytes with the
@@ -36,6 +37,20 @@ public enum StoredReplyBody {
     private static let singleByteTokens = 30
     private static let extendedToken: UInt8 = 0x1F
     private static let table = PhraseTable(phrasesV1)
+
+    /// Version 1's tokens for a `JSONBytesWriter` that writes a reply's stored form as it writes
+    /// the reply (`CustomerCreated.canonicalJSON(compactingWith:)`), instead of `encode` reading
+    /// the reply again: a key's phrase and `null`, `true`, `false` in a value's place become their
+    /// tokens. It tokenizes only where the writer writes a phrase (a value's text stays as it is,
+    /// where `encode` may also replace a `null` inside a string), and `decode` reads either back
+    /// to the reply's exact bytes.
+    public static let phraseTokens: JSONPhraseTokens = {
+        func token(_ index: Int) -> [UInt8] { index < singleByteTokens ? [UInt8(index + 1)] : [extendedToken, UInt8(index)] }
+        let keys = phrasesV1.enumerated().filter { $0.element.hasPrefix("\"") && $0.element.hasSuffix("\":") }
+            .map { (name: String($0.element.dropFirst().dropLast(2)), token: token($0.offset)) }
+        func literal(_ text: String) -> [UInt8] { token(phrasesV1.firstIndex(of: text)!) }
+        return JSONPhraseTokens(prefix: [0x00, 0x01], keys: keys, null: literal("null"), true: literal("true"), false: literal("false"))
+    }()
 
     /// The stored form of `reply`.
     public static func encode(_ reply: [UInt8]) -> [UInt8] {

@@ -54,13 +54,123 @@ extension OrderedJSONObject {
     }
 }
 
+/// Tokens that stand for phrases of the JSON a `JSONBytesWriter` writes (a key's `"key":`, and
+/// `null`, `true`, `false`), for a second, compact copy of it written at the same time (the
+/// stored form of a reply, `StoredReplyBody`). A token must never hold a byte JSON can hold
+/// unescaped (0x20 and above), so that the compact copy expands back unambiguously.
+public struct JSONPhraseTokens: Sendable {
+    let prefix: [UInt8]
+    let null: [UInt8]
+    let `true`: [UInt8]
+    let `false`: [UInt8]
+    /// The keys with a token, and their tokens, found through `slots` without hashing a string
+    /// (a reply writes about 60 keys: a dictionary lookup each cost more than the tokens save).
+    private let names: [[UInt8]]
+    private let keyTokens: [[UInt8]]
+    /// From `slot(of:)` on, the first slot holding the key (its index into `names` + 1) or 0
+    /// (none): open addressing, at most half full.
+    private let slots: [Int16]
+    private static let slotCount = 1024
+
+    /// `prefix` starts the compact copy; `keys` maps a key's name (without quotes or colon) to
+    /// the token of its phrase; a key without a token is written as it is.
+    public init(prefix: [UInt8], keys: [(name: String, token: [UInt8])], null: [UInt8], true: [UInt8], false: [UInt8]) {
+        self.prefix = prefix
+        self.null = null
+        self.true = `true`
+        self.false = `false`
+        var names: [[UInt8]] = []
+        var keyTokens: [[UInt8]] = []
+        var slots = [Int16](repeating: 0, count: Self.slotCount)
+        for key in keys {
+            let name = Array(key.name.utf8)
+            guard !name.isEmpty, names.count < Self.slotCount / 2 else { continue }
+            // Open addressing: the next free slot after a taken one.
+            var slot = name.withUnsafeBufferPointer { Self.slot(of: $0) }
+            while slots[slot] != 0 { slot = (slot + 1) % Self.slotCount }
+            names.append(name)
+            keyTokens.append(key.token)
+            slots[slot] = Int16(names.count)
+        }
+        self.names = names
+        self.keyTokens = keyTokens
+        self.slots = slots
+    }
+
+    /// The token of the key `name`, if it has one.
+    func token(ofKey name: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        guard !name.isEmpty else { return nil }
+        var slot = Self.slot(of: name)
+        while slots[slot] != 0 {
+            let entry = Int(slots[slot]) - 1
+            if names[entry].withUnsafeBufferPointer({ Self.same($0, name) }) { return keyTokens[entry] }
+            slot = (slot + 1) % Self.slotCount
+        }
+        return nil
+    }
+
+    /// Byte for byte (a loop over the buffers: `elementsEqual` cost 300 instructions a key).
+    private static func same(_ one: UnsafeBufferPointer<UInt8>, _ other: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard one.count == other.count else { return false }
+        for index in 0..<one.count where one[index] != other[index] { return false }
+        return true
+    }
+
+    /// Length, first, middle and last byte, mixed: a slot without reading the whole key.
+    private static func slot(of name: UnsafeBufferPointer<UInt8>) -> Int {
+        guard let first = name.first, let last = name.last else { return 0 }
+        let mixed = (UInt32(name.count) &* 0x9E37_79B9) ^ (UInt32(first) &* 0x85EB_CA6B)
+            ^ (UInt32(last) &* 0xC2B2_AE35) ^ (UInt32(name[name.count / 2]) &* 0x27D4_EB2F)
+        return Int((mixed ^ (mixed >> 15)) % UInt32(slotCount))
+    }
+}
+
 /// Writes compact JSON into a byte buffer. Never fails: `throws` exists only for the protocol.
+///
+/// Given `JSONPhraseTokens`, it also writes `compact`: the same bytes with every phrase that has a
+/// token written as its token. Bytes between phrases are copied from `bytes` when the next
+/// phrase (or the end) comes, so values are escaped once.
 public struct JSONBytesWriter: JSONFieldWriter {
     public private(set) var bytes: [UInt8] = []
     private var isFirstField = true
+    private let tokens: JSONPhraseTokens?
+    private var compactCopy: [UInt8] = []
+    /// How many of `bytes` `compactCopy` already stands for.
+    private var copied = 0
 
     public init() {
+        tokens = nil
         bytes.reserveCapacity(1024)
+    }
+
+    public init(compactingWith tokens: JSONPhraseTokens) {
+        self.tokens = tokens
+        bytes.reserveCapacity(2048)
+        compactCopy.reserveCapacity(1024)
+        compactCopy.append(contentsOf: tokens.prefix)
+    }
+
+    /// The compact copy (see `JSONPhraseTokens`), complete up to the last byte written.
+    public var compact: [UInt8] {
+        var writer = self
+        writer.copyPending()
+        return writer.compactCopy
+    }
+
+    /// Copies the bytes written since the last phrase into the compact copy.
+    private mutating func copyPending() {
+        let from = copied
+        bytes.withUnsafeBufferPointer { compactCopy.append(contentsOf: UnsafeBufferPointer(rebasing: $0[from...])) }
+        copied = bytes.count
+    }
+
+    /// Writes `phrase` into `bytes` and, when it has a token, the token into the compact copy.
+    private mutating func writePhrase(_ phrase: StaticString, token: [UInt8]?) {
+        if token != nil { copyPending() }
+        phrase.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        guard let token else { return }
+        compactCopy.append(contentsOf: token)
+        copied = bytes.count
     }
 
     static func bytes(of object: some OrderedJSONObject) -> [UInt8] {
@@ -91,7 +201,7 @@ public struct JSONBytesWriter: JSONFieldWriter {
 
     public mutating func write(_ key: String, _ value: Bool) {
         writeKey(key)
-        bytes.append(contentsOf: (value ? "true" : "false").utf8)
+        if value { writePhrase("true", token: tokens?.true) } else { writePhrase("false", token: tokens?.false) }
     }
 
     public mutating func write(_ key: String, _ value: Timestamp?) {
@@ -133,13 +243,23 @@ public struct JSONBytesWriter: JSONFieldWriter {
         isFirstField = false
         // Keys are the contract's own ASCII names, never user input: nothing to escape.
         assert(!key.utf8.contains(where: Self.needsEscape))
-        bytes.append(UInt8(ascii: "\""))
-        bytes.append(contentsOf: key.utf8)
-        bytes.append(contentsOf: "\":".utf8)
+        var key = key
+        key.withUTF8 { name in
+            let token = tokens?.token(ofKey: name)
+            if token != nil { copyPending() }
+            bytes.append(UInt8(ascii: "\""))
+            bytes.append(contentsOf: name)
+            bytes.append(UInt8(ascii: "\""))
+            bytes.append(UInt8(ascii: ":"))
+            if let token {
+                compactCopy.append(contentsOf: token)
+                copied = bytes.count
+            }
+        }
     }
 
     private mutating func writeNull() {
-        bytes.append(contentsOf: "null".utf8)
+        writePhrase("null", token: tokens?.null)
     }
 
     private mutating func writeString(_ string: String) {
@@ -224,6 +344,13 @@ struct JSONKey: CodingKey, Hashable {
 // each reply type.
 extension CustomerCreated {
     public func canonicalJSON() -> [UInt8] { JSONBytesWriter.bytes(of: self) }
+
+    /// The canonical JSON and, written with it, its compact copy (see `JSONPhraseTokens`).
+    public func canonicalJSON(compactingWith tokens: JSONPhraseTokens) -> (json: [UInt8], compact: [UInt8]) {
+        var writer = JSONBytesWriter(compactingWith: tokens)
+        writer.writeObject(self)
+        return (writer.bytes, writer.compact)
+    }
 }
 
 extension CustomerCreateFailed {

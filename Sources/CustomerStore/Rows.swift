@@ -31,21 +31,23 @@ enum CreateCustomerStatements {
 
     /// Found through their customer (see migration v3): the lookup descends the customers'
     /// (merchant, external id) index, the one index a new customer's insert touches at random anyway.
+    /// One lookup per command: stepped directly (`DirectStatement`).
     static func processedRequests(_ lookups: [RecordLookup], _ db: Database) throws -> [ProcessedRequest] {
-        let statement = try db.cachedStatement(sql: """
+        let statement = try DirectStatement(db, sql: """
             SELECT p.idempotency_key, p.merchant_id, p.fingerprint, p.customer_id, p.reply_type, p.message_id, p.stored_reply
             FROM customers c JOIN processed_requests p ON p.customer_id = c.id
             WHERE c.merchant_id = ? AND c.external_id = ?
             """)
         return try lookups.compactMap { lookup in
-            try Row.fetchOne(statement, arguments: [lookup.customer.merchantID, lookup.customer.externalID]).map { row in
-                let type: String = row["reply_type"]
-                let replyType = try UndecodableStoredValue.decode(type, as: ReplyType.self, table: "processed_requests", column: "reply_type")
-                let body: Data = row["stored_reply"]
+            try statement.bind(lookup.customer.merchantID, at: 1)
+            try statement.bind(lookup.customer.externalID, at: 2)
+            return try statement.first { row in
+                let replyType = try UndecodableStoredValue.decode(
+                    row.string(4), as: ReplyType.self, table: "processed_requests", column: "reply_type")
                 return ProcessedRequest(
-                    idempotencyKey: row["idempotency_key"], merchantID: row["merchant_id"], fingerprint: row["fingerprint"],
-                    customerID: row["customer_id"], replyType: replyType, messageID: row["message_id"],
-                    replyBody: try StoredReplyBody.decode([UInt8](body)))
+                    idempotencyKey: row.string(0), merchantID: row.string(1), fingerprint: row.string(2),
+                    customerID: row.string(3), replyType: replyType, messageID: row.string(5),
+                    replyBody: try StoredReplyBody.decode(row.bytes(6)))
             }
         }
     }
@@ -60,9 +62,7 @@ enum CreateCustomerStatements {
         return plans
     }
 
-    /// `updated_at` takes `created_at`'s parameter (`?20`): 20 parameters, not 21, because GRDB
-    /// binds the strings of a statement with at most 20 without copying them (past 20, every
-    /// string argument is copied into a C string first, an allocation each).
+    /// `updated_at` takes `created_at`'s parameter (`?20`).
     private static let insertCustomerSQL: String = {
         let columns = ["id", "merchant_id"] + CustomerField.allCases.map(\.columnName) + ["created_at", "updated_at"]
         let placeholders = Array(repeating: "?", count: columns.count - 1).joined(separator: ", ") + ", ?\(columns.count - 1)"
@@ -71,51 +71,71 @@ enum CreateCustomerStatements {
     }()
 
     /// Inserts each customer unless its merchant has its `externalId`, and only then its
-    /// subscription and record; returns the ids of the customers inserted.
+    /// subscription and record; returns the ids of the customers inserted. Three statements per
+    /// customer, each bound value by value from the row and stepped directly (`DirectStatement`).
     static func write(_ writes: CreateCustomerCore.Writes, _ db: Database) throws -> Set<String> {
-        let customers = try db.cachedStatement(sql: insertCustomerSQL)
-        let subscriptions = try db.cachedStatement(sql: """
+        let customers = try DirectStatement(db, sql: insertCustomerSQL)
+        let subscriptions = try DirectStatement(db, sql: """
             INSERT INTO subscriptions (id, customer_id, merchant_id, plan_id, status, is_trial, start_date, end_date,
                                        payment_gateway, created_at, updated_at)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
-        let records = try db.cachedStatement(sql: """
+        let records = try DirectStatement(db, sql: """
             INSERT INTO processed_requests (idempotency_key, merchant_id, fingerprint, customer_id, reply_type,
                                             message_id, stored_reply, created_at)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
             """)
+        let recordedAt = writes.recordedAt.millisecondsSince1970
         var inserted = Set<String>()
         for creation in writes.creations {
             let customer = creation.customer
-            // 20 values: `updated_at` takes `created_at`'s (see `insertCustomerSQL`).
-            var values: [(any DatabaseValueConvertible)?] = [customer.id, customer.merchantID]
-            values += CustomerField.allCases.map { customer.attributes[$0] }
-            values.append(customer.createdAt.millisecondsSince1970)
-            try customers.execute(arguments: StatementArguments(values))
+            try customers.bind(customer.id, at: 1)
+            try customers.bind(customer.merchantID, at: 2)
+            var index: Int32 = 3
+            for field in CustomerField.allCases {
+                try customers.bind(customer.attributes[field], at: index)
+                index += 1
+            }
+            // `updated_at` is the same parameter (see `insertCustomerSQL`).
+            try customers.bind(customer.createdAt.millisecondsSince1970, at: index)
+            try customers.execute()
             guard db.changesCount == 1 else { continue }
             inserted.insert(customer.id)
             if let subscription = creation.subscription {
-                try subscriptions.execute(arguments: [
-                    subscription.id, subscription.customerId, subscription.merchantId, subscription.planId,
-                    subscription.status.rawValue, subscription.isTrial, subscription.startDate.millisecondsSince1970,
-                    subscription.endDate?.millisecondsSince1970, subscription.paymentGateway?.rawValue,
-                    subscription.createdAt.millisecondsSince1970, subscription.updatedAt.millisecondsSince1970,
-                ])
+                try subscriptions.bind(subscription.id, at: 1)
+                try subscriptions.bind(subscription.customerId, at: 2)
+                try subscriptions.bind(subscription.merchantId, at: 3)
+                try subscriptions.bind(subscription.planId, at: 4)
+                try subscriptions.bind(subscription.status.rawValue, at: 5)
+                try subscriptions.bind(subscription.isTrial, at: 6)
+                try subscriptions.bind(subscription.startDate.millisecondsSince1970, at: 7)
+                try subscriptions.bind(subscription.endDate?.millisecondsSince1970, at: 8)
+                try subscriptions.bind(subscription.paymentGateway?.rawValue, at: 9)
+                try subscriptions.bind(subscription.createdAt.millisecondsSince1970, at: 10)
+                try subscriptions.bind(subscription.updatedAt.millisecondsSince1970, at: 11)
+                try subscriptions.execute()
             }
             let record = creation.record
-            try records.execute(arguments: [
-                record.idempotencyKey, record.merchantID, record.fingerprint, record.customerID, record.replyType.rawValue,
-                record.messageID, Data(StoredReplyBody.encode(record.replyBody)), writes.recordedAt.millisecondsSince1970,
-            ])
+            try records.bind(record.idempotencyKey, at: 1)
+            try records.bind(record.merchantID, at: 2)
+            try records.bind(record.fingerprint, at: 3)
+            try records.bind(record.customerID, at: 4)
+            try records.bind(record.replyType.rawValue, at: 5)
+            try records.bind(record.messageID, at: 6)
+            try records.bind(blob: creation.storedReply, at: 7)
+            try records.bind(recordedAt, at: 8)
+            try records.execute()
         }
         return inserted
     }
 
     static func customerIDs(_ references: [CustomerReference], _ db: Database) throws -> [CustomerReference: String] {
-        let statement = try db.cachedStatement(sql: "SELECT id FROM customers WHERE merchant_id = ? AND external_id = ?")
+        let statement = try DirectStatement(db, sql: "SELECT id FROM customers WHERE merchant_id = ? AND external_id = ?")
         var ids: [CustomerReference: String] = [:]
         for reference in references {
-            ids[reference] = try String.fetchOne(statement, arguments: [reference.merchantID, reference.externalID])
+            try statement.bind(reference.merchantID, at: 1)
+            try statement.bind(reference.externalID, at: 2)
+            ids[reference] = try statement.first { $0.string(0) }
         }
         return ids
     }

@@ -140,7 +140,7 @@ public struct PostgresTransaction: Sendable {
         binds.append(records.map(\.customerID))
         binds.append(records.map(\.replyType.rawValue))
         binds.append(records.map(\.messageID))
-        binds.append(records.map { ByteBuffer(bytes: StoredReplyBody.encode($0.replyBody)) })
+        binds.append(creations.map { ByteBuffer(bytes: $0.storedReply) })
         binds.append(Array(repeating: writes.recordedAt.millisecondsSince1970, count: records.count))
         var inserted = Set<String>()
         for try await id in try await run(PostgresQuery(unsafeSQL: Self.writeSQL, binds: binds)).decode(String.self) { inserted.insert(id) }

@@ -1,4 +1,5 @@
 @testable import CreateCustomer
+import CustomerDomain
 import Foundation
 import Testing
 
@@ -30,6 +31,30 @@ struct StoredReplyBodyTests {
             if name.hasPrefix("customer-created") {
                 #expect(stored.count * 10 < body.count * 7, "\(name): \(stored.count) of \(body.count) bytes")
             }
+        }
+    }
+
+    /// The stored form the reply writer writes with the reply (`phraseTokens`) is, for every
+    /// `CustomerCreated` of the contract, exactly what `encode` makes of the reply, and the reply
+    /// itself is unchanged. Values holding `null`, `true` or `false` after JSON punctuation (which
+    /// `encode` may replace inside a string, and the writer does not) still decode to the reply.
+    @Test func theWritersStoredFormIsTheEncodersAndDecodesToTheReply() throws {
+        var created = try Self.replies().filter { $0.name.hasPrefix("customer-created") }
+        #expect(created.count >= 5)
+        let tricky = try JSONDecoder().decode(CustomerCreated.self, from: Data(created[0].body))
+        var values = tricky
+        values.customer.attributes.name = #"a,null:[true{false "quoted" \ null"#
+        values.customer.attributes.billingCity = "null"
+        created.append(("tricky values", values.canonicalJSON()))
+        for (name, body) in created {
+            let reply = try JSONDecoder().decode(CustomerCreated.self, from: Data(body))
+            let (json, stored) = reply.canonicalJSON(compactingWith: StoredReplyBody.phraseTokens)
+            #expect(json == reply.canonicalJSON(), "\(name): the reply's bytes")
+            #expect(try StoredReplyBody.decode(stored) == json, "\(name): the stored form reads back as the reply")
+            if name != "tricky values" {
+                #expect(stored == StoredReplyBody.encode(json), "\(name): what encode makes of the reply")
+            }
+            #expect(stored.count * 10 < json.count * 7, "\(name): \(stored.count) of \(json.count) bytes")
         }
     }
 

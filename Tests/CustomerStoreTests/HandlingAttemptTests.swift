@@ -35,6 +35,11 @@ struct HandlingAttemptTests {
         let sameKeyOtherSecret = HandlingAttempt.key(apiKey: "sk_0123456789abcdef_another", messageID: "m", body: body)
         #expect(one != other)
         #expect(one == sameKeyOtherSecret, "only the key id, which names the merchant, goes into the key")
+        // Markers outlive a deploy: the key of a command never changes (SHA-256 of
+        // "0123456789abcdef\0m\0" and the body, lowercase hex, as every version wrote it).
+        #expect(one == "dc2f2b05c2da4ed56e15f0e4a8b512bfd3b350f5560d2977b76d9287a87574e2")
+        #expect(HandlingAttempt.key(apiKey: nil, messageID: nil, body: [])
+            == "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7", "SHA-256 of two zero bytes")
     }
 
     /// A marker left behind longer ago than `HandlingAttempt.lifetime` no longer counts.

@@ -89,6 +89,57 @@ struct StoreTests {
         }
     }
 
+    /// The create path's statements are stepped directly (`DirectStatement`): a step that fails
+    /// throws the error GRDB would (classified by the same table), the transaction rolls back
+    /// (nothing of the batch stays), and the statement, reset, serves the next batch.
+    @Test func sqliteFailedDirectStepIsClassifiedRolledBackAndReusable() async throws {
+        try await withStore(.sqlite) { store, _ in
+            let sqlite = try #require(store as? CustomerStore)
+            let merchant = try await Merchant(store)
+            try await store.execute("""
+                CREATE TRIGGER refuse_records BEFORE INSERT ON processed_requests
+                BEGIN SELECT RAISE(ABORT, 'records refused by a test trigger'); END
+                """)
+            let batch = [command(#"{"externalId":"cus_1","name":"Ada"}"#, key: merchant.secretKey),
+                         command(#"{"externalId":"cus_2","name":null}"#, key: merchant.secretKey)]
+            let failure = await #expect(throws: CustomerStoreError.self) { try await store.handle(batch, now: now) }
+            let classified = try #require(failure.map { CustomerStore.classify($0) })
+            // RAISE(ABORT) is SQLITE_CONSTRAINT_TRIGGER (1811): this command's own fault, as before.
+            #expect(classified == StoreFailure(.command, code: "SQLITE_CONSTRAINT (1811)"))
+            #expect("\(failure.map { "\($0)" } ?? "")".contains("records refused by a test trigger"))
+            #expect(try await store.customerCount() == 0, "the customers inserted before the failed step are rolled back")
+
+            try await store.execute("DROP TRIGGER refuse_records")
+            let replies = try await store.handle(batch, now: now)
+            #expect(replies.map(\.type) == [.customerCreated, .customerCreated])
+            #expect(try await store.customerCount() == 2)
+            // Text goes in as text, a null or absent field as NULL.
+            let rows = try await sqlite.pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT external_id, name, typeof(name), email FROM customers ORDER BY external_id")
+                    .map { row -> [String?] in [row[0], row[1], row[2], row[3]] }
+            }
+            #expect(rows == [["cus_1", "Ada", "text", nil], ["cus_2", nil, "null", nil]])
+            let replay = try await store.handle(batch, now: now)
+            #expect(replay.map(\.replayed) == [true, true] && replay.map(\.body) == replies.map(\.body))
+        }
+    }
+
+    /// Migration v5 drops the index on subscriptions by customer (no query uses it), on a database
+    /// that had it (migrated up to v4 first) as on a fresh one; the plan index stays (the admin
+    /// path reads subscriptions by merchant and plan).
+    @Test func sqliteSubscriptionsKeepOnlyTheIndexesAQueryUses() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("customer-store-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = try CustomerStore(path: folder.appendingPathComponent("customers.sqlite").path)
+        let indexes = { @Sendable in
+            try await store.pool.read { try String.fetchAll($0, sql: "SELECT name FROM pragma_index_list('subscriptions') ORDER BY name") }
+        }
+        try Migrations.migrator.migrate(store.pool, upTo: "v4: records hold their reply in its stored form")
+        #expect(try await indexes() == ["sqlite_autoindex_subscriptions_1", "subscriptions_customer", "subscriptions_plan"])
+        try await store.migrate()
+        #expect(try await indexes() == ["sqlite_autoindex_subscriptions_1", "subscriptions_plan"])
+    }
+
     @Test func postgresRecordsEachMigrationOnce() async throws {
         guard StoreKind.all.contains(.postgres) else { return }
         try await withStore(.postgres) { store, _ in
