@@ -5,7 +5,7 @@
 # totals over the difference of the commands is the cost of one command, start-up, migration and
 # shutdown subtracted. Then the functions of the large run by inclusive cost, per command.
 #
-#   scripts/instructions.sh [--messages N] [--small M] [--bin DIR] [--database URL] [--top K] [--keep]
+#   scripts/instructions.sh [--messages N] [--small M] [--bin DIR] [--database URL] [--fair-share-shards S] [--top K] [--keep]
 #
 #   --messages N   commands of the measured backlog (default 2000)
 #   --small M      commands of the backlog subtracted (default 200)
@@ -13,6 +13,7 @@
 #                  (default: .build/release; build it with `swift build -c release`)
 #   --database URL the workers' database as the bench takes it (default: a fresh SQLite file,
 #                  synchronous=FULL); a postgres:// URL counts the worker's instructions only
+#   --fair-share-shards S  the worker's FAIR_SHARE_SHARDS (default: the worker's, 8; 0: one queue)
 #   --top K        functions listed (default 30)
 #   --keep         keep the temporary folder (callgrind files, bench output)
 #
@@ -31,6 +32,7 @@ while [ $# -gt 0 ]; do
     --bin) bin=$2; shift 2 ;;
     --database) database=$2; shift 2 ;;
     --top) top=$2; shift 2 ;;
+    --fair-share-shards) shards=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     *) echo "instructions.sh: unknown argument $1 (see the comment at the top of the script)" >&2; exit 64 ;;
   esac
@@ -79,6 +81,7 @@ LD_PRELOAD="$work/sigsuspend.so" exec valgrind --tool=callgrind --callgrind-out-
 EOF
   chmod +x "$dir/worker"
   local args=(--messages "$count" --backlog --json --reply-timeout 600 --worker-binary "$dir/worker" --log-level warning)
+  [ -z "${shards:-}" ] || args+=(--fair-share-shards "$shards")
   [ -z "$database" ] || args+=(--database "$database")
   if ! "$bin/customer-worker-bench" "${args[@]}" > "$dir/bench.json" 2> "$dir/bench.log"; then
     echo "instructions.sh: the bench failed on a backlog of $count (its log: $dir/bench.log)" >&2
