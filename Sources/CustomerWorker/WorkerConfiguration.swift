@@ -1,5 +1,4 @@
 import AMQP
-import CustomerStore
 import Foundation
 import Logging
 import Observability
@@ -62,7 +61,7 @@ public struct WorkerConfiguration: Sendable {
     public var shutdownTimeout: Duration = .seconds(10)
     public var databaseBusyTimeout: Duration = .seconds(5)
     /// SQLite `synchronous`: FULL (durable through a power loss) unless NORMAL is chosen.
-    public var databaseSynchronous: SynchronousMode = .full
+    public var databaseSynchronous: DatabaseSynchronous = .full
     public var confirmTimeout: Duration = .seconds(30)
     /// How long publishing replies may keep failing before the worker exits non-zero (so an
     /// orchestrator restarts it) instead of holding commands.
@@ -203,6 +202,15 @@ public struct WorkerConfiguration: Sendable {
     }
 }
 
+/// SQLite's `synchronous` as the worker's setting names it (the composition root maps it to the
+/// store's own type, so this library links no concrete store for it).
+public enum DatabaseSynchronous: String, Sendable, Hashable {
+    /// Every commit is fsynced: an acknowledged customer survives a power loss.
+    case full
+    /// WAL mode syncs at checkpoints only: faster commits, the last ones lost to a power loss.
+    case normal
+}
+
 /// A setting with a value it cannot take; the message names the variable and the rule.
 public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
     public let variable: String
@@ -235,7 +243,7 @@ extension WorkerConfiguration {
         milliseconds("DATABASE_BUSY_TIMEOUT_MS", "database-busy-timeout-ms", \.databaseBusyTimeout, 1...600_000, "How long a transaction waits for another process holding the database lock."),
         parsed("DATABASE_SYNCHRONOUS", "database-synchronous", \.databaseSynchronous, shown: "full",
                "full: every commit is fsynced, so an acknowledged customer survives a power loss. normal: faster commits, but a power loss or kernel crash can lose the last acknowledged customers (their senders' retries then create new ids); only for data you can lose.",
-               rule: "must be full or normal", render: { $0.rawValue }) { SynchronousMode(rawValue: $0.lowercased()) },
+               rule: "must be full or normal", render: { $0.rawValue }) { DatabaseSynchronous(rawValue: $0.lowercased()) },
         seconds("CONFIRM_TIMEOUT", "confirm-timeout", \.confirmTimeout, 1...600, "Seconds to wait for the broker to confirm a batch of replies."),
         seconds("PUBLISH_FAILURE_TIMEOUT", "publish-failure-timeout", \.publishFailureTimeout, 5...86_400, "Seconds publishing replies may keep failing (broker refusing them, exchange gone and not re-declarable) before the worker exits non-zero."),
         integer("TRANSIENT_ATTEMPTS", "transient-attempts", \.transientAttempts, 1...100, "Attempts at publishing a batch's replies (not confirmed in time) before its commands are requeued. A failing database (busy, full, read-only, unreachable) never requeues: the worker holds the batch, pauses (not ready) and retries with backoff up to 1 s until it recovers (HAND_BACK_AFTER)."),
