@@ -54,6 +54,9 @@ public final class CommandWorker: Service {
     private let unacked = Atomic<Int>(0)
     /// Monotonic time of the first publish failure since the last success; 0 while publishing works.
     private let publishFailingSince = Atomic<UInt64>(0)
+    /// Each onset of publish failures (the value `publishFailingSince` took), for the watchdog;
+    /// only the newest matters.
+    private let publishFailures = AsyncStream.makeStream(of: UInt64.self, bufferingPolicy: .bufferingNewest(1))
     private let nodeGauges = Mutex(NodeGauges())
     private let refusalLog = Mutex(LogInterval(every: .seconds(60)))
 
@@ -150,6 +153,11 @@ public final class CommandWorker: Service {
         await publisher.close()
     }
 
+    /// The longest the consume loop waits for a command while idle before it turns anyway: a turn
+    /// is the loop's heartbeat for liveness (`WorkerHealth`) and when reconnects and broker nodes
+    /// are counted. It is not how shutdown is noticed (a handler ends the wait at once).
+    static let idleTurn: Duration = .seconds(1)
+
     /// Takes batches and runs each through its machine: the store phase here, then the publish
     /// phase in a child task, overlapping the next batch's store phase (at most one batch in each).
     private func consumeUntilShutdown() async throws {
@@ -158,8 +166,14 @@ public final class CommandWorker: Service {
             var generation = await consumer.generation
             while !Task.isShuttingDownGracefully, !Task.isCancelled {
                 health.turned()
-                let deliveries = try await consumer.nextDeliveries(
-                    maximum: configuration.batchLimit, wait: .milliseconds(100), linger: configuration.batchLinger)
+                // Graceful shutdown ends the wait through its handler, cancellation through the
+                // session's own handler: neither is polled. The bound is the loop's idle turn.
+                let consumer = consumer
+                let deliveries = try await withGracefulShutdownHandler {
+                    try await consumer.nextDeliveries(maximum: configuration.batchLimit, wait: Self.idleTurn, linger: configuration.batchLinger)
+                } onGracefulShutdown: {
+                    consumer.endDeliveryWaits()
+                }
                 await noteReconnects(&generation)
                 guard !deliveries.isEmpty else { continue }
                 let received = ContinuousClock.now
@@ -443,18 +457,21 @@ public final class CommandWorker: Service {
 
     /// Ends the worker with an error (a non-zero exit) once publishing replies has failed without
     /// a success for `publishFailureTimeout`: an orchestrator restarts it instead of it holding
-    /// commands it cannot answer.
+    /// commands it cannot answer. Not polled: it sleeps until the deadline of each onset of
+    /// failures (`publishFailures`), then fails if that onset still stands (no success since);
+    /// cancellation (the worker stopping) ends the wait and the stream.
     private func watchPublishing() async throws {
         let limit = UInt64(configuration.publishFailureTimeout.components.seconds) * 1_000_000_000
-        while !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(250))
-            let since = publishFailingSince.load(ordering: .relaxed)
-            if since != 0, DispatchTime.now().uptimeNanoseconds - since > limit {
-                logger.critical("cannot publish replies; exiting so the worker is restarted", metadata: [
-                    "publish_failure_timeout": "\(configuration.publishFailureTimeout)",
-                ])
-                throw PublishingFailed(timeout: configuration.publishFailureTimeout)
-            }
+        for await onset in publishFailures.stream {
+            let deadline = DispatchTime(uptimeNanoseconds: onset + limit)
+            let remaining = deadline.uptimeNanoseconds > DispatchTime.now().uptimeNanoseconds
+                ? deadline.uptimeNanoseconds - DispatchTime.now().uptimeNanoseconds : 0
+            do { try await Task.sleep(for: .nanoseconds(remaining)) } catch { return }
+            guard publishFailingSince.load(ordering: .relaxed) == onset else { continue }  // published since
+            logger.critical("cannot publish replies; exiting so the worker is restarted", metadata: [
+                "publish_failure_timeout": "\(configuration.publishFailureTimeout)",
+            ])
+            throw PublishingFailed(timeout: configuration.publishFailureTimeout)
         }
     }
 
@@ -547,7 +564,10 @@ public final class CommandWorker: Service {
                 outcomes = try await publisher.publish(sending, timeout: configuration.confirmTimeout)
                 publishFailingSince.store(0, ordering: .relaxed)
             } catch {
-                _ = publishFailingSince.compareExchange(expected: 0, desired: DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
+                let onset = DispatchTime.now().uptimeNanoseconds
+                if publishFailingSince.compareExchange(expected: 0, desired: onset, ordering: .relaxed).exchanged {
+                    publishFailures.continuation.yield(onset)
+                }
                 throw error
             }
             metrics.confirm.recordSince(start)
