@@ -198,7 +198,7 @@ public final class CommandWorker: Service {
 
     // MARK: Executing a batch's machine
 
-    /// Executes the machine's actions until its store phase is over; true when it stopped
+    /// Executes the machine's store-phase actions until the phase is over; true when it stopped
     /// consuming (the hand-back) and the worker must wait for the store before consuming again.
     private func runStorePhase(_ machine: inout BatchMachine) async -> Bool {
         var action = machine.start()
@@ -254,14 +254,17 @@ public final class CommandWorker: Service {
                         "hand_back_after": "\(configuration.handBackAfter)",
                     ])
                 }
-            default:
-                action = await execute(action, &machine)
+            case .effect(let effect):
+                await perform(effect, machine)
+                action = machine.executed()
+            case .handBack(let step):
+                action = await handBack(step, &machine)
             }
             if wasPaused, machine.pausedSince == nil { setPaused(false) }
         }
     }
 
-    /// Executes the machine's actions in the publish phase, until it is finished.
+    /// Executes the machine's publish-phase actions until it is finished.
     private func runPublishPhase(_ stored: BatchMachine, received: ContinuousClock.Instant) async {
         var machine = stored
         var action = machine.startPublishing(generation: liveGeneration)
@@ -277,36 +280,42 @@ public final class CommandWorker: Service {
             case .pause(let pause):
                 action = await pacer.wait(pause, health: health) ? machine.shutdown() : machine.tick()
             case .ack(let last, let indices):
-                if await consumer.ack(machine.items[last].delivery.tag, multiple: true) {
-                    let elapsed = ContinuousClock.now - received
-                    for _ in indices { metrics.handling.record(duration: elapsed) }
-                }
-                trackUnacked(-indices.count)
-                let acked = indices.map { machine.items[$0] }
-                logBatch(acked)
-                if let traces {
-                    for item in acked {
-                        guard let reply = item.reply else { continue }
-                        traces.settle([item.delivery.tag], .acknowledged(.init(type: reply.type.rawValue, errorCode: reply.errorCode,
-                                                                              replayed: reply.replayed)))
-                    }
-                }
+                await acknowledge(last: last, indices, machine, received: received)
                 action = machine.executed()
-            default:
-                action = await execute(action, &machine)
+            case .effect(let effect):
+                await perform(effect, machine)
+                action = machine.executed()
+            case .handBack(let step):
+                action = await handBack(step, &machine)
             }
         }
     }
 
-    /// The side effects both phases share: dead-letters, markers, requeues, hand-backs.
-    private func execute(_ action: BatchMachine.Action, _ machine: inout BatchMachine) async -> BatchMachine.Action {
-        switch action {
+    /// `basic.ack` with `multiple` up to `last`, covering `indices` (all confirmed).
+    private func acknowledge(last: Int, _ indices: [Int], _ machine: BatchMachine, received: ContinuousClock.Instant) async {
+        if await consumer.ack(machine.items[last].delivery.tag, multiple: true) {
+            let elapsed = ContinuousClock.now - received
+            for _ in indices { metrics.handling.record(duration: elapsed) }
+        }
+        trackUnacked(-indices.count)
+        let acked = indices.map { machine.items[$0] }
+        logBatch(acked)
+        if let traces {
+            for item in acked {
+                guard let reply = item.reply else { continue }
+                traces.settle([item.delivery.tag], .acknowledged(.init(type: reply.type.rawValue, errorCode: reply.errorCode,
+                                                                      replayed: reply.replayed)))
+            }
+        }
+    }
+
+    /// The side effects both phases share: dead-letters, markers, requeues, settling a hand-back.
+    private func perform(_ effect: BatchMachine.Effect, _ machine: BatchMachine) async {
+        switch effect {
         case .deadLetter(let letters):
             for letter in letters { await deadLetter(machine.items[letter.item].delivery, letter.reason, reason: letter.detail) }
-            return machine.executed()
         case .clearMarkers(let keys):
             for key in keys { try? await store.clearAttempt(key: key) }
-            return machine.executed()
         case .requeue(let indices):
             // `basic.reject`, not `basic.nack`: RabbitMQ 3.10 counts both, 4.3 no longer counts a
             // nack, and the count is what brings a command to its last delivery the same way on both.
@@ -314,15 +323,29 @@ public final class CommandWorker: Service {
             trackUnacked(-indices.count)
             logger.error("commands returned to the queue", metadata: ["batch.size": "\(indices.count)"])
             traces?.settle(indices.map { machine.items[$0].delivery.tag }, .returned)
-            return machine.executed()
         case .forget(let indices):
             trackUnacked(-indices.count)
             traces?.settle(indices.map { machine.items[$0].delivery.tag }, .leftToRedelivery)
             logger.notice("not replying to commands whose channel closed meanwhile; their redeliveries will", metadata: [
                 "batch.size": "\(indices.count)",
             ])
-            return machine.executed()
-        case .handBack:
+        case .settleHandBack(let acked, let requeued, let stale):
+            for index in acked { await consumer.ack(machine.items[index].delivery.tag) }
+            for index in requeued { await consumer.reject(machine.items[index].delivery.tag, requeue: true) }
+            let taken = (acked + requeued + stale).filter { machine.items[$0].taken }
+            trackUnacked(-taken.count)
+            metrics.handedBack.increment(by: acked.count)
+            logger.warning("commands handed back to the queue", metadata: [
+                "batch.size": "\(acked.count)", "requeued": "\(requeued.count)", "left_to_redelivery": "\(stale.count)",
+            ])
+            traces?.settle(taken.map { machine.items[$0].delivery.tag }, .returned)
+        }
+    }
+
+    /// The hand-back's steps that need an answer, in either phase.
+    private func handBack<Action: BatchAction>(_ step: BatchMachine.HandBackStep, _ machine: inout BatchMachine) async -> Action {
+        switch step {
+        case .askGeneration:
             return machine.handBackGeneration(liveGeneration)
         case .publishCopies(let indices):
             // Each copy goes to the command queue through the default exchange (so no other queue
@@ -339,19 +362,6 @@ public final class CommandWorker: Service {
                 }
             }
             return machine.copiesPublished(outcomes)
-        case .settleHandBack(let acked, let requeued, let stale):
-            for index in acked { await consumer.ack(machine.items[index].delivery.tag) }
-            for index in requeued { await consumer.reject(machine.items[index].delivery.tag, requeue: true) }
-            let taken = (acked + requeued + stale).filter { machine.items[$0].taken }
-            trackUnacked(-taken.count)
-            metrics.handedBack.increment(by: acked.count)
-            logger.warning("commands handed back to the queue", metadata: [
-                "batch.size": "\(acked.count)", "requeued": "\(requeued.count)", "left_to_redelivery": "\(stale.count)",
-            ])
-            traces?.settle(taken.map { machine.items[$0].delivery.tag }, .returned)
-            return machine.executed()
-        default:
-            preconditionFailure("CommandWorker: \(action) is not a shared action")
         }
     }
 
@@ -365,7 +375,7 @@ public final class CommandWorker: Service {
 
     /// Reports a failed store operation to the machine: cancellation as shutdown, anything else
     /// classified by the store's table; counted, and recorded on the transaction's span.
-    private func storeFailed(_ machine: inout BatchMachine, _ error: any Error, span: (any Span)?) -> BatchMachine.Action {
+    private func storeFailed(_ machine: inout BatchMachine, _ error: any Error, span: (any Span)?) -> BatchMachine.StoreAction {
         if Task.isCancelled || error is CancellationError { return machine.shutdown() }
         span?.recordError(error)
         let failure = store.classify(error)
@@ -553,7 +563,7 @@ public final class CommandWorker: Service {
     /// One attempt at publishing: the events copies of `events` (their confirms gate the ack)
     /// and the `reply_to` copies of `copies` (best effort: counted and logged when not delivered).
     private func publish(events: [Int], copies: [Int], attempt: Int, replies: inout Replies,
-                         _ machine: inout BatchMachine) async -> BatchMachine.Action {
+                         _ machine: inout BatchMachine) async -> BatchMachine.PublishAction {
         replies.span?.attributes["customer_worker.publish.attempts"] = attempt
         let copyMessages = copies.compactMap { replies.copies[$0] }
         let sending = events.compactMap { replies.events[$0] } + copyMessages
@@ -595,7 +605,7 @@ public final class CommandWorker: Service {
     private static let givenBack = SpanStatus(code: .error, message: "replies not confirmed; commands returned to the queue")
 
     /// Counts and logs a failed attempt; `action`: what the machine answered (another attempt, or the batch given back).
-    private func noteTransientFailure(_ error: any Error, attempt: Int, batchSize: Int, _ action: BatchMachine.Action, _ replies: Replies) {
+    private func noteTransientFailure(_ error: any Error, attempt: Int, batchSize: Int, _ action: BatchMachine.PublishAction, _ replies: Replies) {
         replies.span?.recordError(error)
         metrics.transientFailures.increment()
         let exhausted: Bool = if case .pause(.publish) = action { false } else { true }
