@@ -233,7 +233,7 @@ struct BatchMachine: Sendable {
     /// The batch arrived.
     private mutating func startStep() -> Step {
         expect(.start)
-        if case .storeOneByOne(let mark) = DeliveryFate.decide(.received(anyRedelivered: items.contains(where: \.delivery.redelivered))) {
+        if case .oneByOne(let mark) = DeliveryFate.received(anyRedelivered: items.contains(where: \.delivery.redelivered)) {
             mode = .oneByOne(marking: mark)
             return advance()
         }
@@ -245,14 +245,12 @@ struct BatchMachine: Sendable {
         guard case .attemptCounted(let index) = awaiting else { impossible("attemptCounted") }
         leavePause()
         items[index].markerCommitted = true
-        switch DeliveryFate.decide(.attemptCounted(earlierUnfinished: earlier)) {
+        switch DeliveryFate.attemptCounted(earlierUnfinished: earlier) {
         case .deadLetter(let reason, let detail):
             deadLetter(index, reason, detail)
             return advance()
         case .store:
             return store([index])
-        default:
-            impossible("a counted attempt answered otherwise")
         }
     }
 
@@ -262,14 +260,12 @@ struct BatchMachine: Sendable {
         leavePause()
         for (index, outcome) in zip(indices, outcomes) {
             items[index].markerCommitted = false  // the work transaction removed it
-            switch DeliveryFate.decide(.stored(outcome)) {
+            switch DeliveryFate.stored(outcome) {
             case .publish(let reply):
                 items[index].phase = .stored(reply)
                 items[index].reply = reply
             case .deadLetter(let reason, let detail):
                 deadLetter(index, reason, detail)
-            default:
-                impossible("a stored command answered otherwise")
             }
         }
         return advance()
@@ -290,16 +286,16 @@ struct BatchMachine: Sendable {
         }
         if failure.kind == .conflict {
             conflicts += 1
-            if DeliveryFate.decide(.conflicted(attempt: conflicts)) == .storeAgain {
+            if DeliveryFate.conflicted(attempt: conflicts) == .storeAgain {
                 awaiting = .paused(retrying: retrying)
                 return .pause(.conflict(attempt: conflicts))
             }
         }
-        switch DeliveryFate.decide(.storeFailed(failure, commands: indices.count, error: error)) {
-        case .storeOneByOne(let mark):
+        switch DeliveryFate.storeFailed(failure, commands: indices.count, error: error) {
+        case .storeOneByOne:
             leavePause()
             for index in indices { items[index].phase = .received }
-            mode = .oneByOne(marking: mark)
+            mode = .oneByOne(marking: false)
             return advance()
         case .deadLetter(let reason, let detail):
             leavePause()
@@ -315,7 +311,7 @@ struct BatchMachine: Sendable {
             pausedSince = pausedSince ?? now
             let heldSince = items.filter { !$0.isSettled }.map(\.delivery.receivedAt).min() ?? now
             let handBackAt = heldSince + rules.handBackAfter
-            if DeliveryFate.decide(.storeStillFailing(heldFor: now - heldSince, handBackAfter: rules.handBackAfter)) == .handBack {
+            if DeliveryFate.storeStillFailing(heldFor: now - heldSince, handBackAfter: rules.handBackAfter) == .handBack {
                 leavePause()
                 for index in indices where items[index].phase == .storing || items[index].phase == .marking { items[index].phase = .received }
                 awaitStore = true
@@ -325,8 +321,6 @@ struct BatchMachine: Sendable {
             awaiting = .paused(retrying: retrying)
             return .pause(.store(operation: operation, attempt: storeAttempts, batchSize: indices.count, failure: failure,
                                  unclassified: unclassified, error: error, notAfter: handBackAt))
-        default:
-            impossible("the store failure table answered otherwise")
         }
     }
 
@@ -423,7 +417,7 @@ struct BatchMachine: Sendable {
         var acked: [Int] = []
         var requeued = handBackRequeue
         for (index, outcome) in zip(copies, outcomes) {
-            if DeliveryFate.decide(.handedBack(outcome)) == .ack { acked.append(index) } else { requeued.append(index) }
+            if DeliveryFate.handedBack(outcome) == .ackOriginal { acked.append(index) } else { requeued.append(index) }
         }
         for index in acked { items[index].phase = .handedBack }
         for index in requeued { items[index].phase = .requeued }
@@ -442,7 +436,7 @@ struct BatchMachine: Sendable {
         expect(.storePhaseOver)
         inPublishPhase = true
         let stale = items.indices.filter { items[$0].reply != nil && !items[$0].isSettled && items[$0].delivery.tag.connectionGeneration != generation }
-        if !stale.isEmpty, DeliveryFate.decide(.channelClosedSinceDelivery) == .forget {
+        if !stale.isEmpty {
             // The broker has requeued these; their redeliveries replay the stored replies.
             for index in stale { items[index].phase = .forgotten }
             queued.append(.forget(stale))
@@ -455,7 +449,7 @@ struct BatchMachine: Sendable {
     private mutating func publishedStep(_ outcomes: [PublishOutcome]) -> Step {
         guard case .published(let events, let attempt) = awaiting, outcomes.count == events.count else { impossible("published") }
         for (index, outcome) in zip(events, outcomes) {
-            switch DeliveryFate.decide(.eventsCopy(outcome)) {
+            switch DeliveryFate.eventsCopy(outcome) {
             case .ack, .ackReturned:
                 items[index].phase = .confirmed
             case .publishAgain:
@@ -463,8 +457,6 @@ struct BatchMachine: Sendable {
             case .deadLetter(_, let detail):
                 items[index].phase = .confirmed  // settled below, never acked
                 items[index].unpublishable = detail
-            default:
-                impossible("an events copy answered otherwise")
             }
         }
         if events.contains(where: { items[$0].phase == .publishing(attempt: attempt) }) {
@@ -482,7 +474,7 @@ struct BatchMachine: Sendable {
         case .publishPaused(let next): attempt = next - 1
         default: impossible("publishFailed")
         }
-        let exhausted = cancelled || DeliveryFate.decide(.publishFailed(attempt: attempt, limit: rules.transientAttempts)) == .requeue
+        let exhausted = cancelled || DeliveryFate.publishFailed(attempt: attempt, limit: rules.transientAttempts) == .giveBack
         if exhausted {
             giveBack(items.indices.filter { items[$0].reply != nil && !items[$0].isSettled })
             queued.append(.pause(.afterGiveBack))
@@ -616,7 +608,7 @@ struct BatchMachine: Sendable {
     /// dead-letter it, stored or not), or with its marker committed and its work not (its
     /// redelivery would count that marker on top of its own).
     private func mustBeHandedBack(_ item: Item) -> Bool {
-        DeliveryFate.decide(.returning(deliveryCount: item.delivery.deliveryCount, limit: rules.deliveryLimit)) == .handBack
+        DeliveryFate.returning(deliveryCount: item.delivery.deliveryCount, limit: rules.deliveryLimit) == .handBack
             || item.markerCommitted
     }
 
