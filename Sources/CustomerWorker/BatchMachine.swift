@@ -215,7 +215,6 @@ struct BatchMachine: Sendable {
     /// The store phase ends by handing back and waiting for the store.
     private var awaitStore = false
     private var inPublishPhase = false
-    var isInPublishPhase: Bool { inPublishPhase }
     /// Graceful shutdown (or cancellation) came in the store phase.
     private(set) var shuttingDown = false
 
@@ -777,7 +776,7 @@ extension BatchMachine {
     /// the phase the caller executes; traps when the machine is in the
     /// other phase, or when this phase cannot ask for it (an impossible event).
     private func typed<Action: BatchAction>(_ step: Step) -> Action {
-        guard Action.isPublishPhase == isInPublishPhase, let action = Action(step) else {
+        guard Action.isPublishPhase == inPublishPhase, let action = Action(step) else {
             preconditionFailure("BatchMachine: \(step) asked of the \(Action.isPublishPhase ? "publish" : "store") phase's executor")
         }
         return action
