@@ -123,7 +123,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The worker service: topology, batches, replies, acks.
+        // The worker service: topology, batches, replies, acks, against the storage protocol. It
+        // opens no store: `PostgresStore` only for `PostgresURL`, the parsed form of a DATABASE_URL
+        // setting (`DatabaseLocation`).
         .target(
             name: "CustomerWorker",
             dependencies: [
@@ -132,12 +134,28 @@ let package = Package(
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 "CreateCustomer",
                 "CustomerDomain",
-                "CustomerStore",
                 "PostgresStore",
                 "Observability",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // The composition root the executables share (and the tests, which run what `customer-worker
+        // run` runs): which concrete store a DATABASE_URL opens, and the application's services.
+        .target(
+            name: "WorkerComposition",
+            dependencies: [
+                "CustomerWorker",
+                "AMQP",
+                "CreateCustomer",
+                "CustomerStore",
+                "PostgresStore",
+                "Observability",
+                "WorkerTracing",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
@@ -158,6 +176,7 @@ let package = Package(
                 "CBenchRelay",
                 "ChildProcess",
                 "CustomerWorker",
+                "WorkerComposition",
                 "CreateCustomer",
                 "CustomerStore",
                 "CustomerDomain",
@@ -171,6 +190,7 @@ let package = Package(
             name: "customer-worker",
             dependencies: [
                 "CustomerWorker",
+                "WorkerComposition",
                 "WorkerTracing",
                 "CreateCustomer",
                 "CustomerDomain",
@@ -208,7 +228,7 @@ let package = Package(
         // tests: the worker's own binary links no fault.
         .executableTarget(
             name: "customer-worker-faults",
-            dependencies: ["CustomerWorker", "BrokerTestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CustomerWorker", "WorkerComposition", "BrokerTestSupport", .product(name: "Logging", package: "swift-log")],
             path: "Tests/FaultInjectingWorker",
             swiftSettings: strict
         ),
@@ -239,7 +259,7 @@ let package = Package(
         .testTarget(
             name: "CustomerWorkerTests",
             dependencies: [
-                "CustomerWorker", "CreateCustomer", "CustomerStore", "PostgresStore", "AMQP", "BrokerTestSupport", "CRabbitMQ",
+                "CustomerWorker", "WorkerComposition", "CreateCustomer", "CustomerStore", "PostgresStore", "AMQP", "BrokerTestSupport", "CRabbitMQ",
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: strict

@@ -206,6 +206,14 @@ public final class AMQPSession: Sendable {
         }.get()
     }
 
+    /// Ends every wait for deliveries, now and from now on: each answers at once with what arrived
+    /// so far (none is lost: what is not handed out stays unacknowledged until the session
+    /// closes). For a consumer stopping for good, e.g. from a graceful-shutdown handler, which
+    /// cannot cancel the waiting task itself; safe from any thread, it waits for nothing.
+    public func endDeliveryWaits() {
+        loop.submit { core in core.endWaits() }
+    }
+
     /// Acknowledges up to and including `tag` (with `multiple`) or just `tag`. Returns false for a
     /// tag from an earlier connection (the broker requeued it already) or when the connection just
     /// failed (it will be requeued): in both cases nothing was acknowledged.

@@ -44,6 +44,8 @@ final class SessionCore {
     /// What the current channel delivered for acknowledgement and nobody settled yet.
     private var unsettled = UnsettledTags()
     private var waiters: [DeliveryWaiter] = []
+    /// Set by `endWaits`: every wait for deliveries ends at once with what arrived.
+    private var waitsEnded = false
 
     var tracker = ConfirmTracker()
     private var publishes: [UInt64: PublishRequest] = [:]
@@ -205,8 +207,8 @@ final class SessionCore {
     private func serviceWaiters(_ now: ContinuousClock.Instant) {
         while var waiter = waiters.first {
             if deliveries.isEmpty {
-                guard now >= waiter.deadline else { return }
-            } else if (deliveries.count < waiter.maximum) && (waiter.linger > .zero) {
+                guard waitsEnded || now >= waiter.deadline else { return }
+            } else if !waitsEnded && (deliveries.count < waiter.maximum) && (waiter.linger > .zero) {
                 let lingerDeadline = waiter.lingerDeadline ?? now + waiter.linger
                 if now < lingerDeadline {
                     waiter.lingerDeadline = lingerDeadline
@@ -359,6 +361,13 @@ final class SessionCore {
 
     func close() {
         transition(machine.closeRequested())
+    }
+
+    /// Every wait for deliveries, now and from now on, answers at once with what arrived
+    /// (`AMQPSession.endDeliveryWaits`).
+    func endWaits() {
+        waitsEnded = true
+        serviceWaiters(.now)
     }
 
     /// The task behind the call with `token` was cancelled: a waiter gets what arrived so far, a

@@ -3,7 +3,8 @@ import CreateCustomer
 
 /// One batch's life, as a pure state machine in the style of postgres-nio's
 /// `ConnectionStateMachine`: a value holding each delivery's phase, fed every event that happens
-/// to the batch, answering each with the one `Action` to execute next. It decides everything the
+/// to the batch, answering each with the one action to execute next, typed by phase (`StoreAction`,
+/// `PublishAction`). It decides everything the
 /// worker does with a batch (which deliveries get markers, when to pause, hand back, requeue,
 /// dead-letter or ack); the rules it applies, one event at a time, are `DeliveryFate`'s table.
 /// `CommandWorker` only executes the actions and reports what came of them. No I/O, no clock
@@ -88,7 +89,10 @@ struct BatchMachine: Sendable {
         case afterGiveBack
     }
 
-    enum Action: Sendable, Equatable {
+    /// The machine's own vocabulary: everything it can ask for, in either phase. The events answer
+    /// with the phase's typed action instead (`StoreAction`, `PublishAction`), so an executor
+    /// handles exactly what its phase can ask for; a step outside the phase traps here.
+    enum Step: Sendable, Equatable {
         /// Commit a handling-attempt marker for this redelivered item.
         case beginAttempt(item: Int, key: String)
         /// One work transaction for these items, removing the markers `finishingAttempts` first.
@@ -121,6 +125,61 @@ struct BatchMachine: Sendable {
         case finished
     }
 
+    /// A side effect either phase may ask for; each is answered by `executed()`.
+    enum Effect: Sendable, Equatable {
+        case deadLetter([DeadLetter])
+        case clearMarkers([String])
+        /// `basic.reject` with requeue, one by one.
+        case requeue([Int])
+        /// Its channel closed: these will be redelivered; nothing more to do for them.
+        case forget([Int])
+        /// Ack each handed-back original whose copy was confirmed; requeue the others.
+        /// `stale`: deliveries of an earlier connection, left to the broker's redelivery.
+        case settleHandBack(ack: [Int], requeue: [Int], stale: [Int])
+    }
+
+    /// The hand-back's steps that need an answer of their own (either phase may hand back).
+    enum HandBackStep: Sendable, Equatable {
+        /// Hand these back: answer with the consumer's live connection generation (`handBackGeneration`).
+        case askGeneration([Int])
+        /// Publish a copy of each of these to the command queue, with confirms; answer with
+        /// what the broker said of each (`copiesPublished`).
+        case publishCopies([Int])
+    }
+
+    /// What the store phase asks the executor for.
+    enum StoreAction: Sendable, Equatable {
+        /// Commit a handling-attempt marker for this redelivered item; answer `attemptCounted` or `storeFailed`.
+        case beginAttempt(item: Int, key: String)
+        /// One work transaction for these items, removing the markers `finishingAttempts` first;
+        /// answer `stored` or `storeFailed`.
+        case store(items: [Int], finishingAttempts: [String])
+        /// Wait, then answer `tick`, or `shutdown` when the wait was cut short.
+        case pause(Pause)
+        /// Stop consuming; answer `consumingStopped` with the prefetched deliveries.
+        case stopConsuming
+        case effect(Effect)
+        case handBack(HandBackStep)
+        /// The store phase is over: publish the stored replies (`startPublishing`); with
+        /// `awaitStore`, the worker stopped consuming and waits for the store before consuming again.
+        case storePhaseOver(awaitStore: Bool)
+    }
+
+    /// What the publish phase asks the executor for.
+    enum PublishAction: Sendable, Equatable {
+        /// Publish the events copies of `events` and, on the first attempt only, the `reply_to`
+        /// copies of `copies`; answer `published` or `publishFailed`.
+        case publish(events: [Int], copies: [Int], attempt: Int)
+        /// Wait, then answer `tick`, or `shutdown` when the wait was cut short.
+        case pause(Pause)
+        /// Ack exactly `items` (all confirmed; `last` is the batch's last); answer `executed`.
+        case ack(last: Int, items: [Int])
+        case effect(Effect)
+        case handBack(HandBackStep)
+        /// Nothing more for this batch.
+        case finished
+    }
+
     private enum Mode: Sendable, Equatable {
         case batch
         case oneByOne(marking: Bool)
@@ -131,7 +190,7 @@ struct BatchMachine: Sendable {
         case start
         case attemptCounted(Int)
         case stored([Int])
-        case paused(retrying: Action)
+        case paused(retrying: Step)
         case executed
         case consumingStopped
         case handBackGeneration
@@ -147,7 +206,7 @@ struct BatchMachine: Sendable {
     private var mode: Mode = .batch
     private var awaiting: Awaiting = .start
     /// Actions decided and not given yet (side effects queued before the next operation).
-    private var queued: [Action] = []
+    private var queued: [Step] = []
     private var storeAttempts = 0
     /// Collisions in a row of the operation in hand.
     private var conflicts = 0
@@ -171,9 +230,9 @@ struct BatchMachine: Sendable {
     // MARK: Events
 
     /// The batch arrived.
-    mutating func start() -> Action {
+    private mutating func startStep() -> Step {
         expect(.start)
-        if case .storeOneByOne(let mark) = DeliveryFate.decide(.received(anyRedelivered: items.contains(where: \.delivery.redelivered))) {
+        if case .oneByOne(let mark) = DeliveryFate.received(anyRedelivered: items.contains(where: \.delivery.redelivered)) {
             mode = .oneByOne(marking: mark)
             return advance()
         }
@@ -181,45 +240,41 @@ struct BatchMachine: Sendable {
     }
 
     /// A marker was committed; `earlier` unfinished attempts were counted before it.
-    mutating func attemptCounted(earlierUnfinished earlier: Int) -> Action {
+    private mutating func attemptCountedStep(earlierUnfinished earlier: Int) -> Step {
         guard case .attemptCounted(let index) = awaiting else { impossible("attemptCounted") }
         leavePause()
         items[index].markerCommitted = true
-        switch DeliveryFate.decide(.attemptCounted(earlierUnfinished: earlier)) {
+        switch DeliveryFate.attemptCounted(earlierUnfinished: earlier) {
         case .deadLetter(let reason, let detail):
             deadLetter(index, reason, detail)
             return advance()
         case .store:
             return store([index])
-        default:
-            impossible("a counted attempt answered otherwise")
         }
     }
 
     /// The work transaction committed with one outcome per item stored.
-    mutating func stored(_ outcomes: [CommandOutcome]) -> Action {
+    private mutating func storedStep(_ outcomes: [CommandOutcome]) -> Step {
         guard case .stored(let indices) = awaiting, outcomes.count == indices.count else { impossible("stored") }
         leavePause()
         for (index, outcome) in zip(indices, outcomes) {
             items[index].markerCommitted = false  // the work transaction removed it
-            switch DeliveryFate.decide(.stored(outcome)) {
+            switch DeliveryFate.stored(outcome) {
             case .publish(let reply):
                 items[index].phase = .stored(reply)
                 items[index].reply = reply
             case .deadLetter(let reason, let detail):
                 deadLetter(index, reason, detail)
-            default:
-                impossible("a stored command answered otherwise")
             }
         }
         return advance()
     }
 
     /// The store operation in hand failed; `now` is when.
-    mutating func storeFailed(_ failure: StoreFailure, error: String, now: ContinuousClock.Instant) -> Action {
+    private mutating func storeFailedStep(_ failure: StoreFailure, error: String, now: ContinuousClock.Instant) -> Step {
         let indices: [Int]
         let operation: String
-        let retrying: Action
+        let retrying: Step
         switch awaiting {
         case .attemptCounted(let index):
             (indices, operation, retrying) = ([index], "record a handling attempt", .beginAttempt(item: index, key: items[index].markerKey))
@@ -230,16 +285,16 @@ struct BatchMachine: Sendable {
         }
         if failure.kind == .conflict {
             conflicts += 1
-            if DeliveryFate.decide(.conflicted(attempt: conflicts)) == .storeAgain {
+            if DeliveryFate.conflicted(attempt: conflicts) == .storeAgain {
                 awaiting = .paused(retrying: retrying)
                 return .pause(.conflict(attempt: conflicts))
             }
         }
-        switch DeliveryFate.decide(.storeFailed(failure, commands: indices.count, error: error)) {
-        case .storeOneByOne(let mark):
+        switch DeliveryFate.storeFailed(failure, commands: indices.count, error: error) {
+        case .storeOneByOne:
             leavePause()
             for index in indices { items[index].phase = .received }
-            mode = .oneByOne(marking: mark)
+            mode = .oneByOne(marking: false)
             return advance()
         case .deadLetter(let reason, let detail):
             leavePause()
@@ -255,7 +310,7 @@ struct BatchMachine: Sendable {
             pausedSince = pausedSince ?? now
             let heldSince = items.filter { !$0.isSettled }.map(\.delivery.receivedAt).min() ?? now
             let handBackAt = heldSince + rules.handBackAfter
-            if DeliveryFate.decide(.storeStillFailing(heldFor: now - heldSince, handBackAfter: rules.handBackAfter)) == .handBack {
+            if DeliveryFate.storeStillFailing(heldFor: now - heldSince, handBackAfter: rules.handBackAfter) == .handBack {
                 leavePause()
                 for index in indices where items[index].phase == .storing || items[index].phase == .marking { items[index].phase = .received }
                 awaitStore = true
@@ -265,13 +320,11 @@ struct BatchMachine: Sendable {
             awaiting = .paused(retrying: retrying)
             return .pause(.store(operation: operation, attempt: storeAttempts, batchSize: indices.count, failure: failure,
                                  unclassified: unclassified, error: error, notAfter: handBackAt))
-        default:
-            impossible("the store failure table answered otherwise")
         }
     }
 
     /// A pause ended on time.
-    mutating func tick() -> Action {
+    private mutating func tickStep() -> Step {
         switch awaiting {
         case .paused(let retrying):
             switch retrying {
@@ -292,7 +345,7 @@ struct BatchMachine: Sendable {
     /// Graceful shutdown (or cancellation) came while the machine waited in a pause. In the store
     /// phase, everything in hand goes back (`giveBack`); in the publish phase, cancellation ends
     /// the attempts: the batch goes back.
-    mutating func shutdown() -> Action {
+    private mutating func shutdownStep() -> Step {
         switch awaiting {
         case .paused, .attemptCounted, .stored:
             leavePause()
@@ -309,20 +362,20 @@ struct BatchMachine: Sendable {
             awaiting = .executed
             return next()
         case .publishPaused:
-            return publishFailed(cancelled: true)
+            return publishFailedStep(cancelled: true)
         default:
-            return tick()  // the pause after a give-back: nothing more is held
+            return tickStep()  // the pause after a give-back: nothing more is held
         }
     }
 
     /// The last side effect (dead-letter, requeue, clear, settle, forget, pause after a give-back) was executed.
-    mutating func executed() -> Action {
+    private mutating func executedStep() -> Step {
         expect(.executed)
         return advance()
     }
 
     /// The consumer stopped; `prefetched` are the deliveries it held and never handed out.
-    mutating func consumingStopped(prefetched: [Delivery], publisherUser: String) -> Action {
+    private mutating func consumingStoppedStep(prefetched: [Delivery], publisherUser: String) -> Step {
         expect(.consumingStopped)
         if shuttingDown {
             // The prefetched go back when the channel closes, as at any shutdown.
@@ -345,7 +398,7 @@ struct BatchMachine: Sendable {
 
     /// The consumer's live connection generation, asked for by `.handBack`; nil while the consumer
     /// is not connected (the broker has requeued what its lost channel held).
-    mutating func handBackGeneration(_ generation: UInt64?) -> Action {
+    private mutating func handBackGenerationStep(_ generation: UInt64?) -> Step {
         guard case .handBackGeneration = awaiting, case .handBack(let indices)? = pendingHandBack else { impossible("handBackGeneration") }
         pendingHandBack = nil
         let stale = indices.filter { items[$0].delivery.tag.connectionGeneration != generation }
@@ -358,12 +411,12 @@ struct BatchMachine: Sendable {
     }
 
     /// What the broker said of each copy (nil: publishing them failed).
-    mutating func copiesPublished(_ outcomes: [PublishOutcome?]) -> Action {
+    private mutating func copiesPublishedStep(_ outcomes: [PublishOutcome?]) -> Step {
         guard case .copiesPublished(let copies) = awaiting, outcomes.count == copies.count else { impossible("copiesPublished") }
         var acked: [Int] = []
         var requeued = handBackRequeue
         for (index, outcome) in zip(copies, outcomes) {
-            if DeliveryFate.decide(.handedBack(outcome)) == .ack { acked.append(index) } else { requeued.append(index) }
+            if DeliveryFate.handedBack(outcome) == .ackOriginal { acked.append(index) } else { requeued.append(index) }
         }
         for index in acked { items[index].phase = .handedBack }
         for index in requeued { items[index].phase = .requeued }
@@ -378,11 +431,11 @@ struct BatchMachine: Sendable {
     /// The worker starts publishing the stored replies; `generation` is the consumer's live
     /// connection generation, nil while it is not connected (its channel is gone, so the broker
     /// has requeued every delivery it held, whatever the generation the session reports).
-    mutating func startPublishing(generation: UInt64?) -> Action {
+    private mutating func startPublishingStep(generation: UInt64?) -> Step {
         expect(.storePhaseOver)
         inPublishPhase = true
         let stale = items.indices.filter { items[$0].reply != nil && !items[$0].isSettled && items[$0].delivery.tag.connectionGeneration != generation }
-        if !stale.isEmpty, DeliveryFate.decide(.channelClosedSinceDelivery) == .forget {
+        if !stale.isEmpty {
             // The broker has requeued these; their redeliveries replay the stored replies.
             for index in stale { items[index].phase = .forgotten }
             queued.append(.forget(stale))
@@ -392,10 +445,10 @@ struct BatchMachine: Sendable {
     }
 
     /// The broker's answers to the events copies of the last `.publish` (in its order).
-    mutating func published(_ outcomes: [PublishOutcome]) -> Action {
+    private mutating func publishedStep(_ outcomes: [PublishOutcome]) -> Step {
         guard case .published(let events, let attempt) = awaiting, outcomes.count == events.count else { impossible("published") }
         for (index, outcome) in zip(events, outcomes) {
-            switch DeliveryFate.decide(.eventsCopy(outcome)) {
+            switch DeliveryFate.eventsCopy(outcome) {
             case .ack, .ackReturned:
                 items[index].phase = .confirmed
             case .publishAgain:
@@ -403,26 +456,24 @@ struct BatchMachine: Sendable {
             case .deadLetter(_, let detail):
                 items[index].phase = .confirmed  // settled below, never acked
                 items[index].unpublishable = detail
-            default:
-                impossible("an events copy answered otherwise")
             }
         }
         if events.contains(where: { items[$0].phase == .publishing(attempt: attempt) }) {
-            return publishFailed(cancelled: false)
+            return publishFailedStep(cancelled: false)
         }
         return advance()
     }
 
     /// Publishing failed as a whole, or some events copies were nacked; `cancelled`: the worker
     /// is being cancelled, so no attempt is left.
-    mutating func publishFailed(cancelled: Bool) -> Action {
+    private mutating func publishFailedStep(cancelled: Bool) -> Step {
         let attempt: Int
         switch awaiting {
         case .published(_, let current): attempt = current
         case .publishPaused(let next): attempt = next - 1
         default: impossible("publishFailed")
         }
-        let exhausted = cancelled || DeliveryFate.decide(.publishFailed(attempt: attempt, limit: rules.transientAttempts)) == .requeue
+        let exhausted = cancelled || DeliveryFate.publishFailed(attempt: attempt, limit: rules.transientAttempts) == .giveBack
         if exhausted {
             giveBack(items.indices.filter { items[$0].reply != nil && !items[$0].isSettled })
             queued.append(.pause(.afterGiveBack))
@@ -441,12 +492,12 @@ struct BatchMachine: Sendable {
 
     // MARK: Decisions
 
-    private var pendingHandBack: Action?
+    private var pendingHandBack: Step?
     private var handBackRequeue: [Int] = []
     private var handBackStale: [Int] = []
 
     /// The next action: queued side effects first, then the next operation of the phase.
-    private mutating func advance() -> Action {
+    private mutating func advance() -> Step {
         if !queued.isEmpty { return next() }
         if !inPublishPhase {
             if case .oneByOne(let marking) = mode, let index = items.indices.first(where: { items[$0].phase == .received && items[$0].taken }) {
@@ -485,11 +536,11 @@ struct BatchMachine: Sendable {
         return .finished
     }
 
-    private mutating func next() -> Action {
-        let action = queued.removeFirst()
-        switch action {
+    private mutating func next() -> Step {
+        let step = queued.removeFirst()
+        switch step {
         case .handBack:
-            pendingHandBack = action
+            pendingHandBack = step
             awaiting = .handBackGeneration
         case .storePhaseOver:
             awaiting = .storePhaseOver
@@ -498,10 +549,10 @@ struct BatchMachine: Sendable {
         default:
             awaiting = .executed
         }
-        return action
+        return step
     }
 
-    private mutating func publishPending(attempt: Int) -> Action {
+    private mutating func publishPending(attempt: Int) -> Step {
         let events = items.indices.filter { items[$0].reply != nil && !items[$0].isSettled && items[$0].phase != .confirmed }
         for index in events { items[index].phase = .publishing(attempt: attempt) }
         awaiting = .published(events: events, attempt: attempt)
@@ -509,11 +560,11 @@ struct BatchMachine: Sendable {
         return .publish(events: events, copies: attempt == 1 ? events : [], attempt: attempt)
     }
 
-    private mutating func storeAll() -> Action {
+    private mutating func storeAll() -> Step {
         store(items.indices.filter { items[$0].taken })
     }
 
-    private mutating func store(_ indices: [Int]) -> Action {
+    private mutating func store(_ indices: [Int]) -> Step {
         for index in indices { items[index].phase = .storing }
         awaiting = .stored(indices)
         return .store(items: indices, finishingAttempts: finishing(indices))
@@ -556,7 +607,7 @@ struct BatchMachine: Sendable {
     /// dead-letter it, stored or not), or with its marker committed and its work not (its
     /// redelivery would count that marker on top of its own).
     private func mustBeHandedBack(_ item: Item) -> Bool {
-        DeliveryFate.decide(.returning(deliveryCount: item.delivery.deliveryCount, limit: rules.deliveryLimit)) == .handBack
+        DeliveryFate.returning(deliveryCount: item.delivery.deliveryCount, limit: rules.deliveryLimit) == .handBack
             || item.markerCommitted
     }
 
@@ -572,5 +623,162 @@ struct BatchMachine: Sendable {
 
     private func impossible(_ event: String, file: StaticString = #file, line: UInt = #line) -> Never {
         preconditionFailure("BatchMachine: impossible event \(event) while awaiting \(awaiting)", file: file, line: line)
+    }
+}
+
+/// A phase's typed action: `StoreAction` or `PublishAction`.
+protocol BatchAction: Sendable, Equatable {
+    /// Whether this is the publish phase's type.
+    static var isPublishPhase: Bool { get }
+    /// The action for `step`; nil when this phase cannot ask for it.
+    init?(_ step: BatchMachine.Step)
+}
+
+extension BatchMachine.Step {
+    var effect: BatchMachine.Effect? {
+        switch self {
+        case .deadLetter(let letters): .deadLetter(letters)
+        case .clearMarkers(let keys): .clearMarkers(keys)
+        case .requeue(let indices): .requeue(indices)
+        case .forget(let indices): .forget(indices)
+        case .settleHandBack(let acked, let requeued, let stale): .settleHandBack(ack: acked, requeue: requeued, stale: stale)
+        default: nil
+        }
+    }
+
+    var handBackStep: BatchMachine.HandBackStep? {
+        switch self {
+        case .handBack(let indices): .askGeneration(indices)
+        case .publishCopies(let indices): .publishCopies(indices)
+        default: nil
+        }
+    }
+}
+
+extension BatchMachine.StoreAction: BatchAction {
+    static var isPublishPhase: Bool { false }
+
+    init?(_ step: BatchMachine.Step) {
+        if let effect = step.effect { self = .effect(effect); return }
+        if let handBack = step.handBackStep { self = .handBack(handBack); return }
+        switch step {
+        case .beginAttempt(let item, let key): self = .beginAttempt(item: item, key: key)
+        case .store(let items, let finishing): self = .store(items: items, finishingAttempts: finishing)
+        case .pause(let pause): self = .pause(pause)
+        case .stopConsuming: self = .stopConsuming
+        case .storePhaseOver(let awaitStore): self = .storePhaseOver(awaitStore: awaitStore)
+        default: return nil
+        }
+    }
+}
+
+extension BatchMachine.PublishAction: BatchAction {
+    static var isPublishPhase: Bool { true }
+
+    init?(_ step: BatchMachine.Step) {
+        if let effect = step.effect { self = .effect(effect); return }
+        if let handBack = step.handBackStep { self = .handBack(handBack); return }
+        switch step {
+        case .publish(let events, let copies, let attempt): self = .publish(events: events, copies: copies, attempt: attempt)
+        case .pause(let pause): self = .pause(pause)
+        case .ack(let last, let items): self = .ack(last: last, items: items)
+        case .finished: self = .finished
+        default: return nil
+        }
+    }
+}
+
+// MARK: Events, answered with the phase's typed action
+
+extension BatchMachine {
+    /// The batch arrived.
+    mutating func start() -> StoreAction {
+        let step = startStep()
+        return typed(step)
+    }
+
+    /// A marker was committed; `earlier` unfinished attempts were counted before it.
+    mutating func attemptCounted(earlierUnfinished earlier: Int) -> StoreAction {
+        let step = attemptCountedStep(earlierUnfinished: earlier)
+        return typed(step)
+    }
+
+    /// The work transaction committed with one outcome per item stored.
+    mutating func stored(_ outcomes: [CommandOutcome]) -> StoreAction {
+        let step = storedStep(outcomes)
+        return typed(step)
+    }
+
+    /// The store operation in hand failed; `now` is when.
+    mutating func storeFailed(_ failure: StoreFailure, error: String, now: ContinuousClock.Instant) -> StoreAction {
+        let step = storeFailedStep(failure, error: error, now: now)
+        return typed(step)
+    }
+
+    /// The consumer stopped; `prefetched` are the deliveries it held and never handed out.
+    mutating func consumingStopped(prefetched: [Delivery], publisherUser: String) -> StoreAction {
+        let step = consumingStoppedStep(prefetched: prefetched, publisherUser: publisherUser)
+        return typed(step)
+    }
+
+    /// The worker starts publishing the stored replies; `generation`: the consumer's live
+    /// connection generation, nil while it is not connected.
+    mutating func startPublishing(generation: UInt64?) -> PublishAction {
+        let step = startPublishingStep(generation: generation)
+        return typed(step)
+    }
+
+    /// The broker's answers to the events copies of the last `.publish` (in its order).
+    mutating func published(_ outcomes: [PublishOutcome]) -> PublishAction {
+        let step = publishedStep(outcomes)
+        return typed(step)
+    }
+
+    /// Publishing failed as a whole; `cancelled`: the worker is being cancelled, so no attempt is left.
+    mutating func publishFailed(cancelled: Bool) -> PublishAction {
+        let step = publishFailedStep(cancelled: cancelled)
+        return typed(step)
+    }
+
+    /// A pause ended on time (either phase).
+    mutating func tick<Action: BatchAction>() -> Action {
+        let step = tickStep()
+        return typed(step)
+    }
+
+    /// Graceful shutdown (or cancellation) cut a wait short (either phase).
+    mutating func shutdown<Action: BatchAction>() -> Action {
+        let step = shutdownStep()
+        return typed(step)
+    }
+
+    /// The last effect (or ack) was executed (either phase).
+    mutating func executed<Action: BatchAction>() -> Action {
+        let step = executedStep()
+        return typed(step)
+    }
+
+    /// The answer to `.handBack(.askGeneration)` (either phase): the consumer's live connection
+    /// generation, nil while it is not connected (the broker has requeued what its lost channel held).
+    mutating func handBackGeneration<Action: BatchAction>(_ generation: UInt64?) -> Action {
+        let step = handBackGenerationStep(generation)
+        return typed(step)
+    }
+
+    /// The answer to `.handBack(.publishCopies)` (either phase): what the broker said of each copy
+    /// (nil: publishing them failed).
+    mutating func copiesPublished<Action: BatchAction>(_ outcomes: [PublishOutcome?]) -> Action {
+        let step = copiesPublishedStep(outcomes)
+        return typed(step)
+    }
+
+    /// `step` (computed before, so the phase is the one it left the machine in) as the action of
+    /// the phase the caller executes; traps when the machine is in the
+    /// other phase, or when this phase cannot ask for it (an impossible event).
+    private func typed<Action: BatchAction>(_ step: Step) -> Action {
+        guard Action.isPublishPhase == inPublishPhase, let action = Action(step) else {
+            preconditionFailure("BatchMachine: \(step) asked of the \(Action.isPublishPhase ? "publish" : "store") phase's executor")
+        }
+        return action
     }
 }

@@ -54,6 +54,9 @@ public final class CommandWorker: Service {
     private let unacked = Atomic<Int>(0)
     /// Monotonic time of the first publish failure since the last success; 0 while publishing works.
     private let publishFailingSince = Atomic<UInt64>(0)
+    /// Each onset of publish failures (the value `publishFailingSince` took), for the watchdog;
+    /// only the newest matters.
+    private let publishFailures = AsyncStream.makeStream(of: UInt64.self, bufferingPolicy: .bufferingNewest(1))
     private let nodeGauges = Mutex(NodeGauges())
     private let refusalLog = Mutex(LogInterval(every: .seconds(60)))
 
@@ -150,6 +153,11 @@ public final class CommandWorker: Service {
         await publisher.close()
     }
 
+    /// The longest the consume loop waits for a command while idle before it turns anyway: a turn
+    /// is the loop's heartbeat for liveness (`WorkerHealth`) and when reconnects and broker nodes
+    /// are counted. It is not how shutdown is noticed (a handler ends the wait at once).
+    static let idleTurn: Duration = .seconds(1)
+
     /// Takes batches and runs each through its machine: the store phase here, then the publish
     /// phase in a child task, overlapping the next batch's store phase (at most one batch in each).
     private func consumeUntilShutdown() async throws {
@@ -158,8 +166,14 @@ public final class CommandWorker: Service {
             var generation = await consumer.generation
             while !Task.isShuttingDownGracefully, !Task.isCancelled {
                 health.turned()
-                let deliveries = try await consumer.nextDeliveries(
-                    maximum: configuration.batchLimit, wait: .milliseconds(100), linger: configuration.batchLinger)
+                // Graceful shutdown ends the wait through its handler, cancellation through the
+                // session's own handler: neither is polled. The bound is the loop's idle turn.
+                let consumer = consumer
+                let deliveries = try await withGracefulShutdownHandler {
+                    try await consumer.nextDeliveries(maximum: configuration.batchLimit, wait: Self.idleTurn, linger: configuration.batchLinger)
+                } onGracefulShutdown: {
+                    consumer.endDeliveryWaits()
+                }
                 await noteReconnects(&generation)
                 guard !deliveries.isEmpty else { continue }
                 let received = ContinuousClock.now
@@ -184,7 +198,7 @@ public final class CommandWorker: Service {
 
     // MARK: Executing a batch's machine
 
-    /// Executes the machine's actions until its store phase is over; true when it stopped
+    /// Executes the machine's store-phase actions until the phase is over; true when it stopped
     /// consuming (the hand-back) and the worker must wait for the store before consuming again.
     private func runStorePhase(_ machine: inout BatchMachine) async -> Bool {
         var action = machine.start()
@@ -240,14 +254,17 @@ public final class CommandWorker: Service {
                         "hand_back_after": "\(configuration.handBackAfter)",
                     ])
                 }
-            default:
-                action = await execute(action, &machine)
+            case .effect(let effect):
+                await perform(effect, machine)
+                action = machine.executed()
+            case .handBack(let step):
+                action = await handBack(step, &machine)
             }
             if wasPaused, machine.pausedSince == nil { setPaused(false) }
         }
     }
 
-    /// Executes the machine's actions in the publish phase, until it is finished.
+    /// Executes the machine's publish-phase actions until it is finished.
     private func runPublishPhase(_ stored: BatchMachine, received: ContinuousClock.Instant) async {
         var machine = stored
         var action = machine.startPublishing(generation: liveGeneration)
@@ -263,38 +280,44 @@ public final class CommandWorker: Service {
             case .pause(let pause):
                 action = await pacer.wait(pause, health: health) ? machine.shutdown() : machine.tick()
             case .ack(_, let indices):
-                // Exactly the batch's deliveries: under fair share they were handed out in round
-                // robin across the shards, so `multiple` on the last one could cover others.
-                if await consumer.ack(indices.map { machine.items[$0].delivery.tag }) {
-                    let elapsed = ContinuousClock.now - received
-                    for _ in indices { metrics.handling.record(duration: elapsed) }
-                }
-                trackUnacked(-indices.count)
-                let acked = indices.map { machine.items[$0] }
-                logBatch(acked)
-                if let traces {
-                    for item in acked {
-                        guard let reply = item.reply else { continue }
-                        traces.settle([item.delivery.tag], .acknowledged(.init(type: reply.type.rawValue, errorCode: reply.errorCode,
-                                                                              replayed: reply.replayed)))
-                    }
-                }
+                await acknowledge(indices, machine, received: received)
                 action = machine.executed()
-            default:
-                action = await execute(action, &machine)
+            case .effect(let effect):
+                await perform(effect, machine)
+                action = machine.executed()
+            case .handBack(let step):
+                action = await handBack(step, &machine)
             }
         }
     }
 
-    /// The side effects both phases share: dead-letters, markers, requeues, hand-backs.
-    private func execute(_ action: BatchMachine.Action, _ machine: inout BatchMachine) async -> BatchMachine.Action {
-        switch action {
+    /// `basic.ack` with `multiple` up to `last`, covering `indices` (all confirmed).
+    private func acknowledge(_ indices: [Int], _ machine: BatchMachine, received: ContinuousClock.Instant) async {
+        // Exactly the batch's deliveries: under fair share they were handed out in round robin
+        // across the shards, so `multiple` on the last one could cover others still in hand.
+        if await consumer.ack(indices.map { machine.items[$0].delivery.tag }) {
+            let elapsed = ContinuousClock.now - received
+            for _ in indices { metrics.handling.record(duration: elapsed) }
+        }
+        trackUnacked(-indices.count)
+        let acked = indices.map { machine.items[$0] }
+        logBatch(acked)
+        if let traces {
+            for item in acked {
+                guard let reply = item.reply else { continue }
+                traces.settle([item.delivery.tag], .acknowledged(.init(type: reply.type.rawValue, errorCode: reply.errorCode,
+                                                                      replayed: reply.replayed)))
+            }
+        }
+    }
+
+    /// The side effects both phases share: dead-letters, markers, requeues, settling a hand-back.
+    private func perform(_ effect: BatchMachine.Effect, _ machine: BatchMachine) async {
+        switch effect {
         case .deadLetter(let letters):
             for letter in letters { await deadLetter(machine.items[letter.item].delivery, letter.reason, reason: letter.detail) }
-            return machine.executed()
         case .clearMarkers(let keys):
             for key in keys { try? await store.clearAttempt(key: key) }
-            return machine.executed()
         case .requeue(let indices):
             // `basic.reject`, not `basic.nack`: RabbitMQ 3.10 counts both, 4.3 no longer counts a
             // nack, and the count is what brings a command to its last delivery the same way on both.
@@ -302,15 +325,29 @@ public final class CommandWorker: Service {
             trackUnacked(-indices.count)
             logger.error("commands returned to the queue", metadata: ["batch.size": "\(indices.count)"])
             traces?.settle(indices.map { machine.items[$0].delivery.tag }, .returned)
-            return machine.executed()
         case .forget(let indices):
             trackUnacked(-indices.count)
             traces?.settle(indices.map { machine.items[$0].delivery.tag }, .leftToRedelivery)
             logger.notice("not replying to commands whose channel closed meanwhile; their redeliveries will", metadata: [
                 "batch.size": "\(indices.count)",
             ])
-            return machine.executed()
-        case .handBack:
+        case .settleHandBack(let acked, let requeued, let stale):
+            for index in acked { await consumer.ack(machine.items[index].delivery.tag) }
+            for index in requeued { await consumer.reject(machine.items[index].delivery.tag, requeue: true) }
+            let taken = (acked + requeued + stale).filter { machine.items[$0].taken }
+            trackUnacked(-taken.count)
+            metrics.handedBack.increment(by: acked.count)
+            logger.warning("commands handed back to the queue", metadata: [
+                "batch.size": "\(acked.count)", "requeued": "\(requeued.count)", "left_to_redelivery": "\(stale.count)",
+            ])
+            traces?.settle(taken.map { machine.items[$0].delivery.tag }, .returned)
+        }
+    }
+
+    /// The hand-back's steps that need an answer, in either phase.
+    private func handBack<Action: BatchAction>(_ step: BatchMachine.HandBackStep, _ machine: inout BatchMachine) async -> Action {
+        switch step {
+        case .askGeneration:
             return machine.handBackGeneration(liveGeneration)
         case .publishCopies(let indices):
             // Each copy goes to the command queue through the default exchange (so no other queue
@@ -327,19 +364,6 @@ public final class CommandWorker: Service {
                 }
             }
             return machine.copiesPublished(outcomes)
-        case .settleHandBack(let acked, let requeued, let stale):
-            for index in acked { await consumer.ack(machine.items[index].delivery.tag) }
-            for index in requeued { await consumer.reject(machine.items[index].delivery.tag, requeue: true) }
-            let taken = (acked + requeued + stale).filter { machine.items[$0].taken }
-            trackUnacked(-taken.count)
-            metrics.handedBack.increment(by: acked.count)
-            logger.warning("commands handed back to the queue", metadata: [
-                "batch.size": "\(acked.count)", "requeued": "\(requeued.count)", "left_to_redelivery": "\(stale.count)",
-            ])
-            traces?.settle(taken.map { machine.items[$0].delivery.tag }, .returned)
-            return machine.executed()
-        default:
-            preconditionFailure("CommandWorker: \(action) is not a shared action")
         }
     }
 
@@ -353,7 +377,7 @@ public final class CommandWorker: Service {
 
     /// Reports a failed store operation to the machine: cancellation as shutdown, anything else
     /// classified by the store's table; counted, and recorded on the transaction's span.
-    private func storeFailed(_ machine: inout BatchMachine, _ error: any Error, span: (any Span)?) -> BatchMachine.Action {
+    private func storeFailed(_ machine: inout BatchMachine, _ error: any Error, span: (any Span)?) -> BatchMachine.StoreAction {
         if Task.isCancelled || error is CancellationError { return machine.shutdown() }
         span?.recordError(error)
         let failure = store.classify(error)
@@ -445,18 +469,21 @@ public final class CommandWorker: Service {
 
     /// Ends the worker with an error (a non-zero exit) once publishing replies has failed without
     /// a success for `publishFailureTimeout`: an orchestrator restarts it instead of it holding
-    /// commands it cannot answer.
+    /// commands it cannot answer. Not polled: it sleeps until the deadline of each onset of
+    /// failures (`publishFailures`), then fails if that onset still stands (no success since);
+    /// cancellation (the worker stopping) ends the wait and the stream.
     private func watchPublishing() async throws {
         let limit = UInt64(configuration.publishFailureTimeout.components.seconds) * 1_000_000_000
-        while !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(250))
-            let since = publishFailingSince.load(ordering: .relaxed)
-            if since != 0, DispatchTime.now().uptimeNanoseconds - since > limit {
-                logger.critical("cannot publish replies; exiting so the worker is restarted", metadata: [
-                    "publish_failure_timeout": "\(configuration.publishFailureTimeout)",
-                ])
-                throw PublishingFailed(timeout: configuration.publishFailureTimeout)
-            }
+        for await onset in publishFailures.stream {
+            let deadline = DispatchTime(uptimeNanoseconds: onset + limit)
+            let remaining = deadline.uptimeNanoseconds > DispatchTime.now().uptimeNanoseconds
+                ? deadline.uptimeNanoseconds - DispatchTime.now().uptimeNanoseconds : 0
+            do { try await Task.sleep(for: .nanoseconds(remaining)) } catch { return }
+            guard publishFailingSince.load(ordering: .relaxed) == onset else { continue }  // published since
+            logger.critical("cannot publish replies; exiting so the worker is restarted", metadata: [
+                "publish_failure_timeout": "\(configuration.publishFailureTimeout)",
+            ])
+            throw PublishingFailed(timeout: configuration.publishFailureTimeout)
         }
     }
 
@@ -538,7 +565,7 @@ public final class CommandWorker: Service {
     /// One attempt at publishing: the events copies of `events` (their confirms gate the ack)
     /// and the `reply_to` copies of `copies` (best effort: counted and logged when not delivered).
     private func publish(events: [Int], copies: [Int], attempt: Int, replies: inout Replies,
-                         _ machine: inout BatchMachine) async -> BatchMachine.Action {
+                         _ machine: inout BatchMachine) async -> BatchMachine.PublishAction {
         replies.span?.attributes["customer_worker.publish.attempts"] = attempt
         let copyMessages = copies.compactMap { replies.copies[$0] }
         let sending = events.compactMap { replies.events[$0] } + copyMessages
@@ -549,7 +576,10 @@ public final class CommandWorker: Service {
                 outcomes = try await publisher.publish(sending, timeout: configuration.confirmTimeout)
                 publishFailingSince.store(0, ordering: .relaxed)
             } catch {
-                _ = publishFailingSince.compareExchange(expected: 0, desired: DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
+                let onset = DispatchTime.now().uptimeNanoseconds
+                if publishFailingSince.compareExchange(expected: 0, desired: onset, ordering: .relaxed).exchanged {
+                    publishFailures.continuation.yield(onset)
+                }
                 throw error
             }
             metrics.confirm.recordSince(start)
@@ -577,7 +607,7 @@ public final class CommandWorker: Service {
     private static let givenBack = SpanStatus(code: .error, message: "replies not confirmed; commands returned to the queue")
 
     /// Counts and logs a failed attempt; `action`: what the machine answered (another attempt, or the batch given back).
-    private func noteTransientFailure(_ error: any Error, attempt: Int, batchSize: Int, _ action: BatchMachine.Action, _ replies: Replies) {
+    private func noteTransientFailure(_ error: any Error, attempt: Int, batchSize: Int, _ action: BatchMachine.PublishAction, _ replies: Replies) {
         replies.span?.recordError(error)
         metrics.transientFailures.increment()
         let exhausted: Bool = if case .pause(.publish) = action { false } else { true }
@@ -630,44 +660,3 @@ public final class CommandWorker: Service {
         }
     }
 }
-
-/// `MetricName.amqpNode{session, node}`: 1 for the broker node each connection uses, 0 for
-/// one it used before; a change is logged.
-struct NodeGauges {
-    private var current: [String: String] = [:]
-
-    mutating func note(consumer: String?, publisher: String?, logger: Logger) {
-        for (session, node) in [("consumer", consumer), ("publisher", publisher)] {
-            guard let node, current[session] != node else { continue }
-            if let previous = current[session] {
-                Gauge(label: MetricName.amqpNode, dimensions: [("session", session), ("node", previous)]).record(0)
-                logger.notice("AMQP connection moved to another broker node", metadata: [
-                    "amqp.session": "\(session)", "amqp.node": "\(node)", "amqp.previous_node": "\(previous)",
-                ])
-            }
-            Gauge(label: MetricName.amqpNode, dimensions: [("session", session), ("node", node)]).record(1)
-            current[session] = node
-        }
-    }
-}
-
-/// At most one log line per interval for an event a sender can cause at will.
-struct LogInterval {
-    let every: Duration
-    private var last: ContinuousClock.Instant?
-    private var skipped = 0
-
-    init(every: Duration) { self.every = every }
-
-    /// The number of events not logged since the last line when this one is to be logged; nil
-    /// when it is to be skipped (and counted).
-    mutating func shouldLog(now: ContinuousClock.Instant = .now) -> Int? {
-        if let last, now - last < every {
-            skipped += 1
-            return nil
-        }
-        defer { last = now; skipped = 0 }
-        return skipped
-    }
-}
-

@@ -12,16 +12,12 @@ import Logging
 /// the command queue, or (between confirm and ack) in both: duplicated at most, never lost, and
 /// the worker's idempotency makes the duplicate harmless.
 public actor DeadLetterQueue {
-    /// Test-only fault: after this many confirmed copy batches, replay stops before acknowledging
-    /// the last one and waits to be killed (the worst moment for a crash).
-    public static let stallAfterBatchesVariable = "CUSTOMER_WORKER_FAULT_REPLAY_STALL_AFTER_BATCHES"
     /// The most dead letters one read holds at once (AMQP's prefetch is 16 bits).
     public static let maximumScan = Int(UInt16.max)
 
     private let session: AMQPSession
     private let configuration: WorkerConfiguration
     private let logger: Logger
-    private let stallAfterBatches: Int?
     private var consuming = false
 
     public var queueName: String { configuration.names.deadLetterQueue }
@@ -43,8 +39,7 @@ public actor DeadLetterQueue {
         }
     }
 
-    public init(configuration: WorkerConfiguration, logger: Logger, name: String = "customer-worker dead-letters",
-                environment: [String: String] = ProcessInfo.processInfo.environment) async throws {
+    public init(configuration: WorkerConfiguration, logger: Logger, name: String = "customer-worker dead-letters") async throws {
         let nodes = try configuration.amqpNodes.map { node in
             var node = node
             node.connectionName = name
@@ -52,7 +47,6 @@ public actor DeadLetterQueue {
         }
         self.configuration = configuration
         self.logger = logger
-        stallAfterBatches = environment[Self.stallAfterBatchesVariable].flatMap { Int($0) }
         session = AMQPSession(nodes: nodes, recovery: RecoveryPolicy(maximumAttempts: 3), logger: logger, name: "dead-letters")
         try await session.connect()
     }
@@ -95,8 +89,12 @@ public actor DeadLetterQueue {
     /// confirms; each dead letter is acknowledged only after its copy was confirmed. With
     /// `dryRun`, nothing is published or acknowledged. Stops at the first copy the broker did not
     /// take (unroutable or refused), which stays in the dead-letter queue with those after it.
+    /// `confirmed` runs after each batch's copies were confirmed and before its dead letters are
+    /// acknowledged, with the number of batches confirmed so far (a test's fault injection stops
+    /// there: the worst moment for a crash).
     public func replay(ids: Set<String>?, dryRun: Bool, batchSize: Int = 100, wait: Duration = .seconds(10),
-                       progress: @Sendable (DeadLetter) -> Void = { _ in }) async throws -> ReplayReport {
+                       progress: @Sendable (DeadLetter) -> Void = { _ in },
+                       confirmed: @Sendable (_ batches: Int) async throws -> Void = { _ in }) async throws -> ReplayReport {
         var report = ReplayReport()
         let present = try await count()
         guard present > 0 else {
@@ -125,11 +123,7 @@ public actor DeadLetterQueue {
             let copies = chosen.map { $0.1.replayCopy(exchange: configuration.names.commandExchange, routingKey: configuration.names.commandRoutingKey) }
             let outcomes = try await session.publish(copies, timeout: configuration.confirmTimeout)
             batches += 1
-            if let stallAfterBatches, batches >= stallAfterBatches {
-                logger.critical("fault injection: replay stalled after confirming, before acknowledging", metadata: [
-                    "batches": "\(batches)", "fault": "\(Self.stallAfterBatchesVariable)"])
-                while true { try await Task.sleep(for: .seconds(3600)) }
-            }
+            try await confirmed(batches)
             for ((delivery, letter), outcome) in zip(chosen, outcomes) {
                 switch outcome {
                 case .confirmed:

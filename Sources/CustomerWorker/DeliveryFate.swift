@@ -3,7 +3,7 @@ import CreateCustomer
 
 /// The rules of each delivery's fate, one event at a time: `BatchMachine`, which holds each
 /// batch's state, applies this table to every event it is fed, and the worker executes what the
-/// machine answers. Pure: no broker, no database, no clock; `DeliveryFateTests` covers every row,
+/// machine answers. Pure: no broker, no database, no clock; `DeliveryFateTests` covers its rows,
 /// `BatchMachineTests` the sequences.
 ///
 /// | Event | Action |
@@ -40,88 +40,132 @@ import CreateCustomer
 /// is acknowledged. A crash in between leaves a duplicate, which idempotency answers with the same
 /// reply. So the broker's acknowledgement timeout never meets a held command, and a command whose
 /// transaction committed is never dead-lettered by a requeue: its next delivery replays its reply.
+///
+/// Each event is a function answering with a type of its own, holding only what that event can
+/// lead to: the machine matches every answer exhaustively and never meets one that cannot be. Two
+/// rows have one answer whatever happens and are applied by `BatchMachine` directly: a command
+/// stored after its channel closed is forgotten (`startPublishing`), and graceful shutdown returns
+/// what is held (`shutdown`).
 enum DeliveryFate {
-    enum Event: Sendable, Equatable {
-        case received(anyRedelivered: Bool)
-        case attemptCounted(earlierUnfinished: Int)
-        case stored(CommandOutcome)
-        case channelClosedSinceDelivery
-        case storeFailed(StoreFailure, commands: Int, error: String)
-        /// The work collided with another transaction, `attempt` times in a row.
-        case conflicted(attempt: Int)
-        case eventsCopy(PublishOutcome)
-        case publishFailed(attempt: Int, limit: Int)
-        case shutdown
-        /// The store failed again; the oldest command held was received `heldFor` ago.
-        case storeStillFailing(heldFor: Duration, handBackAfter: Duration)
-        /// A delivery goes back to the queue (`DeliveryFate.Action.requeue` was decided for its
-        /// batch); `deliveryCount` is its `x-delivery-count` (0 when absent), `limit` the queue's.
-        case returning(deliveryCount: Int, limit: Int)
-        /// What the broker said about a handed-back copy; nil when publishing it failed.
-        case handedBack(PublishOutcome?)
+    /// How a batch is stored.
+    enum Storing: Sendable, Equatable {
+        case inOneTransaction
+        case oneByOne(markRedelivered: Bool)
     }
 
-    enum Action: Sendable, Equatable {
-        case storeBatch
-        case storeOneByOne(markRedelivered: Bool)
+    static func received(anyRedelivered: Bool) -> Storing {
+        // A redelivery may be a command that took a worker down: alone, it can only take itself.
+        anyRedelivered ? .oneByOne(markRedelivered: true) : .inOneTransaction
+    }
+
+    enum AfterMarker: Sendable, Equatable {
         case store
+        case deadLetter(WorkerMetrics.DeadLetterReason, detail: String)
+    }
+
+    /// A marker was committed; `earlierUnfinished` attempts were counted before it.
+    static func attemptCounted(earlierUnfinished earlier: Int) -> AfterMarker {
+        earlier >= HandlingAttempt.crashesBeforeDeadLetter
+            ? .deadLetter(.crashed, detail: "the worker died while handling it before (\(earlier) unfinished attempt(s))")
+            : .store
+    }
+
+    enum AfterStore: Sendable, Equatable {
         case publish(ReplyRecord)
         case deadLetter(WorkerMetrics.DeadLetterReason, detail: String)
+    }
+
+    /// The work transaction committed with this outcome for the command.
+    static func stored(_ outcome: CommandOutcome) -> AfterStore {
+        switch outcome {
+        case .reply(let reply): .publish(reply)
+        case .failed(let reason): .deadLetter(.failed, detail: reason)
+        }
+    }
+
+    enum AfterStoreFailure: Sendable, Equatable {
+        /// A batch failed on one command's fault: one command per transaction, unmarked.
+        case storeOneByOne
+        case deadLetter(WorkerMetrics.DeadLetterReason, detail: String)
         case pauseAndRetry(unclassified: Bool)
+    }
+
+    /// The store failed for `commands` commands.
+    static func storeFailed(_ failure: StoreFailure, commands: Int, error: String) -> AfterStoreFailure {
+        switch failure.kind {
+        case .command: commands > 1 ? .storeOneByOne : .deadLetter(.failed, detail: error)
+        case .unavailable, .conflict: .pauseAndRetry(unclassified: false)
+        case .unknown: .pauseAndRetry(unclassified: true)
+        }
+    }
+
+    enum AfterConflict: Sendable, Equatable {
         case storeAgain
+        case pauseAndRetry
+    }
+
+    /// The work collided with another transaction, `attempt` times in a row.
+    static func conflicted(attempt: Int) -> AfterConflict {
+        attempt < conflictAttempts ? .storeAgain : .pauseAndRetry
+    }
+
+    enum AfterEventsCopy: Sendable, Equatable {
         case ack
         case ackReturned
         case publishAgain
-        case requeue
-        case forget
+        case deadLetter(WorkerMetrics.DeadLetterReason, detail: String)
+    }
+
+    /// What the broker said of a reply's events copy.
+    static func eventsCopy(_ outcome: PublishOutcome) -> AfterEventsCopy {
+        switch outcome {
+        case .confirmed: .ack
+        case .returned: .ackReturned
+        case .nacked: .publishAgain
+        case .unencodable(let reason): .deadLetter(.failed, detail: "its reply cannot be published: \(reason)")
+        }
+    }
+
+    enum AfterPublishFailure: Sendable, Equatable {
+        case publishAgain
+        /// Return the batch (requeue, or hand back: `returning`).
+        case giveBack
+    }
+
+    /// Publishing failed as a whole at `attempt` of `limit`.
+    static func publishFailed(attempt: Int, limit: Int) -> AfterPublishFailure {
+        attempt < limit ? .publishAgain : .giveBack
+    }
+
+    enum WhileStoreFails: Sendable, Equatable {
         case keepHolding
         case handBack
     }
 
-    static func decide(_ event: Event) -> Action {
-        switch event {
-        case .received(let anyRedelivered):
-            // A redelivery may be a command that took a worker down: alone, it can only take itself.
-            return anyRedelivered ? .storeOneByOne(markRedelivered: true) : .storeBatch
-        case .attemptCounted(let earlier):
-            return earlier >= HandlingAttempt.crashesBeforeDeadLetter
-                ? .deadLetter(.crashed, detail: "the worker died while handling it before (\(earlier) unfinished attempt(s))")
-                : .store
-        case .stored(.reply(let reply)):
-            return .publish(reply)
-        case .stored(.failed(let reason)):
-            return .deadLetter(.failed, detail: reason)
-        case .channelClosedSinceDelivery:
-            return .forget
-        case .storeFailed(let failure, let commands, let error):
-            switch failure.kind {
-            case .command: return commands > 1 ? .storeOneByOne(markRedelivered: false) : .deadLetter(.failed, detail: error)
-            case .unavailable, .conflict: return .pauseAndRetry(unclassified: false)
-            case .unknown: return .pauseAndRetry(unclassified: true)
-            }
-        case .conflicted(let attempt):
-            return attempt < conflictAttempts ? .storeAgain : .pauseAndRetry(unclassified: false)
-        case .eventsCopy(.confirmed):
-            return .ack
-        case .eventsCopy(.returned):
-            return .ackReturned
-        case .eventsCopy(.nacked):
-            return .publishAgain
-        case .eventsCopy(.unencodable(let reason)):
-            return .deadLetter(.failed, detail: "its reply cannot be published: \(reason)")
-        case .publishFailed(let attempt, let limit):
-            return attempt < limit ? .publishAgain : .requeue
-        case .shutdown:
-            return .requeue
-        case .storeStillFailing(let heldFor, let handBackAfter):
-            return heldFor >= handBackAfter ? .handBack : .keepHolding
-        case .returning(let count, let limit):
-            return isLastDelivery(deliveryCount: count, limit: limit) ? .handBack : .requeue
-        case .handedBack(.confirmed?):
-            return .ack
-        case .handedBack:
-            return .requeue
-        }
+    /// The store failed again; the oldest command held was received `heldFor` ago.
+    static func storeStillFailing(heldFor: Duration, handBackAfter: Duration) -> WhileStoreFails {
+        heldFor >= handBackAfter ? .handBack : .keepHolding
+    }
+
+    enum Return: Sendable, Equatable {
+        case requeue
+        case handBack
+    }
+
+    /// A delivery goes back to the queue; `deliveryCount` is its `x-delivery-count` (0 when
+    /// absent), `limit` the queue's.
+    static func returning(deliveryCount: Int, limit: Int) -> Return {
+        isLastDelivery(deliveryCount: deliveryCount, limit: limit) ? .handBack : .requeue
+    }
+
+    enum AfterCopy: Sendable, Equatable {
+        case ackOriginal
+        case requeueOriginal
+    }
+
+    /// What the broker said of a handed-back copy; nil when publishing it failed.
+    static func handedBack(_ outcome: PublishOutcome?) -> AfterCopy {
+        outcome == .confirmed ? .ackOriginal : .requeueOriginal
     }
 
     /// How many times in a row the same work runs while it keeps colliding with other transactions,

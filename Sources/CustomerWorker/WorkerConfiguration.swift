@@ -1,5 +1,4 @@
 import AMQP
-import CustomerStore
 import Foundation
 import Logging
 import Observability
@@ -61,7 +60,7 @@ public struct WorkerConfiguration: Sendable {
     public var shutdownTimeout: Duration = .seconds(10)
     public var databaseBusyTimeout: Duration = .seconds(5)
     /// SQLite `synchronous`: FULL (durable through a power loss) unless NORMAL is chosen.
-    public var databaseSynchronous: SynchronousMode = .full
+    public var databaseSynchronous: DatabaseSynchronous = .full
     public var confirmTimeout: Duration = .seconds(30)
     /// How long publishing replies may keep failing before the worker exits non-zero (so an
     /// orchestrator restarts it) instead of holding commands.
@@ -202,6 +201,15 @@ public struct WorkerConfiguration: Sendable {
     }
 }
 
+/// SQLite's `synchronous` as the worker's setting names it (the composition root maps it to the
+/// store's own type, so this library links no concrete store for it).
+public enum DatabaseSynchronous: String, Sendable, Hashable {
+    /// Every commit is fsynced: an acknowledged customer survives a power loss.
+    case full
+    /// WAL mode syncs at checkpoints only: faster commits, the last ones lost to a power loss.
+    case normal
+}
+
 /// A setting with a value it cannot take; the message names the variable and the rule.
 public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
     public let variable: String
@@ -232,9 +240,9 @@ extension WorkerConfiguration {
         milliseconds("BATCH_LINGER_MS", "batch-linger-ms", \.batchLinger, 0...1000, "How long a batch waits for more commands after the first arrived."),
         seconds("SHUTDOWN_TIMEOUT", "shutdown-timeout", \.shutdownTimeout, 1...600, "Seconds SIGTERM/SIGINT may take: stop consuming, finish the batch in hand, exit 0."),
         milliseconds("DATABASE_BUSY_TIMEOUT_MS", "database-busy-timeout-ms", \.databaseBusyTimeout, 1...600_000, "How long a transaction waits for another process holding the database lock."),
-        parsed("DATABASE_SYNCHRONOUS", "database-synchronous", \.databaseSynchronous, shown: "full",
+        parsed("DATABASE_SYNCHRONOUS", "database-synchronous", \.databaseSynchronous,
                "full: every commit is fsynced, so an acknowledged customer survives a power loss. normal: faster commits, but a power loss or kernel crash can lose the last acknowledged customers (their senders' retries then create new ids); only for data you can lose.",
-               rule: "must be full or normal", render: { $0.rawValue }) { SynchronousMode(rawValue: $0.lowercased()) },
+               rule: "must be full or normal", render: { $0.rawValue }) { DatabaseSynchronous(rawValue: $0.lowercased()) },
         seconds("CONFIRM_TIMEOUT", "confirm-timeout", \.confirmTimeout, 1...600, "Seconds to wait for the broker to confirm a batch of replies."),
         seconds("PUBLISH_FAILURE_TIMEOUT", "publish-failure-timeout", \.publishFailureTimeout, 5...86_400, "Seconds publishing replies may keep failing (broker refusing them, exchange gone and not re-declarable) before the worker exits non-zero."),
         integer("TRANSIENT_ATTEMPTS", "transient-attempts", \.transientAttempts, 1...100, "Attempts at publishing a batch's replies (not confirmed in time) before its commands are requeued. A failing database (busy, full, read-only, unreachable) never requeues: the worker holds the batch, pauses (not ready) and retries with backoff up to 1 s until it recovers (HAND_BACK_AFTER)."),
@@ -242,32 +250,32 @@ extension WorkerConfiguration {
         integer("DELIVERY_LIMIT", "delivery-limit", \.deliveryLimit, 1...1000, "Deliveries of a command before the queue dead-letters it (x-delivery-limit; must match the existing queue)."),
         integer("FAIR_SHARE_SHARDS", "fair-share-shards", \.fairShareShards, 0...FairShare.maximumShards, "Fair share per merchant: commands are sharded by a hash of their `x-api-key` over this many quorum queues (COMMAND_QUEUE.0, .1, …, fed by the consistent-hash exchange COMMAND_EXCHANGE.fair; the broker needs the rabbitmq_consistent_hash_exchange plugin), each consumed with its own PREFETCH window, so one merchant's backlog never holds another merchant's commands back (unless both hash to the same shard). PREFETCH applies per queue consumed, so a worker may hold PREFETCH × (shards + 1) commands. 0: off, one queue for all (COMMAND_QUEUE). Every replica must use the same value (docs/operations.md)."),
         integer("REPLIES_MAX_LENGTH", "replies-max-length", \.repliesMaxLength, 1...100_000_000, "Replies kept in the inspection queue; the oldest are dropped beyond it (x-max-length, drop-head)."),
-        parsed("REPLY_TO_PATTERN", "reply-to-pattern", \.replyTo, shown: "none",
+        parsed("REPLY_TO_PATTERN", "reply-to-pattern", \.replyTo, unset: "none",
                "Regular expression (whole name) of further queues a command's reply_to may name. Always allowed: direct reply-to (amq.rabbitmq.reply-to.…), and server-named queues (amq.gen-…) unless REPLY_TO_SERVER_NAMED=refuse. Never allowed, whatever the pattern: the worker's own queues (command, dead-letter, replies). A reply_to that is not allowed is ignored (the events copy stands), counted and logged (once a minute).",
                rule: "must be a valid regular expression", render: { $0.pattern }) { try? ReplyToPolicy(pattern: $0) },
         // After REPLY_TO_PATTERN, which replaces the whole policy.
-        parsed("REPLY_TO_SERVER_NAMED", "reply-to-server-named", \.replyTo.allowsServerNamed, shown: "allow",
+        parsed("REPLY_TO_SERVER_NAMED", "reply-to-server-named", \.replyTo.allowsServerNamed,
                "allow or refuse: whether a reply_to may name a server-named queue (amq.gen-…) without matching REPLY_TO_PATTERN. Such a name is random; a sender only knows it if it declared the queue or was told.",
                rule: "must be allow or refuse", render: { $0 ? "allow" : "refuse" }) { ["allow": true, "refuse": false][$0.lowercased()] },
-        parsed("HTTP_PORT", "http-port", \.httpPort, shown: "off", "Port of the HTTP listener for /healthz, /readyz and /metrics; off when unset.",
+        parsed("HTTP_PORT", "http-port", \.httpPort, "Port of the HTTP listener for /healthz, /readyz and /metrics; off when unset.",
                rule: "must be a port number 0...65535", render: { $0.map(String.init) }) { raw -> Int?? in
             guard let port = Int(raw), (0...65_535).contains(port) else { return nil }
             return .some(port)
         },
-        parsed("LOG_LEVEL", "log-level", \.logLevel, shown: "info", "trace, debug, info, notice, warning, error or critical.",
+        parsed("LOG_LEVEL", "log-level", \.logLevel, "trace, debug, info, notice, warning, error or critical.",
                rule: "must be trace, debug, info, notice, warning, error or critical", render: { $0.rawValue }, parse: parseLogLevel),
-        parsed("LOG_FORMAT", "log-format", \.logFormat, shown: "text", "text, or json for one JSON object per line.",
+        parsed("LOG_FORMAT", "log-format", \.logFormat, "text, or json for one JSON object per line.",
                rule: "must be text or json", render: { $0.rawValue }) { LogFormat(parsing: $0) },
-        parsed("OTEL_EXPORTER_OTLP_ENDPOINT", "otel-exporter-otlp-endpoint", \.tracing.endpoint, shown: "off",
+        parsed("OTEL_EXPORTER_OTLP_ENDPOINT", "otel-exporter-otlp-endpoint", \.tracing.endpoint,
                "Base URL of an OpenTelemetry collector taking OTLP over HTTP (e.g. `http://collector:4318`; spans go to `/v1/traces`): a span per command, its database transaction and its replies' confirms, with `traceparent` read from the command and written into the reply. Off when unset. The other `OTEL_*` variables (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_TRACES_SAMPLER_ARG`, `OTEL_BSP_*`, …) are read as the OpenTelemetry specification defines them (docs/operations.md).",
                rule: "must be an http:// or https:// URL", render: { $0 }) { raw -> String?? in
             TracingBackend.problem("OTEL_EXPORTER_OTLP_ENDPOINT", raw) == nil ? .some(raw) : nil
         },
-        parsed("OTEL_SERVICE_NAME", "otel-service-name", \.tracing.serviceName, shown: "customer-worker",
+        parsed("OTEL_SERVICE_NAME", "otel-service-name", \.tracing.serviceName,
                "`service.name` of the worker's spans.", rule: "must be 1 to 255 characters", render: { $0 }) { raw in
             raw.utf8.count <= 255 ? raw : nil
         },
-        parsed("OTEL_TRACES_SAMPLER", "otel-traces-sampler", \.tracing.sampler, shown: "parentbased_always_on",
+        parsed("OTEL_TRACES_SAMPLER", "otel-traces-sampler", \.tracing.sampler,
                "Which traces are recorded: \(TracingBackend.samplers.joined(separator: ", ")) (ratio in `OTEL_TRACES_SAMPLER_ARG`). The default follows the sender's decision and samples what starts here.",
                rule: "must be one of \(TracingBackend.samplers.joined(separator: ", "))", render: { $0 }) { raw in
             TracingBackend.samplers.contains(raw) ? raw : nil
@@ -314,20 +322,19 @@ extension WorkerConfiguration {
 
     private static func integer(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Int> & Sendable,
                                 _ range: ClosedRange<Int>, _ meaning: String) -> Setting {
-        parsed(variable, flag, keyPath, shown: String(WorkerConfiguration()[keyPath: keyPath]), meaning,
+        parsed(variable, flag, keyPath, meaning,
                rule: "must be a whole number in \(range.lowerBound)...\(range.upperBound)", render: { String($0) }) { Int($0).flatMap { range.contains($0) ? $0 : nil } }
     }
 
     private static func seconds(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Duration> & Sendable,
                                 _ range: ClosedRange<Int>, _ meaning: String) -> Setting {
-        let shown = WorkerConfiguration()[keyPath: keyPath].components.seconds
-        return parsed(variable, flag, keyPath, shown: String(shown), meaning,
+        parsed(variable, flag, keyPath, meaning,
                       rule: "must be whole seconds in \(range.lowerBound)...\(range.upperBound)", render: { String($0.components.seconds) }) { Int($0).flatMap { range.contains($0) ? .seconds($0) : nil } }
     }
 
     private static func milliseconds(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Duration> & Sendable,
                                      _ range: ClosedRange<Int>, _ meaning: String) -> Setting {
-        parsed(variable, flag, keyPath, shown: milliseconds(of: WorkerConfiguration()[keyPath: keyPath]), meaning,
+        parsed(variable, flag, keyPath, meaning,
                       rule: "must be whole milliseconds in \(range.lowerBound)...\(range.upperBound)", render: milliseconds(of:)) { Int($0).flatMap { range.contains($0) ? .milliseconds($0) : nil } }
     }
 
@@ -337,12 +344,15 @@ extension WorkerConfiguration {
     }
 
     /// A setting whose text `parse` turns into its value; nil means the text broke `rule`.
-    /// `render` turns the value back into the text (nil: unset).
+    /// `render` turns the value back into the text (nil: unset). The default shown (help, README)
+    /// is the property's own default rendered, `unset` when that is nil: each default is written
+    /// once, where the property is declared.
     private static func parsed<Value>(_ variable: String, _ flag: String, _ keyPath: any WritableKeyPath<WorkerConfiguration, Value> & Sendable,
-                                      shown: String, _ meaning: String, rule: String,
+                                      unset: String = "off", _ meaning: String, rule: String,
                                       render: @escaping @Sendable (Value) -> String?,
                                       parse: @escaping @Sendable (String) -> Value?) -> Setting {
-        Setting(variable: variable, flag: flag, defaultValue: shown, meaning: meaning, isSecret: false, apply: { configuration, raw throws(ConfigurationError) in
+        let shown = render(WorkerConfiguration()[keyPath: keyPath]) ?? unset
+        return Setting(variable: variable, flag: flag, defaultValue: shown, meaning: meaning, isSecret: false, apply: { configuration, raw throws(ConfigurationError) in
             guard let value = parse(raw) else { throw .init(variable: variable, flag: flag, value: raw, rule: rule) }
             configuration[keyPath: keyPath] = value
         }, render: { render($0[keyPath: keyPath]) })

@@ -6,7 +6,7 @@ import Synchronization
 /// without waiting for the worker.
 final class WorkerHealth: Sendable {
     private let attached = Atomic<Bool>(false)
-    /// Monotonic time of the consume loop's last turn (it turns at least every 100 ms when idle).
+    /// Monotonic time of the consume loop's last turn (it turns at least every `CommandWorker.idleTurn` when idle).
     private let lastTurn = Atomic<UInt64>(0)
     /// True while the worker holds commands it cannot commit, or waits for the store to answer.
     private let paused = Atomic<Bool>(false)

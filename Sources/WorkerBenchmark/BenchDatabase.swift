@@ -1,6 +1,7 @@
 import CreateCustomer
 import CustomerDomain
 import CustomerWorker
+import WorkerComposition
 import Foundation
 import Logging
 

@@ -3,6 +3,7 @@ import CustomerDomain
 import CreateCustomer
 import Logging
 import CustomerWorker
+import WorkerComposition
 import Foundation
 
 /// `--database URL`, shared by every command that opens the store.

@@ -1,6 +1,7 @@
 import AMQP
 import ArgumentParser
 import CustomerWorker
+import WorkerComposition
 import Foundation
 import Logging
 import WorkerTracing

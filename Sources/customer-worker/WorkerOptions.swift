@@ -10,6 +10,15 @@ import WorkerTracing
 /// ArgumentParser still needs one property per flag (it reads its options from the type), named so
 /// that its flag is the row's (`amqpURL` → `--amqp-url`). No map ties the two: the values are read
 /// back by flag name, and a test checks the executable's flags and help against the table.
+///
+/// Why not swift-configuration (1.4.0) here: its `CommandLineArgumentsProvider` (trait
+/// `CommandLineArguments`) and `EnvironmentVariablesProvider` read values by key, which the table's
+/// `init(lookup:)` already does in three lines (flag, then variable, then the property's default);
+/// they carry no help text, usage errors or subcommands. ArgumentParser owns those (`--help` per
+/// flag, exit 64 on a bad flag, `run`/`publish`/… sharing these options), and it rejects any flag
+/// it was not given as a property, so the provider could only see what ArgumentParser let through
+/// (`.allUnrecognized`, which would also swallow a mistyped option of a subcommand). Adding the
+/// package would thus add a second parser without removing these properties.
 struct WorkerOptions: ParsableArguments {
     @Option(help: help("AMQP_URL")) var amqpURL: String?
     @Option(help: help("DATABASE_URL")) var database: String?

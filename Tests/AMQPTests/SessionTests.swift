@@ -132,6 +132,22 @@ struct SessionTests {
         #expect(try await session.publish(messages(1, to: queue)) == [.confirmed], "the session still works")
     }
 
+    /// `endDeliveryWaits` (a graceful-shutdown handler's call) ends a wait under way or about to
+    /// begin, whichever comes first, and every later one, at once; the session keeps working.
+    @Test func endingDeliveryWaitsEndsThisWaitAndEveryLaterOne() async throws {
+        let (session, queue) = try await sessionWithQueue("ended-waits")
+        try await session.consume(queue: queue)
+        let clock = ContinuousClock()
+        let started = clock.now
+        let waiting = Task { try await session.nextDeliveries(maximum: 10, wait: .seconds(30), linger: .seconds(30)) }
+        session.endDeliveryWaits()
+        #expect(try await waiting.value.isEmpty)
+        #expect(try await session.nextDeliveries(maximum: 10, wait: .seconds(30)).isEmpty)
+        // Far below the 30 s each would have waited for; generous, since a loaded machine is slow.
+        #expect(clock.now - started < .seconds(20), "a wait outlived endDeliveryWaits")
+        #expect(try await session.publish(messages(1, to: queue)) == [.confirmed], "the session still works")
+    }
+
     @Test func nackAndRejectRequeueOrDrop() async throws {
         let (session, queue) = try await sessionWithQueue("nack", prefetch: 1)
         _ = try await session.publish(messages(2, to: queue))

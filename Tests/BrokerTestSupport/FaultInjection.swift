@@ -9,17 +9,32 @@ public struct FaultInjection: Sendable {
     /// The worker crashes (as a trap would) right before handling a command with this externalId.
     public static let crashOnExternalIDVariable = "CUSTOMER_WORKER_FAULT_CRASH_ON_EXTERNAL_ID"
 
-    public var crashOnExternalID: String?
+    /// A dead-letter replay stops after this many confirmed copy batches, before acknowledging the
+    /// last one, and waits to be killed (the worst moment for a crash).
+    public static let stallReplayAfterBatchesVariable = "CUSTOMER_WORKER_FAULT_REPLAY_STALL_AFTER_BATCHES"
 
-    public init(crashOnExternalID: String? = nil) {
+    public var crashOnExternalID: String?
+    public var stallReplayAfterBatches: Int?
+
+    public init(crashOnExternalID: String? = nil, stallReplayAfterBatches: Int? = nil) {
         self.crashOnExternalID = crashOnExternalID
+        self.stallReplayAfterBatches = stallReplayAfterBatches
     }
 
     public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> FaultInjection {
-        FaultInjection(crashOnExternalID: environment[crashOnExternalIDVariable].flatMap { $0.isEmpty ? nil : $0 })
+        FaultInjection(crashOnExternalID: environment[crashOnExternalIDVariable].flatMap { $0.isEmpty ? nil : $0 },
+                       stallReplayAfterBatches: environment[stallReplayAfterBatchesVariable].flatMap { Int($0) })
     }
 
-    public var isArmed: Bool { crashOnExternalID != nil }
+    public var isArmed: Bool { crashOnExternalID != nil || stallReplayAfterBatches != nil }
+
+    /// After `batches` confirmed replay batches: never returns once the stall is due (the process
+    /// waits to be killed), after writing a line a test waits for.
+    public func stallReplayIfDue(batches: Int) async throws {
+        guard let after = stallReplayAfterBatches, batches >= after else { return }
+        FileHandle.standardError.write(Data("fault injection: replay stalled after confirming, before acknowledging (\(batches) batches)\n".utf8))
+        while true { try await Task.sleep(for: .seconds(3600)) }
+    }
 
     /// Crashes the process if one of `commands` is the targeted command.
     public func crashIfTargeted(_ commands: [IncomingCommand]) {

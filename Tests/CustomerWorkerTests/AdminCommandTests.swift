@@ -2,6 +2,7 @@ import BrokerTestSupport
 import CreateCustomer
 import CustomerDomain
 import CustomerWorker
+import WorkerComposition
 import Foundation
 import Testing
 

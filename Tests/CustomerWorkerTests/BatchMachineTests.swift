@@ -10,6 +10,8 @@ import Testing
 @Suite("Batch machine (no servers)")
 struct BatchMachineTests {
     typealias Machine = BatchMachine
+    typealias Store = BatchMachine.StoreAction
+    typealias Publish = BatchMachine.PublishAction
     static let rules = Machine.Rules(deliveryLimit: 5, transientAttempts: 3, handBackAfter: .seconds(60))
     static let t0 = ContinuousClock.now
 
@@ -42,7 +44,7 @@ struct BatchMachineTests {
         #expect(machine.stored([Self.reply(1), Self.reply(2), Self.reply(3)]) == .storePhaseOver(awaitStore: false))
         #expect(machine.startPublishing(generation: 1) == .publish(events: [0, 1, 2], copies: [0, 1, 2], attempt: 1))
         #expect(machine.published([.confirmed, .returned(replyCode: 312, replyText: "NO_ROUTE"), .confirmed]) == .ack(last: 2, items: [0, 1, 2]))
-        #expect(machine.executed() == .finished)
+        #expect(machine.executed() == Publish.finished)
         #expect(machine.items.allSatisfy { $0.phase == .acked })
     }
 
@@ -60,22 +62,22 @@ struct BatchMachineTests {
         var machine = Self.machine([Self.delivery(1, redelivered: true), Self.delivery(2)])
         let key = machine.items[0].markerKey
         #expect(machine.start() == .beginAttempt(item: 0, key: key))
-        guard case .deadLetter(let letters) = machine.attemptCounted(earlierUnfinished: HandlingAttempt.crashesBeforeDeadLetter) else {
+        guard case .effect(.deadLetter(let letters)) = machine.attemptCounted(earlierUnfinished: HandlingAttempt.crashesBeforeDeadLetter) else {
             Issue.record("not dead-lettered"); return
         }
         #expect(letters.map(\.item) == [0] && letters[0].reason == .crashed)
-        #expect(machine.executed() == .clearMarkers([key]))
-        #expect(machine.executed() == .store(items: [1], finishingAttempts: []), "its batch-mate goes on")
+        #expect(machine.executed() == Store.effect(.clearMarkers([key])))
+        #expect(machine.executed() == Store.store(items: [1], finishingAttempts: []), "its batch-mate goes on")
     }
 
     @Test func aCommandFailingOnItsOwnIsDeadLetteredAndTheOthersAnswered() {
         var machine = Self.machine([Self.delivery(1), Self.delivery(2)])
         _ = machine.start()
-        guard case .deadLetter(let letters) = machine.stored([Self.reply(1), .failed(reason: "plan pro: trialDays")]) else {
+        guard case .effect(.deadLetter(let letters)) = machine.stored([Self.reply(1), .failed(reason: "plan pro: trialDays")]) else {
             Issue.record("not dead-lettered"); return
         }
         #expect(letters == [.init(item: 1, reason: .failed, detail: "plan pro: trialDays")])
-        #expect(machine.executed() == .storePhaseOver(awaitStore: false))
+        #expect(machine.executed() == Store.storePhaseOver(awaitStore: false))
         #expect(machine.startPublishing(generation: 1) == .publish(events: [0], copies: [0], attempt: 1))
     }
 
@@ -85,7 +87,7 @@ struct BatchMachineTests {
         let fault = StoreFailure(.command, code: "SQLITE_CONSTRAINT (19)")
         #expect(machine.storeFailed(fault, error: "e", now: Self.t0) == .store(items: [0], finishingAttempts: []))
         #expect(machine.stored([Self.reply(1)]) == .store(items: [1], finishingAttempts: []))
-        guard case .deadLetter(let letters) = machine.storeFailed(fault, error: "constraint", now: Self.t0) else {
+        guard case .effect(.deadLetter(let letters)) = machine.storeFailed(fault, error: "constraint", now: Self.t0) else {
             Issue.record("not dead-lettered"); return
         }
         #expect(letters == [.init(item: 1, reason: .failed, detail: "constraint")])
@@ -98,11 +100,11 @@ struct BatchMachineTests {
         guard case .pause(.store(_, 1, 2, _, false, _, let notAfter)) = action else { Issue.record("\(action)"); return }
         #expect(notAfter == Self.t0 + Self.rules.handBackAfter, "hand back on time")
         #expect(machine.pausedSince == Self.t0 + .seconds(1))
-        #expect(machine.tick() == .store(items: [0, 1], finishingAttempts: []))
+        #expect(machine.tick() == Store.store(items: [0, 1], finishingAttempts: []))
         guard case .pause(.store(_, 2, _, _, _, _, _)) = machine.storeFailed(Self.unavailable, error: "full", now: Self.t0 + .seconds(2)) else {
             Issue.record("not paused again"); return
         }
-        #expect(machine.tick() == .store(items: [0, 1], finishingAttempts: []))
+        #expect(machine.tick() == Store.store(items: [0, 1], finishingAttempts: []))
         #expect(machine.stored([Self.reply(1), Self.reply(2)]) == .storePhaseOver(awaitStore: false))
         #expect(machine.pausedSince == nil)
     }
@@ -114,12 +116,12 @@ struct BatchMachineTests {
         for attempt in 1..<DeliveryFate.conflictAttempts {
             #expect(machine.storeFailed(conflict, error: "deadlock", now: Self.t0) == .pause(.conflict(attempt: attempt)))
             #expect(machine.pausedSince == nil, "not paused: nothing is wrong with the store")
-            #expect(machine.tick() == .store(items: [0, 1], finishingAttempts: []))
+            #expect(machine.tick() == Store.store(items: [0, 1], finishingAttempts: []))
         }
         guard case .pause(.store(_, 1, _, _, false, _, _)) = machine.storeFailed(conflict, error: "deadlock", now: Self.t0) else {
             Issue.record("a stubborn conflict does not pause"); return
         }
-        #expect(machine.tick() == .store(items: [0, 1], finishingAttempts: []))
+        #expect(machine.tick() == Store.store(items: [0, 1], finishingAttempts: []))
         #expect(machine.stored([Self.reply(1), Self.reply(2)]) == .storePhaseOver(awaitStore: false))
     }
 
@@ -138,11 +140,11 @@ struct BatchMachineTests {
         #expect(machine.stored([Self.reply(1)]) == .beginAttempt(item: 1, key: key))
         #expect(machine.attemptCounted(earlierUnfinished: 0) == .store(items: [1], finishingAttempts: [key]))
         #expect(machine.storeFailed(Self.unavailable, error: "x", now: Self.t0 + .seconds(60)) == .stopConsuming)
-        #expect(machine.consumingStopped(prefetched: [Self.delivery(3), Self.delivery(4)], publisherUser: "guest") == .handBack([1, 2, 3]),
+        #expect(machine.consumingStopped(prefetched: [Self.delivery(3), Self.delivery(4)], publisherUser: "guest") == .handBack(.askGeneration([1, 2, 3])),
                 "the stored one is answered, not handed back")
-        #expect(machine.handBackGeneration(1) == .publishCopies([1, 2, 3]))
-        #expect(machine.copiesPublished([.confirmed, .confirmed, nil]) == .settleHandBack(ack: [1, 2], requeue: [3], stale: []))
-        #expect(machine.executed() == .storePhaseOver(awaitStore: true))
+        #expect(machine.handBackGeneration(1) == Store.handBack(.publishCopies([1, 2, 3])))
+        #expect(machine.copiesPublished([.confirmed, .confirmed, nil]) == Store.effect(.settleHandBack(ack: [1, 2], requeue: [3], stale: [])))
+        #expect(machine.executed() == Store.storePhaseOver(awaitStore: true))
         #expect(machine.hasReplies)
         #expect(machine.startPublishing(generation: 1) == .publish(events: [0], copies: [0], attempt: 1))
     }
@@ -155,22 +157,22 @@ struct BatchMachineTests {
         var machine = Self.machine([Self.delivery(1), Self.delivery(2, generation: 2), foreign])
         _ = machine.start()
         #expect(machine.storeFailed(Self.unavailable, error: "x", now: Self.t0 + .seconds(61)) == .stopConsuming)
-        #expect(machine.consumingStopped(prefetched: [], publisherUser: "guest") == .handBack([0, 1, 2]))
-        #expect(machine.handBackGeneration(2) == .publishCopies([1]))
-        #expect(machine.copiesPublished([.confirmed]) == .settleHandBack(ack: [1], requeue: [2], stale: [0]))
+        #expect(machine.consumingStopped(prefetched: [], publisherUser: "guest") == .handBack(.askGeneration([0, 1, 2])))
+        #expect(machine.handBackGeneration(2) == Store.handBack(.publishCopies([1])))
+        #expect(machine.copiesPublished([.confirmed]) == Store.effect(.settleHandBack(ack: [1], requeue: [2], stale: [0])))
     }
 
     @Test func shutdownDuringAnOutageRequeuesWhatIsHeldAndHandsBackADeliveryAtItsLast() {
         var machine = Self.machine([Self.delivery(1), Self.delivery(2, deliveryCount: 4)])
         _ = machine.start()
         _ = machine.storeFailed(Self.unavailable, error: "x", now: Self.t0)
-        #expect(machine.shutdown() == .stopConsuming, "so the copy does not come back to this worker")
-        #expect(machine.consumingStopped(prefetched: [Self.delivery(3)], publisherUser: "guest") == .handBack([1]),
+        #expect(machine.shutdown() == Store.stopConsuming, "so the copy does not come back to this worker")
+        #expect(machine.consumingStopped(prefetched: [Self.delivery(3)], publisherUser: "guest") == .handBack(.askGeneration([1])),
                 "the prefetched go back with the channel")
-        #expect(machine.handBackGeneration(1) == .publishCopies([1]))
-        #expect(machine.copiesPublished([.confirmed]) == .settleHandBack(ack: [1], requeue: [], stale: []))
-        #expect(machine.executed() == .requeue([0]))
-        #expect(machine.executed() == .storePhaseOver(awaitStore: false))
+        #expect(machine.handBackGeneration(1) == Store.handBack(.publishCopies([1])))
+        #expect(machine.copiesPublished([.confirmed]) == Store.effect(.settleHandBack(ack: [1], requeue: [], stale: [])))
+        #expect(machine.executed() == Store.effect(.requeue([0])))
+        #expect(machine.executed() == Store.storePhaseOver(awaitStore: false))
         #expect(!machine.hasReplies)
     }
 
@@ -183,16 +185,16 @@ struct BatchMachineTests {
         #expect(machine.start() == .beginAttempt(item: 0, key: key))
         #expect(machine.attemptCounted(earlierUnfinished: 0) == .store(items: [0], finishingAttempts: [key]))
         _ = machine.storeFailed(Self.unavailable, error: "x", now: Self.t0)
-        #expect(machine.shutdown() == .stopConsuming)
-        #expect(machine.consumingStopped(prefetched: [], publisherUser: "guest") == .handBack([0]))
+        #expect(machine.shutdown() == Store.stopConsuming)
+        #expect(machine.consumingStopped(prefetched: [], publisherUser: "guest") == .handBack(.askGeneration([0])))
     }
 
     @Test func shutdownWithNothingToHandBackRequeuesAndKeepsConsumingUntilTheLoopEnds() {
         var machine = Self.machine([Self.delivery(1), Self.delivery(2)])
         _ = machine.start()
         _ = machine.storeFailed(Self.unavailable, error: "x", now: Self.t0)
-        #expect(machine.shutdown() == .requeue([0, 1]))
-        #expect(machine.executed() == .storePhaseOver(awaitStore: false))
+        #expect(machine.shutdown() == Store.effect(.requeue([0, 1])))
+        #expect(machine.executed() == Store.storePhaseOver(awaitStore: false))
     }
 
     /// The same story through three workers with the markers a real database would keep: SIGTERM
@@ -221,18 +223,18 @@ struct BatchMachineTests {
                     action = machine.shutdown()  // SIGTERM
                 case .stopConsuming:
                     action = machine.consumingStopped(prefetched: [], publisherUser: "guest")
-                case .handBack:
+                case .handBack(.askGeneration):
                     action = machine.handBackGeneration(1)
-                case .publishCopies:
+                case .handBack(.publishCopies):
                     action = machine.copiesPublished([.confirmed])
-                case .settleHandBack(let acked, _, _):
+                case .effect(.settleHandBack(let acked, _, _)):
                     #expect(acked == [0])
                     delivery = Self.delivery(1)  // the copy: a first delivery
                     action = machine.executed()
-                case .requeue:
+                case .effect(.requeue):
                     delivery = Self.delivery(1, redelivered: true, deliveryCount: 1)
                     action = machine.executed()
-                case .deadLetter:
+                case .effect(.deadLetter):
                     Issue.record("dead-lettered after \(stop) stop(s), \(markers) marker(s)")
                     break loop
                 case .storePhaseOver:
@@ -253,7 +255,7 @@ struct BatchMachineTests {
         _ = machine.stored([Self.reply(1), Self.reply(2)])
         _ = machine.startPublishing(generation: 1)
         #expect(machine.published([.nacked, .confirmed]) == .pause(.publish(attempt: 1)))
-        #expect(machine.tick() == .publish(events: [0], copies: [], attempt: 2), "reply_to copies get one attempt only")
+        #expect(machine.tick() == Publish.publish(events: [0], copies: [], attempt: 2), "reply_to copies get one attempt only")
         #expect(machine.published([.confirmed]) == .ack(last: 1, items: [0, 1]))
     }
 
@@ -263,15 +265,15 @@ struct BatchMachineTests {
         _ = machine.stored([Self.reply(1), Self.reply(2)])
         _ = machine.startPublishing(generation: 1)
         #expect(machine.publishFailed(cancelled: false) == .pause(.publish(attempt: 1)))
-        #expect(machine.tick() == .publish(events: [0, 1], copies: [], attempt: 2))
+        #expect(machine.tick() == Publish.publish(events: [0, 1], copies: [], attempt: 2))
         #expect(machine.publishFailed(cancelled: false) == .pause(.publish(attempt: 2)))
-        #expect(machine.tick() == .publish(events: [0, 1], copies: [], attempt: 3))
-        #expect(machine.publishFailed(cancelled: false) == .handBack([1]), "at its last delivery: handed back")
-        _ = machine.handBackGeneration(1)
-        _ = machine.copiesPublished([.confirmed])
-        #expect(machine.executed() == .requeue([0]))
-        #expect(machine.executed() == .pause(.afterGiveBack))
-        #expect(machine.tick() == .finished)
+        #expect(machine.tick() == Publish.publish(events: [0, 1], copies: [], attempt: 3))
+        #expect(machine.publishFailed(cancelled: false) == .handBack(.askGeneration([1])), "at its last delivery: handed back")
+        #expect(machine.handBackGeneration(1) == Publish.handBack(.publishCopies([1])))
+        #expect(machine.copiesPublished([.confirmed]) == Publish.effect(.settleHandBack(ack: [1], requeue: [], stale: [])))
+        #expect(machine.executed() == Publish.effect(.requeue([0])))
+        #expect(machine.executed() == Publish.pause(.afterGiveBack))
+        #expect(machine.tick() == Publish.finished)
     }
 
     @Test func cancellationEndsThePublishingAttempts() {
@@ -280,15 +282,15 @@ struct BatchMachineTests {
         _ = machine.stored([Self.reply(1)])
         _ = machine.startPublishing(generation: 1)
         #expect(machine.publishFailed(cancelled: false) == .pause(.publish(attempt: 1)))
-        #expect(machine.shutdown() == .requeue([0]))
+        #expect(machine.shutdown() == Publish.effect(.requeue([0])))
     }
 
     @Test func repliesOfAConnectionThatClosedAreLeftToTheRedelivery() {
         var machine = Self.machine([Self.delivery(1), Self.delivery(2, generation: 2)])
         _ = machine.start()
         _ = machine.stored([Self.reply(1), Self.reply(2)])
-        #expect(machine.startPublishing(generation: 2) == .forget([0]))
-        #expect(machine.executed() == .publish(events: [1], copies: [1], attempt: 1))
+        #expect(machine.startPublishing(generation: 2) == .effect(.forget([0])))
+        #expect(machine.executed() == Publish.publish(events: [1], copies: [1], attempt: 1))
         #expect(machine.published([.confirmed]) == .ack(last: 1, items: [1]))
     }
 
@@ -298,8 +300,8 @@ struct BatchMachineTests {
         var machine = Self.machine([Self.delivery(1), Self.delivery(2)])
         _ = machine.start()
         _ = machine.stored([Self.reply(1), Self.reply(2)])
-        #expect(machine.startPublishing(generation: nil) == .forget([0, 1]))
-        #expect(machine.executed() == .finished)
+        #expect(machine.startPublishing(generation: nil) == .effect(.forget([0, 1])))
+        #expect(machine.executed() == Publish.finished)
     }
 
     @Test func anUnencodableReplyDeadLettersItsCommandBeforeTheAckWhichLeavesItOut() {
@@ -307,11 +309,11 @@ struct BatchMachineTests {
         _ = machine.start()
         _ = machine.stored([Self.reply(1), Self.reply(2), Self.reply(3)])
         _ = machine.startPublishing(generation: 1)
-        guard case .deadLetter(let letters) = machine.published([.confirmed, .confirmed, .unencodable(reason: "too long")]) else {
+        guard case .effect(.deadLetter(let letters)) = machine.published([.confirmed, .confirmed, .unencodable(reason: "too long")]) else {
             Issue.record("not dead-lettered"); return
         }
         #expect(letters.map(\.item) == [2] && letters[0].detail.contains("too long"))
-        #expect(machine.executed() == .ack(last: 1, items: [0, 1]))
+        #expect(machine.executed() == Publish.ack(last: 1, items: [0, 1]))
     }
 
     // MARK: Promises, over random stories
@@ -340,10 +342,32 @@ struct BatchMachineTests {
                 settled[index] = how
             }
         }
-        var action = machine.start()
         var steps = 0
-        var published = false
-        loop: while steps < 200 {
+        /// The effects both phases ask for: checked, then answered by `executed()`.
+        func check(_ effect: Machine.Effect) {
+            switch effect {
+            case .settleHandBack(let acked, let requeued, let stale):
+                settle(acked, "handed back"); settle(requeued, "requeued"); settle(stale, "left")
+            case .deadLetter(let letters):
+                for letter in letters { #expect(ownFault.contains(letter.item), "dead-lettered without a fault of its own: \(letter)") }
+                settle(letters.map(\.item), "dead-lettered")
+            case .clearMarkers:
+                break
+            case .requeue(let indices):
+                settle(indices, "requeued")
+            case .forget(let indices):
+                settle(indices, "left")
+            }
+        }
+        /// The hand-back's answers, in either phase.
+        func handBack<Action: BatchAction>(_ step: Machine.HandBackStep) -> Action {
+            switch step {
+            case .askGeneration: machine.handBackGeneration(random.next() % 6 == 0 ? 2 : 1)
+            case .publishCopies(let indices): machine.copiesPublished(indices.map { _ in random.next() % 4 == 0 ? nil : .confirmed })
+            }
+        }
+        var action = machine.start()
+        store: while steps < 200 {
             steps += 1
             switch action {
             case .beginAttempt(let index, _):
@@ -375,51 +399,49 @@ struct BatchMachineTests {
                 action = random.next() % 5 == 0 ? machine.shutdown() : machine.tick()
             case .stopConsuming:
                 action = machine.consumingStopped(prefetched: [], publisherUser: "guest")
-            case .handBack:
-                action = machine.handBackGeneration(random.next() % 6 == 0 ? 2 : 1)
-            case .publishCopies(let indices):
-                action = machine.copiesPublished(indices.map { _ in random.next() % 4 == 0 ? nil : .confirmed })
-            case .settleHandBack(let acked, let requeued, let stale):
-                settle(acked, "handed back"); settle(requeued, "requeued"); settle(stale, "left")
-                action = machine.executed()
-            case .deadLetter(let letters):
-                for letter in letters { #expect(ownFault.contains(letter.item), "dead-lettered without a fault of its own: \(letter)") }
-                settle(letters.map(\.item), "dead-lettered")
-                action = machine.executed()
-            case .clearMarkers:
-                action = machine.executed()
-            case .requeue(let indices):
-                settle(indices, "requeued")
-                action = machine.executed()
-            case .forget(let indices):
-                settle(indices, "left")
+            case .handBack(let step):
+                action = handBack(step)
+            case .effect(let effect):
+                check(effect)
                 action = machine.executed()
             case .storePhaseOver:
-                guard !published else { Issue.record("two store phases"); break loop }
-                published = true
-                guard machine.hasReplies else { break loop }
-                action = machine.startPublishing(generation: random.next() % 8 == 0 ? 2 : 1)
-            case .publish(let events, _, _):
-                if random.next() % 4 == 0 {
-                    action = machine.publishFailed(cancelled: random.next() % 10 == 0)
-                } else {
-                    let outcomes = events.map { index -> PublishOutcome in
-                        switch random.next() % 8 {
-                        case 0: return .nacked
-                        case 1: ownFault.insert(index); return .unencodable(reason: "r")
-                        case 2: confirmed.insert(index); return .returned(replyCode: 312, replyText: "NO_ROUTE")
-                        default: confirmed.insert(index); return .confirmed
+                break store
+            }
+        }
+        if machine.hasReplies {
+            var action = machine.startPublishing(generation: random.next() % 8 == 0 ? 2 : 1)
+            publish: while steps < 200 {
+                steps += 1
+                switch action {
+                case .publish(let events, _, _):
+                    if random.next() % 4 == 0 {
+                        action = machine.publishFailed(cancelled: random.next() % 10 == 0)
+                    } else {
+                        let outcomes = events.map { index -> PublishOutcome in
+                            switch random.next() % 8 {
+                            case 0: return .nacked
+                            case 1: ownFault.insert(index); return .unencodable(reason: "r")
+                            case 2: confirmed.insert(index); return .returned(replyCode: 312, replyText: "NO_ROUTE")
+                            default: confirmed.insert(index); return .confirmed
+                            }
                         }
+                        action = machine.published(outcomes)
                     }
-                    action = machine.published(outcomes)
+                case .pause:
+                    action = random.next() % 5 == 0 ? machine.shutdown() : machine.tick()
+                case .ack(let last, let indices):
+                    #expect(indices.last == last)
+                    for index in indices { #expect(confirmed.contains(index), "acked before a confirm: \(index)") }
+                    settle(indices, "acked")
+                    action = machine.executed()
+                case .handBack(let step):
+                    action = handBack(step)
+                case .effect(let effect):
+                    check(effect)
+                    action = machine.executed()
+                case .finished:
+                    break publish
                 }
-            case .ack(let last, let indices):
-                #expect(indices.last == last)
-                for index in indices { #expect(confirmed.contains(index), "acked before a confirm: \(index)") }
-                settle(indices, "acked")
-                action = machine.executed()
-            case .finished:
-                break loop
             }
         }
         #expect(steps < 200, "the machine finishes")

@@ -147,9 +147,10 @@ struct DeadLetterTests {
 
             let log = fixture.directory.appendingPathComponent("replay.log").path
             var environment = fixture.environment
-            environment[DeadLetterQueue.stallAfterBatchesVariable] = "3"
+            environment[FaultInjection.stallReplayAfterBatchesVariable] = "3"
             environment["SWIFT_BACKTRACE"] = "enable=no"
-            let replay = try WorkerProcess(["dead-letters", "replay", "--all", "--batch-size", "50"], environment: environment, logFile: log)
+            let replay = try WorkerProcess(["dead-letters", "replay", "--all", "--batch-size", "50"], environment: environment, logFile: log,
+                                           faultInjecting: true)
             // No throwing path between the spawn and the kill.
             let stalled = (try? await waitFor(timeout: .seconds(30)) {
                 ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("replay stalled")

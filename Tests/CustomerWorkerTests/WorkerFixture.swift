@@ -3,6 +3,7 @@ import BrokerTestSupport
 import CreateCustomer
 import CustomerDomain
 import CustomerWorker
+import WorkerComposition
 import Foundation
 import Logging
 import ServiceLifecycle

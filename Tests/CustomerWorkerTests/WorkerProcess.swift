@@ -34,9 +34,11 @@ final class WorkerProcess: Sendable {
         TestResources.onExit("worker process \(pid) (log \(logFile))") { [self] in await terminate() }
     }
 
-    /// Another `customer-worker` command (e.g. a replay to kill midway).
-    init(_ arguments: [String], environment: [String: String], logFile: String) throws {
-        pid = try TestBroker.spawn(Self.executable, arguments, environment: environment, output: logFile, errorsToOutput: true)
+    /// Another `customer-worker` command (e.g. a replay to kill midway); `faultInjecting`: the
+    /// test-only executable's version of it (`customer-worker-faults`).
+    init(_ arguments: [String], environment: [String: String], logFile: String, faultInjecting: Bool = false) throws {
+        pid = try TestBroker.spawn(faultInjecting ? Self.faultInjectingExecutable : Self.executable, arguments, environment: environment,
+                                   output: logFile, errorsToOutput: true)
         TestResources.onExit("customer-worker \(arguments.first ?? "") \(pid) (log \(logFile))") { [self] in await terminate() }
     }
 

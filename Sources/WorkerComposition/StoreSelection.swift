@@ -1,47 +1,15 @@
 import CreateCustomer
 import CustomerStore
+import CustomerWorker
 import Foundation
 import Logging
 import PostgresStore
 import ServiceLifecycle
 
-/// Where the customers live, from `DATABASE_URL`: a file path or `sqlite:` URL (SQLite, one host),
-/// or `postgres://user:password@host:port/database?sslmode=…` (PostgreSQL, replicas on several hosts).
-public enum DatabaseLocation: Sendable, Hashable {
-    case sqlite(path: String)
-    case postgres(PostgresURL)
-
-    public init(_ text: String) throws(DatabaseLocationError) {
-        if PostgresURL.matches(text) {
-            do { self = .postgres(try PostgresURL(text)) } catch { throw DatabaseLocationError(message: error.description) }
-            return
-        }
-        var path = Substring(text)
-        if path.hasPrefix("sqlite://") {
-            path = path.dropFirst("sqlite://".count)
-        } else if path.hasPrefix("sqlite:") {
-            path = path.dropFirst("sqlite:".count)
-        } else if path.contains("://") {
-            throw DatabaseLocationError(message: "unsupported database URL \(PostgresURL.redact(text)): use a file path, sqlite:PATH or postgres://…")
-        }
-        guard !path.isEmpty else { throw DatabaseLocationError(message: "the SQLite URL names no file") }
-        self = .sqlite(path: String(path))
-    }
-
-    /// For logs and messages: the path, or the URL without its password.
-    public var redacted: String {
-        switch self {
-        case .sqlite(let path): path
-        case .postgres(let url): url.redacted
-        }
-    }
-}
-
-public struct DatabaseLocationError: Error, Sendable, CustomStringConvertible {
-    public let message: String
-    public var description: String { message }
-}
-
+/// The composition root's store selection: which concrete store (`CustomerStore` for SQLite,
+/// `PostgresStore`) a `DatabaseLocation` opens. Only the executables and the tests link it; the
+/// `CustomerWorker` library works against `CustomerStorage` and opens no store itself.
+///
 /// A store opened on a `DatabaseLocation`, with the services that must run while it is used
 /// (SQLite: the WAL checkpointer; PostgreSQL: the client's connection pool).
 public struct OpenedStore: Sendable {
@@ -50,11 +18,11 @@ public struct OpenedStore: Sendable {
 
     /// `synchronous` applies to SQLite (PostgreSQL's durability is the server's own setting).
     public static func open(_ location: DatabaseLocation, busyTimeout: Duration, logger: Logger,
-                            backgroundCheckpoints: Bool = false, synchronous: SynchronousMode = .full) throws -> OpenedStore {
+                            backgroundCheckpoints: Bool = false, synchronous: DatabaseSynchronous = .full) throws -> OpenedStore {
         switch location {
         case .sqlite(let path):
             let store = try CustomerStore(path: path, busyTimeout: busyTimeout, backgroundCheckpoints: backgroundCheckpoints,
-                                          synchronous: synchronous)
+                                          synchronous: synchronous.sqliteMode)
             return OpenedStore(storage: store, services: backgroundCheckpoints ? [Checkpointer(store: store, logger: logger)] : [])
         case .postgres(let url):
             let store = try PostgresStore(url: url, logger: logger)
@@ -109,5 +77,15 @@ struct MigratingWorker: Service {
     func run() async throws {
         try await storage.migrate()
         try await worker.run()
+    }
+}
+
+extension DatabaseSynchronous {
+    /// The SQLite setting behind the worker's `DATABASE_SYNCHRONOUS`.
+    var sqliteMode: SynchronousMode {
+        switch self {
+        case .full: .full
+        case .normal: .normal
+        }
     }
 }

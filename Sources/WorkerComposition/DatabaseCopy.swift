@@ -1,5 +1,6 @@
 import CreateCustomer
 import CustomerStore
+import CustomerWorker
 import Logging
 import PostgresStore
 

@@ -1,5 +1,6 @@
 import AMQP
 import CreateCustomer
+import CustomerWorker
 import Foundation
 import Logging
 import Observability
