@@ -10,9 +10,9 @@ import Synchronization
 /// merchants, with real worker processes:
 /// 1. unloaded: the light merchants publish on their own (open loop, `--light-rate` each) for
 ///    `--unloaded-seconds`, every reply awaited;
-/// 2. flood: the heavy merchant publishes `--messages` commands at once, as fast as the broker
-///    confirms them, while the light merchants keep publishing at their rate until the heavy
-///    merchant's last reply.
+/// 2. flood: with the workers stopped, the heavy merchant publishes `--messages` commands (an
+///    import published in bulk, confirmed by the broker); new workers start, and the light
+///    merchants publish at their rate until the heavy merchant's backlog is drained.
 /// Light latencies count from each command's scheduled send time (no coordinated omission); the
 /// heavy merchant's rate counts from its first reply to its last. Under fair share the light
 /// merchants are chosen outside the heavy merchant's shard (each is probed: one command
@@ -59,9 +59,8 @@ struct TenantsRun: Sendable {
             try await receiver.consume(queue: topology.configuration.names.repliesQueue, noAck: true)
             let traffic = Traffic(topology: topology, shape: shape, heavy: heavy, lights: lights,
                                   rate: settings.lightRate, receiver: receiver)
-            return try await withFleet(topology, database: database) { fleet in
-                try await run(traffic, fleet: fleet, database: database, publishers: (heavyPublisher, lightPublisher), shards: shards)
-            }
+            return try await run(traffic, topology: topology, database: database, publishers: (heavyPublisher, lightPublisher),
+                                 shards: shards)
         }
         await heavyPublisher.close()
         await lightPublisher.close()
@@ -104,8 +103,10 @@ struct TenantsRun: Sendable {
         throw BenchmarkError.setupFailed("a probe command reached no shard of \(fairShare.exchange)")
     }
 
-    private func withFleet<T: Sendable>(_ topology: BenchTopology, database: BenchDatabase,
-                                        _ body: (WorkerFleet) async throws -> T) async throws -> T {
+    /// Starts the workers, runs `body` while they run (replies taken, a dying worker failing the
+    /// run at once), stops them; returns `body`'s result and the workers' CPU seconds.
+    private func withFleet<T: Sendable>(_ topology: BenchTopology, database: BenchDatabase, traffic: Traffic,
+                                        _ body: @escaping @Sendable () async throws -> T) async throws -> (T, cpuSeconds: Double) {
         let fleet = try WorkerFleet(
             binary: workerBinary, count: settings.replicas,
             environment: topology.workerEnvironment(databaseURL: database.url)
@@ -115,34 +116,50 @@ struct TenantsRun: Sendable {
         let outcome = await capture {
             try await fleet.open(timeout: .seconds(10))
             try await fleet.waitUntilConnected(brokerPort: try topology.configuration.amqpConfiguration.port, timeout: .seconds(60))
-            let result = try await body(fleet)
+            let result = try await withThrowingTaskGroup(of: T?.self) { group in
+                group.addTask {
+                    try await traffic.receive()
+                    return nil
+                }
+                group.addTask {
+                    try await fleet.watch()
+                    return nil
+                }
+                group.addTask { try await body() }
+                defer { group.cancelAll() }
+                for try await case let result? in group { return result }
+                throw BenchmarkError.setupFailed("the tenants run ended without a result")
+            }
+            let cpuSeconds = fleet.usage().compactMap(\.cpuSeconds).reduce(0, +)
             try await fleet.stop(timeout: topology.configuration.shutdownTimeout + .seconds(5))
-            return result
+            return (result, cpuSeconds)
         }
         if case .failure = outcome { await fleet.killAll() }
         return try outcome.get()
     }
 
-    private func run(_ traffic: Traffic, fleet: WorkerFleet, database: BenchDatabase,
+    private func run(_ traffic: Traffic, topology: BenchTopology, database: BenchDatabase,
                      publishers: (heavy: AMQPSession, light: AMQPSession), shards: Int) async throws -> TenantsReport.Mode {
         let before = try await database.customerCount()
-        let cpuBefore = fleet.usage().compactMap(\.cpuSeconds).reduce(0, +)
-        let (unloaded, flood) = try await withThrowingTaskGroup(of: Void.self) { group -> ([Traffic.Sent], [Traffic.Sent]) in
-            group.addTask { try await traffic.receive() }
-            group.addTask { try await fleet.watch() }
-            defer { group.cancelAll() }
-            // 1. Unloaded: the light merchants alone.
-            let unloaded = try await traffic.sendLight(phase: .unloaded, publisher: publishers.light) { clock, start in
+        let settings = settings
+        // 1. Unloaded: the light merchants alone.
+        let (unloaded, unloadedCPU) = try await withFleet(topology, database: database, traffic: traffic) {
+            let sent = try await traffic.sendLight(phase: .unloaded, publisher: publishers.light) { clock, start in
                 clock.now - start >= .seconds(settings.unloadedSeconds)
             }
-            try await traffic.waitForReplies(unloaded.map(\.id), timeout: settings.replyTimeout)
-            // 2. Flood: the heavy merchant's backlog, the light merchants at their rate beside it.
-            let flood = try await withThrowingTaskGroup(of: [Traffic.Sent]?.self) { flood in
+            try await traffic.waitForReplies(sent.map(\.id), timeout: settings.replyTimeout)
+            return sent
+        }
+        // 2. The heavy merchant's commands, all queued while no worker consumes (an import
+        // published in bulk): a backlog, whatever the workers' speed.
+        try await traffic.sendHeavy(settings.messages, publisher: publishers.heavy)
+        // 3. The backlog drains; the light merchants publish at their rate until its last reply.
+        let (flood, floodCPU) = try await withFleet(topology, database: database, traffic: traffic) {
+            let sent = try await withThrowingTaskGroup(of: [Traffic.Sent]?.self) { flood in
                 flood.addTask {
                     try await traffic.sendLight(phase: .flood, publisher: publishers.light) { _, _ in traffic.heavyAnswered(settings.messages) }
                 }
                 flood.addTask {
-                    try await traffic.sendHeavy(settings.messages, publisher: publishers.heavy)
                     try await traffic.waitForHeavy(settings.messages, timeout: settings.replyTimeout)
                     return nil
                 }
@@ -150,10 +167,10 @@ struct TenantsRun: Sendable {
                 for try await case let sent? in flood { light = sent }
                 return light
             }
-            try await traffic.waitForReplies(flood.map(\.id), timeout: settings.replyTimeout)
-            return (unloaded, flood)
+            try await traffic.waitForReplies(sent.map(\.id), timeout: settings.replyTimeout)
+            return sent
         }
-        let cpuSeconds = fleet.usage().compactMap(\.cpuSeconds).reduce(0, +) - cpuBefore
+        let cpuSeconds = unloadedCPU + floodCPU
         let answered = traffic.answered
         var problems: [String] = []
         let commands = settings.messages + unloaded.count + flood.count
