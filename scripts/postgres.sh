@@ -13,6 +13,8 @@
 #   PG_BIN    PostgreSQL's programs (default: POSTGRES=15: the newest /usr/lib/postgresql/*/bin on the
 #             host; POSTGRES=18: /usr/lib/postgresql/18/bin inside the root)
 #   PG_TLS    1: the server also accepts TLS, with a certificate for `localhost` from a throwaway CA
+#   PG_FSYNC  on (default) or off: `fsync` of the server (scripts/test.sh: off, see there); a
+#             running server with the other value is restarted
 #             that `start` makes with openssl in $PG_DIR/tls (`tls-dir` prints it): ca.pem, and
 #             other-ca.pem, a CA that signed nothing the server has (for tests of a wrong CA).
 #
@@ -71,6 +73,8 @@ url() { echo "postgres://postgres@127.0.0.1:$PG_PORT/$PG_DATABASE?sslmode=disabl
 
 # Every wait has a time limit (seconds): a server that is half up fails the script, never hangs it.
 PG_TIMEOUT="${PG_TIMEOUT:-60}"
+PG_FSYNC="${PG_FSYNC:-on}"
+case "$PG_FSYNC" in on|off) ;; *) echo "postgres.sh: PG_FSYNC must be on or off, not '$PG_FSYNC'" >&2; exit 64 ;; esac
 
 is_running() { timeout -k 5 30 "$SELF" __as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; }
 
@@ -127,6 +131,11 @@ start() {
     kill_server
     rm -rf "$PG_DIR/data"
   fi
+  if is_running && answers && [ "$(psql_ -d postgres -tAc 'SHOW fsync' 2>/dev/null)" != "$PG_FSYNC" ]; then
+    echo "postgres.sh: the server in $PG_DIR runs with another fsync setting than PG_FSYNC=$PG_FSYNC; restarting it" >&2
+    timeout -k 5 $((PG_TIMEOUT + 10)) "$SELF" __as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t "$PG_TIMEOUT" stop >/dev/null 2>&1 \
+      || kill_server
+  fi
   if is_running; then
     if answers; then echo "postgres already running: $(url) (PostgreSQL $POSTGRES)"; return 0; fi
     echo "postgres.sh: the server in $PG_DIR runs but does not answer (left by an earlier run?); killing it" >&2
@@ -160,7 +169,7 @@ start() {
 # Starts the server (with the TLS options in $1, if any) and waits until it answers.
 start_server() {
   timeout -k 5 $((PG_TIMEOUT + 10)) "$SELF" __as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -t "$PG_TIMEOUT" \
-    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on ${1:-}" start >/dev/null 2>&1 && answers
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=$PG_FSYNC ${1:-}" start >/dev/null 2>&1 && answers
 }
 
 stop() {
