@@ -36,13 +36,6 @@ public enum TestPostgres {
         }
         var components = try require(URLComponents(string: url))
         components.path = "/" + name
-        // A slow start is no failure of the test: every DROP DATABASE of the parallel suite forces
-        // an immediate checkpoint, and one was seen spending 16 s in fsync (PostgreSQL 18's log,
-        // `sync=16.452 s`) while new backends waited; a test's own connect_timeout, appended
-        // after this one, still wins (the last of a repeated setting counts).
-        if !(components.queryItems ?? []).contains(where: { $0.name == "connect_timeout" }) {
-            components.queryItems = (components.queryItems ?? []) + [URLQueryItem(name: "connect_timeout", value: "60")]
-        }
         let databaseURL = try require(components.string)
         TestResources.onExit("PostgreSQL database \(name)") { await dropDatabase(databaseURL) }
         return databaseURL
