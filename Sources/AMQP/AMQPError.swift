@@ -67,6 +67,20 @@ public enum AMQPError: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// Whether the broker refused a declaration only for now, having removed what it started: a
+    /// quorum queue's Raft group elected no leader within the broker's timeout (`541 INTERNAL_ERROR
+    /// … cluster_not_formed`, seen on a node too loaded to elect in 5 s), or RabbitMQ 4's metadata
+    /// store did not answer in time. Declaring again succeeds once the node catches up; every other
+    /// refusal (arguments that differ, a missing plugin, access) would fail the same way again.
+    public var isTransientDeclarationFailure: Bool {
+        switch self {
+        case .connectionClosedByBroker(let code, let text), .channelClosedByBroker(_, let code, let text):
+            code == 541 && (text.contains("cluster_not_formed") || text.contains("metadata store operation timed out"))
+        default:
+            false
+        }
+    }
+
     /// `amqp://user:secret@host` → `amqp://user:***@host`, so URLs can be logged and shown.
     /// A comma-separated list of URLs is redacted URL by URL.
     public static func redacted(_ url: String) -> String {

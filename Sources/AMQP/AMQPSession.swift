@@ -47,6 +47,7 @@ public final class AMQPSession: Sendable {
     public let nodes: [ConnectionConfiguration]
     public let recovery: RecoveryPolicy
     private let loop: EventLoop
+    private let logger: Logger
     private let published: StatusBox
     /// Identifies waiting calls, so a cancelled task can withdraw its call from the loop.
     private let tokens = Atomic<UInt64>(1)
@@ -72,6 +73,7 @@ public final class AMQPSession: Sendable {
         self.recovery = recovery
         var logger = logger
         logger[metadataKey: "amqp.session"] = .string(name)
+        self.logger = logger
         let status = StatusBox()
         self.published = status
         let order = order == .shuffled ? nodes.shuffled() : nodes
@@ -110,7 +112,32 @@ public final class AMQPSession: Sendable {
         try await call { core, promise in core.withConnection(promise) { _ throws(AMQPError) in () } }
     }
 
+    /// How often a declaration the broker refused for now (`AMQPError.isTransientDeclarationFailure`)
+    /// is tried in all, `recovery`'s delays apart; each try can take the broker's own timeout (5 s
+    /// for a quorum queue's leader election).
+    public static let declarationAttempts = 5
+
+    /// Declares `topology` now and again after every reconnect. A declaration the broker refused
+    /// for now (a quorum queue whose leader was not elected in time on a loaded node: the broker
+    /// removed what it had started and closed the connection) is tried again on a new connection,
+    /// up to `declarationAttempts` times; any other refusal is thrown at once.
     public func declare(_ topology: Topology) async throws(AMQPError) {
+        var attempt = 1
+        while true {
+            do {
+                return try await declareOnce(topology)
+            } catch let error where error.isTransientDeclarationFailure && attempt < Self.declarationAttempts {
+                let delay = recovery.delay(beforeAttempt: attempt)
+                logger.warning("the broker could not declare the topology this time; declaring again", metadata: [
+                    "amqp.error": "\(error)", "attempt": "\(attempt)", "delay": "\(delay)",
+                ])
+                do { try await Task.sleep(for: delay) } catch { throw .cancelled(operation: "declare") }
+                attempt += 1
+            }
+        }
+    }
+
+    private func declareOnce(_ topology: Topology) async throws(AMQPError) {
         try await call { core, promise in
             core.withConnection(promise) { connection throws(AMQPError) in
                 try connection.declare(topology)
