@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .executable(name: "customer-worker", targets: ["customer-worker"]),
         .executable(name: "customer-worker-bench", targets: ["customer-worker-bench"]),
+        .executable(name: "customer-worker-relay", targets: ["customer-worker-relay"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -81,12 +82,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // DATABASE_URL parsed and checked (a SQLite path, or a PostgreSQL URL and its options),
+        // without a driver: the settings use it, the stores open what it names. Pure: no I/O but
+        // checking that a named CA file is readable.
+        .target(name: "DatabaseURL", swiftSettings: strict),
         // The PostgreSQL adapter (postgres-nio): the store for replicas on several hosts; no rules.
         .target(
             name: "PostgresStore",
             dependencies: [
                 "CreateCustomer",
                 "CustomerDomain",
+                "DatabaseURL",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 // Only for `ConnectionPoolError` (the pool's circuit breaker, its shutdown), which
                 // postgres-nio throws as it is: the store must recognise it as an outage.
@@ -124,8 +130,7 @@ let package = Package(
             swiftSettings: strict
         ),
         // The worker service: topology, batches, replies, acks, against the storage protocol. It
-        // opens no store: `PostgresStore` only for `PostgresURL`, the parsed form of a DATABASE_URL
-        // setting (`DatabaseLocation`).
+        // opens no store and links no driver: a DATABASE_URL setting is checked by `DatabaseURL`.
         .target(
             name: "CustomerWorker",
             dependencies: [
@@ -134,7 +139,7 @@ let package = Package(
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 "CreateCustomer",
                 "CustomerDomain",
-                "PostgresStore",
+                "DatabaseURL",
                 "Observability",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -148,6 +153,7 @@ let package = Package(
         .target(
             name: "WorkerComposition",
             dependencies: [
+                "DatabaseURL",
                 "CustomerWorker",
                 "AMQP",
                 "CreateCustomer",
@@ -167,13 +173,19 @@ let package = Package(
             dependencies: ["CRabbitMQ"],
             linkerSettings: [.linkedLibrary("rabbitmq")]
         ),
+        // The ceiling as a process of its own, which the benchmark starts and stops (as an outside
+        // harness runs it, so it shares nothing with the process that times the commands).
+        .executableTarget(
+            name: "customer-worker-relay",
+            dependencies: ["CBenchRelay"]
+        ),
         // `customer-worker-bench`: the broker's ceiling against real worker processes.
         .target(
             name: "WorkerBenchmark",
             dependencies: [
+                "DatabaseURL",
                 "AMQP",
                 "WorkerTracing",
-                "CBenchRelay",
                 "ChildProcess",
                 "CustomerWorker",
                 "WorkerComposition",
@@ -189,6 +201,7 @@ let package = Package(
         .executableTarget(
             name: "customer-worker",
             dependencies: [
+                "DatabaseURL",
                 "CustomerWorker",
                 "WorkerComposition",
                 "WorkerTracing",
@@ -204,6 +217,7 @@ let package = Package(
         .executableTarget(
             name: "customer-worker-bench",
             dependencies: [
+                "DatabaseURL",
                 "CustomerWorker",
                 "Observability",
                 "WorkerBenchmark",
@@ -217,6 +231,7 @@ let package = Package(
         .target(
             name: "BrokerTestSupport",
             dependencies: [
+                "DatabaseURL",
                 "AMQP", "ChildProcess", "PostgresStore", "CreateCustomer", "CustomerDomain",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -240,7 +255,7 @@ let package = Package(
         .testTarget(
             name: "CustomerStoreTests",
             dependencies: [
-                "CreateCustomer", "CustomerStore", "PostgresStore", "BrokerTestSupport",
+                "CreateCustomer", "CustomerStore", "PostgresStore", "DatabaseURL", "BrokerTestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
@@ -259,7 +274,7 @@ let package = Package(
         .testTarget(
             name: "CustomerWorkerTests",
             dependencies: [
-                "CustomerWorker", "WorkerComposition", "CreateCustomer", "CustomerStore", "PostgresStore", "AMQP", "BrokerTestSupport", "CRabbitMQ",
+                "CustomerWorker", "WorkerComposition", "CreateCustomer", "CustomerStore", "PostgresStore", "DatabaseURL", "AMQP", "BrokerTestSupport", "CRabbitMQ",
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: strict

@@ -116,8 +116,8 @@ struct BatchMachine: Sendable {
         /// Publish the events copies of `events` and, on the first attempt only, the `reply_to`
         /// copies of `copies`.
         case publish(events: [Int], copies: [Int], attempt: Int)
-        /// Ack `items` (all confirmed); `last` is the batch's last item.
-        case ack(last: Int, items: [Int])
+        /// Ack exactly `items` (all confirmed).
+        case ack(items: [Int])
         /// The store phase is over: publish the stored replies (`startPublishing`); with
         /// `awaitStore`, the worker stopped consuming and waits for the store before consuming again.
         case storePhaseOver(awaitStore: Bool)
@@ -172,8 +172,8 @@ struct BatchMachine: Sendable {
         case publish(events: [Int], copies: [Int], attempt: Int)
         /// Wait, then answer `tick`, or `shutdown` when the wait was cut short.
         case pause(Pause)
-        /// Ack exactly `items` (all confirmed; `last` is the batch's last); answer `executed`.
-        case ack(last: Int, items: [Int])
+        /// Ack exactly `items` (all confirmed); answer `executed`.
+        case ack(items: [Int])
         case effect(Effect)
         case handBack(HandBackStep)
         /// Nothing more for this batch.
@@ -526,11 +526,11 @@ struct BatchMachine: Sendable {
             return next()
         }
         let confirmed = items.indices.filter { items[$0].phase == .confirmed }
-        if let last = confirmed.last {
+        if !confirmed.isEmpty {
             for index in confirmed { items[index].phase = .acked }
             awaiting = .executed
             queued.append(.finished)
-            return .ack(last: last, items: confirmed)
+            return .ack(items: confirmed)
         }
         awaiting = .finished
         return .finished
@@ -681,7 +681,7 @@ extension BatchMachine.PublishAction: BatchAction {
         switch step {
         case .publish(let events, let copies, let attempt): self = .publish(events: events, copies: copies, attempt: attempt)
         case .pause(let pause): self = .pause(pause)
-        case .ack(let last, let items): self = .ack(last: last, items: items)
+        case .ack(let items): self = .ack(items: items)
         case .finished: self = .finished
         default: return nil
         }

@@ -279,7 +279,7 @@ public final class CommandWorker: Service {
                 action = await publish(events: events, copies: copies, attempt: attempt, replies: &replies!, &machine)
             case .pause(let pause):
                 action = await pacer.wait(pause, health: health) ? machine.shutdown() : machine.tick()
-            case .ack(_, let indices):
+            case .ack(let indices):
                 await acknowledge(indices, machine, received: received)
                 action = machine.executed()
             case .effect(let effect):

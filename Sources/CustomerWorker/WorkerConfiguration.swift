@@ -2,7 +2,7 @@ import AMQP
 import Foundation
 import Logging
 import Observability
-import PostgresStore
+import DatabaseURL
 import WorkerTracing
 
 /// Names of everything the worker declares; each one is a setting.

@@ -1,3 +1,4 @@
+import DatabaseURL
 import CreateCustomer
 import CustomerDomain
 import Foundation
@@ -50,7 +51,9 @@ public final class PostgresStore: CustomerStorage, Service {
     }
 
     public convenience init(url text: String, logger: Logger) throws(PostgresStoreError) {
-        try self.init(url: PostgresURL(text), logger: logger)
+        let url: PostgresURL
+        do { url = try PostgresURL(text) } catch { throw .invalidURL(error.url, error.rule) }
+        try self.init(url: url, logger: logger)
     }
 
     /// Runs the client while `body` runs (for commands that are not services).

@@ -60,10 +60,14 @@ public enum Benchmark {
     /// `--worker-binary`, else the `customer-worker` in the bench executable's own folder (both
     /// products land in the same build folder).
     static func workerBinary(_ settings: BenchmarkSettings) -> String {
-        if let binary = settings.workerBinary { return binary }
+        settings.workerBinary ?? besideThisExecutable("customer-worker")
+    }
+
+    /// The executable `name` in this executable's own folder.
+    static func besideThisExecutable(_ name: String) -> String {
         let own = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
             ?? URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
-        return URL(fileURLWithPath: own).deletingLastPathComponent().appendingPathComponent("customer-worker").path
+        return URL(fileURLWithPath: own).deletingLastPathComponent().appendingPathComponent(name).path
     }
 }
 
@@ -173,7 +177,10 @@ private struct BenchmarkRun: Sendable {
     private func measureCeiling(apiKey: String, reply: ReplyRecord)
         async throws -> (result: LoadResult, cpuSeconds: Double, downstreamProblems: [String]) {
         try await withGenerator(topology("ceiling"), apiKey: apiKey) { topology, generator, readers in
-            let relays = try (0..<settings.replicas).map { _ in try Relay(topology: topology, reply: reply) }
+            let executable = Benchmark.besideThisExecutable("customer-worker-relay")
+            let relays = try (1...settings.replicas).map { index in
+                try Relay(topology: topology, reply: reply, executable: executable, directory: directory, index: index)
+            }
             if case .backlog = pacing { try await generator.fill() }
             let result = try await measure(alongside: relays.map { relay in { try await relay.run() } }) {
                 if case .backlog = pacing {} else { try await generator.warmUp(count: 1, firstNumber: 0) }

@@ -1,57 +1,87 @@
 import AMQP
-import CBenchRelay
+import ChildProcess
 import CreateCustomer
 import CustomerWorker
 import Foundation
+import Synchronization
 
 /// The broker's ceiling for the worker's traffic: the worker's broker work without its domain work.
 ///
-/// A relay written directly on rabbitmq-c (`CBenchRelay`) on a thread of its own consumes the
-/// command queue with the worker's prefetch, publishes the worker's own reply for each command
-/// (same bytes, properties and events exchange, persistent, confirmed) and acknowledges with
-/// `multiple` once the replies are confirmed. It costs a few microseconds of CPU per message, so
-/// what limits it is the broker, which is what the ceiling is meant to measure.
-///
-/// `@unchecked Sendable`: the C handle is touched by the relay's own thread inside `run()` only;
-/// other threads call `cw_relay_stop` (an atomic store) and read the figures after `run()`
-/// returned, which happens after that thread ended (it resumes `run()` as its last act).
-final class Relay: @unchecked Sendable {
-    private let handle: OpaquePointer
+/// `customer-worker-relay`, a no-op relay written directly on rabbitmq-c (`CBenchRelay`), runs as a
+/// process of its own, as an outside harness would run it: it consumes the command queue with the
+/// worker's prefetch, publishes the worker's own reply for each command (same bytes, properties and
+/// events exchange, persistent, confirmed) and acknowledges with `multiple` once the replies are
+/// confirmed. It costs a few microseconds of CPU per message, so what limits it is the broker,
+/// which is what the ceiling is meant to measure. Like the workers, it dies with the benchmark.
+final class Relay: Sendable {
+    private let executable: String
+    private let arguments: [String]
+    private let environment: [String: String]
+    private let output: URL
+    private let figures = Mutex<(relayed: Int, cpuSeconds: Double)>((0, 0))
 
-    /// A relay for `topology`'s command queue; it connects and consumes when `run()` starts.
-    init(topology: BenchTopology, reply: ReplyRecord) throws {
+    /// A relay for `topology`'s command queue, started by `run()`; `directory` holds the reply it
+    /// sends and its output (`relay-<index>.log`).
+    init(topology: BenchTopology, reply: ReplyRecord, executable: String, directory: URL, index: Int) throws {
         let configuration = topology.configuration
         let amqp = try configuration.amqpConfiguration
         guard amqp.tls == nil else { throw BenchmarkError.setupFailed("the ceiling's relay speaks plain AMQP only: use an amqp:// URL") }
         // The reply as the worker carries it to the events exchange.
         let event = ReplyEnvelope(command: MessageProperties(), reply: reply, configuration: configuration, timestamp: 0).events
-        guard let handle = reply.body.withUnsafeBytes({ body in
-            cw_relay_new(amqp.host, Int32(amqp.port), amqp.user, amqp.password, amqp.vhost,
-                         configuration.names.commandQueue, UInt16(configuration.prefetch), event.exchange, event.routingKey,
-                         body.baseAddress, body.count, reply.type.rawValue, event.properties.contentType ?? "application/json",
-                         configuration.appID, reply.idempotencyKey)
-        }) else { throw BenchmarkError.setupFailed("cannot create the ceiling's relay (out of memory)") }
-        self.handle = handle
+        let replyFile = directory.appendingPathComponent("relay-\(index).reply")
+        try Data(reply.body).write(to: replyFile)
+        self.executable = executable
+        arguments = [
+            amqp.host, "\(amqp.port)", amqp.user, amqp.vhost, configuration.names.commandQueue, "\(configuration.prefetch)",
+            event.exchange, event.routingKey, replyFile.path, reply.type.rawValue,
+            event.properties.contentType ?? "application/json", configuration.appID,
+        ] + (reply.idempotencyKey.map { [$0] } ?? [])
+        // The password never goes on the command line (any user of the machine can read it).
+        environment = ProcessInfo.processInfo.environment.merging(["RELAY_AMQP_PASSWORD": amqp.password]) { _, new in new }
+        output = directory.appendingPathComponent("relay-\(index).log")
     }
 
-    deinit { cw_relay_free(handle) }
-
-    /// Relays until the task is cancelled; throws when the relay stopped on an error.
+    /// Relays until the task is cancelled (then stops the process with SIGTERM and reads its
+    /// figures); throws when the relay ended on its own, with what it said.
     func run() async throws {
-        let status: Int32 = await withTaskCancellationHandler {
-            await withCheckedContinuation { (finished: CheckedContinuation<Int32, Never>) in
-                let thread = Thread { finished.resume(returning: cw_relay_run(self.handle)) }
-                thread.name = "bench relay"
-                thread.start()
-            }
-        } onCancel: {
-            cw_relay_stop(self.handle)
+        let pid: pid_t
+        do {
+            pid = try ChildProcess.spawn(executable, arguments, environment: environment, output: output.path, errorsToOutput: true)
+        } catch {
+            throw BenchmarkError.relayFailed("cannot start \(executable) (build it: swift build --product customer-worker-relay): \(error)")
         }
-        if status != 0 { throw BenchmarkError.relayFailed(String(cString: cw_relay_error(handle))) }
+        var status: Int32?
+        do {
+            // The relay runs until it is told to stop; it ends on its own only on an error.
+            while status == nil {
+                status = try await ChildProcess.waitForExit(pid, timeout: .seconds(1))
+            }
+        } catch {
+            // Cancelled: the measurement is over.
+            kill(pid, SIGTERM)
+            status = try? await Task { try await ChildProcess.waitForExit(pid, timeout: .seconds(15)) }.value
+            if status == nil {
+                kill(pid, SIGKILL)
+                throw BenchmarkError.relayFailed("the relay did not stop within 15 s of SIGTERM (log \(output.path))")
+            }
+        }
+        let said = (try? String(contentsOf: output, encoding: .utf8)) ?? ""
+        guard status == 0, let figures = Self.figures(said) else {
+            throw BenchmarkError.relayFailed("the relay ended with status \(status ?? -1): \(said.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        self.figures.withLock { $0 = figures }
     }
 
-    /// After `run()`: commands relayed and the relay thread's CPU time.
-    var usage: (relayed: Int, cpuSeconds: Double) {
-        (Int(cw_relay_relayed(handle)), Double(cw_relay_cpu_nanoseconds(handle)) / 1e9)
+    /// `relayed <count> cpu_ns <nanoseconds>`, the relay's last line.
+    static func figures(_ output: String) -> (relayed: Int, cpuSeconds: Double)? {
+        guard let line = output.split(separator: "\n").last else { return nil }
+        let words = line.split(separator: " ")
+        guard words.count == 4, words[0] == "relayed", words[2] == "cpu_ns", let relayed = Int(words[1]), let nanoseconds = Double(words[3])
+        else { return nil }
+        return (relayed, nanoseconds / 1e9)
     }
+
+    /// After `run()`: commands relayed and the relay's CPU time (its relaying thread, connection
+    /// set-up excluded).
+    var usage: (relayed: Int, cpuSeconds: Double) { figures.withLock { $0 } }
 }

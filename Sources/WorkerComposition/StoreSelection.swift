@@ -1,3 +1,4 @@
+import DatabaseURL
 import CreateCustomer
 import CustomerStore
 import CustomerWorker

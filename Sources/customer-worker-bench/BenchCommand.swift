@@ -1,3 +1,4 @@
+import DatabaseURL
 import ArgumentParser
 import CustomerWorker
 import Foundation

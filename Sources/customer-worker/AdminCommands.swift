@@ -1,3 +1,4 @@
+import DatabaseURL
 import ArgumentParser
 import CustomerDomain
 import CreateCustomer

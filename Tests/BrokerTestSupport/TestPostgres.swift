@@ -1,3 +1,4 @@
+import DatabaseURL
 import Foundation
 import Logging
 import PostgresNIO

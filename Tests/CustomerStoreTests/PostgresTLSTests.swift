@@ -1,3 +1,4 @@
+import DatabaseURL
 import BrokerTestSupport
 import Foundation
 import Logging
@@ -92,8 +93,8 @@ struct PostgresTLSTests {
         for (query, check) in cases {
             #expect(try PostgresURL(base + query).certificateCheck == check, "\(query)")
         }
-        #expect(throws: PostgresStoreError.self) { try PostgresURL(base + "?sslmode=require&sslrootcert=system") }
-        #expect(throws: PostgresStoreError.self) { try PostgresURL(base + "?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem") }
+        #expect(throws: PostgresURL.Invalid.self) { try PostgresURL(base + "?sslmode=require&sslrootcert=system") }
+        #expect(throws: PostgresURL.Invalid.self) { try PostgresURL(base + "?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem") }
     }
 }
 

@@ -1,3 +1,4 @@
+import DatabaseURL
 import BrokerTestSupport
 import CreateCustomer
 import CustomerDomain

@@ -1,3 +1,4 @@
+import DatabaseURL
 import BrokerTestSupport
 import CustomerStore
 import CustomerWorker

@@ -84,6 +84,15 @@ struct BenchmarkSettingsTests {
         }
     }
 
+    @Test func theRelaysFiguresAreItsLastLine() throws {
+        let figures = try #require(Relay.figures("relayed 60000 cpu_ns 1500000000\n"))
+        #expect(figures.relayed == 60_000 && figures.cpuSeconds == 1.5)
+        // A relay that failed says why instead; the bench reports that, not figures.
+        #expect(Relay.figures("logging in: the broker refused the credentials or the virtual host\n") == nil)
+        #expect(Relay.figures("") == nil)
+        #expect(Relay.figures("relayed 12 cpu_ns\n") == nil)
+    }
+
     private func withDirectory(_ body: (URL) throws -> Void) throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bench-settings-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

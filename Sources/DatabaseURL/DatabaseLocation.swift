@@ -1,5 +1,3 @@
-import PostgresStore
-
 /// Where the customers live, from `DATABASE_URL`: a file path or `sqlite:` URL (SQLite, one host),
 /// or `postgres://user:password@host:port/database?sslmode=…` (PostgreSQL, replicas on several hosts).
 public enum DatabaseLocation: Sendable, Hashable {

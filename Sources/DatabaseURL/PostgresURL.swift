@@ -1,7 +1,4 @@
-import CreateCustomer
 import Foundation
-import PostgresNIO
-import _ConnectionPoolModule
 
 /// A `postgres://user:password@host:port/database?sslmode=…` URL, parsed. The password never
 /// appears in `redacted`, in errors or in logs.
@@ -46,8 +43,8 @@ public struct PostgresURL: Sendable, Hashable {
         text.hasPrefix("postgres://") || text.hasPrefix("postgresql://")
     }
 
-    public init(_ text: String) throws(PostgresStoreError) {
-        let invalid = { (rule: String) in PostgresStoreError.invalidURL(Self.redact(text), rule) }
+    public init(_ text: String) throws(Invalid) {
+        let invalid = { (rule: String) in Invalid(url: Self.redact(text), rule: rule) }
         guard Self.matches(text), let components = URLComponents(string: text) else {
             throw invalid("must look like postgres://user:password@host:port/database")
         }
@@ -96,6 +93,13 @@ public struct PostgresURL: Sendable, Hashable {
         }
     }
 
+    /// A URL that breaks a rule: which one, and the URL without its password.
+    public struct Invalid: Error, Sendable, Equatable, CustomStringConvertible {
+        public let url: String
+        public let rule: String
+        public var description: String { "invalid PostgreSQL URL \(url): \(rule)" }
+    }
+
     /// How the server's certificate is checked, or nil without TLS.
     public var certificateCheck: CertificateCheck? {
         switch sslMode {
@@ -127,48 +131,5 @@ public struct PostgresURL: Sendable, Hashable {
         let authority = rest[..<authorityEnd]
         guard let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") else { return text }
         return String(text[..<colon]) + ":***" + String(text[at...])
-    }
-
-    /// TLS as `sslmode` and `sslrootcert` say; nil for `disable`.
-    private var tlsConfiguration: TLSConfiguration? {
-        guard sslMode != .disable else { return nil }
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.minimumTLSVersion = .tlsv12
-        guard let check = certificateCheck else { return nil }
-        if let sslRootCertificate, sslRootCertificate != "system" { tls.trustRoots = .file(sslRootCertificate) }
-        switch check {
-        case .none: tls.certificateVerification = .none
-        case .chain: tls.certificateVerification = .noHostnameVerification
-        case .chainAndHostName: tls.certificateVerification = .fullVerification
-        }
-        return tls
-    }
-
-    var clientConfiguration: PostgresClient.Configuration {
-        var configuration = PostgresClient.Configuration(
-            host: host, port: port, username: username, password: password, database: database, tls: .disable)
-        if let tls = tlsConfiguration {
-            configuration.tls = sslMode == .prefer ? .prefer(tls) : .require(tls)
-        }
-        configuration.options.maximumConnections = poolSize
-        configuration.options.minimumConnections = 0
-        configuration.options.connectTimeout = connectTimeout
-        return configuration
-    }
-
-    /// The same settings for one connection outside the pool (to learn why the pool cannot connect).
-    var connectionConfiguration: PostgresConnection.Configuration {
-        get throws {
-            var tls = PostgresConnection.Configuration.TLS.disable
-            if let configuration = tlsConfiguration {
-                let context = try NIOSSLContext(configuration: configuration)
-                tls = sslMode == .prefer ? .prefer(context) : .require(context)
-            }
-            var configuration = PostgresConnection.Configuration(
-                host: host, port: port, username: username, password: password, database: database, tls: tls)
-            let (seconds, attoseconds) = connectTimeout.components
-            configuration.options.connectTimeout = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-            return configuration
-        }
     }
 }
