@@ -69,7 +69,7 @@ struct CommandJSONScanner {
         while !closes(UInt8(ascii: "}")) {
             guard peek() == UInt8(ascii: "\"") else { throw .invalidJSON }
             let key = try string()
-            let field = CustomerField(rawValue: key)
+            let field = CustomerField(key: key)
             if let field {
                 let bit: UInt32 = 1 << field.position
                 if seenFields & bit != 0, violation == nil { violation = .duplicateKey(key) }

@@ -156,12 +156,16 @@ public enum FieldRules {
     /// General category Cc: U+0000–U+001F and U+007F–U+009F. Scans UTF-8 directly: U+0080–U+009F
     /// are the two-byte sequences C2 80 to C2 9F.
     public static func hasControlCharacters(_ value: String) -> Bool {
-        var afterC2 = false
-        for byte in value.utf8 {
-            if byte < 0x20 || byte == 0x7F || (afterC2 && byte <= 0x9F) { return true }
-            afterC2 = byte == 0xC2
+        var value = value
+        // Over the contiguous bytes: every field of every command passes here.
+        return value.withUTF8 { bytes in
+            var afterC2 = false
+            for byte in bytes {
+                if byte < 0x20 || byte == 0x7F || (afterC2 && byte <= 0x9F) { return true }
+                afterC2 = byte == 0xC2
+            }
+            return false
         }
-        return false
     }
 
     private static func isControl(_ scalar: Unicode.Scalar) -> Bool {

@@ -10,9 +10,27 @@ public enum CustomerField: String, CaseIterable, Sendable {
     /// Every field but `externalId`: these may be absent or null.
     public static let optionalFields = allCases.filter { $0 != .externalId }
 
+    /// `init(rawValue:)` for a key of a command body, compared byte for byte with the names of
+    /// its length: the `String` switch behind `init(rawValue:)` hashed every key of every command.
     init?(key: String) {
-        self.init(rawValue: key)
+        var key = key
+        guard let field = key.withUTF8({ bytes -> CustomerField? in
+            guard bytes.count < Self.namesByLength.count else { return nil }
+            for (name, field) in Self.namesByLength[bytes.count] where name.withUnsafeBufferPointer({ $0.elementsEqual(bytes) }) {
+                return field
+            }
+            return nil
+        }) else { return nil }
+        self = field
     }
+
+    /// The fields' names as UTF-8, grouped by length (index: the length in bytes).
+    private static let namesByLength: [[(name: [UInt8], field: CustomerField)]] = {
+        let names = allCases.map { (name: Array($0.rawValue.utf8), field: $0) }
+        var table = [[(name: [UInt8], field: CustomerField)]](repeating: [], count: (names.map(\.name.count).max() ?? 0) + 1)
+        for entry in names { table[entry.name.count].append(entry) }
+        return table
+    }()
 
     /// The field's place in `allCases` (0..<17) without hashing (a test keeps the two in step).
     var position: Int {

@@ -113,6 +113,19 @@ import Testing
         #expect(CustomerField.allCases.count <= UInt32.bitWidth, "the scanner notes known fields as bits of a UInt32")
     }
 
+    @Test func aKeyNamesTheFieldItsRawValueNames() {
+        for field in CustomerField.allCases {
+            #expect(CustomerField(key: field.rawValue) == field)
+            // Near misses of every length: one byte more, one less, another case.
+            #expect(CustomerField(key: field.rawValue + "x") == nil)
+            #expect(CustomerField(key: String(field.rawValue.dropLast())) == nil)
+            #expect(CustomerField(key: field.rawValue.uppercased()) == nil)
+        }
+        for key in ["", "billingAddress3", "shippingAddress0", "é", String(repeating: "n", count: 200), "name\u{0}"] {
+            #expect(CustomerField(key: key) == CustomerField(rawValue: key), "\(key)")
+        }
+    }
+
     @Test func aKnownFieldGivenTwiceIsADuplicateLikeAnyKey() {
         #expect(Self.scanner(Array(#"{"name":"a","email":null,"name":"b"}"#.utf8)) == .duplicateKey("name"))
         #expect(Self.scanner(Array(#"{"x":1,"name":"a","x":2,"name":"b"}"#.utf8)) == .duplicateKey("x"))
