@@ -55,24 +55,32 @@ extension Timestamp {
     public func appendISO8601(to bytes: inout [UInt8]) {
         let (days, msOfDay) = millisecondsSince1970.floorDivided(by: Self.millisecondsPerDay)
         let (year, month, day) = CivilDate.from(daysSince1970: days)
-        let fields: [(value: Int, width: Int, separator: UInt8)] = [
-            (year, 4, UInt8(ascii: "-")), (month, 2, UInt8(ascii: "-")), (day, 2, UInt8(ascii: "T")),
-            (Int(msOfDay / 3_600_000), 2, UInt8(ascii: ":")), (Int(msOfDay / 60_000 % 60), 2, UInt8(ascii: ":")),
-            (Int(msOfDay / 1000 % 60), 2, UInt8(ascii: ".")), (Int(msOfDay % 1000), 3, UInt8(ascii: "Z")),
-        ]
-        for field in fields {
-            appendDigits(field.value, width: field.width, to: &bytes)
-            bytes.append(field.separator)
-        }
+        // Field by field, no table: an array of the fields (and one of divisors) per timestamp
+        // were allocations on the reply's hot path.
+        appendDigits(year, width: 4, to: &bytes)
+        bytes.append(UInt8(ascii: "-"))
+        appendDigits(month, width: 2, to: &bytes)
+        bytes.append(UInt8(ascii: "-"))
+        appendDigits(day, width: 2, to: &bytes)
+        bytes.append(UInt8(ascii: "T"))
+        appendDigits(Int(msOfDay / 3_600_000), width: 2, to: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+        appendDigits(Int(msOfDay / 60_000 % 60), width: 2, to: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+        appendDigits(Int(msOfDay / 1000 % 60), width: 2, to: &bytes)
+        bytes.append(UInt8(ascii: "."))
+        appendDigits(Int(msOfDay % 1000), width: 3, to: &bytes)
+        bytes.append(UInt8(ascii: "Z"))
     }
 
-    /// Zero-padded to `width`; a year past 9999 keeps all its digits.
+    /// Zero-padded to `width` (1...4); a year past 9999 keeps all its digits.
     private func appendDigits(_ value: Int, width: Int, to bytes: inout [UInt8]) {
         guard value >= 0, value < 10_000 else {
             bytes.append(contentsOf: String(value).utf8)
             return
         }
-        var divisor = [1, 10, 100, 1000][width - 1]
+        var divisor = 1
+        for _ in 1..<width { divisor *= 10 }
         while divisor > 0 {
             bytes.append(UInt8(ascii: "0") + UInt8(value / divisor % 10))
             divisor /= 10

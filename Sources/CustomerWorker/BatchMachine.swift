@@ -53,7 +53,12 @@ struct BatchMachine: Sendable {
         let taken: Bool
         /// Whether a copy can carry it unchanged (`Delivery.canBeHandedBack`).
         let copyable: Bool
-        let markerKey: String
+        /// The key of its handling-attempt marker, derived when a marker is written or cleared
+        /// (redeliveries only): hashing every command's body for it cost ~7,000 instructions each.
+        var markerKey: String {
+            HandlingAttempt.key(apiKey: delivery.properties.headers["x-api-key"]?.stringValue,
+                                messageID: delivery.properties.messageID, body: delivery.body)
+        }
         var phase: Phase = .received
         /// A marker of this attempt is committed and its work transaction has not committed.
         var markerCommitted = false
@@ -221,9 +226,7 @@ struct BatchMachine: Sendable {
     init(_ deliveries: [Delivery], rules: Rules, publisherUser: String) {
         self.rules = rules
         items = deliveries.map { delivery in
-            let apiKey = delivery.properties.headers["x-api-key"]?.stringValue
-            return Item(delivery: delivery, taken: true, copyable: delivery.canBeHandedBack(publishingAs: publisherUser),
-                        markerKey: HandlingAttempt.key(apiKey: apiKey, messageID: delivery.properties.messageID, body: delivery.body))
+            Item(delivery: delivery, taken: true, copyable: delivery.canBeHandedBack(publishingAs: publisherUser))
         }
     }
 
@@ -385,9 +388,7 @@ struct BatchMachine: Sendable {
             return next()
         }
         for delivery in prefetched {
-            let apiKey = delivery.properties.headers["x-api-key"]?.stringValue
-            items.append(Item(delivery: delivery, taken: false, copyable: delivery.canBeHandedBack(publishingAs: publisherUser),
-                              markerKey: HandlingAttempt.key(apiKey: apiKey, messageID: delivery.properties.messageID, body: delivery.body)))
+            items.append(Item(delivery: delivery, taken: false, copyable: delivery.canBeHandedBack(publishingAs: publisherUser)))
         }
         let held = items.indices.filter { !items[$0].isSettled && items[$0].reply == nil }
         queued.append(.handBack(held))
