@@ -77,6 +77,14 @@ struct OperationsTests {
         #expect(value(#"customer_worker_commands_handled_total{outcome="replayed",code="none"}"#) == 1)
         #expect(value(#"customer_worker_commands_handled_total{outcome="failed",code="validation_failed"}"#) == 1)
         #expect(value("customer_worker_replays_total") == 1)
+        // Fair share (on by default): one merchant's commands all come through its one shard.
+        let lanes = samples.filter { $0.hasPrefix("customer_worker_lane_deliveries_total{") }
+            .compactMap { sample -> (lane: Substring, count: Double)? in
+                guard let count = Double(sample.split(separator: " ").last!), count > 0,
+                      let lane = sample.split(separator: "\"").dropFirst().first else { return nil }
+                return (lane, count)
+            }
+        #expect(lanes.count == 1 && lanes.first?.count == 4 && lanes.first?.lane != "unsharded", "lanes: \(lanes)")
         #expect(metrics.contains("customer_worker_transaction_duration_seconds_bucket"))
         #expect(metrics.contains("customer_worker_confirm_duration_seconds_count"))
         #expect(metrics.contains("customer_worker_batch_size_count"))
