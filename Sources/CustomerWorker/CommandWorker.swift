@@ -1,6 +1,5 @@
 import AMQP
 import CreateCustomer
-import Dispatch
 import Foundation
 import Logging
 import Metrics
@@ -32,7 +31,8 @@ import WorkerTracing
 ///
 /// What happens to each batch is decided by `BatchMachine` (applying `DeliveryFate`'s table);
 /// this type only wires the connections, the store and the metrics, and executes the machine's
-/// actions. Timing is `Pacer`'s, readiness and liveness `WorkerHealth`'s.
+/// actions. Timing is `Pacer`'s, readiness and liveness `WorkerHealth`'s, building and publishing
+/// the replies `ReplyPublisher`'s.
 ///
 /// Graceful shutdown (SIGTERM/SIGINT through the ServiceGroup): stop taking commands, finish the
 /// batches in hand, close both connections; unread prefetched commands go back to the queue, and
@@ -52,13 +52,9 @@ public final class CommandWorker: Service {
     private let rules: BatchMachine.Rules
     /// Deliveries taken and not yet acknowledged or returned.
     private let unacked = Atomic<Int>(0)
-    /// Monotonic time of the first publish failure since the last success; 0 while publishing works.
-    private let publishFailingSince = Atomic<UInt64>(0)
-    /// Each onset of publish failures (the value `publishFailingSince` took), for the watchdog;
-    /// only the newest matters.
-    private let publishFailures = AsyncStream.makeStream(of: UInt64.self, bufferingPolicy: .bufferingNewest(1))
     private let nodeGauges = Mutex(NodeGauges())
-    private let refusalLog = Mutex(LogInterval(every: .seconds(60)))
+    /// Builds and publishes each batch's replies, and ends the worker when publishing keeps failing.
+    private let replyPublisher: ReplyPublisher
 
     /// `tracing`: whether an OpenTelemetry tracer is installed (`TracingBackend.bootstrap`).
     public init(configuration: WorkerConfiguration, store: any CustomerStorage, logger: Logger, tracing: Bool = false) throws(AMQPError) {
@@ -84,6 +80,7 @@ public final class CommandWorker: Service {
         }
         consumer = AMQPSession(nodes: named("consumer"), order: .asGiven, recovery: configuration.reconnect, logger: logger, name: "consumer")
         publisher = AMQPSession(nodes: named("publisher"), order: .asGiven, recovery: configuration.reconnect, logger: logger, name: "publisher")
+        replyPublisher = ReplyPublisher(publisher: publisher, configuration: configuration, metrics: metrics, traces: traces, logger: logger)
     }
 
     /// True while the consumer is attached to the command queue.
@@ -114,7 +111,7 @@ public final class CommandWorker: Service {
         do {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await self.consumeUntilShutdown() }
-                tasks.addTask { try await self.watchPublishing() }
+                tasks.addTask { try await self.replyPublisher.watch() }
                 try await tasks.next()
                 tasks.cancelAll()
             }
@@ -268,15 +265,15 @@ public final class CommandWorker: Service {
     private func runPublishPhase(_ stored: BatchMachine, received: ContinuousClock.Instant) async {
         var machine = stored
         var action = machine.startPublishing(generation: liveGeneration)
-        var replies: Replies?
+        var replies: ReplyPublisher.Replies?
         while true {
             switch action {
             case .finished:
                 replies?.span?.end()
                 return
             case .publish(let events, let copies, let attempt):
-                if replies == nil { replies = prepareReplies(machine) }
-                action = await publish(events: events, copies: copies, attempt: attempt, replies: &replies!, &machine)
+                if replies == nil { replies = replyPublisher.prepare(machine) }
+                action = await replyPublisher.publish(events: events, copies: copies, attempt: attempt, replies: &replies!, &machine)
             case .pause(let pause):
                 action = await pacer.wait(pause, health: health) ? machine.shutdown() : machine.tick()
             case .ack(let indices):
@@ -467,31 +464,6 @@ public final class CommandWorker: Service {
                         bindings: all.bindings.filter { $0.exchange == events })
     }
 
-    /// Ends the worker with an error (a non-zero exit) once publishing replies has failed without
-    /// a success for `publishFailureTimeout`: an orchestrator restarts it instead of it holding
-    /// commands it cannot answer. Not polled: it sleeps until the deadline of each onset of
-    /// failures (`publishFailures`), then fails if that onset still stands (no success since);
-    /// cancellation (the worker stopping) ends the wait and the stream.
-    private func watchPublishing() async throws {
-        let limit = UInt64(configuration.publishFailureTimeout.components.seconds) * 1_000_000_000
-        for await onset in publishFailures.stream {
-            let deadline = DispatchTime(uptimeNanoseconds: onset + limit)
-            let remaining = deadline.uptimeNanoseconds > DispatchTime.now().uptimeNanoseconds
-                ? deadline.uptimeNanoseconds - DispatchTime.now().uptimeNanoseconds : 0
-            do { try await Task.sleep(for: .nanoseconds(remaining)) } catch { return }
-            guard publishFailingSince.load(ordering: .relaxed) == onset else { continue }  // published since
-            logger.critical("cannot publish replies; exiting so the worker is restarted", metadata: [
-                "publish_failure_timeout": "\(configuration.publishFailureTimeout)",
-            ])
-            throw PublishingFailed(timeout: configuration.publishFailureTimeout)
-        }
-    }
-
-    struct PublishingFailed: Error, CustomStringConvertible {
-        let timeout: Duration
-        var description: String { "publishing replies kept failing for \(timeout) (PUBLISH_FAILURE_TIMEOUT)" }
-    }
-
     private func incoming(_ delivery: Delivery) -> IncomingCommand {
         IncomingCommand(apiKey: delivery.properties.headers["x-api-key"]?.stringValue, contentType: delivery.properties.contentType,
                         body: delivery.body, headersTooDeep: delivery.properties.headersTooDeep)
@@ -514,129 +486,6 @@ public final class CommandWorker: Service {
     private func setPaused(_ value: Bool) {
         health.setPaused(value)
         metrics.paused.record(value ? 1 : 0)
-    }
-
-    // MARK: Publishing replies
-
-    /// A batch's replies as messages, built once for all attempts: index `i` of the machine's
-    /// items has `events[i]` (nil without a reply) and maybe `copies[i]` (its allowed `reply_to`).
-    struct Replies {
-        var events: [OutgoingMessage?]
-        var copies: [OutgoingMessage?]
-        var span: (any Span)?
-    }
-
-    /// Builds the replies' messages; counts and logs (once a minute) the refused `reply_to` names.
-    private func prepareReplies(_ machine: BatchMachine) -> Replies {
-        metrics.record(machine.items.filter { !$0.isSettled }.compactMap(\.reply))
-        let timestamp = UInt64(Date().timeIntervalSince1970)
-        var replies = Replies(events: [], copies: [], span: nil)
-        for item in machine.items {
-            guard let reply = item.reply, !item.isSettled else {
-                replies.events.append(nil)
-                replies.copies.append(nil)
-                continue
-            }
-            let envelope = ReplyEnvelope(command: item.delivery.properties, reply: reply, configuration: configuration,
-                                         timestamp: timestamp, traceHeaders: traces?.replyHeaders(item.delivery.tag) ?? [:])
-            replies.events.append(envelope.events)
-            replies.copies.append(envelope.replyToCopy)
-            if let name = envelope.refusedReplyTo {
-                metrics.replyToUndelivered(.refused)
-                // A sender can repeat this at the broker's rate: one line a minute, with a count.
-                if let earlier = refusalLog.withLock({ $0.shouldLog() }) {
-                    logger.notice("reply_to not allowed; the reply goes to the events exchange only", metadata: [
-                        "command.message_id": "\(item.delivery.properties.messageID ?? "")", "reply_to": "\(name.prefix(255))",
-                        "reply_to.refused_since_last_line": "\(earlier)",
-                    ])
-                }
-            }
-            if envelope.droppedCorrelationID {
-                logger.notice("correlation_id too long to carry (over 255 bytes as UTF-8); the reply carries the message_id", metadata: [
-                    "command.message_id": "\(item.delivery.properties.messageID ?? "")",
-                ])
-            }
-        }
-        let tags = machine.items.filter { $0.reply != nil && !$0.isSettled }.map(\.delivery.tag)
-        replies.span = traces?.publishSpan(tags)
-        return replies
-    }
-
-    /// One attempt at publishing: the events copies of `events` (their confirms gate the ack)
-    /// and the `reply_to` copies of `copies` (best effort: counted and logged when not delivered).
-    private func publish(events: [Int], copies: [Int], attempt: Int, replies: inout Replies,
-                         _ machine: inout BatchMachine) async -> BatchMachine.PublishAction {
-        replies.span?.attributes["customer_worker.publish.attempts"] = attempt
-        let copyMessages = copies.compactMap { replies.copies[$0] }
-        let sending = events.compactMap { replies.events[$0] } + copyMessages
-        do {
-            let start = ContinuousClock.now
-            let outcomes: [PublishOutcome]
-            do {
-                outcomes = try await publisher.publish(sending, timeout: configuration.confirmTimeout)
-                publishFailingSince.store(0, ordering: .relaxed)
-            } catch {
-                let onset = DispatchTime.now().uptimeNanoseconds
-                if publishFailingSince.compareExchange(expected: 0, desired: onset, ordering: .relaxed).exchanged {
-                    publishFailures.continuation.yield(onset)
-                }
-                throw error
-            }
-            metrics.confirm.recordSince(start)
-            let eventOutcomes = Array(outcomes.prefix(events.count))
-            for (index, outcome) in zip(events, eventOutcomes) {
-                if case .returned(let code, let text) = outcome {
-                    logger.warning("reply not routed: nothing is bound to the events exchange", metadata: [
-                        "reply.routing_key": "\(replies.events[index]?.routingKey ?? "")", "amqp.reply_code": "\(code)", "amqp.reply_text": "\(text)",
-                    ])
-                }
-            }
-            noteCopies(copyMessages, outcomes: outcomes.dropFirst(events.count))
-            let action = machine.published(eventOutcomes)
-            let nacked = eventOutcomes.filter { $0 == .nacked }.count
-            if nacked > 0 { noteTransientFailure(ReplyNotConfirmed(nacked: nacked), attempt: attempt, batchSize: events.count, action, replies) }
-            return action
-        } catch {
-            if !copyMessages.isEmpty { metrics.replyToUndelivered(.error, count: copyMessages.count) }
-            let action = machine.publishFailed(cancelled: Task.isCancelled)
-            noteTransientFailure(error, attempt: attempt, batchSize: events.count, action, replies)
-            return action
-        }
-    }
-
-    private static let givenBack = SpanStatus(code: .error, message: "replies not confirmed; commands returned to the queue")
-
-    /// Counts and logs a failed attempt; `action`: what the machine answered (another attempt, or the batch given back).
-    private func noteTransientFailure(_ error: any Error, attempt: Int, batchSize: Int, _ action: BatchMachine.PublishAction, _ replies: Replies) {
-        replies.span?.recordError(error)
-        metrics.transientFailures.increment()
-        let exhausted: Bool = if case .pause(.publish) = action { false } else { true }
-        if exhausted { replies.span?.setStatus(Self.givenBack) }
-        logger.log(level: exhausted ? .error : .warning, "transient failure", metadata: [
-            "operation": "publishing replies", "attempt": "\(attempt)", "batch.size": "\(batchSize)", "error": "\(error)",
-        ])
-    }
-
-    /// Counts and logs (debug) the reply_to copies the broker did not deliver.
-    private func noteCopies(_ copies: [OutgoingMessage], outcomes: ArraySlice<PublishOutcome>) {
-        for (copy, outcome) in zip(copies, outcomes) {
-            let failure: WorkerMetrics.ReplyToFailure
-            switch outcome {
-            case .confirmed: continue
-            case .nacked: failure = .nacked
-            case .returned: failure = .returned  // the requester's queue is gone (it stopped waiting)
-            case .unencodable: failure = .error
-            }
-            metrics.replyToUndelivered(failure)
-            logger.debug("reply_to copy not delivered; the events copy stands", metadata: [
-                "command.message_id": "\(copy.properties.correlationID ?? "")", "reply_to.outcome": "\(failure.rawValue)",
-            ])
-        }
-    }
-
-    struct ReplyNotConfirmed: Error, CustomStringConvertible {
-        let nacked: Int
-        var description: String { "the broker refused (nacked) \(nacked) replies to the events exchange" }
     }
 
     private func trackUnacked(_ change: Int) {

@@ -19,6 +19,7 @@ final class WorkerProcess: Sendable {
 
     /// The benchmark's executable, built beside the worker's.
     static var benchExecutable: String { built("customer-worker-bench") }
+    static var relayExecutable: String { built("customer-worker-relay") }
 
     private static func built(_ name: String) -> String {
         let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
