@@ -107,7 +107,7 @@ struct BrokerVersionTests {
         try await TestBroker.brokerScript(["ctl", "-q", "set_policy", policy, pattern, #"{"consumer-timeout":1000}"#, "--apply-to", "queues"])
         TestResources.onExit("policy \(policy)") { _ = try? await TestBroker.brokerScript(["ctl", "-q", "clear_policy", policy]) }
         let worker = try ObservedWorker(fixture, name: "worker", environment: ["LOG_LEVEL": "info"])
-        #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(20)))
+        #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(60)))
 
         let release = try await holdSQLiteWriteLock(on: fixture.configuration.databaseURL)
         let commands = (0..<20).map { CommandClient.Command(body: Array(#"{"externalId":"timeout-\#($0)"}"#.utf8), messageID: "timeout-\($0)") }
@@ -123,7 +123,7 @@ struct BrokerVersionTests {
         #expect(replies.allSatisfy { $0.properties.type == "CustomerCreated" })
         #expect(try await fixture.store.customerCount() == commands.count)
         #expect(try await fixture.drain(names.deadLetterQueue, idle: .milliseconds(300)).isEmpty, "something was dead-lettered")
-        #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(20)), "the worker did not consume again")
+        #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(60)), "the worker did not consume again")
         #expect(try await worker.stop() == 0)
         await fixture.tearDown()
     }

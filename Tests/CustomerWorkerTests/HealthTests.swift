@@ -41,7 +41,7 @@ struct HealthTests {
         let worker = try ObservedWorker(fixture, name: "worker", environment: [
             "AMQP_URL": "amqp://\(user):ready-password@\(configuration.host):\(configuration.port)/%2f",
         ])
-        #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(20)), "never ready")
+        #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(60)), "never ready")
         let node = "\(configuration.host):\(configuration.port)"
         #expect(await worker.body("/readyz") == "ready\nconsumer node: \(node), publisher node: \(node)", "readiness names the node in use")
 

@@ -45,7 +45,7 @@ struct OperationsTests {
     }
 
     private func awaitReady(_ port: Int) async throws {
-        let deadline = ContinuousClock.now + .seconds(20)
+        let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             if let (status, _) = try? await get(port, "/readyz"), status == 200 { return }
             try await Task.sleep(for: .milliseconds(100))

@@ -67,7 +67,7 @@ struct TransientFailureTests {
             environment["DATABASE_URL"] = databaseURL + (databaseURL.contains("?") ? "&" : "?") + "connect_timeout=2"
         }
         let worker = try ObservedWorker(fixture, name: "worker", environment: environment)
-        #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(20)))
+        #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(60)))
 
         // The outage lasts until the test has seen the worker paused, however long that takes.
         let endOutage: @Sendable () async throws -> Void
