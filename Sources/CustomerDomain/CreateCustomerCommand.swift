@@ -16,7 +16,7 @@ public enum CustomerField: String, CaseIterable, Sendable {
         var key = key
         guard let field = key.withUTF8({ bytes -> CustomerField? in
             guard bytes.count < Self.namesByLength.count else { return nil }
-            for (name, field) in Self.namesByLength[bytes.count] where name.withUnsafeBufferPointer({ $0.elementsEqual(bytes) }) {
+            for (name, field) in Self.namesByLength[bytes.count] where name.withUnsafeBufferPointer({ sameBytes($0, bytes) }) {
                 return field
             }
             return nil
