@@ -119,5 +119,16 @@ enum PostgresMigrations {
         Migration(version: 3, description: "records hold their reply in its stored form", statements: [
             "ALTER TABLE processed_requests RENAME COLUMN reply_body TO stored_reply",
         ]),
+        // The same shape as SQLite's v3 and v5: a record is found through its customer (the
+        // (merchant_id, external_id) index the customer's insert touches anyway) and is unique per
+        // customer, so the index on the idempotency key, a hash written at random pages, goes;
+        // keys stay unique, being derived from the merchant and the external id, unique together.
+        // No query reads subscriptions by their customer, and no statement deletes a customer or
+        // changes its id (the only use the foreign-key check would make of that index).
+        Migration(version: 4, description: "records found through their customer; subscriptions without the customer index", statements: [
+            "ALTER TABLE processed_requests DROP CONSTRAINT processed_requests_pkey",
+            "ALTER TABLE processed_requests ADD CONSTRAINT processed_requests_customer_id_key UNIQUE (customer_id)",
+            "DROP INDEX IF EXISTS subscriptions_customer",
+        ]),
     ]
 }

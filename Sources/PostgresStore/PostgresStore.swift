@@ -292,7 +292,10 @@ public final class PostgresStore: CustomerStorage, Service {
 
     /// Applies the migrations not applied yet, in order, each recorded in `schema_migrations`.
     /// Replicas starting at once take turns on an advisory lock, held until the transaction ends.
-    public func migrate() async throws {
+    public func migrate() async throws { try await migrate(through: .max) }
+
+    /// `migrate()` up to `lastVersion`: tests build an earlier schema with it.
+    public func migrate(through lastVersion: Int) async throws {
         let logger = logger
         _ = try await transaction("migrate") { transaction in
             let connection = transaction.connection
@@ -305,7 +308,7 @@ public final class PostgresStore: CustomerStorage, Service {
             for try await version in try await connection.query("SELECT version FROM schema_migrations", logger: logger).decode(Int.self) {
                 applied.insert(version)
             }
-            for migration in PostgresMigrations.all where !applied.contains(migration.version) {
+            for migration in PostgresMigrations.all where !applied.contains(migration.version) && migration.version <= lastVersion {
                 for statement in migration.statements {
                     try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
                 }

@@ -49,7 +49,7 @@ public struct PostgresTransaction: Sendable {
     func read(_ read: CreateCustomerCore.Read) async throws -> CreateCustomerCore.Rows {
         switch read {
         case .apiKeys(let ids): .apiKeys(try await apiKeys(ids: ids))
-        case .processedRequests(let lookups): .processedRequests(try await processedRequests(keys: lookups.map(\.idempotencyKey)))
+        case .processedRequests(let lookups): .processedRequests(try await processedRequests(lookups.map(\.customer)))
         case .defaultPlans(let merchantIDs): .defaultPlans(try await defaultPlans(merchantIDs: merchantIDs))
         case .customerIDs(let references): .customerIDs(try await customerIDs(references))
         }
@@ -67,10 +67,19 @@ public struct PostgresTransaction: Sendable {
         return keys
     }
 
-    func processedRequests(keys: [String]) async throws -> [ProcessedRequest] {
+    /// Found through their customer, as in the SQLite store (migration 4): per command, the
+    /// customers' (merchant, external id) index, then the records' unique customer index. A
+    /// lateral subquery with `LIMIT 1` (both indexes are unique) keeps the plan to those probes: as
+    /// a plain join, the planner hashed the batch and scanned every customer for each batch while
+    /// the tables were not yet analysed (224 scans of 2.96 million rows in a 30,000-command run).
+    func processedRequests(_ customers: [CustomerReference]) async throws -> [ProcessedRequest] {
         let rows = try await run("""
-            SELECT idempotency_key, merchant_id, fingerprint, customer_id, reply_type, message_id, stored_reply
-            FROM processed_requests WHERE idempotency_key = ANY(\(keys))
+            SELECT x.* FROM unnest(\(customers.map(\.merchantID))::text[], \(customers.map(\.externalID))::text[]) AS r(merchant_id, external_id)
+            CROSS JOIN LATERAL (
+                SELECT p.idempotency_key, p.merchant_id, p.fingerprint, p.customer_id, p.reply_type, p.message_id, p.stored_reply
+                FROM customers c JOIN processed_requests p ON p.customer_id = c.id
+                WHERE c.merchant_id = r.merchant_id AND c.external_id = r.external_id LIMIT 1
+            ) AS x
             """)
         var records: [ProcessedRequest] = []
         for try await (key, merchantID, fingerprint, customerID, type, messageID, body)
@@ -94,9 +103,11 @@ public struct PostgresTransaction: Sendable {
 
     func customerIDs(_ references: [CustomerReference]) async throws -> [CustomerReference: String] {
         let rows = try await run("""
-            SELECT c.merchant_id, c.external_id, c.id FROM customers c
-            JOIN unnest(\(references.map(\.merchantID))::text[], \(references.map(\.externalID))::text[]) AS r(merchant_id, external_id)
-              ON c.merchant_id = r.merchant_id AND c.external_id = r.external_id
+            SELECT r.merchant_id, r.external_id, c.id
+            FROM unnest(\(references.map(\.merchantID))::text[], \(references.map(\.externalID))::text[]) AS r(merchant_id, external_id)
+            CROSS JOIN LATERAL (
+                SELECT id FROM customers WHERE merchant_id = r.merchant_id AND external_id = r.external_id LIMIT 1
+            ) AS c
             """)
         var ids: [CustomerReference: String] = [:]
         for try await (merchantID, externalID, id) in rows.decode((String, String, String).self) {

@@ -71,21 +71,25 @@ struct StoreTests {
         #expect(indexes.count == 1 && indexes.first?[1] == "true", "only the unique index on customer_id: \(indexes)")
         let indexed = indexes.first.map { Array($0.dropFirst(2)) }
         #expect(indexed == ["customer_id"])
+        try await expectEarlierRecordReplays(before[0], store, merchant)
+    }
+
+    /// After a migration: the record of `cus_1` written before it (`before`) replays byte for
+    /// byte, a new command creates, and a second record for a customer is refused (one record per
+    /// customer keeps keys unique).
+    private func expectEarlierRecordReplays(_ before: ReplyRecord, _ store: any CustomerStorage, _ merchant: Merchant) async throws {
         let after = try await store.handle([
             command(#"{"name":"Ada","externalId":"cus_1"}"#, key: merchant.secretKey),
             command(#"{"externalId":"cus_2"}"#, key: merchant.secretKey),
         ], now: now)
-        #expect(after[0].replayed && after[0].body == before[0].body && after[0].messageID == before[0].messageID)
+        #expect(after[0].replayed && after[0].body == before.body && after[0].messageID == before.messageID)
         #expect(after[1].type == .customerCreated && !after[1].replayed)
         #expect(try await store.customerCount() == 2)
-        // A second record for a customer is refused: one record per customer keeps keys unique.
-        #expect(throws: (any Error).self) {
-            try store.pool.write { db in
-                try db.execute(sql: """
-                    INSERT INTO processed_requests SELECT 'another key', merchant_id, fingerprint, customer_id, reply_type,
-                        message_id, stored_reply, created_at FROM processed_requests LIMIT 1
-                    """)
-            }
+        await #expect(throws: (any Error).self) {
+            try await store.execute("""
+                INSERT INTO processed_requests SELECT 'another key', merchant_id, fingerprint, customer_id, reply_type,
+                    message_id, stored_reply, created_at FROM processed_requests LIMIT 1
+                """)
         }
     }
 
@@ -147,6 +151,34 @@ struct StoreTests {
             try await postgres.migrate()
             #expect(try await postgres.appliedMigrations() == PostgresMigrations.all.map(\.version))
         }
+    }
+
+    /// Migration 4 gives PostgreSQL SQLite's shape (v3, v5): a record is found through its
+    /// customer, so the records lose their index on the idempotency key for a unique one on the
+    /// customer, and subscriptions their customer index. A record written before still replays
+    /// byte for byte, a new command still creates, and a second record for a customer is refused.
+    @Test(.enabled(if: TestPostgres.enabled, "no PostgreSQL: run scripts/postgres.sh start and export POSTGRES_TEST_URL"))
+    func postgresRecordsWrittenBeforeMigration4StillReplay() async throws {
+        let database = TestDatabase(kind: .postgres, location: try await TestPostgres.createDatabase())
+        do {
+            try await database.withStore { store in
+                let postgres = try #require(store as? PostgresStore)
+                try await postgres.migrate(through: 3)
+                let merchant = try await Merchant(store)
+                let before = try await store.handle([command(#"{"externalId":"cus_1","name":"Ada"}"#, key: merchant.secretKey)], now: now)
+                try await postgres.migrate()
+                #expect(try await postgres.appliedMigrations() == PostgresMigrations.all.map(\.version))
+                let indexes = try await store.strings("""
+                    SELECT indexname::text FROM pg_indexes WHERE tablename IN ('processed_requests', 'subscriptions') ORDER BY indexname
+                    """).map { $0[0] ?? "" }
+                #expect(indexes == ["processed_requests_customer_id_key", "subscriptions_pkey", "subscriptions_plan"])
+                try await expectEarlierRecordReplays(before[0], store, merchant)
+            }
+        } catch {
+            await TestPostgres.dropDatabase(database.location)
+            throw error
+        }
+        await TestPostgres.dropDatabase(database.location)
     }
 
     @Test func reportsAnUncreatableFolder() throws {
