@@ -75,10 +75,16 @@ public final class PostgresStore: CustomerStorage, Service {
     /// shutdown). That was seen after a backend was terminated while its statement waited for a
     /// lock: the statement was never failed, not even once its connection was closed. Such a task
     /// is abandoned with its pool slot; it ends if postgres-nio ever answers.
-    public func transaction<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
+    ///
+    /// `explicit: false` runs `body`'s statements without BEGIN and COMMIT, each its own
+    /// transaction: for work whose only write is one statement (atomic by itself), whose reads
+    /// need no more than READ COMMITTED gives each statement anyway, and which takes no lock it
+    /// must hold past one statement. It saves two round trips.
+    public func transaction<T: Sendable>(_ operation: String, explicit: Bool = true,
+                                         _ body: @escaping @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
         let running = try await clientAfterOutage(operation)
         do {
-            return try await transaction(operation, on: running, body)
+            return try await transaction(operation, explicit: explicit, on: running, body)
         } catch {
             if Self.meansUnreachable(error) { clients.noteUnreachable(running) }
             throw error
@@ -109,7 +115,7 @@ public final class PostgresStore: CustomerStorage, Service {
         }
     }
 
-    private func transaction<T: Sendable>(_ operation: String, on running: ClientSupervisor.Running,
+    private func transaction<T: Sendable>(_ operation: String, explicit: Bool, on running: ClientSupervisor.Running,
                                           _ body: @escaping @Sendable (PostgresTransaction) async throws -> T) async throws -> T {
         let (logger, timeout, location, url) = (self.logger, url.connectTimeout, self.location, self.url)
         let answerTimeout = url.answerTimeout
@@ -121,7 +127,7 @@ public final class PostgresStore: CustomerStorage, Service {
             do {
                 first.resume(.success(try await client.withConnection { connection in
                     lease.start(connection, backend: try await running.backend(of: connection, logger: logger))
-                    return try await Self.inTransaction(connection, logger: logger, body)
+                    return try await Self.inTransaction(connection, explicit: explicit, logger: logger, body)
                 }))
             } catch {
                 first.resume(.failure(error))
@@ -173,17 +179,17 @@ public final class PostgresStore: CustomerStorage, Service {
     /// BEGIN, `body`, COMMIT on `connection`; ROLLBACK when `body` throws. A connection whose
     /// server ended the session (a FATAL error, such as a terminated backend's) is closed instead:
     /// a ROLLBACK there could only wait for an answer that never comes, and the pool must not hand
-    /// the connection out again.
-    static func inTransaction<T>(_ connection: PostgresConnection, logger: Logger,
+    /// the connection out again. Not `explicit`: `body` alone, each statement its own transaction.
+    static func inTransaction<T>(_ connection: PostgresConnection, explicit: Bool = true, logger: Logger,
                                  _ body: (PostgresTransaction) async throws -> T) async throws -> T {
-        try await connection.query("BEGIN", logger: logger)
+        if explicit { try await connection.query("BEGIN", logger: logger) }
         let value: T
         do {
             value = try await body(PostgresTransaction(connection: connection, logger: logger))
         } catch {
             if Self.endsTheConnection(error) {
                 try? await connection.close()
-            } else {
+            } else if explicit {
                 do {
                     try await connection.query("ROLLBACK", logger: logger)
                 } catch {
@@ -192,7 +198,7 @@ public final class PostgresStore: CustomerStorage, Service {
             }
             throw error
         }
-        try await connection.query("COMMIT", logger: logger)
+        if explicit { try await connection.query("COMMIT", logger: logger) }
         return value
     }
 
@@ -249,10 +255,15 @@ public final class PostgresStore: CustomerStorage, Service {
         }
     }
 
-    /// Round trips per batch: BEGIN, one per read step (keys, records, plans), one for the writes,
-    /// COMMIT (and, after a lost race, one or two more reads).
+    /// Round trips per batch: one per read step (keys, records, plans), one for the writes (and,
+    /// after a lost race, one or two more reads). The core writes once, in one statement (the
+    /// customers, their subscriptions and records: atomic by itself); its reads take no locks and
+    /// see, at READ COMMITTED, what each statement would see inside BEGIN…COMMIT too; so the batch
+    /// runs without BEGIN and COMMIT, two round trips fewer. A batch that finishes markers has two
+    /// writes, the markers' first (they are its rows from then on, `HandlingAttempt`): it runs
+    /// inside one explicit transaction.
     public func createCustomers(_ core: CreateCustomerCore, finishingAttempts: [String]) async throws -> [CommandOutcome] {
-        try await transaction("handle commands") { transaction in
+        try await transaction("handle commands", explicit: !finishingAttempts.isEmpty) { transaction in
             // First: the markers' rows are this transaction's from now on (see `HandlingAttempt`).
             if !finishingAttempts.isEmpty { try await transaction.deleteAttempts(keys: finishingAttempts) }
             var core = core

@@ -181,6 +181,29 @@ struct StoreTests {
         await TestPostgres.dropDatabase(database.location)
     }
 
+    /// A batch without markers runs on PostgreSQL without BEGIN and COMMIT: its one write
+    /// statement is still all or nothing. A trigger refusing the records fails it, and none of the
+    /// customers the same statement inserted stays; without the trigger the batch creates both.
+    @Test(.enabled(if: TestPostgres.enabled, "no PostgreSQL: run scripts/postgres.sh start and export POSTGRES_TEST_URL"))
+    func postgresBatchWriteIsAllOrNothingWithoutBeginAndCommit() async throws {
+        try await withStore(.postgres) { store, _ in
+            let merchant = try await Merchant(store)
+            try await store.execute("""
+                CREATE FUNCTION refuse_records() RETURNS trigger LANGUAGE plpgsql
+                AS $$ BEGIN RAISE EXCEPTION 'records refused by a test trigger'; END $$
+                """)
+            try await store.execute("CREATE TRIGGER refuse_records BEFORE INSERT ON processed_requests FOR EACH ROW EXECUTE FUNCTION refuse_records()")
+            let batch = [command(#"{"externalId":"cus_1","name":"Ada"}"#, key: merchant.secretKey),
+                         command(#"{"externalId":"cus_2"}"#, key: merchant.secretKey)]
+            let failure = await #expect(throws: (any Error).self) { try await store.handle(batch, now: now) }
+            #expect("\(failure.map { "\($0)" } ?? "")".contains("records refused by a test trigger"))
+            #expect(try await store.customerCount() == 0, "the customers inserted by the failed statement are rolled back")
+            try await store.execute("DROP TRIGGER refuse_records ON processed_requests")
+            #expect(try await store.handle(batch, now: now).map(\.type) == [.customerCreated, .customerCreated])
+            #expect(try await store.customerCount() == 2)
+        }
+    }
+
     @Test func reportsAnUncreatableFolder() throws {
         #expect(throws: CustomerStoreError.self) {
             try CustomerStore(path: "/proc/forbidden/customers.sqlite")
