@@ -41,7 +41,7 @@ public final class CustomerStore: CustomerStorage {
         }
         var configuration = Configuration()
         configuration.label = "customers"
-        configuration.busyMode = .timeout(busyTimeout.seconds)
+        configuration.busyMode = Self.busyMode(busyTimeout)
         configuration.foreignKeysEnabled = true
         configuration.maximumReaderCount = 4
         configuration.prepareDatabase { db in
@@ -57,10 +57,26 @@ public final class CustomerStore: CustomerStorage {
             try pool.writeWithoutTransaction { try $0.execute(sql: synchronous.pragma) }
             var checkpointing = Configuration()
             checkpointing.label = "customers.checkpoint"
-            checkpointing.busyMode = .timeout(busyTimeout.seconds)
+            checkpointing.busyMode = Self.busyMode(busyTimeout)
             checkpointer = backgroundCheckpoints ? try DatabaseQueue(path: path, configuration: checkpointing) : nil
         } catch {
             throw CustomerStoreError.wrapping(error, operation: "open", path: path)
+        }
+    }
+
+    /// Waiting for another process's lock: a try every millisecond, until `timeout`'s worth of
+    /// tries (then SQLITE_BUSY, as before). SQLite's own handler (`sqlite3_busy_timeout`) sleeps 1,
+    /// 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, then 100 ms between tries: replicas on one file,
+    /// whose transactions each hold the lock for a few milliseconds, slept up to 100 ms after it
+    /// was free, and a light merchant's command beside a flood waited that long (BENCHMARKS.md).
+    /// Like SQLite's, the timeout counts the sleeps planned, not the time measured. The sleep
+    /// blocks GRDB's own queue, never Swift's cooperative pool.
+    static func busyMode(_ timeout: Duration) -> Database.BusyMode {
+        let tries = max(1, Int((timeout / .milliseconds(1)).rounded(.up)))
+        return .callback { numberOfTries in
+            guard numberOfTries < tries else { return false }
+            usleep(1000)
+            return true
         }
     }
 

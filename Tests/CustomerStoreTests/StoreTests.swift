@@ -210,6 +210,19 @@ struct StoreTests {
         }
     }
 
+    /// Waiting for another process's lock: a try every millisecond until the busy timeout's worth
+    /// of tries, then SQLITE_BUSY (the callback answers false).
+    @Test func aLockedDatabaseIsTriedEveryMillisecondUntilTheBusyTimeout() throws {
+        guard case .callback(let tryAgain) = CustomerStore.busyMode(.milliseconds(3)) else {
+            Issue.record("the store's busy mode is not its own callback")
+            return
+        }
+        #expect((0..<3).allSatisfy { tryAgain($0) })
+        #expect(!tryAgain(3))
+        guard case .callback(let atLeastOnce) = CustomerStore.busyMode(.microseconds(10)) else { return }
+        #expect(atLeastOnce(0) && !atLeastOnce(1), "a timeout under a millisecond still tries once more")
+    }
+
     @Test func busyErrorsAreRecognised() {
         let busy = CustomerStoreError.database(operation: "x", path: "p", code: 5, message: "database is locked")
         #expect(busy.isBusy)
