@@ -239,7 +239,7 @@ extension WorkerConfiguration {
         integer("PREFETCH", "prefetch", \.prefetch, 1...65_535, "Unacknowledged commands per worker; a batch (one transaction) takes at most half of them, so the next batch arrives while the last one's replies are confirmed."),
         milliseconds("BATCH_LINGER_MS", "batch-linger-ms", \.batchLinger, 0...1000, "How long a batch waits for more commands after the first arrived."),
         seconds("SHUTDOWN_TIMEOUT", "shutdown-timeout", \.shutdownTimeout, 1...600, "Seconds SIGTERM/SIGINT may take: stop consuming, finish the batch in hand, exit 0."),
-        milliseconds("DATABASE_BUSY_TIMEOUT_MS", "database-busy-timeout-ms", \.databaseBusyTimeout, 1...600_000, "How long a transaction waits for another process holding the database lock."),
+        milliseconds("DATABASE_BUSY_TIMEOUT_MS", "database-busy-timeout-ms", \.databaseBusyTimeout, 1...600_000, "How long a transaction waits for another process holding the SQLite database lock, trying again every millisecond."),
         parsed("DATABASE_SYNCHRONOUS", "database-synchronous", \.databaseSynchronous,
                "full: every commit is fsynced, so an acknowledged customer survives a power loss. normal: faster commits, but a power loss or kernel crash can lose the last acknowledged customers (their senders' retries then create new ids); only for data you can lose.",
                rule: "must be full or normal", render: { $0.rawValue }) { DatabaseSynchronous(rawValue: $0.lowercased()) },
