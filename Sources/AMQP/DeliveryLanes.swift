@@ -7,6 +7,9 @@
 struct DeliveryLanes {
     /// Lanes by consumer tag, in the order their consumers first delivered.
     private var lanes: [(consumerTag: String, deliveries: [Delivery])] = []
+    /// Each lane's index in `lanes`, by consumer tag: a delivery finds its lane without a search
+    /// (a worker under fair share consumes up to 65 queues).
+    private var laneIndex: [String: Int] = [:]
     /// The lane that goes first in the next `take`: each take starts one lane further, so no lane
     /// is always first.
     private var nextLane = 0
@@ -16,9 +19,10 @@ struct DeliveryLanes {
 
     mutating func append(_ delivery: Delivery) {
         count += 1
-        if let index = lanes.firstIndex(where: { $0.consumerTag == delivery.consumerTag }) {
+        if let index = laneIndex[delivery.consumerTag] {
             lanes[index].deliveries.append(delivery)
         } else {
+            laneIndex[delivery.consumerTag] = lanes.count
             lanes.append((delivery.consumerTag, [delivery]))
         }
     }
@@ -27,7 +31,7 @@ struct DeliveryLanes {
     mutating func take(_ maximum: Int) -> [Delivery] {
         let total = min(maximum, count)
         guard total > 0 else { return [] }
-        defer { lanes.removeAll { $0.deliveries.isEmpty } }
+        defer { removeEmptyLanes() }
         count -= total
         let busy = lanes.indices.filter { !lanes[$0].deliveries.isEmpty }
         if busy.count == 1 {
@@ -58,8 +62,17 @@ struct DeliveryLanes {
     mutating func removeAll() -> [Delivery] {
         let all = lanes.flatMap(\.deliveries).sorted { $0.tag.value < $1.tag.value }
         lanes.removeAll()
+        laneIndex.removeAll()
         count = 0
         return all
+    }
+
+    /// Drops the lanes a take emptied, and indexes the others again.
+    private mutating func removeEmptyLanes() {
+        let before = lanes.count
+        lanes.removeAll { $0.deliveries.isEmpty }
+        guard lanes.count != before else { return }
+        laneIndex = Dictionary(uniqueKeysWithValues: lanes.enumerated().map { ($0.element.consumerTag, $0.offset) })
     }
 }
 

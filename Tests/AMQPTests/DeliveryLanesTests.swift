@@ -35,6 +35,23 @@ struct DeliveryLanesTests {
         #expect(lanes.take(1000).map(\.tag.value) == Array(128...300))
     }
 
+    /// A take that empties a lane drops it; deliveries arriving afterwards still join their own
+    /// consumer's lane, whether it was kept or dropped.
+    @Test func deliveriesFindTheirLaneAfterATakeEmptiedAnother() {
+        var lanes = lanes([(1, "a"), (2, "a"), (3, "a"), (4, "b"), (5, "c"), (6, "c")])
+        #expect(Set(lanes.take(3).map(\.tag.value)) == [1, 4, 5])  // one of each; "b" is empty now
+        for (tag, consumer) in [(7, "c"), (8, "b"), (9, "a")] as [(UInt64, String)] { lanes.append(delivery(tag, consumer)) }
+        let rest = lanes.take(100)
+        for consumer in ["a", "b", "c"] {
+            let own = rest.filter { $0.consumerTag == consumer }.map(\.tag.value)
+            #expect(own == own.sorted(), "\(consumer) keeps its order")
+        }
+        #expect(rest.filter { $0.consumerTag == "a" }.map(\.tag.value) == [2, 3, 9])
+        #expect(rest.filter { $0.consumerTag == "b" }.map(\.tag.value) == [8])
+        #expect(rest.filter { $0.consumerTag == "c" }.map(\.tag.value) == [6, 7])
+        #expect(lanes.isEmpty)
+    }
+
     @Test func lanesTakeTurnsAndNoLaneIsAlwaysFirst() {
         var lanes = lanes([(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c")])
         let first = lanes.take(3).map(\.consumerTag)
