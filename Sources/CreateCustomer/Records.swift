@@ -114,8 +114,9 @@ public struct CustomerReference: Sendable, Hashable {
 }
 
 /// A processed record to look up: its idempotency key, and the customer that key stands for (the
-/// key is derived from the merchant and the external id, so each names the other). An adapter
-/// may look the record up by either: SQLite finds it through the customer, PostgreSQL by key.
+/// key is derived from the merchant and the external id, so each names the other). Both stores
+/// find the record through the customer (SQLite's v3, PostgreSQL's migration 4); the key orders
+/// the lookups.
 public struct RecordLookup: Sendable, Hashable, Comparable {
     public var idempotencyKey: String
     public var customer: CustomerReference

@@ -180,7 +180,7 @@ public final class PostgresStore: CustomerStorage, Service {
     /// server ended the session (a FATAL error, such as a terminated backend's) is closed instead:
     /// a ROLLBACK there could only wait for an answer that never comes, and the pool must not hand
     /// the connection out again. Not `explicit`: `body` alone, each statement its own transaction.
-    static func inTransaction<T>(_ connection: PostgresConnection, explicit: Bool = true, logger: Logger,
+    static func inTransaction<T>(_ connection: PostgresConnection, explicit: Bool, logger: Logger,
                                  _ body: (PostgresTransaction) async throws -> T) async throws -> T {
         if explicit { try await connection.query("BEGIN", logger: logger) }
         let value: T
@@ -306,7 +306,7 @@ public final class PostgresStore: CustomerStorage, Service {
     public func migrate() async throws { try await migrate(through: .max) }
 
     /// `migrate()` up to `lastVersion`: tests build an earlier schema with it.
-    public func migrate(through lastVersion: Int) async throws {
+    func migrate(through lastVersion: Int) async throws {
         let logger = logger
         _ = try await transaction("migrate") { transaction in
             let connection = transaction.connection
