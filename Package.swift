@@ -30,6 +30,7 @@ let package = Package(
         // No traits: the swift-configuration support and URL-encoded forms are not used.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
         .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
         // OTLP over HTTP only: the gRPC exporter would add its whole stack to the build for nothing.
         .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPHTTP"]),
     ],
@@ -251,7 +252,10 @@ let package = Package(
         .testTarget(name: "WorkerBenchmarkTests", dependencies: ["WorkerBenchmark"], swiftSettings: strict),
         .testTarget(name: "CustomerDomainTests", dependencies: ["CustomerDomain"], swiftSettings: strict),
         .testTarget(name: "WorkerTracingTests", dependencies: ["WorkerTracing", "AMQP"], swiftSettings: strict),
-        .testTarget(name: "CreateCustomerTests", dependencies: ["CreateCustomer", "CustomerDomain"], swiftSettings: strict),
+        .testTarget(
+            name: "CreateCustomerTests",
+            dependencies: ["CreateCustomer", "CustomerDomain", .product(name: "PropertyBased", package: "swift-property-based")],
+            swiftSettings: strict),
         .testTarget(
             name: "CustomerStoreTests",
             dependencies: [

@@ -84,6 +84,9 @@ public struct CreateCustomerCore: Sendable {
     private var outcomes: [CommandOutcome?]
     private var candidates: [Candidate] = []
     private var known: [String: ProcessedRequest] = [:]
+    /// The batch's created replies by merchant and decision: a batch's creations mostly share
+    /// both, so each reply after the first of its kind is its template filled in.
+    private var templates: [(shape: ReplyShape, template: CustomerCreatedTemplate)] = []
 
     /// Parses every body (no lock needed, so before any transaction starts). `now` is truncated to
     /// whole milliseconds, the precision of replies and rows. `ids` mints the new rows' ids.
@@ -246,27 +249,47 @@ public struct CreateCustomerCore: Sendable {
     }
 
     /// Throws `PlanOutOfRange` when the stored default plan cannot give a valid subscription.
-    private func create(_ candidate: Candidate, defaultPlan: Plan?) throws -> Creation {
+    private mutating func create(_ candidate: Candidate, defaultPlan: Plan?) throws -> Creation {
         let customerID = ids(now)
         let decision = try DefaultPlanRules.evaluate(
             defaultPlan: defaultPlan, for: candidate.command, isEligibleForTrial: true, now: now.date)
-        var subscriptions: [Subscription] = []
+        var subscription: Subscription?
         if let plan = decision.plan, let terms = decision.terms {
-            subscriptions.append(Subscription(
-                id: ids(now), customerId: customerID, merchantId: candidate.merchantID, plan: plan, terms: terms,
-                now: now))
+            subscription = Subscription(
+                id: ids(now), customerId: customerID, merchantId: candidate.merchantID, plan: plan, terms: terms, now: now)
         }
-        let customer = Customer(
-            id: customerID, merchantId: candidate.merchantID, attributes: candidate.command, subscriptions: subscriptions, now: now)
-        let reply = CustomerCreated(idempotencyKey: candidate.key, defaultPlan: decision.result, customer: customer)
-        let (json, stored) = reply.canonicalJSON(compactingWith: StoredReplyBody.phraseTokens)
+        let shape = ReplyShape(merchantID: candidate.merchantID, result: decision.result, subscription: subscription)
+        let template: CustomerCreatedTemplate
+        if let known = templates.first(where: { $0.shape == shape }) {
+            template = known.template
+        } else {
+            template = CustomerCreatedTemplate(
+                reply(candidate, customerID: customerID, decision: decision.result, subscription: subscription),
+                tokens: StoredReplyBody.phraseTokens)
+            templates.append((shape, template))
+        }
+        let (json, stored) = template.render(CreatedReplyValues(
+            idempotencyKey: candidate.key, customerID: customerID, subscription: subscription, now: now,
+            attributes: candidate.command))
+        // Debug builds (every test run) hold each reply to what the writer makes of it.
+        assert((json, stored) == reply(candidate, customerID: customerID, decision: decision.result, subscription: subscription)
+            .canonicalJSON(compactingWith: StoredReplyBody.phraseTokens), "a templated reply differs from the writer's")
         let record = ProcessedRequest(
             idempotencyKey: candidate.key, merchantID: candidate.merchantID, fingerprint: candidate.command.fingerprint,
             customerID: customerID, replyType: .customerCreated,
             messageID: ReplyMessageID.created(idempotencyKey: candidate.key), replyBody: json)
         return Creation(
             customer: NewCustomer(id: customerID, merchantID: candidate.merchantID, attributes: candidate.command, createdAt: now),
-            subscription: subscriptions.first, record: record, storedReply: stored)
+            subscription: subscription, record: record, storedReply: stored)
+    }
+
+    /// The `CustomerCreated` reply to a candidate.
+    private func reply(_ candidate: Candidate, customerID: String, decision: DefaultPlanResult,
+                       subscription: Subscription?) -> CustomerCreated {
+        let customer = Customer(
+            id: customerID, merchantId: candidate.merchantID, attributes: candidate.command,
+            subscriptions: subscription.map { [$0] } ?? [], now: now)
+        return CustomerCreated(idempotencyKey: candidate.key, defaultPlan: decision, customer: customer)
     }
 
     private func resolve(_ candidate: Candidate, against record: ProcessedRequest) -> ReplyRecord {
@@ -289,6 +312,26 @@ public struct CreateCustomerCore: Sendable {
             type: .customerCreateFailed, idempotencyKey: key,
             messageID: ReplyMessageID.failed(code: rejection.code, idempotencyKey: key, body: body),
             body: reply.canonicalJSON(), replayed: false, errorCode: rejection.code.rawValue)
+    }
+}
+
+/// What fixes every byte of a created reply but its `CreatedReplySlot`s: its merchant, its
+/// default-plan decision, and the subscription's plan and terms but their times.
+struct ReplyShape: Equatable {
+    var merchantID: String
+    var result: DefaultPlanResult
+    var plan: Plan?
+    var status: SubscriptionStatus?
+    var isTrial: Bool?
+    var paymentGateway: PaymentGateway?
+
+    init(merchantID: String, result: DefaultPlanResult, subscription: Subscription?) {
+        self.merchantID = merchantID
+        self.result = result
+        plan = subscription?.plan
+        status = subscription?.status
+        isTrial = subscription?.isTrial
+        paymentGateway = subscription?.paymentGateway
     }
 }
 

@@ -131,6 +131,8 @@ public struct JSONBytesWriter: JSONFieldWriter {
     private var compactCopy: [UInt8] = []
     /// How many of `bytes` `compactCopy` already stands for.
     private var copied = 0
+    /// Set only while a `CustomerCreatedTemplate` is recorded (never on the reply hot path).
+    var recording: TemplateRecording?
 
     public init() {
         tokens = nil
@@ -185,6 +187,7 @@ public struct JSONBytesWriter: JSONFieldWriter {
 
     public mutating func write(_ key: String, _ value: String?) {
         writeKey(key)
+        if recording != nil, recordSlot(key) { return }
         if let value { writeString(value) } else { writeNull() }
     }
 
@@ -200,6 +203,7 @@ public struct JSONBytesWriter: JSONFieldWriter {
 
     public mutating func write(_ key: String, _ value: Timestamp?) {
         writeKey(key)
+        if recording != nil, recordSlot(key) { return }
         guard let value else { return writeNull() }
         bytes.append(UInt8(ascii: "\""))
         value.appendISO8601(to: &bytes)
@@ -219,17 +223,43 @@ public struct JSONBytesWriter: JSONFieldWriter {
 
     public mutating func write(_ key: String, _ value: (some OrderedJSONObject)?) {
         writeKey(key)
+        recording?.path.append(key)
         if let value { writeObject(value) } else { writeNull() }
+        recording?.path.removeLast()
     }
 
     public mutating func write(_ key: String, _ value: [some OrderedJSONObject]) {
         writeKey(key)
+        recording?.path.append(key)
         bytes.append(UInt8(ascii: "["))
         for (index, element) in value.enumerated() {
             if index > 0 { bytes.append(UInt8(ascii: ",")) }
             writeObject(element)
         }
         bytes.append(UInt8(ascii: "]"))
+        recording?.path.removeLast()
+    }
+
+    /// While recording: when the value of `key` here is a slot, ends the literal written so far
+    /// (both copies) at it and returns true; the value is then not written.
+    private mutating func recordSlot(_ key: String) -> Bool {
+        guard let slot = recording.flatMap({ CreatedReplySlot(path: $0.path, key: key) }) else { return false }
+        let literal = takeLiteral()
+        recording?.slots.append(slot)
+        recording?.literals.append(literal)
+        return true
+    }
+
+    /// What was written since the last `takeLiteral()` (or since the start), both copies, and
+    /// starts both afresh.
+    mutating func takeLiteral() -> (json: [UInt8], compact: [UInt8]) {
+        copyPending()
+        defer {
+            bytes = []
+            compactCopy = []
+            copied = 0
+        }
+        return (bytes, compactCopy)
     }
 
     private mutating func writeKey(_ key: String) {
@@ -257,12 +287,17 @@ public struct JSONBytesWriter: JSONFieldWriter {
     }
 
     private mutating func writeString(_ string: String) {
+        Self.appendString(string, to: &bytes)
+    }
+
+    /// `string` as a JSON string: quoted, and escaped where JSON requires it.
+    static func appendString(_ string: String, to bytes: inout [UInt8]) {
         bytes.append(UInt8(ascii: "\""))
         var string = string
         // One pass over contiguous UTF-8 (a buffer, not the String view) on the reply hot path.
         string.withUTF8 { utf8 in
             if utf8.contains(where: Self.needsEscape) {
-                for byte in utf8 { appendEscaped(byte) }
+                for byte in utf8 { appendEscaped(byte, to: &bytes) }
             } else {
                 bytes.append(contentsOf: utf8)
             }
@@ -274,7 +309,7 @@ public struct JSONBytesWriter: JSONFieldWriter {
         byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\")
     }
 
-    private mutating func appendEscaped(_ byte: UInt8) {
+    private static func appendEscaped(_ byte: UInt8, to bytes: inout [UInt8]) {
         switch byte {
         case UInt8(ascii: "\""): bytes.append(contentsOf: #"\""#.utf8)
         case UInt8(ascii: "\\"): bytes.append(contentsOf: #"\\"#.utf8)
