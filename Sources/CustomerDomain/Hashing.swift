@@ -3,9 +3,7 @@ import Crypto
 /// The idempotency key of a create-customer command: lowercase hex SHA-256 of
 /// `"customer.create\n" + merchantId + "\n" + externalId`.
 public func idempotencyKey(merchantID: String, externalID: String) -> String {
-    var hasher = SHA256()
-    for part in ["customer.create\n", merchantID, "\n", externalID] { hasher.update(utf8Of: part) }
-    return hasher.finalize().hexString
+    SHA256.hash(utf8Of: "customer.create\n", merchantID, "\n", externalID).hexString
 }
 
 /// The AMQP `message_id` of a reply: the same command with the same outcome always gets the same id,
@@ -16,10 +14,7 @@ public enum ReplyMessageID {
 
     /// A `CustomerCreated` reply: one per idempotency key.
     public static func created(idempotencyKey: String) -> String {
-        var hasher = SHA256()
-        hasher.update(utf8Of: idempotencyKey)
-        hasher.update(utf8Of: "\nCustomerCreated")
-        return hasher.finalize().hexString(prefixBytes: length / 2)
+        SHA256.hash(utf8Of: idempotencyKey, "\nCustomerCreated").hexString(prefixBytes: length / 2)
     }
 
     /// A `CustomerCreateFailed` reply: derived from the error code, the key when there is one, and
@@ -71,6 +66,25 @@ extension SHA256.Digest {
 }
 
 extension SHA256 {
+    /// The hash of the strings' UTF-8 one after the other, copied into one buffer on the stack and
+    /// hashed in one call: `update` has a fixed cost (~400 instructions) larger than a short part's.
+    public static func hash(utf8Of parts: String...) -> Digest {
+        var length = 0
+        for part in parts { length += part.utf8.count }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: length) { buffer in
+            var count = 0
+            for var part in parts {
+                part.withUTF8 { utf8 in
+                    guard let source = utf8.baseAddress, !utf8.isEmpty else { return }
+                    UnsafeMutableRawPointer(buffer.baseAddress! + count).copyMemory(from: source, byteCount: utf8.count)
+                    count += utf8.count
+                }
+            }
+            precondition(count == length)
+            return SHA256.hash(data: UnsafeRawBufferPointer(buffer))
+        }
+    }
+
     /// Hashes the string's own UTF-8 bytes, without copying them into an array first.
     public mutating func update(utf8Of text: String) {
         var text = text
