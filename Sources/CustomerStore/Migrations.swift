@@ -17,6 +17,9 @@ enum Migrations {
         migrator.registerMigration("v5: no index on subscriptions by customer") { db in
             try db.execute(sql: v5)
         }
+        migrator.registerMigration("v6: subscriptions check their status without an IN list") { db in
+            try db.execute(sql: v6)
+        }
         return migrator
     }
 
@@ -149,4 +152,33 @@ enum Migrations {
     /// statement deletes a customer or changes its id (the only use SQLite's foreign-key check
     /// would make of it). Measured in BENCHMARKS.md (issue 26).
     private static let v5 = "DROP INDEX IF EXISTS subscriptions_customer"
+
+    /// The same rule on a subscription's status, written as comparisons: SQLite evaluates an `IN`
+    /// list of three or more values by building a temporary B-tree of the list, and a `CHECK` does
+    /// so on every insert (one per customer with a plan: ~12,000 instructions and two zeroed pages
+    /// each, measured in BENCHMARKS.md). Two values or fewer (`payment_gateway`) become
+    /// comparisons already. The table is rebuilt in place, its rows and index kept.
+    private static let v6 = """
+        CREATE TABLE subscriptions_v6 (
+            id TEXT PRIMARY KEY NOT NULL,
+            customer_id TEXT NOT NULL REFERENCES customers(id),
+            merchant_id TEXT NOT NULL,
+            plan_id TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status = 'pendingActivation' OR status = 'active' OR status = 'ended'),
+            is_trial INTEGER NOT NULL,
+            start_date INTEGER NOT NULL,
+            end_date INTEGER,
+            payment_gateway TEXT CHECK (payment_gateway IN ('Stripe', 'QuickBooks')),
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            FOREIGN KEY (merchant_id, plan_id) REFERENCES plans(merchant_id, id)
+        ) STRICT;
+        INSERT INTO subscriptions_v6
+            SELECT id, customer_id, merchant_id, plan_id, status, is_trial, start_date, end_date, payment_gateway,
+                   created_at, updated_at
+            FROM subscriptions ORDER BY rowid;
+        DROP TABLE subscriptions;
+        ALTER TABLE subscriptions_v6 RENAME TO subscriptions;
+        CREATE INDEX subscriptions_plan ON subscriptions(merchant_id, plan_id);
+        """
 }

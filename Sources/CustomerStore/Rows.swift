@@ -63,28 +63,32 @@ enum CreateCustomerStatements {
     }
 
     /// `updated_at` takes `created_at`'s parameter (`?20`).
-    private static let insertCustomerSQL: String = {
+    static let insertCustomerSQL: String = {
         let columns = ["id", "merchant_id"] + CustomerField.allCases.map(\.columnName) + ["created_at", "updated_at"]
         let placeholders = Array(repeating: "?", count: columns.count - 1).joined(separator: ", ") + ", ?\(columns.count - 1)"
         return "INSERT INTO customers (\(columns.joined(separator: ", "))) VALUES (\(placeholders)) "
             + "ON CONFLICT (merchant_id, external_id) DO NOTHING"
     }()
 
+    static let insertSubscriptionSQL = """
+        INSERT INTO subscriptions (id, customer_id, merchant_id, plan_id, status, is_trial, start_date, end_date,
+                                   payment_gateway, created_at, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """
+
+    static let insertRecordSQL = """
+        INSERT INTO processed_requests (idempotency_key, merchant_id, fingerprint, customer_id, reply_type,
+                                        message_id, stored_reply, created_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        """
+
     /// Inserts each customer unless its merchant has its `externalId`, and only then its
     /// subscription and record; returns the ids of the customers inserted. Three statements per
     /// customer, each bound value by value from the row and stepped directly (`DirectStatement`).
     static func write(_ writes: CreateCustomerCore.Writes, _ db: Database) throws -> Set<String> {
         let customers = try DirectStatement(db, sql: insertCustomerSQL)
-        let subscriptions = try DirectStatement(db, sql: """
-            INSERT INTO subscriptions (id, customer_id, merchant_id, plan_id, status, is_trial, start_date, end_date,
-                                       payment_gateway, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """)
-        let records = try DirectStatement(db, sql: """
-            INSERT INTO processed_requests (idempotency_key, merchant_id, fingerprint, customer_id, reply_type,
-                                            message_id, stored_reply, created_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """)
+        let subscriptions = try DirectStatement(db, sql: insertSubscriptionSQL)
+        let records = try DirectStatement(db, sql: insertRecordSQL)
         let recordedAt = writes.recordedAt.millisecondsSince1970
         var inserted = Set<String>()
         for creation in writes.creations {

@@ -144,6 +144,55 @@ struct StoreTests {
         #expect(try await indexes() == ["sqlite_autoindex_subscriptions_1", "subscriptions_plan"])
     }
 
+    /// Migration v6 rebuilds `subscriptions` with its status rule written as comparisons: a
+    /// subscription written before (migrated up to v5 first) is still there with its index, a new
+    /// command still subscribes, and a status outside the rule is still refused.
+    @Test func sqliteSubscriptionsRebuiltByV6KeepTheirRowsAndTheirRule() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("customer-store-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = try CustomerStore(path: folder.appendingPathComponent("customers.sqlite").path)
+        try Migrations.migrator.migrate(store.pool, upTo: "v5: no index on subscriptions by customer")
+        let merchant = try await Merchant(store)
+        try await store.importPlans(merchantID: merchant.id, catalog: catalog(catalogJSON(planEntry("free", isDefault: true))))
+        let before = try await store.handleOne(command(#"{"externalId":"c1"}"#, key: merchant.secretKey))
+        let rows = { @Sendable in
+            try await store.strings("SELECT customer_id, plan_id, status FROM subscriptions ORDER BY created_at, id")
+        }
+        let written = try await rows()
+        #expect(written.count == 1)
+        try await store.migrate()
+        #expect(try await rows() == written)
+        #expect(try await store.pool.read { try String.fetchAll($0, sql: "SELECT name FROM pragma_index_list('subscriptions') ORDER BY name") }
+            == ["sqlite_autoindex_subscriptions_1", "subscriptions_plan"])
+        let replay = try await store.handleOne(command(#"{"externalId":"c1"}"#, key: merchant.secretKey))
+        #expect(replay.replayed && replay.body == before.body)
+        let created = try await store.handleOne(command(#"{"externalId":"c2"}"#, key: merchant.secretKey))
+        #expect(try decodeCreated(created).defaultPlan == DefaultPlanResult(outcome: .subscribed, planId: "free"))
+        #expect(try await rows().count == 2)
+        await #expect(throws: (any Error).self) {
+            try await store.execute("UPDATE subscriptions SET status = 'paused'")
+        }
+    }
+
+    /// The statements that write a customer, its subscription and its record build no temporary
+    /// B-tree per execution (an `IN` list of three values in a `CHECK` did, once per customer).
+    @Test func sqliteCreateStatementsOpenNoTemporaryBTree() async throws {
+        try await withStore(.sqlite) { store, _ in
+            let sqlite = try #require(store as? CustomerStore)
+            for sql in [CreateCustomerStatements.insertCustomerSQL, CreateCustomerStatements.insertSubscriptionSQL,
+                        CreateCustomerStatements.insertRecordSQL] {
+                // On the writer, as the worker prepares them (a reader, read-only, compiles no CHECK).
+                let opcodes = try await sqlite.pool.write { db in
+                    let explain = try db.makeStatement(sql: "EXPLAIN " + sql)
+                    explain.setUncheckedArguments([])  // the plan, without values
+                    return try Row.fetchAll(explain).map { row -> String in row["opcode"] }
+                }
+                #expect(!opcodes.isEmpty)
+                #expect(!opcodes.contains("OpenEphemeral"), "\(sql)")
+            }
+        }
+    }
+
     @Test func postgresRecordsEachMigrationOnce() async throws {
         guard StoreKind.all.contains(.postgres) else { return }
         try await withStore(.postgres) { store, _ in
