@@ -45,33 +45,40 @@ struct StoreTests {
     /// renames its reply column: the records a v2 database holds (the reply itself) still replay
     /// byte for byte, and a new command still creates.
     @Test func sqliteRecordsWrittenBeforeV3StillReplay() async throws {
+        try await withSQLiteFile(migratedUpTo: "v2: handling attempts") { store in
+            let merchant = try await Merchant(store)
+            // This version's statements name v4's column: renamed for the command, then back, with the
+            // record holding what a v2 worker stored, the reply itself.
+            try await store.pool.write { try $0.execute(sql: "ALTER TABLE processed_requests RENAME COLUMN reply_body TO stored_reply") }
+            let before = try await store.handle([command(#"{"externalId":"cus_1","name":"Ada"}"#, key: merchant.secretKey)], now: now)
+            try await store.pool.write { db in
+                try db.execute(sql: "ALTER TABLE processed_requests RENAME COLUMN stored_reply TO reply_body")
+                try db.execute(sql: "UPDATE processed_requests SET reply_body = ?", arguments: [Data(before[0].body)])
+                #expect(try Data.fetchOne(db, sql: "SELECT reply_body FROM processed_requests") == Data(before[0].body))
+            }
+            try await store.migrate()
+            // (name, unique, columns) of each index of the table.
+            let indexes = try await store.pool.read { db in
+                try Row.fetchAll(db, sql: "PRAGMA index_list(processed_requests)").map { index -> [String] in
+                    let name: String = index["name"]
+                    let unique: Bool = index["unique"]
+                    return [name, "\(unique)"] + (try String.fetchAll(db, sql: "SELECT name FROM pragma_index_info(?)", arguments: [name]))
+                }
+            }
+            #expect(indexes.count == 1 && indexes.first?[1] == "true", "only the unique index on customer_id: \(indexes)")
+            let indexed = indexes.first.map { Array($0.dropFirst(2)) }
+            #expect(indexed == ["customer_id"])
+            try await expectEarlierRecordReplays(before[0], store, merchant)
+        }
+    }
+
+    /// A SQLite file of its own, migrated up to `version` (an upgrade's starting point), removed after.
+    private func withSQLiteFile(migratedUpTo version: String, _ body: (CustomerStore) async throws -> Void) async throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("customer-store-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: folder) }
         let store = try CustomerStore(path: folder.appendingPathComponent("customers.sqlite").path)
-        try Migrations.migrator.migrate(store.pool, upTo: "v2: handling attempts")
-        let merchant = try await Merchant(store)
-        // This version's statements name v4's column: renamed for the command, then back, with the
-        // record holding what a v2 worker stored, the reply itself.
-        try await store.pool.write { try $0.execute(sql: "ALTER TABLE processed_requests RENAME COLUMN reply_body TO stored_reply") }
-        let before = try await store.handle([command(#"{"externalId":"cus_1","name":"Ada"}"#, key: merchant.secretKey)], now: now)
-        try await store.pool.write { db in
-            try db.execute(sql: "ALTER TABLE processed_requests RENAME COLUMN stored_reply TO reply_body")
-            try db.execute(sql: "UPDATE processed_requests SET reply_body = ?", arguments: [Data(before[0].body)])
-            #expect(try Data.fetchOne(db, sql: "SELECT reply_body FROM processed_requests") == Data(before[0].body))
-        }
-        try await store.migrate()
-        // (name, unique, columns) of each index of the table.
-        let indexes = try await store.pool.read { db in
-            try Row.fetchAll(db, sql: "PRAGMA index_list(processed_requests)").map { index -> [String] in
-                let name: String = index["name"]
-                let unique: Bool = index["unique"]
-                return [name, "\(unique)"] + (try String.fetchAll(db, sql: "SELECT name FROM pragma_index_info(?)", arguments: [name]))
-            }
-        }
-        #expect(indexes.count == 1 && indexes.first?[1] == "true", "only the unique index on customer_id: \(indexes)")
-        let indexed = indexes.first.map { Array($0.dropFirst(2)) }
-        #expect(indexed == ["customer_id"])
-        try await expectEarlierRecordReplays(before[0], store, merchant)
+        try Migrations.migrator.migrate(store.pool, upTo: version)
+        try await body(store)
     }
 
     /// After a migration: the record of `cus_1` written before it (`before`) replays byte for
@@ -132,45 +139,41 @@ struct StoreTests {
     /// that had it (migrated up to v4 first) as on a fresh one; the plan index stays (the admin
     /// path reads subscriptions by merchant and plan).
     @Test func sqliteSubscriptionsKeepOnlyTheIndexesAQueryUses() async throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("customer-store-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let store = try CustomerStore(path: folder.appendingPathComponent("customers.sqlite").path)
-        let indexes = { @Sendable in
-            try await store.pool.read { try String.fetchAll($0, sql: "SELECT name FROM pragma_index_list('subscriptions') ORDER BY name") }
+        try await withSQLiteFile(migratedUpTo: "v4: records hold their reply in its stored form") { store in
+            let indexes = { @Sendable in
+                try await store.pool.read { try String.fetchAll($0, sql: "SELECT name FROM pragma_index_list('subscriptions') ORDER BY name") }
+            }
+            #expect(try await indexes() == ["sqlite_autoindex_subscriptions_1", "subscriptions_customer", "subscriptions_plan"])
+            try await store.migrate()
+            #expect(try await indexes() == ["sqlite_autoindex_subscriptions_1", "subscriptions_plan"])
         }
-        try Migrations.migrator.migrate(store.pool, upTo: "v4: records hold their reply in its stored form")
-        #expect(try await indexes() == ["sqlite_autoindex_subscriptions_1", "subscriptions_customer", "subscriptions_plan"])
-        try await store.migrate()
-        #expect(try await indexes() == ["sqlite_autoindex_subscriptions_1", "subscriptions_plan"])
     }
 
     /// Migration v6 rebuilds `subscriptions` with its status rule written as comparisons: a
     /// subscription written before (migrated up to v5 first) is still there with its index, a new
     /// command still subscribes, and a status outside the rule is still refused.
     @Test func sqliteSubscriptionsRebuiltByV6KeepTheirRowsAndTheirRule() async throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("customer-store-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let store = try CustomerStore(path: folder.appendingPathComponent("customers.sqlite").path)
-        try Migrations.migrator.migrate(store.pool, upTo: "v5: no index on subscriptions by customer")
-        let merchant = try await Merchant(store)
-        try await store.importPlans(merchantID: merchant.id, catalog: catalog(catalogJSON(planEntry("free", isDefault: true))))
-        let before = try await store.handleOne(command(#"{"externalId":"c1"}"#, key: merchant.secretKey))
-        let rows = { @Sendable in
-            try await store.strings("SELECT customer_id, plan_id, status FROM subscriptions ORDER BY created_at, id")
-        }
-        let written = try await rows()
-        #expect(written.count == 1)
-        try await store.migrate()
-        #expect(try await rows() == written)
-        #expect(try await store.pool.read { try String.fetchAll($0, sql: "SELECT name FROM pragma_index_list('subscriptions') ORDER BY name") }
-            == ["sqlite_autoindex_subscriptions_1", "subscriptions_plan"])
-        let replay = try await store.handleOne(command(#"{"externalId":"c1"}"#, key: merchant.secretKey))
-        #expect(replay.replayed && replay.body == before.body)
-        let created = try await store.handleOne(command(#"{"externalId":"c2"}"#, key: merchant.secretKey))
-        #expect(try decodeCreated(created).defaultPlan == DefaultPlanResult(outcome: .subscribed, planId: "free"))
-        #expect(try await rows().count == 2)
-        await #expect(throws: (any Error).self) {
-            try await store.execute("UPDATE subscriptions SET status = 'paused'")
+        try await withSQLiteFile(migratedUpTo: "v5: no index on subscriptions by customer") { store in
+            let merchant = try await Merchant(store)
+            try await store.importPlans(merchantID: merchant.id, catalog: catalog(catalogJSON(planEntry("free", isDefault: true))))
+            let before = try await store.handleOne(command(#"{"externalId":"c1"}"#, key: merchant.secretKey))
+            let rows = { @Sendable in
+                try await store.strings("SELECT customer_id, plan_id, status FROM subscriptions ORDER BY created_at, id")
+            }
+            let written = try await rows()
+            #expect(written.count == 1)
+            try await store.migrate()
+            #expect(try await rows() == written)
+            #expect(try await store.pool.read { try String.fetchAll($0, sql: "SELECT name FROM pragma_index_list('subscriptions') ORDER BY name") }
+                == ["sqlite_autoindex_subscriptions_1", "subscriptions_plan"])
+            let replay = try await store.handleOne(command(#"{"externalId":"c1"}"#, key: merchant.secretKey))
+            #expect(replay.replayed && replay.body == before.body)
+            let created = try await store.handleOne(command(#"{"externalId":"c2"}"#, key: merchant.secretKey))
+            #expect(try decodeCreated(created).defaultPlan == DefaultPlanResult(outcome: .subscribed, planId: "free"))
+            #expect(try await rows().count == 2)
+            await #expect(throws: (any Error).self) {
+                try await store.execute("UPDATE subscriptions SET status = 'paused'")
+            }
         }
     }
 
