@@ -42,37 +42,43 @@ final class ReplyPublisher: Sendable {
     }
 
     /// Builds the replies' messages; counts and logs (once a minute) the refused `reply_to` names.
+    /// One pass over the items by index: iterating them by value, and filtering them once per
+    /// question, copied each item (its delivery and reply) five times.
     func prepare(_ machine: BatchMachine) -> Replies {
-        metrics.record(machine.items.filter { !$0.isSettled }.compactMap(\.reply))
         let timestamp = UInt64(Date().timeIntervalSince1970)
-        var replies = Replies(events: [], copies: [], span: nil)
-        for item in machine.items {
-            guard let reply = item.reply, !item.isSettled else {
-                replies.events.append(nil)
-                replies.copies.append(nil)
-                continue
-            }
-            let envelope = ReplyEnvelope(command: item.delivery.properties, reply: reply, configuration: configuration,
-                                         timestamp: timestamp, traceHeaders: traces?.replyHeaders(item.delivery.tag) ?? [:])
-            replies.events.append(envelope.events)
-            replies.copies.append(envelope.replyToCopy)
+        let count = machine.items.count
+        var replies = Replies(events: Array(repeating: nil, count: count), copies: Array(repeating: nil, count: count), span: nil)
+        var published: [ReplyRecord] = []
+        published.reserveCapacity(count)
+        var tags: [DeliveryTag] = []
+        tags.reserveCapacity(count)
+        for index in machine.items.indices {
+            guard !machine.items[index].isSettled, let reply = machine.items[index].reply else { continue }
+            let properties = machine.items[index].delivery.properties
+            let tag = machine.items[index].delivery.tag
+            published.append(reply)
+            tags.append(tag)
+            let envelope = ReplyEnvelope(command: properties, reply: reply, configuration: configuration,
+                                         timestamp: timestamp, traceHeaders: traces?.replyHeaders(tag) ?? [:])
+            replies.events[index] = envelope.events
+            replies.copies[index] = envelope.replyToCopy
             if let name = envelope.refusedReplyTo {
                 metrics.replyToUndelivered(.refused)
                 // A sender can repeat this at the broker's rate: one line a minute, with a count.
                 if let earlier = refusalLog.withLock({ $0.shouldLog() }) {
                     logger.notice("reply_to not allowed; the reply goes to the events exchange only", metadata: [
-                        "command.message_id": "\(item.delivery.properties.messageID ?? "")", "reply_to": "\(name.prefix(255))",
+                        "command.message_id": "\(properties.messageID ?? "")", "reply_to": "\(name.prefix(255))",
                         "reply_to.refused_since_last_line": "\(earlier)",
                     ])
                 }
             }
             if envelope.droppedCorrelationID {
                 logger.notice("correlation_id too long to carry (over 255 bytes as UTF-8); the reply carries the message_id", metadata: [
-                    "command.message_id": "\(item.delivery.properties.messageID ?? "")",
+                    "command.message_id": "\(properties.messageID ?? "")",
                 ])
             }
         }
-        let tags = machine.items.filter { $0.reply != nil && !$0.isSettled }.map(\.delivery.tag)
+        metrics.record(published)
         replies.span = traces?.publishSpan(tags)
         return replies
     }
