@@ -250,7 +250,10 @@ let package = Package(
         ),
         .testTarget(name: "AMQPTests", dependencies: ["AMQP", "BrokerTestSupport"], swiftSettings: strict),
         .testTarget(name: "WorkerBenchmarkTests", dependencies: ["WorkerBenchmark"], swiftSettings: strict),
-        .testTarget(name: "CustomerDomainTests", dependencies: ["CustomerDomain"], swiftSettings: strict),
+        .testTarget(
+            name: "CustomerDomainTests",
+            dependencies: ["CustomerDomain", .product(name: "PropertyBased", package: "swift-property-based")],
+            swiftSettings: strict),
         .testTarget(name: "WorkerTracingTests", dependencies: ["WorkerTracing", "AMQP"], swiftSettings: strict),
         .testTarget(
             name: "CreateCustomerTests",
