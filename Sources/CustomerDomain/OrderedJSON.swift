@@ -309,6 +309,19 @@ public struct JSONBytesWriter: JSONFieldWriter {
         byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\")
     }
 
+    /// How many bytes escaping adds to `utf8` (`appendEscaped`'s output beyond one byte each), for
+    /// a writer that sizes its buffer first (`CustomerCreatedTemplate.render`).
+    static func escapeOverhead(_ utf8: UnsafeBufferPointer<UInt8>) -> Int {
+        var overhead = 0
+        for byte in utf8 where needsEscape(byte) {
+            switch byte {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), 0x0A, 0x0D, 0x09, 0x08, 0x0C: overhead += 1
+            default: overhead += 5  // \u00XX
+            }
+        }
+        return overhead
+    }
+
     private static func appendEscaped(_ byte: UInt8, to bytes: inout [UInt8]) {
         switch byte {
         case UInt8(ascii: "\""): bytes.append(contentsOf: #"\""#.utf8)

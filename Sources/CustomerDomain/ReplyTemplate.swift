@@ -157,17 +157,13 @@ public struct CustomerCreatedTemplate: Sendable {
         return (json, compact)
     }
 
+    /// The time as the writer writes a `Timestamp`: quoted ISO 8601.
     private static func quoted(_ time: Timestamp) -> [UInt8] {
-        var text: [UInt8] = []
+        var text: [UInt8] = [UInt8(ascii: "\"")]
         text.reserveCapacity(26)
-        appendQuoted(time, to: &text)
+        time.appendISO8601(to: &text)
+        text.append(UInt8(ascii: "\""))
         return text
-    }
-
-    private static func appendQuoted(_ time: Timestamp, to bytes: inout [UInt8]) {
-        bytes.append(UInt8(ascii: "\""))
-        time.appendISO8601(to: &bytes)
-        bytes.append(UInt8(ascii: "\""))
     }
 }
 
@@ -247,13 +243,6 @@ private struct ByteSink {
     }
 
     static func quotedLength(_ utf8: UnsafeBufferPointer<UInt8>) -> Int {
-        var length = utf8.count + 2
-        for byte in utf8 where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
-            switch byte {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"), 0x0A, 0x0D, 0x09, 0x08, 0x0C: length += 1
-            default: length += 5  // \u00XX
-            }
-        }
-        return length
+        utf8.count + 2 + JSONBytesWriter.escapeOverhead(utf8)
     }
 }
