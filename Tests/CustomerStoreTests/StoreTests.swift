@@ -135,6 +135,35 @@ struct StoreTests {
         }
     }
 
+    /// Values bound from the statement's own buffer (`SQLITE_STATIC`) are stored as bound, row
+    /// after row; a value larger than the buffer is bound as SQLite's own copy; a parameter not
+    /// bound again for a row is NULL, never the last row's value (the buffer is reused).
+    @Test func sqliteDirectStatementBindsEachRowsOwnValues() async throws {
+        try await withStore(.sqlite) { store, _ in
+            let sqlite = try #require(store as? CustomerStore)
+            let large = String(repeating: "é", count: 20_000)  // 40,000 bytes of UTF-8
+            let rows = try await sqlite.pool.write { db -> [[String?]] in
+                try db.execute(sql: "CREATE TEMP TABLE bound (a TEXT, b TEXT, c BLOB)")
+                let insert = try DirectStatement(db, sql: "INSERT INTO bound (a, b, c) VALUES (?, ?, ?)")
+                try insert.bind("first", at: 1)
+                try insert.bind("one", at: 2)
+                try insert.bind(blob: Array("blob one".utf8), at: 3)
+                try insert.execute()
+                try insert.bind(large, at: 1)
+                try insert.bind("", at: 2)
+                try insert.bind(blob: [UInt8](repeating: 7, count: 30_000), at: 3)
+                try insert.execute()
+                try insert.bind("third", at: 1)  // b and c not bound again
+                try insert.execute()
+                return try Row.fetchAll(db, sql: "SELECT a, b, typeof(b), length(c), typeof(c) FROM bound ORDER BY rowid")
+                    .map { row in [row[0], row[1], row[2], (row[3] as Int?).map(String.init), row[4]] }
+            }
+            #expect(rows[0] == ["first", "one", "text", "8", "blob"])
+            #expect(rows[1] == [large, "", "text", "30000", "blob"])
+            #expect(rows[2] == ["third", nil, "null", nil, "null"])
+        }
+    }
+
     /// Migration v5 drops the index on subscriptions by customer (no query uses it), on a database
     /// that had it (migrated up to v4 first) as on a fresh one; the plan index stays (the admin
     /// path reads subscriptions by merchant and plan).
