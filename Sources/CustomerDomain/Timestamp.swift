@@ -52,38 +52,38 @@ extension Timestamp {
     }
 
     /// Writes `iso8601` as ASCII bytes without building strings: replies carry several timestamps.
+    /// The bytes are written into place, then appended at once (appended a byte at a time, each
+    /// append checked the array's capacity).
     public func appendISO8601(to bytes: inout [UInt8]) {
         let (days, msOfDay) = millisecondsSince1970.floorDivided(by: Self.millisecondsPerDay)
         let (year, month, day) = CivilDate.from(daysSince1970: days)
-        // Field by field, no table: an array of the fields (and one of divisors) per timestamp
-        // were allocations on the reply's hot path.
-        appendDigits(year, width: 4, to: &bytes)
-        bytes.append(UInt8(ascii: "-"))
-        appendDigits(month, width: 2, to: &bytes)
-        bytes.append(UInt8(ascii: "-"))
-        appendDigits(day, width: 2, to: &bytes)
-        bytes.append(UInt8(ascii: "T"))
-        appendDigits(Int(msOfDay / 3_600_000), width: 2, to: &bytes)
-        bytes.append(UInt8(ascii: ":"))
-        appendDigits(Int(msOfDay / 60_000 % 60), width: 2, to: &bytes)
-        bytes.append(UInt8(ascii: ":"))
-        appendDigits(Int(msOfDay / 1000 % 60), width: 2, to: &bytes)
-        bytes.append(UInt8(ascii: "."))
-        appendDigits(Int(msOfDay % 1000), width: 3, to: &bytes)
-        bytes.append(UInt8(ascii: "Z"))
-    }
-
-    /// Zero-padded to `width` (1...4); a year past 9999 keeps all its digits.
-    private func appendDigits(_ value: Int, width: Int, to bytes: inout [UInt8]) {
-        guard value >= 0, value < 10_000 else {
-            bytes.append(contentsOf: String(value).utf8)
-            return
-        }
-        var divisor = 1
-        for _ in 1..<width { divisor *= 10 }
-        while divisor > 0 {
-            bytes.append(UInt8(ascii: "0") + UInt8(value / divisor % 10))
-            divisor /= 10
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { buffer in
+            var position = 0
+            /// `value` zero-padded to `width` digits, then `separator`.
+            func digits(_ value: Int, _ width: Int, then separator: UInt8) {
+                var value = value
+                for offset in stride(from: width - 1, through: 0, by: -1) {
+                    buffer[position + offset] = UInt8(ascii: "0") + UInt8(value % 10)
+                    value /= 10
+                }
+                buffer[position + width] = separator
+                position += width + 1
+            }
+            if (0..<10_000).contains(year) {
+                digits(year, 4, then: UInt8(ascii: "-"))
+            } else {
+                // Outside four-digit years (never a valid reply's time): all the year's digits.
+                bytes.append(contentsOf: String(year).utf8)
+                buffer[0] = UInt8(ascii: "-")
+                position = 1
+            }
+            digits(month, 2, then: UInt8(ascii: "-"))
+            digits(day, 2, then: UInt8(ascii: "T"))
+            digits(Int(msOfDay / 3_600_000), 2, then: UInt8(ascii: ":"))
+            digits(Int(msOfDay / 60_000 % 60), 2, then: UInt8(ascii: ":"))
+            digits(Int(msOfDay / 1000 % 60), 2, then: UInt8(ascii: "."))
+            digits(Int(msOfDay % 1000), 3, then: UInt8(ascii: "Z"))
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[..<position]))
         }
     }
 

@@ -1,5 +1,6 @@
 @testable import CustomerDomain
 import Foundation
+import PropertyBased
 import Testing
 
 @Suite("Timestamps")
@@ -16,6 +17,30 @@ struct TimestampTests {
         let timestamp = Timestamp(millisecondsSince1970: milliseconds)
         #expect(timestamp.iso8601 == text)
         #expect(Timestamp(iso8601: text) == timestamp)
+    }
+
+    /// Outside four-digit years (no reply's time is) the year keeps all its digits and its sign.
+    @Test(arguments: [
+        (253_402_300_800_000, "10000-01-01T00:00:00.000Z"),
+        (-62_167_219_200_001, "-1-12-31T23:59:59.999Z"),
+    ] as [(Int64, String)])
+    func formatsYearsOutsideFourDigits(_ milliseconds: Int64, _ text: String) {
+        #expect(Timestamp(millisecondsSince1970: milliseconds).iso8601 == text)
+    }
+
+    /// Every time a reply can carry formats as Foundation's fixed-format UTC formatter does, and
+    /// parses back to itself.
+    @Test func formatsAsFoundationAndParsesBack() async {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
+        let range = Timestamp.validRange.lowerBound.millisecondsSince1970...Timestamp.validRange.upperBound.millisecondsSince1970
+        await propertyCheck(count: 2000, input: Gen.int64(in: range)) { milliseconds in
+            let timestamp = Timestamp(millisecondsSince1970: milliseconds)
+            #expect(timestamp.iso8601 == formatter.string(from: timestamp.date), "\(milliseconds)")
+            #expect(Timestamp(iso8601: timestamp.iso8601) == timestamp)
+        }
     }
 
     @Test("parses RFC 3339 variants", arguments: [
