@@ -116,6 +116,9 @@ public struct CreateCustomerCore: Sendable {
         case (.readingKeys, .apiKeys(let keys)):
             return authenticated(stored: Dictionary(keys.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first }))
         case (.readingRecords, .processedRequests(let records)):
+            // Room for the records read and the ones this batch creates: grown an insert at a
+            // time, the table was rehashed as it grew.
+            known.reserveCapacity(records.count + candidates.count)
             for record in records { known[record.idempotencyKey] = record }
             state = .readingPlans
             return .read(.defaultPlans(merchantIDs: Set(candidates.map(\.merchantID)).sorted()))

@@ -90,7 +90,7 @@ enum CreateCustomerStatements {
         let subscriptions = try DirectStatement(db, sql: insertSubscriptionSQL)
         let records = try DirectStatement(db, sql: insertRecordSQL)
         let recordedAt = writes.recordedAt.millisecondsSince1970
-        var inserted = Set<String>()
+        var inserted = Set<String>(minimumCapacity: writes.creations.count)
         for creation in writes.creations {
             let customer = creation.customer
             try customers.bind(customer.id, at: 1)

@@ -28,7 +28,9 @@ public struct ReplyEnvelope: Sendable {
     /// when traced; a replayed reply gets the current trace's, its body staying the stored bytes.
     public init(command: MessageProperties, reply: ReplyRecord, configuration: WorkerConfiguration, timestamp: UInt64,
                 traceHeaders: [String: FieldValue] = [:]) {
-        var headers = traceHeaders
+        // Sized for every header at once: grown one insert at a time, the table was rehashed.
+        var headers = [String: FieldValue](minimumCapacity: traceHeaders.count + 2)
+        headers.merge(traceHeaders) { _, trace in trace }
         headers["x-replayed"] = .bool(reply.replayed)
         if let key = reply.idempotencyKey { headers["x-idempotency-key"] = .string(key) }
         let correlationID = MessageProperties.shortString(command.correlationID)
