@@ -13,6 +13,9 @@ public struct FaultInjection: Sendable {
     /// last one, and waits to be killed (the worst moment for a crash).
     public static let stallReplayAfterBatchesVariable = "CUSTOMER_WORKER_FAULT_REPLAY_STALL_AFTER_BATCHES"
 
+    /// What a worker writes to standard error right before crashing on purpose.
+    public static let crashMessage = "fault injection: crashing on purpose"
+
     public var crashOnExternalID: String?
     public var stallReplayAfterBatches: Int?
 
@@ -37,12 +40,13 @@ public struct FaultInjection: Sendable {
     }
 
     /// Crashes the process if one of `commands` is the targeted command.
-    public func crashIfTargeted(_ commands: [IncomingCommand]) {
+    /// `context` is written beside the message (what a test shows when a crash count surprises it).
+    public func crashIfTargeted(_ commands: [IncomingCommand], context: String = "") {
         guard let target = crashOnExternalID else { return }
         for command in commands {
             let object = try? JSONSerialization.jsonObject(with: Data(command.body)) as? [String: Any]
             guard object?["externalId"] as? String == target else { continue }
-            FileHandle.standardError.write(Data("fault injection: crashing on purpose\n".utf8))
+            FileHandle.standardError.write(Data((Self.crashMessage + " (\(context))\n").utf8))
             fatalError("fault injection (\(Self.crashOnExternalIDVariable))")
         }
     }
@@ -61,7 +65,7 @@ public struct FaultInjectingStore: CustomerStorage {
     }
 
     public func createCustomers(_ core: CreateCustomerCore, finishingAttempts: [String]) async throws -> [CommandOutcome] {
-        faults.crashIfTargeted(core.commands)
+        faults.crashIfTargeted(core.commands, context: "\(core.commands.count) command(s), \(finishingAttempts.count) marker(s) finishing")
         return try await base.createCustomers(core, finishingAttempts: finishingAttempts)
     }
 
@@ -70,7 +74,11 @@ public struct FaultInjectingStore: CustomerStorage {
     }
 
     public func beginAttempt(key: String, now: Timestamp, since: Timestamp) async throws -> Int {
-        try await base.beginAttempt(key: key, now: now, since: since)
+        let earlier = try await base.beginAttempt(key: key, now: now, since: since)
+        if faults.crashOnExternalID != nil {
+            FileHandle.standardError.write(Data("fault injection: marker \(key.prefix(12)) counted \(earlier) earlier attempt(s)\n".utf8))
+        }
+        return earlier
     }
 
     public func clearAttempt(key: String) async throws { try await base.clearAttempt(key: key) }
