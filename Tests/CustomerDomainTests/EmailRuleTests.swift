@@ -7,7 +7,10 @@ import Testing
 /// checked against that pattern itself on generated addresses.
 @Suite("Email rule")
 struct EmailRuleTests {
-    static let pattern = try! NSRegularExpression(pattern: #"^[^@\s]+@[^@\s]+\.[^@\s]+$"#)
+    /// The schema's pattern, read as JSON Schema reads it (ECMA-262): its `$` is the end of the
+    /// string. ICU's `$` also matches before a line terminator that ends the string (\n, \r, \u{0B},
+    /// \u{0C}, \u{85}, \u{2028}, \u{2029}), which would accept "a@b.co\n"; ICU's `\z` is ECMA's `$`.
+    static let pattern = try! NSRegularExpression(pattern: #"^[^@\s]+@[^@\s]+\.[^@\s]+\z"#)
 
     /// Pieces that move the verdict: the separators, ASCII and Unicode whitespace (where ICU's
     /// `\s` and Swift's `isWhitespace` agree), letters in and out of ASCII.
@@ -29,7 +32,8 @@ struct EmailRuleTests {
         #expect(FieldRules.isPlausibleEmail(address))
     }
 
-    @Test(arguments: ["", "a", "@b.co", "a@", "a@b", "a@.co", "a@b.", "a@@b.co", "a@b@c.co", "a b@c.co", "a@b.co\u{A0}", "a\u{2003}@b.co"])
+    @Test(arguments: ["", "a", "@b.co", "a@", "a@b", "a@.co", "a@b.", "a@@b.co", "a@b@c.co", "a b@c.co", "a@b.co\u{A0}", "a\u{2003}@b.co",
+                       "a@b.co\n", "a@b.co\r\n", "b@.._\u{0C}", "a@b.co\u{2028}"])
     func implausibleAddressesFail(_ address: String) {
         #expect(!FieldRules.isPlausibleEmail(address))
     }
