@@ -11,26 +11,33 @@ import FoundationNetworking
 /// A worker process with its HTTP listener, for the hardening tests.
 struct ObservedWorker {
     let process: WorkerProcess
-    let port: Int
     let log: String
 
+    /// The listener binds a port the kernel picks (`HTTP_PORT=0`): a port chosen by the test and
+    /// bound later by the worker could be taken in between by any of the run's connections, and a
+    /// worker that cannot bind stops (after it began consuming).
     init(_ fixture: WorkerFixture, name: String, environment extra: [String: String] = [:], faultInjecting: Bool = false) throws {
-        port = FreePort.next()
         var environment = fixture.environment.merging(extra) { $1 }
-        environment["HTTP_PORT"] = String(port)
+        environment["HTTP_PORT"] = "0"
         environment["SWIFT_BACKTRACE"] = "enable=no"  // a crash on purpose should end at once
         log = fixture.directory.appendingPathComponent("\(name).log").path
         process = try WorkerProcess(environment: environment, logFile: log, faultInjecting: faultInjecting)
     }
 
+    /// `path` on the worker's listener; nil while it does not listen (or no more).
+    private func url(_ path: String) async -> URL? {
+        guard let port = try? await process.listeningPort() else { return nil }
+        return URL(string: "http://127.0.0.1:\(port)\(path)")
+    }
+
     func status(_ path: String) async -> Int? {
-        guard let (_, response) = try? await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!) else { return nil }
+        guard let url = await url(path), let (_, response) = try? await URLSession.shared.data(from: url) else { return nil }
         return (response as? HTTPURLResponse)?.statusCode
     }
 
     /// The body `path` answers; nil when nothing answers.
     func body(_ path: String) async -> String? {
-        guard let (data, _) = try? await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!) else { return nil }
+        guard let url = await url(path), let (data, _) = try? await URLSession.shared.data(from: url) else { return nil }
         return String(decoding: data, as: UTF8.self)
     }
 
@@ -46,7 +53,7 @@ struct ObservedWorker {
 
     /// One sample of /metrics, by its full name with labels; nil when absent.
     func metric(_ sample: String) async -> Double? {
-        guard let (data, _) = try? await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/metrics")!) else { return nil }
+        guard let url = await url("/metrics"), let (data, _) = try? await URLSession.shared.data(from: url) else { return nil }
         let lines = String(decoding: data, as: UTF8.self).split(separator: "\n")
         return lines.first { $0.hasPrefix(sample + " ") }.flatMap { Double($0.split(separator: " ").last!) }
     }

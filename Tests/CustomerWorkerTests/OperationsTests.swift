@@ -56,10 +56,10 @@ struct OperationsTests {
     @Test func metricsAndProbesOfARunningWorker() async throws {
         let fixture = try await WorkerFixture("metrics")
         let merchant = try await fixture.merchant()
-        let port = FreePort.next()
         var environment = fixture.environment
-        environment["HTTP_PORT"] = String(port)
+        environment["HTTP_PORT"] = "0"  // the kernel's choice, read back from the log (no race for a port)
         let worker = try WorkerProcess(environment: environment, logFile: fixture.directory.appendingPathComponent("worker.log").path)
+        let port = try #require(try await worker.listeningPort(), "the worker never listened")
         try await awaitReady(port)
         #expect(try await get(port, "/healthz").0 == 200)
 

@@ -8,8 +8,12 @@ import Synchronization
 /// ends, however it ends.
 final class WorkerProcess: Sendable {
     let pid: pid_t
+    /// Its standard output and error.
+    let logFile: String
     /// The exit status once reaped (the pid may be reused afterwards: never signal it again).
     private let exit = Mutex<Int32?>(nil)
+    /// The HTTP listener's port once read from the log.
+    private let listening = Mutex<Int?>(nil)
 
     /// The executable built next to the test bundle by `swift build --build-tests`.
     static var executable: String { built("customer-worker") }
@@ -29,6 +33,7 @@ final class WorkerProcess: Sendable {
     }
 
     init(environment: [String: String], logFile: String, faultInjecting: Bool = false) throws {
+        self.logFile = logFile
         pid = faultInjecting
             ? try TestBroker.spawn(Self.faultInjectingExecutable, [], environment: environment, output: logFile, errorsToOutput: true)
             : try TestBroker.spawn(Self.executable, ["run"], environment: environment, output: logFile, errorsToOutput: true)
@@ -38,9 +43,58 @@ final class WorkerProcess: Sendable {
     /// Another `customer-worker` command (e.g. a replay to kill midway); `faultInjecting`: the
     /// test-only executable's version of it (`customer-worker-faults`).
     init(_ arguments: [String], environment: [String: String], logFile: String, faultInjecting: Bool = false) throws {
+        self.logFile = logFile
         pid = try TestBroker.spawn(faultInjecting ? Self.faultInjectingExecutable : Self.executable, arguments, environment: environment,
                                    output: logFile, errorsToOutput: true)
         TestResources.onExit("customer-worker \(arguments.first ?? "") \(pid) (log \(logFile))") { [self] in await terminate() }
+    }
+
+    /// The port of the HTTP listener of a worker started with `HTTP_PORT=0` (the kernel picks a
+    /// free one, so no test races another for a port). Waits until the process listens; nil
+    /// when it ends first or `timeout` passes. Read from /proc, whatever the log level.
+    func listeningPort(timeout: Duration = .seconds(60)) async throws -> Int? {
+        if let port = listening.withLock({ $0 }) { return port }
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let port = Self.listeningPort(of: pid) {
+                listening.withLock { $0 = port }
+                return port
+            }
+            if try await waitForExit(timeout: .zero) != nil { return nil }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return nil
+    }
+
+    /// The port of a TCP socket `pid` listens on and this process does not: its socket inodes
+    /// (/proc/PID/fd) matched with the rows of /proc/net/tcp and tcp6 in state LISTEN (0A). A
+    /// worker opens one listening socket, its HTTP listener (every other socket of its own is a
+    /// client's); sockets it inherited from this test process (another test's server) are ours too.
+    static func listeningPort(of pid: pid_t) -> Int? {
+        guard let own = socketInodes(of: pid) else { return nil }
+        let inodes = own.subtracting(socketInodes(of: getpid()) ?? [])
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+            // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode …
+            for row in text.split(separator: "\n").dropFirst() {
+                let fields = row.split(separator: " ")
+                guard fields.count > 9, fields[3] == "0A", inodes.contains(fields[9]),
+                      let port = fields[1].split(separator: ":").last.flatMap({ Int($0, radix: 16) }) else { continue }
+                return port
+            }
+        }
+        return nil
+    }
+
+    /// The inodes of the sockets `pid` holds open; nil when it has no /proc entry (it ended).
+    private static func socketInodes(of pid: pid_t) -> Set<Substring>? {
+        let descriptors = "/proc/\(pid)/fd"
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: descriptors) else { return nil }
+        return Set(entries.compactMap { entry -> Substring? in
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(descriptors)/\(entry)"),
+                  target.hasPrefix("socket:["), target.hasSuffix("]") else { return nil }
+            return Substring(target.dropFirst(8).dropLast())
+        })
     }
 
     func signal(_ signal: Int32) {
