@@ -57,7 +57,7 @@ struct OperationsTests {
         let fixture = try await WorkerFixture("metrics")
         let merchant = try await fixture.merchant()
         var environment = fixture.environment
-        environment["HTTP_PORT"] = "0"  // the kernel's choice, read back from the log (no race for a port)
+        environment["HTTP_PORT"] = "0"  // the kernel's choice, read back from /proc (no race for a port)
         let worker = try WorkerProcess(environment: environment, logFile: fixture.directory.appendingPathComponent("worker.log").path)
         let port = try #require(try await worker.listeningPort(), "the worker never listened")
         try await awaitReady(port)
