@@ -73,20 +73,60 @@ public struct DeliveryTag: Sendable, Hashable, Comparable {
 }
 
 /// A message delivered to one of our consumers.
+///
+/// Its fields live in one immutable object: a delivery is copied from stage to stage (the session's
+/// buffer, the lanes, a batch's items, the store's commands, the publish phase), and a copy of the
+/// object is one retain where a copy of the fields was one per string and array (84 retains a
+/// command, BENCHMARKS.md, "Issue 26: is the worker waiting, or working?"). Still a value: nothing
+/// of it changes after it is read off the socket.
 public struct Delivery: Sendable {
-    public let tag: DeliveryTag
-    public let consumerTag: String
+    /// `Sendable` by construction: final, and every stored property a `let` of a `Sendable` type.
+    private final class Fields: Sendable {
+        let tag: DeliveryTag
+        let consumerTag: String
+        let queue: String?
+        let redelivered: Bool
+        let exchange: String
+        let routingKey: String
+        let body: [UInt8]
+        let properties: MessageProperties
+        let receivedAt: ContinuousClock.Instant
+
+        init(tag: DeliveryTag, consumerTag: String, queue: String?, redelivered: Bool, exchange: String, routingKey: String,
+             body: [UInt8], properties: MessageProperties, receivedAt: ContinuousClock.Instant) {
+            self.tag = tag
+            self.consumerTag = consumerTag
+            self.queue = queue
+            self.redelivered = redelivered
+            self.exchange = exchange
+            self.routingKey = routingKey
+            self.body = body
+            self.properties = properties
+            self.receivedAt = receivedAt
+        }
+    }
+
+    private let fields: Fields
+
+    init(tag: DeliveryTag, consumerTag: String, queue: String?, redelivered: Bool, exchange: String, routingKey: String,
+         body: [UInt8], properties: MessageProperties, receivedAt: ContinuousClock.Instant) {
+        fields = Fields(tag: tag, consumerTag: consumerTag, queue: queue, redelivered: redelivered, exchange: exchange,
+                        routingKey: routingKey, body: body, properties: properties, receivedAt: receivedAt)
+    }
+
+    public var tag: DeliveryTag { fields.tag }
+    public var consumerTag: String { fields.consumerTag }
     /// The queue its consumer consumes (a session may consume several); nil when the consumer is
     /// no longer known to the session (cancelled meanwhile).
-    public let queue: String?
-    public let redelivered: Bool
-    public let exchange: String
-    public let routingKey: String
-    public let body: [UInt8]
-    public let properties: MessageProperties
+    public var queue: String? { fields.queue }
+    public var redelivered: Bool { fields.redelivered }
+    public var exchange: String { fields.exchange }
+    public var routingKey: String { fields.routingKey }
+    public var body: [UInt8] { fields.body }
+    public var properties: MessageProperties { fields.properties }
     /// When the session read it off the socket: how long a consumer has held a delivery, which the
     /// broker bounds (`consumer_timeout`).
-    public let receivedAt: ContinuousClock.Instant
+    public var receivedAt: ContinuousClock.Instant { fields.receivedAt }
 }
 
 /// What the broker said about one published message.
