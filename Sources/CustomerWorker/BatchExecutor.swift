@@ -308,8 +308,9 @@ final class BatchExecutor: Sendable {
     }
 
     private func incoming(_ delivery: Delivery) -> IncomingCommand {
-        IncomingCommand(apiKey: delivery.properties.headers["x-api-key"]?.stringValue, contentType: delivery.properties.contentType,
-                        body: delivery.body, headersTooDeep: delivery.properties.headersTooDeep)
+        let properties = delivery.properties  // one copy, not one per field read
+        return IncomingCommand(apiKey: properties.headers["x-api-key"]?.stringValue, contentType: properties.contentType,
+                               body: delivery.body, headersTooDeep: properties.headersTooDeep)
     }
 
     /// Rejects a delivery without requeueing it: the queue dead-letters it.
