@@ -8,11 +8,9 @@ import Synchronization
 /// ends, however it ends.
 final class WorkerProcess: Sendable {
     let pid: pid_t
-    /// Its standard output and error.
-    let logFile: String
     /// The exit status once reaped (the pid may be reused afterwards: never signal it again).
     private let exit = Mutex<Int32?>(nil)
-    /// The HTTP listener's port once read from the log.
+    /// The HTTP listener's port once found (`listeningPort`).
     private let listening = Mutex<Int?>(nil)
 
     /// The executable built next to the test bundle by `swift build --build-tests`.
@@ -33,7 +31,6 @@ final class WorkerProcess: Sendable {
     }
 
     init(environment: [String: String], logFile: String, faultInjecting: Bool = false) throws {
-        self.logFile = logFile
         pid = faultInjecting
             ? try TestBroker.spawn(Self.faultInjectingExecutable, [], environment: environment, output: logFile, errorsToOutput: true)
             : try TestBroker.spawn(Self.executable, ["run"], environment: environment, output: logFile, errorsToOutput: true)
@@ -43,7 +40,6 @@ final class WorkerProcess: Sendable {
     /// Another `customer-worker` command (e.g. a replay to kill midway); `faultInjecting`: the
     /// test-only executable's version of it (`customer-worker-faults`).
     init(_ arguments: [String], environment: [String: String], logFile: String, faultInjecting: Bool = false) throws {
-        self.logFile = logFile
         pid = try TestBroker.spawn(faultInjecting ? Self.faultInjectingExecutable : Self.executable, arguments, environment: environment,
                                    output: logFile, errorsToOutput: true)
         TestResources.onExit("customer-worker \(arguments.first ?? "") \(pid) (log \(logFile))") { [self] in await terminate() }
@@ -69,7 +65,8 @@ final class WorkerProcess: Sendable {
     /// The port of a TCP socket `pid` listens on and this process does not: its socket inodes
     /// (/proc/PID/fd) matched with the rows of /proc/net/tcp and tcp6 in state LISTEN (0A). A
     /// worker opens one listening socket, its HTTP listener (every other socket of its own is a
-    /// client's); sockets it inherited from this test process (another test's server) are ours too.
+    /// client's). A socket this test process shares with it would be one it inherited (another
+    /// test's server): `cw_spawn` prevents that where the kernel can, and it is skipped anyway.
     static func listeningPort(of pid: pid_t) -> Int? {
         guard let own = socketInodes(of: pid) else { return nil }
         let inodes = own.subtracting(socketInodes(of: getpid()) ?? [])
