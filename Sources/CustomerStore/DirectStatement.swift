@@ -144,7 +144,9 @@ struct DirectStatement {
 /// The bytes of a statement's text and blob parameters for one row, in one buffer allocated once
 /// per statement and batch (`DirectStatement`). Its deinit clears the statement's bindings before
 /// freeing the buffer, so a statement left bound by a throw never points into freed memory; it
-/// holds the statement so the handle outlives it.
+/// holds the statement so the handle outlives it. GRDB's cache hands the same `Statement` to every
+/// `DirectStatement` of one SQL in a transaction, so there must be one at a time per SQL (as in
+/// `CreateCustomerStatements.write`): an earlier one's deinit would clear a later one's bindings.
 private final class ParameterBytes {
     private let statement: Statement
     private let storage: UnsafeMutableRawBufferPointer
