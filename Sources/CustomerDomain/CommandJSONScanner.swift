@@ -68,14 +68,13 @@ struct CommandJSONScanner {
         skipWhitespace()
         while !closes(UInt8(ascii: "}")) {
             guard peek() == UInt8(ascii: "\"") else { throw .invalidJSON }
-            let key = try string()
-            let field = CustomerField(key: key)
+            let (field, otherKey) = try memberName()
             if let field {
                 let bit: UInt32 = 1 << field.position
-                if seenFields & bit != 0, violation == nil { violation = .duplicateKey(key) }
+                if seenFields & bit != 0, violation == nil { violation = .duplicateKey(field.rawValue) }
                 seenFields |= bit
             } else {
-                noteKey(key, in: &seen)
+                noteKey(otherKey, in: &seen)
             }
             skipWhitespace()
             try expect(UInt8(ascii: ":"))
@@ -86,7 +85,7 @@ struct CommandJSONScanner {
                 object.fields[field] = try fieldValue()
             } else {
                 try skipValue(depth: 1)
-                object.unknownKeys.append(key)
+                object.unknownKeys.append(otherKey)
             }
             try separator(closing: UInt8(ascii: "}"))
         }
@@ -94,6 +93,21 @@ struct CommandJSONScanner {
         if let violation { throw violation }
         object.unknownKeys.sort()
         return object
+    }
+
+    /// A top-level member name: the known field it names, or else the name itself. A name without
+    /// escapes is matched on the body's bytes, so a known field's name never becomes a `String`
+    /// (names of 16 bytes or more, such as `shippingAddress1`, each took an allocation).
+    private mutating func memberName() throws(Failure) -> (field: CustomerField?, other: String) {
+        let start = position + 1
+        let end = try plainStringEnd()
+        if let end {
+            if let field = CustomerField(utf8: UnsafeBufferPointer(rebasing: bytes[start..<end])) { return (field, "") }
+            return (nil, String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self))
+        }
+        let name = try escapedString(from: start)
+        if let field = CustomerField(key: name) { return (field, "") }
+        return (nil, name)
     }
 
     /// Records the first key that repeats within one object.
@@ -221,15 +235,24 @@ struct CommandJSONScanner {
     /// The string starting at the opening quote, unescaped. The body is valid UTF-8 already
     /// (checked before scanning), so unescaped runs are copied as they are.
     private mutating func string() throws(Failure) -> String {
+        let start = position + 1
+        if let end = try plainStringEnd() {
+            return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
+        }
+        return try escapedString(from: start)
+    }
+
+    /// From the opening quote: the end of the string's bytes when it has no escape (and past its
+    /// closing quote), or nil at its first backslash (left there for `escapedString`).
+    private mutating func plainStringEnd() throws(Failure) -> Int? {
         position += 1  // the opening quote
-        let start = position
         while position < bytes.count {
             let byte = bytes[position]
             if byte == UInt8(ascii: "\"") {
-                defer { position += 1 }
-                return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
+                position += 1
+                return position - 1
             }
-            if byte == UInt8(ascii: "\\") { return try escapedString(from: start) }
+            if byte == UInt8(ascii: "\\") { return nil }
             guard byte >= 0x20 else { throw .invalidJSON }
             position += 1
         }

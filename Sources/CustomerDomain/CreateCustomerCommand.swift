@@ -14,14 +14,18 @@ public enum CustomerField: String, CaseIterable, Sendable {
     /// its length: the `String` switch behind `init(rawValue:)` hashed every key of every command.
     init?(key: String) {
         var key = key
-        guard let field = key.withUTF8({ bytes -> CustomerField? in
-            guard bytes.count < Self.namesByLength.count else { return nil }
-            for (name, field) in Self.namesByLength[bytes.count] where name.withUnsafeBufferPointer({ sameBytes($0, bytes) }) {
-                return field
-            }
-            return nil
-        }) else { return nil }
+        guard let field = key.withUTF8({ CustomerField(utf8: $0) }) else { return nil }
         self = field
+    }
+
+    /// The field named by these UTF-8 bytes (a key as it stands in a body without escapes).
+    init?(utf8 bytes: UnsafeBufferPointer<UInt8>) {
+        guard bytes.count < Self.namesByLength.count else { return nil }
+        for (name, field) in Self.namesByLength[bytes.count] where name.withUnsafeBufferPointer({ sameBytes($0, bytes) }) {
+            self = field
+            return
+        }
+        return nil
     }
 
     /// The fields' names as UTF-8, grouped by length (index: the length in bytes).

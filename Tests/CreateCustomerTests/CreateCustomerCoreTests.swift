@@ -135,6 +135,43 @@ struct CreateCustomerCoreTests {
         #expect(keys.count == 20 && keys == keys.sorted())
     }
 
+    /// Every read names each key id, record and merchant once, sorted, whatever the batch's order:
+    /// two merchants' commands interleaved, each command twice.
+    @Test func readsAreSortedAndNameEachValueOnce() throws {
+        let other = APIKeys.generate(.secret, merchantID: "mer_0")
+        let commands = (0..<12).flatMap { index in
+            let command = Self.command(#"{"externalId":"cus_\#(index / 2)"}"#, key: index.isMultiple(of: 2) ? Self.secret.key : other.key)
+            return [command, command]
+        }
+        let (outcomes, reads, writes) = Self.run(
+            commands, plans: [Self.merchant: Self.free, "mer_0": Self.free], keys: [Self.secret.stored, other.stored])
+        guard reads.count == 3, case .apiKeys(let keyIDs) = reads[0], case .processedRequests(let lookups) = reads[1],
+              case .defaultPlans(let merchants) = reads[2]
+        else { Issue.record("unexpected reads \(reads)"); return }
+        #expect(keyIDs == [Self.secret.stored.id, other.stored.id].sorted())
+        #expect(merchants == ["mer_0", Self.merchant])
+        let keys = lookups.map(\.idempotencyKey)
+        #expect(keys.count == 12 && keys == keys.sorted() && Set(keys).count == 12, "6 external ids, each under 2 merchants")
+        for lookup in lookups {
+            #expect(lookup.idempotencyKey == idempotencyKey(merchantID: lookup.customer.merchantID, externalID: lookup.customer.externalID))
+        }
+        #expect(writes.first?.creations.map(\.record.idempotencyKey) == keys, "one creation per key, in key order")
+        #expect(outcomes.compactMap(\.reply).filter(\.replayed).count == 12, "each command's twin replays it")
+    }
+
+    @Test func sortingByKeyKeepsTheOrderOfEqualKeysAndDistinctKeepsTheFirst() {
+        let values = [("b", 0), ("a", 1), ("b", 2), ("c", 3), ("a", 4)]
+        #expect(values.sorted(byKey: \.0).map(\.1) == [1, 4, 0, 2, 3])
+        #expect(values.sorted(byKey: \.0, distinct: true).map(\.1) == [1, 0, 3])
+        // Keys alike in their first 8 bytes, one a prefix of another: ordered by the whole key.
+        let long = [("abcdefghZ", 0), ("abcdefgh", 1), ("abcdefghA", 2), ("abcdefghA", 3), ("abcdefg", 4), ("b", 5)]
+        #expect(long.sorted(byKey: \.0).map(\.1) == [4, 1, 2, 3, 0, 5])
+        #expect(long.sorted(byKey: \.0, distinct: true).map(\.1) == [4, 1, 2, 0, 5])
+        #expect(distinctSorted(["m2", "m2", "m1", "m2", "m1"]) == ["m1", "m2"])
+        #expect(distinctSorted(["m1", "m1"]) == ["m1"])
+        #expect(distinctSorted([String]()).isEmpty)
+    }
+
     @Test func aLostRaceReplaysTheWinnersRecord() throws {
         let winner = Self.run([Self.command(#"{"externalId":"cus_1"}"#)])
         let record = try #require(winner.writes.first?.creations.first?.record)
