@@ -159,6 +159,8 @@ public enum FieldRules {
         var value = value
         // Over the contiguous bytes: every field of every command passes here.
         return value.withUTF8 { bytes in
+            // C1 controls are U+0080...U+009F, in UTF-8 0xC2 and a second byte up to 0x9F.
+            guard ByteWords.containsControlOr(0x7F, 0xC2, in: bytes) else { return false }
             var afterC2 = false
             for byte in bytes {
                 if byte < 0x20 || byte == 0x7F || (afterC2 && byte <= 0x9F) { return true }

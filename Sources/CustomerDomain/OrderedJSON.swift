@@ -296,13 +296,18 @@ public struct JSONBytesWriter: JSONFieldWriter {
         var string = string
         // One pass over contiguous UTF-8 (a buffer, not the String view) on the reply hot path.
         string.withUTF8 { utf8 in
-            if utf8.contains(where: Self.needsEscape) {
+            if containsEscapable(utf8) {
                 for byte in utf8 { appendEscaped(byte, to: &bytes) }
             } else {
                 bytes.append(contentsOf: utf8)
             }
         }
         bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// Whether any byte needs an escape: `needsEscape`, eight bytes at a time.
+    static func containsEscapable(_ utf8: UnsafeBufferPointer<UInt8>) -> Bool {
+        ByteWords.containsControlOr(UInt8(ascii: "\""), UInt8(ascii: "\\"), in: utf8)
     }
 
     private static func needsEscape(_ byte: UInt8) -> Bool {
@@ -312,6 +317,7 @@ public struct JSONBytesWriter: JSONFieldWriter {
     /// How many bytes escaping adds to `utf8` (`appendEscaped`'s output beyond one byte each), for
     /// a writer that sizes its buffer first (`CustomerCreatedTemplate.render`).
     static func escapeOverhead(_ utf8: UnsafeBufferPointer<UInt8>) -> Int {
+        guard containsEscapable(utf8) else { return 0 }
         var overhead = 0
         for byte in utf8 where needsEscape(byte) {
             switch byte {
