@@ -149,6 +149,13 @@ extension FieldValue {
     /// Whether no table or array in `table` is nested deeper than `limit` levels. Walks the C
     /// structure with a heap-allocated stack: no recursion however deep the input.
     static func nests(_ table: amqp_table_t, within limit: Int) -> Bool {
+        // A command's headers are flat (`x-api-key`, trace context): answered without the stack.
+        if limit >= 1, table.num_entries > 0, let entries = table.entries, (0..<Int(table.num_entries)).allSatisfy({
+            let kind = amqp_field_value_kind_t(UInt32(entries[$0].value.kind))
+            return kind != AMQP_FIELD_KIND_TABLE && kind != AMQP_FIELD_KIND_ARRAY
+        }) {
+            return true
+        }
         var pending: [(field: amqp_field_value_t, depth: Int)] = []
         func push(_ field: amqp_field_value_t, depth: Int) -> Bool {
             let kind = amqp_field_value_kind_t(UInt32(field.kind))
@@ -176,9 +183,8 @@ extension FieldValue {
     }
 
     static func decodeTable(_ table: amqp_table_t) -> [String: FieldValue] {
-        var result: [String: FieldValue] = [:]
-        guard table.num_entries > 0, let entries = table.entries else { return result }
-        result.reserveCapacity(Int(table.num_entries))
+        guard table.num_entries > 0, let entries = table.entries else { return [:] }
+        var result = [String: FieldValue](minimumCapacity: Int(table.num_entries))
         for index in 0..<Int(table.num_entries) {
             result[String(amqpBytes: entries[index].key)] = FieldValue(entries[index].value)
         }
