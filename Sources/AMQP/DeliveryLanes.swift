@@ -34,23 +34,13 @@ struct DeliveryLanes {
         }
     }
 
-    /// A lane holding at most this many deliveries beside a busier one is a quiet lane: a light
-    /// merchant's few commands beside a bulk import.
-    static let quietLaneDepth = 4
-
-    /// Up to `maximum` deliveries, one lane after the other in turn. A batch taken while a quiet
-    /// lane's deliveries wait beside a busy lane's is cut to a quarter of `maximum`: the quiet commands
-    /// then wait for a short batch's commit and confirms, not for a full batch of the busy lane's
-    /// (the batch in the store before it is the other half of their wait). Only a batch with a
-    /// quiet lane's delivery is shorter, so a bulk import keeps its full batches.
+    /// Up to `maximum` deliveries, one lane after the other in turn.
     mutating func take(_ maximum: Int) -> [Delivery] {
-        guard maximum > 0, count > 0 else { return [] }
-        let busy = lanes.indices.filter { !lanes[$0].deliveries.isEmpty }
-        let hasQuietLane = busy.contains { lanes[$0].deliveries.count <= Self.quietLaneDepth }
-            && busy.contains { lanes[$0].deliveries.count > Self.quietLaneDepth }
-        let total = min(hasQuietLane ? max(maximum / 4, 1) : maximum, count)
+        let total = min(maximum, count)
+        guard total > 0 else { return [] }
         defer { removeEmptyLanes() }
         count -= total
+        let busy = lanes.indices.filter { !lanes[$0].deliveries.isEmpty }
         if busy.count == 1 {
             let lane = busy[0]
             let taken = Array(lanes[lane].deliveries.prefix(total))
