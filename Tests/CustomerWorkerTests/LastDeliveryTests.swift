@@ -28,8 +28,12 @@ struct LastDeliveryTests {
     func aCommandAtItsLastDeliveryReturnedAtShutdownIsHandedBackNotDeadLettered(_ kind: StoreKind) async throws {
         let (fixture, command, first, returnAtTheLimit) = try await committedCommandBeforeItsLastDelivery("last-delivery-shutdown", kind)
 
-        // The worker runs, then the database refuses writes, then the command comes to it.
-        let worker = try ObservedWorker(fixture, name: "paused", environment: ["DATABASE_BUSY_TIMEOUT_MS": "100", "LOG_LEVEL": "info"])
+        // The worker runs, then the database refuses writes, then the command comes to it. Ending
+        // the worker's PostgreSQL connections can leave a statement unanswered until
+        // answer_timeout (see `quickToGiveUpDatabaseURL`), 10 s here: the wait below is longer.
+        let worker = try ObservedWorker(fixture, name: "paused", environment: [
+            "DATABASE_URL": fixture.quickToGiveUpDatabaseURL, "DATABASE_BUSY_TIMEOUT_MS": "100", "LOG_LEVEL": "info",
+        ])
         TestResources.onExit("paused worker") { await worker.process.terminate() }
         #expect(try await worker.poll("/readyz", until: 200, timeout: .seconds(30)))
         let endOutage = try await fixture.refuseWrites()

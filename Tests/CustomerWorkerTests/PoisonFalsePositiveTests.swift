@@ -28,7 +28,7 @@ struct PoisonFalsePositiveTests {
                 // half-closed socket, bounded by answer_timeout. The log says what the worker did
                 // if it never pauses.
                 let first = try ObservedWorker(fixture, name: "first", environment: [
-                    "DATABASE_URL": url + (url.contains("?") ? "&" : "?") + "connect_timeout=2&answer_timeout=10", "LOG_LEVEL": "info",
+                    "DATABASE_URL": fixture.quickToGiveUpDatabaseURL, "LOG_LEVEL": "info",
                 ])
                 workers.append(first)
                 // Its marker is committed and its work transaction waits for the table.
@@ -75,7 +75,7 @@ struct PoisonFalsePositiveTests {
                 // half-closed socket, bounded by answer_timeout. The log says what the worker did
                 // if it never pauses.
                 let first = try ObservedWorker(fixture, name: "first", environment: [
-                    "DATABASE_URL": url + (url.contains("?") ? "&" : "?") + "connect_timeout=2&answer_timeout=10", "LOG_LEVEL": "info",
+                    "DATABASE_URL": fixture.quickToGiveUpDatabaseURL, "LOG_LEVEL": "info",
                 ])
                 workers.append(first)
                 // Marker committed, work transaction waiting: now the database goes away.

@@ -39,6 +39,17 @@ final class WorkerFixture: Sendable {
         var databaseURL: String?
     }
 
+    /// The worker's database URL, with short connection and answer timeouts on PostgreSQL (2 s and
+    /// 10 s, against 10 s and 60 s by default); SQLite's path as it is. A statement whose backend
+    /// the server ended can leave postgres-nio waiting on the half-closed socket until
+    /// `answer_timeout`, so a test that ends the worker's connections and waits for the worker to
+    /// notice uses this, and waits longer than these.
+    var quickToGiveUpDatabaseURL: String {
+        let url = configuration.databaseURL
+        guard kind == .postgres else { return url }
+        return url + (url.contains("?") ? "&" : "?") + "connect_timeout=2&answer_timeout=10"
+    }
+
     init(_ name: String, tuning: Tuning = Tuning(), store kind: StoreKind = .sqlite) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("worker-\(TestBroker.uniqueName(name))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
