@@ -252,7 +252,10 @@ let package = Package(
         .testTarget(name: "WorkerBenchmarkTests", dependencies: ["WorkerBenchmark"], swiftSettings: strict),
         .testTarget(
             name: "CustomerDomainTests",
-            dependencies: ["CustomerDomain", .product(name: "PropertyBased", package: "swift-property-based")],
+            dependencies: [
+                "CustomerDomain", .product(name: "PropertyBased", package: "swift-property-based"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: strict),
         .testTarget(name: "WorkerTracingTests", dependencies: ["WorkerTracing", "AMQP"], swiftSettings: strict),
         .testTarget(

@@ -62,74 +62,105 @@ public enum CustomerField: String, CaseIterable, Sendable {
 
 /// A validated, normalised create-customer command (countries and US states in upper case).
 /// Property names are the contract's JSON keys.
+///
+/// The optional fields live in one buffer, their UTF-8 one after the other in contract order, so
+/// a copy of a command (the core, its candidates, creations, rows and reply values each hold one)
+/// is two retains, not seventeen; the stores, the fingerprint and the reply template read the
+/// bytes where they are (`withUTF8(_:_:)`). The `String` properties are for everything else.
 public struct CreateCustomerCommand: Sendable, Hashable {
     public var externalId: String
-    public var name: String?
-    public var email: String?
-    public var billingAddress1: String?
-    public var billingAddress2: String?
-    public var billingCity: String?
-    public var billingCountry: String?
-    public var billingState: String?
-    public var billingZipCode: String?
-    public var shippingAddress1: String?
-    public var shippingAddress2: String?
-    public var shippingCity: String?
-    public var shippingCountry: String?
-    public var shippingState: String?
-    public var shippingZipCode: String?
-    public var quickBooksId: String?
-    public var stripeId: String?
+    /// The optional fields' UTF-8, in `CustomerField.optionalFields` order, absent ones empty.
+    private var optionalUTF8: [UInt8] = []
+    /// Where each optional field ends in `optionalUTF8`; it starts where the one before it ends.
+    private var ends = InlineArray<16, UInt32>(repeating: 0)
+    /// Bit `n` set: optional field `n` has a value (an empty range is then the empty string).
+    private var present: UInt16 = 0
 
     /// A command with only its `externalId` set; does not validate.
     public init(externalId: String) {
         self.externalId = externalId
     }
 
+    public var name: String? { get { self[.name] } set { self[.name] = newValue } }
+    public var email: String? { get { self[.email] } set { self[.email] = newValue } }
+    public var billingAddress1: String? { get { self[.billingAddress1] } set { self[.billingAddress1] = newValue } }
+    public var billingAddress2: String? { get { self[.billingAddress2] } set { self[.billingAddress2] = newValue } }
+    public var billingCity: String? { get { self[.billingCity] } set { self[.billingCity] = newValue } }
+    public var billingCountry: String? { get { self[.billingCountry] } set { self[.billingCountry] = newValue } }
+    public var billingState: String? { get { self[.billingState] } set { self[.billingState] = newValue } }
+    public var billingZipCode: String? { get { self[.billingZipCode] } set { self[.billingZipCode] = newValue } }
+    public var shippingAddress1: String? { get { self[.shippingAddress1] } set { self[.shippingAddress1] = newValue } }
+    public var shippingAddress2: String? { get { self[.shippingAddress2] } set { self[.shippingAddress2] = newValue } }
+    public var shippingCity: String? { get { self[.shippingCity] } set { self[.shippingCity] = newValue } }
+    public var shippingCountry: String? { get { self[.shippingCountry] } set { self[.shippingCountry] = newValue } }
+    public var shippingState: String? { get { self[.shippingState] } set { self[.shippingState] = newValue } }
+    public var shippingZipCode: String? { get { self[.shippingZipCode] } set { self[.shippingZipCode] = newValue } }
+    public var quickBooksId: String? { get { self[.quickBooksId] } set { self[.quickBooksId] = newValue } }
+    public var stripeId: String? { get { self[.stripeId] } set { self[.stripeId] = newValue } }
+
     /// The value of `field` (for `.externalId`, never nil). Setting `.externalId` to nil is ignored.
     public subscript(field: CustomerField) -> String? {
         get {
-            switch field {
-            case .externalId: externalId
-            case .name: name
-            case .email: email
-            case .billingAddress1: billingAddress1
-            case .billingAddress2: billingAddress2
-            case .billingCity: billingCity
-            case .billingCountry: billingCountry
-            case .billingState: billingState
-            case .billingZipCode: billingZipCode
-            case .shippingAddress1: shippingAddress1
-            case .shippingAddress2: shippingAddress2
-            case .shippingCity: shippingCity
-            case .shippingCountry: shippingCountry
-            case .shippingState: shippingState
-            case .shippingZipCode: shippingZipCode
-            case .quickBooksId: quickBooksId
-            case .stripeId: stripeId
-            }
+            guard field != .externalId else { return externalId }
+            return withUTF8(field) { $0.map { String(decoding: $0, as: UTF8.self) } }
         }
         set {
-            switch field {
-            case .externalId: if let newValue { externalId = newValue }
-            case .name: name = newValue
-            case .email: email = newValue
-            case .billingAddress1: billingAddress1 = newValue
-            case .billingAddress2: billingAddress2 = newValue
-            case .billingCity: billingCity = newValue
-            case .billingCountry: billingCountry = newValue
-            case .billingState: billingState = newValue
-            case .billingZipCode: billingZipCode = newValue
-            case .shippingAddress1: shippingAddress1 = newValue
-            case .shippingAddress2: shippingAddress2 = newValue
-            case .shippingCity: shippingCity = newValue
-            case .shippingCountry: shippingCountry = newValue
-            case .shippingState: shippingState = newValue
-            case .shippingZipCode: shippingZipCode = newValue
-            case .quickBooksId: quickBooksId = newValue
-            case .stripeId: stripeId = newValue
+            guard field != .externalId else {
+                if let newValue { externalId = newValue }
+                return
             }
+            guard var newValue else { return setOptional(field, nil) }
+            newValue.withUTF8 { setOptional(field, $0) }
         }
+    }
+
+    /// Calls `body` with the UTF-8 of `field`'s value, or nil when it has none: the bytes where
+    /// they are, no `String` made.
+    public func withUTF8<Result>(_ field: CustomerField, _ body: (UnsafeBufferPointer<UInt8>?) throws -> Result) rethrows -> Result {
+        guard field != .externalId else {
+            var externalId = externalId
+            return try externalId.withUTF8 { try body($0) }
+        }
+        let slot = field.position - 1
+        guard present & (1 << slot) != 0 else { return try body(nil) }
+        let range = optionalRange(slot)
+        return try optionalUTF8.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[range])) }
+    }
+
+    /// The byte range of optional field `slot` (its place in `optionalFields`).
+    private func optionalRange(_ slot: Int) -> Range<Int> {
+        (slot == 0 ? 0 : Int(ends[slot - 1]))..<Int(ends[slot])
+    }
+
+    /// Sets an optional field to these bytes, or to nil. The validator sets the fields in
+    /// contract order, so each value is appended at the end.
+    private mutating func setOptional(_ field: CustomerField, _ value: UnsafeBufferPointer<UInt8>?) {
+        let slot = field.position - 1
+        let range = optionalRange(slot)
+        let newCount = value?.count ?? 0
+        if range.lowerBound == optionalUTF8.count, range.isEmpty {
+            if let value { optionalUTF8.append(contentsOf: value) }
+        } else {
+            optionalUTF8.replaceSubrange(range, with: value.map(Array.init) ?? [])
+        }
+        let change = newCount - range.count
+        if change != 0 {
+            for later in slot..<16 { ends[later] = UInt32(Int(ends[later]) + change) }
+        }
+        if value == nil { present &= ~(1 << slot) } else { present |= 1 << slot }
+    }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        guard lhs.present == rhs.present, lhs.externalId == rhs.externalId, lhs.optionalUTF8 == rhs.optionalUTF8 else { return false }
+        for slot in 0..<16 where lhs.ends[slot] != rhs.ends[slot] { return false }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(externalId)
+        hasher.combine(present)
+        hasher.combine(optionalUTF8)
+        for slot in 0..<16 { hasher.combine(ends[slot]) }
     }
 
     /// Lowercase hex SHA-256 of a canonical encoding of every field in contract order: per field a
@@ -138,30 +169,27 @@ public struct CreateCustomerCommand: Sendable, Hashable {
     public var fingerprint: String {
         // The whole encoding in one buffer, hashed in one call: an update per field and per tag
         // cost more than the hashing itself (SHA256.update has a fixed cost of ~400 instructions).
-        var length = 0
-        for field in CustomerField.allCases {
-            length += self[field].map { 5 + $0.utf8.count } ?? 1
-        }
+        let length = CustomerField.allCases.count + 4 * (1 + present.nonzeroBitCount) + externalId.utf8.count + optionalUTF8.count
         let digest = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: length) { buffer in
             var count = 0
             for field in CustomerField.allCases {
-                guard var value = self[field] else {
-                    buffer[count] = 0
-                    count += 1
-                    continue
-                }
-                value.withUTF8 { utf8 in
-                    let valueLength = UInt32(utf8.count)
+                withUTF8(field) { value in
+                    guard let value else {
+                        buffer[count] = 0
+                        count += 1
+                        return
+                    }
+                    let valueLength = UInt32(value.count)
                     buffer[count] = 1
                     buffer[count + 1] = UInt8(valueLength >> 24)
                     buffer[count + 2] = UInt8(valueLength >> 16 & 0xFF)
                     buffer[count + 3] = UInt8(valueLength >> 8 & 0xFF)
                     buffer[count + 4] = UInt8(valueLength & 0xFF)
                     count += 5
-                    if let source = utf8.baseAddress, !utf8.isEmpty {
-                        UnsafeMutableRawPointer(buffer.baseAddress! + count).copyMemory(from: source, byteCount: utf8.count)
+                    if let source = value.baseAddress, !value.isEmpty {
+                        UnsafeMutableRawPointer(buffer.baseAddress! + count).copyMemory(from: source, byteCount: value.count)
                     }
-                    count += utf8.count
+                    count += value.count
                 }
             }
             precondition(count == length)

@@ -118,6 +118,11 @@ public struct CustomerCreatedTemplate: Sendable {
         func add(_ time: [UInt8]?) {
             if let time { valueLength += time.count } else { nulls += 1 }
         }
+        func add(_ field: CustomerField) {
+            values.attributes.withUTF8(field) { utf8 in
+                if let utf8 { valueLength += ByteSink.quotedLength(utf8) } else { nulls += 1 }
+            }
+        }
         for slot in slots {
             switch slot {
             case .idempotencyKey: add(values.idempotencyKey)
@@ -126,7 +131,7 @@ public struct CustomerCreatedTemplate: Sendable {
             case .now: add(now)
             case .startDate: add(startDate)
             case .endDate: add(endDate)
-            case .field(let field): add(values.attributes[field])
+            case .field(let field): add(field)
             }
         }
         let jsonLength = fixedLength + valueLength + nulls * ByteSink.null.count
@@ -144,7 +149,7 @@ public struct CustomerCreatedTemplate: Sendable {
                     case .now: sink.write(now)
                     case .startDate: sink.write(startDate)
                     case .endDate: sink.write(endDate)
-                    case .field(let field): sink.write(values.attributes[field])
+                    case .field(let field): values.attributes.withUTF8(field) { sink.write(utf8: $0) }
                     }
                 }
                 sink.write(literals[slots.count], compactLiterals[slots.count])
@@ -199,22 +204,26 @@ private struct ByteSink {
     /// A string value as `JSONBytesWriter.appendString` writes it, or null.
     mutating func write(_ string: String?) {
         guard var string else { return writeNull() }
-        string.withUTF8 { utf8 in
-            guard utf8.count + 2 == Self.quotedLength(utf8) else {
-                // Rare (quotes, backslashes, control characters): the writer's own escaping.
-                var escaped: [UInt8] = []
-                JSONBytesWriter.appendString(String(decoding: utf8, as: UTF8.self), to: &escaped)
-                return escaped.withUnsafeBufferPointer { writeValue($0) }
-            }
-            let start = jsonCount
-            precondition(jsonCount + utf8.count + 2 <= json.count)
-            json[jsonCount] = UInt8(ascii: "\"")
-            jsonCount += 1
-            Self.copy(utf8, to: json, at: &jsonCount)
-            json[jsonCount] = UInt8(ascii: "\"")
-            jsonCount += 1
-            Self.copy(UnsafeBufferPointer(rebasing: json[start..<jsonCount]), to: compact, at: &compactCount)
+        string.withUTF8 { write(utf8: $0) }
+    }
+
+    /// A string value given as its UTF-8, as `JSONBytesWriter.appendString` writes it, or null.
+    mutating func write(utf8: UnsafeBufferPointer<UInt8>?) {
+        guard let utf8 else { return writeNull() }
+        guard utf8.count + 2 == Self.quotedLength(utf8) else {
+            // Rare (quotes, backslashes, control characters): the writer's own escaping.
+            var escaped: [UInt8] = []
+            JSONBytesWriter.appendString(String(decoding: utf8, as: UTF8.self), to: &escaped)
+            return escaped.withUnsafeBufferPointer { writeValue($0) }
         }
+        let start = jsonCount
+        precondition(jsonCount + utf8.count + 2 <= json.count)
+        json[jsonCount] = UInt8(ascii: "\"")
+        jsonCount += 1
+        Self.copy(utf8, to: json, at: &jsonCount)
+        json[jsonCount] = UInt8(ascii: "\"")
+        jsonCount += 1
+        Self.copy(UnsafeBufferPointer(rebasing: json[start..<jsonCount]), to: compact, at: &compactCount)
     }
 
     /// A value's bytes are the same in both forms (tokens stand only for phrases).

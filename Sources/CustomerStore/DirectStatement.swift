@@ -43,15 +43,22 @@ struct DirectStatement {
     /// Binds the UTF-8 bytes of `value`, or NULL.
     func bind(_ value: String?, at index: Int32) throws {
         guard var value else { return try check(sqlite3_bind_null(handle, index)) }
-        let code = value.withUTF8 { bytes in
+        try value.withUTF8 { try bind(utf8: $0, at: index) }
+    }
+
+    /// Binds UTF-8 text (valid UTF-8, as a `String`'s), or NULL when `bytes` is nil.
+    func bind(utf8 bytes: UnsafeBufferPointer<UInt8>?, at index: Int32) throws {
+        guard let bytes else { return try check(sqlite3_bind_null(handle, index)) }
+        let code: Int32
+        if bytes.isEmpty {
             // An empty string binds the empty C string (a null pointer would bind NULL).
-            guard !bytes.isEmpty else { return sqlite3_bind_text(handle, index, "", 0, Self.transient) }
-            guard let copy = parameterBytes.copy(UnsafeRawBufferPointer(bytes)) else {
-                return bytes.withMemoryRebound(to: CChar.self) { text in
-                    sqlite3_bind_text(handle, index, text.baseAddress, Int32(text.count), Self.transient)
-                }
+            code = sqlite3_bind_text(handle, index, "", 0, Self.transient)
+        } else if let copy = parameterBytes.copy(UnsafeRawBufferPointer(bytes)) {
+            code = sqlite3_bind_text(handle, index, copy.assumingMemoryBound(to: CChar.self), Int32(bytes.count), Self.static)
+        } else {
+            code = bytes.withMemoryRebound(to: CChar.self) { text in
+                sqlite3_bind_text(handle, index, text.baseAddress, Int32(text.count), Self.transient)
             }
-            return sqlite3_bind_text(handle, index, copy.assumingMemoryBound(to: CChar.self), Int32(bytes.count), Self.static)
         }
         try check(code)
     }

@@ -97,7 +97,7 @@ enum CreateCustomerStatements {
             try customers.bind(customer.merchantID, at: 2)
             var index: Int32 = 3
             for field in CustomerField.allCases {
-                try customers.bind(customer.attributes[field], at: index)
+                try customer.attributes.withUTF8(field) { try customers.bind(utf8: $0, at: index) }
                 index += 1
             }
             // `updated_at` is the same parameter (see `insertCustomerSQL`).

@@ -131,7 +131,8 @@ public struct PostgresTransaction: Sendable {
         var binds = PostgresBindings(capacity: Self.writeParameters)
         binds.append(customers.map(\.id))
         binds.append(customers.map(\.merchantID))
-        for field in CustomerField.allCases { binds.append(NullableArray(customers.map { $0.attributes[field] })) }
+        let attributes = customers.map(\.attributes)
+        for field in CustomerField.allCases { binds.append(CommandFieldColumn(commands: attributes, field: field)) }
         binds.append(customers.map(\.createdAt.millisecondsSince1970))
         binds.append(customers.map(\.createdAt.millisecondsSince1970))
         binds.append(subscriptions.map(\.id))
