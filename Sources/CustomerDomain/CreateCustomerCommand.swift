@@ -127,6 +127,11 @@ public struct CreateCustomerCommand: Sendable, Hashable {
         return try optionalUTF8.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[range])) }
     }
 
+    /// Room for `count` bytes of optional values, so that setting them does not reallocate.
+    mutating func reserveOptionalCapacity(_ count: Int) {
+        optionalUTF8.reserveCapacity(count)
+    }
+
     /// The byte range of optional field `slot` (its place in `optionalFields`).
     private func optionalRange(_ slot: Int) -> Range<Int> {
         (slot == 0 ? 0 : Int(ends[slot - 1]))..<Int(ends[slot])
