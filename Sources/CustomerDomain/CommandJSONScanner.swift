@@ -29,17 +29,20 @@ struct CommandJSONScanner {
     static let maximumDepth = 512
 
     private let bytes: UnsafeBufferPointer<UInt8>
+    /// The body `bytes` points into: a field's value is a range of it (`FieldText`).
+    private let body: [UInt8]
     private var position = 0
     /// The first duplicate key or trailing comma, reported once the syntax has been checked.
     private var violation: Failure?
 
-    private init(_ bytes: UnsafeBufferPointer<UInt8>) {
+    private init(_ bytes: UnsafeBufferPointer<UInt8>, of body: [UInt8]) {
         self.bytes = bytes
+        self.body = body
     }
 
     static func scan(_ body: [UInt8]) -> Result<RawCommandObject, Failure> {
         body.withUnsafeBufferPointer { buffer in
-            var scanner = CommandJSONScanner(buffer)
+            var scanner = CommandJSONScanner(buffer, of: body)
             do throws(Failure) {
                 return .success(try scanner.document())
             } catch {
@@ -119,7 +122,7 @@ struct CommandJSONScanner {
     private mutating func fieldValue() throws(Failure) -> RawFieldValue {
         switch peek() {
         case UInt8(ascii: "\""):
-            return .string(try string())
+            return .string(try text())
         case UInt8(ascii: "n"):
             try literal("null")
             return .null
@@ -140,7 +143,7 @@ struct CommandJSONScanner {
         guard let byte = peek() else { throw .invalidJSON }
         switch byte {
         case UInt8(ascii: "\""):
-            _ = try string()
+            _ = try text()
         case UInt8(ascii: "{"):
             try skipContainer(depth: depth, closing: UInt8(ascii: "}"), keyed: true)
         case UInt8(ascii: "["):
@@ -232,14 +235,14 @@ struct CommandJSONScanner {
 
     // MARK: Strings
 
-    /// The string starting at the opening quote, unescaped. The body is valid UTF-8 already
-    /// (checked before scanning), so unescaped runs are copied as they are.
-    private mutating func string() throws(Failure) -> String {
+    /// The string starting at the opening quote, as the body's bytes when it has no escape, else
+    /// unescaped. The body is valid UTF-8 already (checked before scanning), so unescaped runs
+    /// are copied as they are.
+    private mutating func text() throws(Failure) -> FieldText {
         let start = position + 1
-        if let end = try plainStringEnd() {
-            return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
-        }
-        return try escapedString(from: start)
+        if let end = try plainStringEnd() { return FieldText(body, start..<end) }
+        let unescaped = try escapedBytes(from: start)
+        return FieldText(unescaped, unescaped.indices)
     }
 
     /// From the opening quote: the end of the string's bytes when it has no escape (and past its
@@ -259,14 +262,29 @@ struct CommandJSONScanner {
         throw .invalidJSON
     }
 
+    /// The string starting at the opening quote, unescaped (a key of a nested object).
+    private mutating func string() throws(Failure) -> String {
+        let start = position + 1
+        if let end = try plainStringEnd() {
+            return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
+        }
+        return try escapedString(from: start)
+    }
+
     private mutating func escapedString(from start: Int) throws(Failure) -> String {
+        String(decoding: try escapedBytes(from: start), as: UTF8.self)
+    }
+
+    /// A string's bytes, unescaped, from its start to past its closing quote; `position` is at
+    /// its first backslash.
+    private mutating func escapedBytes(from start: Int) throws(Failure) -> [UInt8] {
         var utf8 = Array(bytes[start..<position])
         while position < bytes.count {
             let byte = bytes[position]
             position += 1
             switch byte {
             case UInt8(ascii: "\""):
-                return String(decoding: utf8, as: UTF8.self)
+                return utf8
             case UInt8(ascii: "\\"):
                 guard let escaped = next() else { throw .invalidJSON }
                 switch escaped {

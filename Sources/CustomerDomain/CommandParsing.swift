@@ -73,9 +73,41 @@ extension CreateCustomerCommand {
 /// One key's value as the validator needs to see it.
 enum RawFieldValue: Sendable, Equatable {
     case null
-    case string(String)
+    case string(FieldText)
     /// A number, boolean, array or object.
     case notString
+}
+
+/// A known field's string value as UTF-8: a range of the command's body when the JSON string has
+/// no escape (holding the body, not a copy), else its unescaped bytes. The validator reads the
+/// bytes and the command takes them, so no `String` is made per field. Equal when the bytes are.
+struct FieldText: Sendable, Equatable, ExpressibleByStringLiteral {
+    private let storage: [UInt8]
+    private let range: Range<Int>
+
+    init(_ storage: [UInt8], _ range: Range<Int>) {
+        self.storage = storage
+        self.range = range
+    }
+
+    init(_ text: String) {
+        storage = Array(text.utf8)
+        range = storage.indices
+    }
+
+    init(stringLiteral text: String) { self.init(text) }
+
+    var count: Int { range.count }
+
+    func withUTF8<Result>(_ body: (UnsafeBufferPointer<UInt8>) throws -> Result) rethrows -> Result {
+        try storage.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[range])) }
+    }
+
+    var string: String { withUTF8 { String(decoding: $0, as: UTF8.self) } }
+
+    static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.storage[lhs.range].elementsEqual(rhs.storage[rhs.range])
+    }
 }
 
 /// The known fields' values of one command, in a fixed array by `CustomerField.position`. Not a

@@ -17,7 +17,7 @@ struct CommandValidator {
         // command's buffer then grows by no reallocation.
         var optionalLength = 0
         for field in CustomerField.optionalFields {
-            if case .string(let value)? = object.fields[field] { optionalLength += value.utf8.count }
+            if case .string(let value)? = object.fields[field] { optionalLength += value.count }
         }
         command.reserveOptionalCapacity(optionalLength)
         for field in CustomerField.optionalFields {
@@ -42,8 +42,11 @@ struct CommandValidator {
             fail(.externalId, .required, "is required")
         case .notString?:
             fail(.externalId, .invalidType, "must be a string")
-        case .string(let value)?:
-            if let failure = Self.checkLength(value, emptyHint: false) ?? Self.checkIdentifier(value) {
+        case .string(let text)?:
+            // The one field kept as a `String`: the idempotency key, the customer's reference and
+            // error messages are made of it.
+            let value = text.string
+            if let failure = text.withUTF8({ Self.checkLength($0, emptyHint: false) }) ?? Self.checkIdentifier(value) {
                 fail(.externalId, failure.code, failure.message)
             } else {
                 command.externalId = value
@@ -52,54 +55,69 @@ struct CommandValidator {
         }
     }
 
+    /// Checks an optional field's value where it lies (`FieldText`) and copies its bytes into
+    /// the command, upper-cased where the rule normalises: no `String` is made.
     private mutating func validateOptional(_ field: CustomerField) {
         switch object.fields[field] {
         case nil, .null?:
             return
         case .notString?:
             fail(field, .invalidType, "must be a string or null")
-        case .string(let value)?:
-            if let failure = Self.checkLength(value, emptyHint: true) {
-                return fail(field, failure.code, failure.message)
+        case .string(let text)?:
+            let verdict = text.withUTF8 { utf8 -> FieldFailure? in
+                if let failure = Self.checkLength(utf8, emptyHint: true) { return failure }
+                // PostgreSQL cannot store NUL (SQLSTATE 22021) and SQLite would cut the value
+                // there; no field of a customer has a use for the other control characters either.
+                if FieldRules.hasControlCharacters(utf8: utf8) {
+                    return FieldFailure(.controlCharacters, "must not contain control characters")
+                }
+                switch check(field, utf8) {
+                case .success(let uppercased):
+                    if uppercased {
+                        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: utf8.count) { upper in
+                            for index in utf8.indices { upper[index] = FieldRules.asciiUppercased(utf8[index]) }
+                            command.set(field, utf8: UnsafeBufferPointer(upper))
+                        }
+                    } else {
+                        command.set(field, utf8: utf8)
+                    }
+                    return nil
+                case .failure(let failure):
+                    return failure
+                }
             }
-            // PostgreSQL cannot store NUL (SQLSTATE 22021) and SQLite would cut the value there;
-            // no field of a customer has a use for the other control characters either.
-            if FieldRules.hasControlCharacters(value) {
-                return fail(field, .controlCharacters, "must not contain control characters")
-            }
-            switch check(field, value) {
-            case .success(let normalised): command[field] = normalised
-            case .failure(let failure): fail(field, failure.code, failure.message)
-            }
+            if let verdict { fail(field, verdict.code, verdict.message) }
         }
     }
 
-    /// The rule of each field beyond length; returns the normalised value.
-    private func check(_ field: CustomerField, _ value: String) -> Result<String, FieldFailure> {
+    /// The rule of each field beyond length and control characters: success tells whether the
+    /// value is kept upper-cased (a country, a US state), failure which rule it breaks.
+    private func check(_ field: CustomerField, _ utf8: UnsafeBufferPointer<UInt8>) -> Result<Bool, FieldFailure> {
         switch field {
         case .email:
-            FieldRules.isPlausibleEmail(value) ? .success(value) : .failure(FieldFailure(
+            FieldRules.isPlausibleEmail(utf8: utf8) ? .success(false) : .failure(FieldFailure(
                 .invalidEmail, "must be a plausible email address (one @ and a domain with a dot)"))
         case .billingZipCode, .shippingZipCode:
-            FieldRules.isZipCode(value) ? .success(value) : .failure(FieldFailure(
+            FieldRules.isZipCode(utf8: utf8) ? .success(false) : .failure(FieldFailure(
                 .invalidZipCode, "must be 5 digits or 5+4 digits, e.g. 78701 or 78701-1234"))
         case .billingCountry, .shippingCountry:
-            FieldRules.country(value).map(Result.success) ?? .failure(FieldFailure(
+            Geography.countryCodes.contains(ignoringASCIICase: utf8) ? .success(true) : .failure(FieldFailure(
                 .invalidCountry, "must be an ISO 3166-1 alpha-2 country code"))
         case .billingState:
-            checkState(value, country: command.billingCountry, countryField: .billingCountry)
+            checkState(utf8, countryField: .billingCountry)
         case .shippingState:
-            checkState(value, country: command.shippingCountry, countryField: .shippingCountry)
+            checkState(utf8, countryField: .shippingCountry)
         default:
-            .success(value)
+            .success(false)
         }
     }
 
-    /// Countries come before their states in field order, so `country` is already normalised (or nil
-    /// when absent or invalid; then the state is free text).
-    private func checkState(_ value: String, country: String?, countryField: CustomerField) -> Result<String, FieldFailure> {
-        guard country == "US" else { return .success(value) }
-        return FieldRules.usState(value).map(Result.success) ?? .failure(FieldFailure(
+    /// Countries come before their states in field order, so the country is already normalised
+    /// (or absent when absent or invalid; then the state is free text).
+    private func checkState(_ utf8: UnsafeBufferPointer<UInt8>, countryField: CustomerField) -> Result<Bool, FieldFailure> {
+        let inUS = command.withUTF8(countryField) { $0.map { $0.elementsEqual("US".utf8) } ?? false }
+        guard inUS else { return .success(false) }
+        return Geography.usStateCodes.contains(ignoringASCIICase: utf8) ? .success(true) : .failure(FieldFailure(
             .invalidState, "must be a USPS state or territory code when \(countryField.rawValue) is US"))
     }
 
@@ -108,11 +126,11 @@ struct CommandValidator {
     }
 
     /// `emptyHint` adds how to say "no value", for fields that may have none.
-    private static func checkLength(_ value: String, emptyHint: Bool) -> FieldFailure? {
-        if value.isEmpty {
+    private static func checkLength(_ utf8: UnsafeBufferPointer<UInt8>, emptyHint: Bool) -> FieldFailure? {
+        if utf8.isEmpty {
             return FieldFailure(.empty, "must not be an empty string" + (emptyHint ? "; leave it out or send null for no value" : ""))
         }
-        if FieldRules.length(of: value) > maximumLength {
+        if FieldRules.length(utf8: utf8) > maximumLength {
             return FieldFailure(.tooLong, "must be at most \(maximumLength) characters")
         }
         return nil
@@ -144,8 +162,15 @@ struct FieldFailure: Error {
 public enum FieldRules {
     /// Characters as JSON Schema counts them for `maxLength`: Unicode code points.
     public static func length(of value: String) -> Int {
+        var value = value
+        return value.withUTF8 { length(utf8: $0) }
+    }
+
+    /// The code points of valid UTF-8: its bytes that are not continuation bytes (10xxxxxx).
+    static func length(utf8: UnsafeBufferPointer<UInt8>) -> Int {
         // UTF-8 never has fewer bytes than code points, so short strings need no counting.
-        value.utf8.count <= CommandValidator.maximumLength ? value.utf8.count : value.unicodeScalars.count
+        guard utf8.count > CommandValidator.maximumLength else { return utf8.count }
+        return utf8.reduce(0) { $0 + ($1 & 0xC0 == 0x80 ? 0 : 1) }
     }
 
     public static func hasSurroundingWhitespace(_ value: String) -> Bool {
@@ -169,17 +194,19 @@ public enum FieldRules {
     /// are the two-byte sequences C2 80 to C2 9F.
     public static func hasControlCharacters(_ value: String) -> Bool {
         var value = value
-        // Over the contiguous bytes: every field of every command passes here.
-        return value.withUTF8 { bytes in
-            // C1 controls are U+0080...U+009F, in UTF-8 0xC2 and a second byte up to 0x9F.
-            guard ByteWords.containsControlOr(0x7F, 0xC2, in: bytes) else { return false }
-            var afterC2 = false
-            for byte in bytes {
-                if byte < 0x20 || byte == 0x7F || (afterC2 && byte <= 0x9F) { return true }
-                afterC2 = byte == 0xC2
-            }
-            return false
+        return value.withUTF8 { hasControlCharacters(utf8: $0) }
+    }
+
+    /// `hasControlCharacters` over valid UTF-8: every field of every command passes here.
+    static func hasControlCharacters(utf8 bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        // C1 controls are U+0080...U+009F, in UTF-8 0xC2 and a second byte up to 0x9F.
+        guard ByteWords.containsControlOr(0x7F, 0xC2, in: bytes) else { return false }
+        var afterC2 = false
+        for byte in bytes {
+            if byte < 0x20 || byte == 0x7F || (afterC2 && byte <= 0x9F) { return true }
+            afterC2 = byte == 0xC2
         }
+        return false
     }
 
     private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
@@ -188,7 +215,11 @@ public enum FieldRules {
 
     /// `^\d{5}(-\d{4})?$` with ASCII digits.
     public static func isZipCode(_ value: String) -> Bool {
-        let bytes = Array(value.utf8)
+        var value = value
+        return value.withUTF8 { isZipCode(utf8: $0) }
+    }
+
+    static func isZipCode(utf8 bytes: UnsafeBufferPointer<UInt8>) -> Bool {
         let isDigit = { (byte: UInt8) in (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
         switch bytes.count {
         case 5: return bytes.allSatisfy(isDigit)
@@ -200,10 +231,14 @@ public enum FieldRules {
     /// One `@`, a non-empty local part, a domain with a dot that is neither its first nor its last
     /// character, and no whitespace anywhere: the schema's `^[^@\s]+@[^@\s]+\.[^@\s]+$`.
     public static func isPlausibleEmail(_ value: String) -> Bool {
+        var value = value
+        return value.withUTF8 { isPlausibleEmail(utf8: $0) }
+    }
+
+    static func isPlausibleEmail(utf8 bytes: UnsafeBufferPointer<UInt8>) -> Bool {
         // One pass over the bytes (the UTF-8 view's indexes, slices and counts cost ~4,000
         // instructions an address); a non-ASCII address is then checked for Unicode whitespace.
-        var value = value
-        let verdict: Bool? = value.withUTF8 { bytes in
+        let verdict: Bool? = {
             var at = -1
             var ascii = true
             for index in 0..<bytes.count {
@@ -221,8 +256,8 @@ public enum FieldRules {
             guard at > 0, bytes.count - (at + 1) >= 3 else { return false }
             guard ((at + 2)..<(bytes.count - 1)).contains(where: { bytes[$0] == UInt8(ascii: ".") }) else { return false }
             return ascii ? true : nil
-        }
-        return verdict ?? !value.unicodeScalars.contains(where: \.properties.isWhitespace)
+        }()
+        return verdict ?? !String(decoding: bytes, as: UTF8.self).unicodeScalars.contains(where: \.properties.isWhitespace)
     }
 
     /// The upper-cased code when `value` is an ISO 3166-1 alpha-2 code in any case.
@@ -233,6 +268,11 @@ public enum FieldRules {
     /// The upper-cased code when `value` is a USPS state or territory code in any case.
     public static func usState(_ value: String) -> String? {
         asciiUppercased(value).flatMap { Geography.usStateCodes.contains($0) ? $0 : nil }
+    }
+
+    /// An ASCII letter in upper case; any other byte as it is.
+    static func asciiUppercased(_ byte: UInt8) -> UInt8 {
+        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) ? byte - 0x20 : byte
     }
 
     /// Only ASCII is folded: `"ß".uppercased()` is `"SS"`, which must not become South Sudan.

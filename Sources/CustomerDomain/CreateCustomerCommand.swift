@@ -137,6 +137,15 @@ public struct CreateCustomerCommand: Sendable, Hashable {
         (slot == 0 ? 0 : Int(ends[slot - 1]))..<Int(ends[slot])
     }
 
+    /// Sets `field` to these bytes (valid UTF-8), or to nil (ignored for `.externalId`).
+    mutating func set(_ field: CustomerField, utf8: UnsafeBufferPointer<UInt8>?) {
+        guard field != .externalId else {
+            if let utf8 { externalId = String(decoding: utf8, as: UTF8.self) }
+            return
+        }
+        setOptional(field, utf8)
+    }
+
     /// Sets an optional field to these bytes, or to nil. The validator sets the fields in
     /// contract order, so each value is appended at the end.
     private mutating func setOptional(_ field: CustomerField, _ value: UnsafeBufferPointer<UInt8>?) {

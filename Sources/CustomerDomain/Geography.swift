@@ -63,10 +63,21 @@ public struct TwoLetterCodeSet: Sendable {
         return members[index]
     }
 
+    /// Whether `utf8` is two ASCII letters, in either case, whose upper case is in the set
+    /// (`"ß"` is two bytes but no letters: only ASCII folds).
+    func contains(ignoringASCIICase utf8: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard utf8.count == 2,
+              let index = Self.index(FieldRules.asciiUppercased(utf8[0]), FieldRules.asciiUppercased(utf8[1]))
+        else { return false }
+        return members[index]
+    }
+
     private static func index(of utf8: some Collection<UInt8>) -> Int? {
         guard utf8.count == 2 else { return nil }
-        let first = utf8[utf8.startIndex]
-        let second = utf8[utf8.index(after: utf8.startIndex)]
+        return index(utf8[utf8.startIndex], utf8[utf8.index(after: utf8.startIndex)])
+    }
+
+    private static func index(_ first: UInt8, _ second: UInt8) -> Int? {
         let letters = UInt8(ascii: "A")...UInt8(ascii: "Z")
         guard letters.contains(first), letters.contains(second) else { return nil }
         return Int(first - UInt8(ascii: "A")) * 26 + Int(second - UInt8(ascii: "A"))

@@ -70,7 +70,7 @@ import Testing
         private static func value(in container: KeyedDecodingContainer<Key>, for key: Key) throws -> RawFieldValue {
             if try container.decodeNil(forKey: key) { return .null }
             do {
-                return .string(try container.decode(String.self, forKey: key))
+                return .string(FieldText(try container.decode(String.self, forKey: key)))
             } catch DecodingError.typeMismatch {
                 return .notString
             }
