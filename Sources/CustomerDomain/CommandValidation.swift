@@ -64,61 +64,60 @@ struct CommandValidator {
         case .notString?:
             fail(field, .invalidType, "must be a string or null")
         case .string(let text)?:
-            let verdict = text.withUTF8 { utf8 -> FieldFailure? in
-                if let failure = Self.checkLength(utf8, emptyHint: true) { return failure }
-                // PostgreSQL cannot store NUL (SQLSTATE 22021) and SQLite would cut the value
-                // there; no field of a customer has a use for the other control characters either.
-                if FieldRules.hasControlCharacters(utf8: utf8) {
-                    return FieldFailure(.controlCharacters, "must not contain control characters")
-                }
-                switch check(field, utf8) {
-                case .success(let uppercased):
-                    if uppercased {
-                        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: utf8.count) { upper in
-                            for index in utf8.indices { upper[index] = FieldRules.asciiUppercased(utf8[index]) }
-                            command.set(field, utf8: UnsafeBufferPointer(upper))
-                        }
-                    } else {
-                        command.set(field, utf8: utf8)
+            let stateOfUS = switch field {
+            case .billingState: isUS(.billingCountry)
+            case .shippingState: isUS(.shippingCountry)
+            default: false
+            }
+            switch text.withUTF8({ Self.check(field, $0, stateOfUS: stateOfUS) }) {
+            case .failure(let failure):
+                fail(field, failure.code, failure.message)
+            case .success(let uppercased):
+                text.withUTF8 { utf8 in
+                    guard uppercased else { return command.set(field, utf8: utf8) }
+                    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: utf8.count) { upper in
+                        for index in utf8.indices { upper[index] = FieldRules.asciiUppercased(utf8[index]) }
+                        command.set(field, utf8: UnsafeBufferPointer(upper))
                     }
-                    return nil
-                case .failure(let failure):
-                    return failure
                 }
             }
-            if let verdict { fail(field, verdict.code, verdict.message) }
         }
     }
 
-    /// The rule of each field beyond length and control characters: success tells whether the
-    /// value is kept upper-cased (a country, a US state), failure which rule it breaks.
-    private func check(_ field: CustomerField, _ utf8: UnsafeBufferPointer<UInt8>) -> Result<Bool, FieldFailure> {
+    /// Whether the command's (already normalised) country in `field` is the US. Countries come
+    /// before their states in field order; an absent or invalid country leaves the state free text.
+    private func isUS(_ field: CustomerField) -> Bool {
+        command.withUTF8(field) { $0.map { $0.elementsEqual("US".utf8) } ?? false }
+    }
+
+    /// Every rule of an optional field: success tells whether the value is kept upper-cased (a
+    /// country, a US state), failure which rule it breaks. `stateOfUS`: the field is a state
+    /// whose country is the US.
+    private static func check(_ field: CustomerField, _ utf8: UnsafeBufferPointer<UInt8>, stateOfUS: Bool) -> Result<Bool, FieldFailure> {
+        if let failure = checkLength(utf8, emptyHint: true) { return .failure(failure) }
+        // PostgreSQL cannot store NUL (SQLSTATE 22021) and SQLite would cut the value there; no
+        // field of a customer has a use for the other control characters either.
+        if FieldRules.hasControlCharacters(utf8: utf8) {
+            return .failure(FieldFailure(.controlCharacters, "must not contain control characters"))
+        }
         switch field {
         case .email:
-            FieldRules.isPlausibleEmail(utf8: utf8) ? .success(false) : .failure(FieldFailure(
+            return FieldRules.isPlausibleEmail(utf8: utf8) ? .success(false) : .failure(FieldFailure(
                 .invalidEmail, "must be a plausible email address (one @ and a domain with a dot)"))
         case .billingZipCode, .shippingZipCode:
-            FieldRules.isZipCode(utf8: utf8) ? .success(false) : .failure(FieldFailure(
+            return FieldRules.isZipCode(utf8: utf8) ? .success(false) : .failure(FieldFailure(
                 .invalidZipCode, "must be 5 digits or 5+4 digits, e.g. 78701 or 78701-1234"))
         case .billingCountry, .shippingCountry:
-            Geography.countryCodes.contains(ignoringASCIICase: utf8) ? .success(true) : .failure(FieldFailure(
+            return Geography.countryCodes.contains(ignoringASCIICase: utf8) ? .success(true) : .failure(FieldFailure(
                 .invalidCountry, "must be an ISO 3166-1 alpha-2 country code"))
-        case .billingState:
-            checkState(utf8, countryField: .billingCountry)
-        case .shippingState:
-            checkState(utf8, countryField: .shippingCountry)
+        case .billingState, .shippingState:
+            guard stateOfUS else { return .success(false) }
+            let countryField = field == .billingState ? CustomerField.billingCountry : .shippingCountry
+            return Geography.usStateCodes.contains(ignoringASCIICase: utf8) ? .success(true) : .failure(FieldFailure(
+                .invalidState, "must be a USPS state or territory code when \(countryField.rawValue) is US"))
         default:
-            .success(false)
+            return .success(false)
         }
-    }
-
-    /// Countries come before their states in field order, so the country is already normalised
-    /// (or absent when absent or invalid; then the state is free text).
-    private func checkState(_ utf8: UnsafeBufferPointer<UInt8>, countryField: CustomerField) -> Result<Bool, FieldFailure> {
-        let inUS = command.withUTF8(countryField) { $0.map { $0.elementsEqual("US".utf8) } ?? false }
-        guard inUS else { return .success(false) }
-        return Geography.usStateCodes.contains(ignoringASCIICase: utf8) ? .success(true) : .failure(FieldFailure(
-            .invalidState, "must be a USPS state or territory code when \(countryField.rawValue) is US"))
     }
 
     private mutating func fail(_ field: CustomerField, _ code: FieldErrorCode, _ rule: String) {

@@ -63,17 +63,20 @@ public enum CustomerField: String, CaseIterable, Sendable {
 /// A validated, normalised create-customer command (countries and US states in upper case).
 /// Property names are the contract's JSON keys.
 ///
-/// The optional fields live in one buffer, their UTF-8 one after the other in contract order, so
-/// a copy of a command (the core, its candidates, creations, rows and reply values each hold one)
+/// The optional fields live in one buffer, their UTF-8 one after the other, so a copy of a
+/// command (the core, its candidates, creations, rows and reply values each hold one)
 /// is two retains, not seventeen; the stores, the fingerprint and the reply template read the
 /// bytes where they are (`withUTF8(_:_:)`). The `String` properties are for everything else.
 public struct CreateCustomerCommand: Sendable, Hashable {
     public var externalId: String
-    /// The optional fields' UTF-8, in `CustomerField.optionalFields` order, absent ones empty.
+    /// The optional fields' UTF-8, each value appended when it is set. The validator sets each
+    /// field once; a value set again (tests, decoding) leaves its old bytes behind, unread.
     private var optionalUTF8: [UInt8] = []
-    /// Where each optional field ends in `optionalUTF8`; it starts where the one before it ends.
-    private var ends = InlineArray<16, UInt32>(repeating: 0)
-    /// Bit `n` set: optional field `n` has a value (an empty range is then the empty string).
+    /// Where each optional field's value starts in `optionalUTF8`, by its place in
+    /// `CustomerField.optionalFields`, and how many bytes it has.
+    private var starts = InlineArray<16, UInt32>(repeating: 0)
+    private var counts = InlineArray<16, UInt32>(repeating: 0)
+    /// Bit `n` set: optional field `n` has a value (a count of 0 is then the empty string).
     private var present: UInt16 = 0
 
     /// A command with only its `externalId` set; does not validate.
@@ -134,7 +137,7 @@ public struct CreateCustomerCommand: Sendable, Hashable {
 
     /// The byte range of optional field `slot` (its place in `optionalFields`).
     private func optionalRange(_ slot: Int) -> Range<Int> {
-        (slot == 0 ? 0 : Int(ends[slot - 1]))..<Int(ends[slot])
+        Int(starts[slot])..<Int(starts[slot] + counts[slot])
     }
 
     /// Sets `field` to these bytes (valid UTF-8), or to nil (ignored for `.externalId`).
@@ -146,35 +149,48 @@ public struct CreateCustomerCommand: Sendable, Hashable {
         setOptional(field, utf8)
     }
 
-    /// Sets an optional field to these bytes, or to nil. The validator sets the fields in
-    /// contract order, so each value is appended at the end.
+    /// Sets an optional field to these bytes (appended), or to nil.
     private mutating func setOptional(_ field: CustomerField, _ value: UnsafeBufferPointer<UInt8>?) {
         let slot = field.position - 1
-        let range = optionalRange(slot)
-        let newCount = value?.count ?? 0
-        if range.lowerBound == optionalUTF8.count, range.isEmpty {
-            if let value { optionalUTF8.append(contentsOf: value) }
-        } else {
-            optionalUTF8.replaceSubrange(range, with: value.map(Array.init) ?? [])
+        guard let value else {
+            present &= ~(1 << slot)
+            counts[slot] = 0
+            return
         }
-        let change = newCount - range.count
-        if change != 0 {
-            for later in slot..<16 { ends[later] = UInt32(Int(ends[later]) + change) }
-        }
-        if value == nil { present &= ~(1 << slot) } else { present |= 1 << slot }
+        starts[slot] = UInt32(optionalUTF8.count)
+        counts[slot] = UInt32(value.count)
+        optionalUTF8.append(contentsOf: value)
+        present |= 1 << slot
     }
 
+    /// The bytes of the optional fields' values (left-behind bytes not counted).
+    private var optionalByteCount: Int {
+        var total: UInt32 = 0
+        for slot in 0..<16 { total += counts[slot] }
+        return Int(total)
+    }
+
+    /// Equal when every field's value is, whatever the buffers hold besides.
     public static func == (lhs: Self, rhs: Self) -> Bool {
-        guard lhs.present == rhs.present, lhs.externalId == rhs.externalId, lhs.optionalUTF8 == rhs.optionalUTF8 else { return false }
-        for slot in 0..<16 where lhs.ends[slot] != rhs.ends[slot] { return false }
-        return true
+        guard lhs.present == rhs.present, lhs.externalId == rhs.externalId else { return false }
+        return lhs.optionalUTF8.withUnsafeBufferPointer { left in
+            rhs.optionalUTF8.withUnsafeBufferPointer { right in
+                (0..<16).allSatisfy { slot in
+                    left[lhs.optionalRange(slot)].elementsEqual(right[rhs.optionalRange(slot)])
+                }
+            }
+        }
     }
 
     public func hash(into hasher: inout Hasher) {
         hasher.combine(externalId)
         hasher.combine(present)
-        hasher.combine(optionalUTF8)
-        for slot in 0..<16 { hasher.combine(ends[slot]) }
+        optionalUTF8.withUnsafeBytes { bytes in
+            for slot in 0..<16 {
+                hasher.combine(counts[slot])
+                hasher.combine(bytes: UnsafeRawBufferPointer(rebasing: bytes[optionalRange(slot)]))
+            }
+        }
     }
 
     /// Lowercase hex SHA-256 of a canonical encoding of every field in contract order: per field a
@@ -183,7 +199,7 @@ public struct CreateCustomerCommand: Sendable, Hashable {
     public var fingerprint: String {
         // The whole encoding in one buffer, hashed in one call: an update per field and per tag
         // cost more than the hashing itself (SHA256.update has a fixed cost of ~400 instructions).
-        let length = CustomerField.allCases.count + 4 * (1 + present.nonzeroBitCount) + externalId.utf8.count + optionalUTF8.count
+        let length = CustomerField.allCases.count + 4 * (1 + present.nonzeroBitCount) + externalId.utf8.count + optionalByteCount
         let digest = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: length) { buffer in
             var count = 0
             for field in CustomerField.allCases {

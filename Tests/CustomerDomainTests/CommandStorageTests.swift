@@ -55,6 +55,6 @@ struct CommandStorageTests {
             encoding += [1, UInt8(count >> 24), UInt8(count >> 16 & 0xFF), UInt8(count >> 8 & 0xFF), UInt8(count & 0xFF)]
             encoding += Array(value.utf8)
         }
-        return SHA256.hash(data: encoding).hexString
+        return SHA256.hash(data: encoding).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 }
