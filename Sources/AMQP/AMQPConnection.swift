@@ -36,6 +36,11 @@ final class AMQPConnection {
     private(set) var lastWrite = ContinuousClock.now
     /// Publishes encoded and not yet written (`flush`).
     private let outbound = PublishFrames()
+    /// The last delivery's consumer tag, exchange and routing key: deliveries come in runs from
+    /// one queue, and a name of 16 bytes or more (consumer tags are) cost an allocation each time.
+    private var consumerTags = RecentString()
+    private var exchanges = RecentString()
+    private var routingKeys = RecentString()
 
     init(configuration: ConnectionConfiguration) throws(AMQPError) {
         guard let state = amqp_new_connection() else {
@@ -424,9 +429,9 @@ final class AMQPConnection {
         case CW_BASIC_DELIVER:
             let deliver = method.decoded.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
             let (body, properties) = try readContent(channel: frame.channel, operation: "reading a delivery")
-            return .delivery(deliveryTag: deliver.delivery_tag, consumerTag: String(amqpBytes: deliver.consumer_tag),
-                             redelivered: deliver.redelivered != 0, exchange: String(amqpBytes: deliver.exchange),
-                             routingKey: String(amqpBytes: deliver.routing_key), body: body, properties: properties)
+            return .delivery(deliveryTag: deliver.delivery_tag, consumerTag: consumerTags.string(deliver.consumer_tag),
+                             redelivered: deliver.redelivered != 0, exchange: exchanges.string(deliver.exchange),
+                             routingKey: routingKeys.string(deliver.routing_key), body: body, properties: properties)
         case CW_BASIC_RETURN:
             let returned = method.decoded.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
             let (_, properties) = try readContent(channel: frame.channel, operation: "reading a returned message")
@@ -556,5 +561,23 @@ extension timeval {
     init(_ duration: Duration) {
         let (seconds, attoseconds) = duration.components
         self.init(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+    }
+}
+
+/// A name read off the wire, kept with its bytes so that the same bytes again give the same
+/// `String` (shared, not allocated again).
+struct RecentString {
+    private var bytes: [UInt8] = []
+    private var text = ""
+
+    /// `String(amqpBytes:)` of `wire`, reusing the last one when the bytes are the same.
+    mutating func string(_ wire: amqp_bytes_t) -> String {
+        let incoming = UnsafeRawBufferPointer(start: wire.bytes, count: wire.len)
+        let same = bytes.withUnsafeBytes { $0.count == incoming.count && ($0.isEmpty || memcmp($0.baseAddress!, incoming.baseAddress!, $0.count) == 0) }
+        if !same {
+            bytes = Array(incoming)
+            text = String(amqpBytes: wire)
+        }
+        return text
     }
 }

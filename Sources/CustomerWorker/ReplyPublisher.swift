@@ -52,6 +52,8 @@ final class ReplyPublisher: Sendable {
         published.reserveCapacity(count)
         var tags: [DeliveryTag] = []
         tags.reserveCapacity(count)
+        // Read once: the property read in the loop copied the whole configuration per reply.
+        let configuration = configuration
         for index in machine.items.indices {
             guard !machine.items[index].isSettled, let reply = machine.items[index].reply else { continue }
             let properties = machine.items[index].delivery.properties
