@@ -29,8 +29,13 @@ final class SessionCore {
                 queueOfConsumer[consumer.consumerTag] = consumer.queue
                 if consumer.noAck { noAckConsumers.insert(consumer.consumerTag) }
             }
+            lastConsumer = nil
         }
     }
+    /// The last delivery's consumer and its queue and acknowledgement mode: deliveries come in
+    /// runs from one consumer, and its tag (the same `String` storage, `RecentString`) compares
+    /// at once where looking it up hashed it (~600 instructions a delivery).
+    private var lastConsumer: (tag: String, queue: String?, acknowledged: Bool)?
     /// The queue of every consumer started on this session, cancelled ones included (deliveries
     /// read after a cancel still name their queue).
     private var queueOfConsumer: [String: String] = [:]
@@ -104,10 +109,11 @@ final class SessionCore {
     private func dispatch(_ event: InboundEvent) throws(AMQPError) {
         switch event {
         case .delivery(let tag, let consumerTag, let redelivered, let exchange, let routingKey, let body, let properties):
+            let consumer = consumerOf(consumerTag)
             deliveries.append(Delivery(tag: DeliveryTag(connectionGeneration: machine.generation, value: tag), consumerTag: consumerTag,
-                                       queue: queueOfConsumer[consumerTag], redelivered: redelivered, exchange: exchange,
+                                       queue: consumer.queue, redelivered: redelivered, exchange: exchange,
                                        routingKey: routingKey, body: body, properties: properties, receivedAt: .now))
-            if !noAckConsumers.contains(consumerTag) { unsettled.delivered(tag) }
+            if consumer.acknowledged { unsettled.delivered(tag) }
         case .ack(let tag, let multiple):
             settled(tracker.acked(tag, multiple: multiple))
         case .nack(let tag, let multiple):
@@ -124,6 +130,14 @@ final class SessionCore {
             logger.notice("broker unblocked publishing on this connection")
             transition(machine.unblockedByBroker())
         }
+    }
+
+    /// The queue of the consumer `tag` and whether its deliveries are acknowledged.
+    private func consumerOf(_ tag: String) -> (queue: String?, acknowledged: Bool) {
+        if let lastConsumer, lastConsumer.tag == tag { return (lastConsumer.queue, lastConsumer.acknowledged) }
+        let found = (queue: queueOfConsumer[tag], acknowledged: !noAckConsumers.contains(tag))
+        lastConsumer = (tag, found.queue, found.acknowledged)
+        return found
     }
 
     private func fireTimers(_ now: ContinuousClock.Instant) {
