@@ -275,22 +275,8 @@ public enum FieldRules {
     }
 
     /// Only ASCII is folded: `"ß".uppercased()` is `"SS"`, which must not become South Sudan.
-    /// Byte by byte (`uppercased()` goes through Unicode's case mappings, ~400 instructions).
     static func asciiUppercased(_ value: String) -> String? {
-        var value = value
-        return value.withUTF8 { bytes -> String? in
-            var hasLowercase = false
-            for byte in bytes {
-                guard byte < 0x80 else { return nil }
-                if (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) { hasLowercase = true }
-            }
-            guard hasLowercase else { return String(decoding: bytes, as: UTF8.self) }
-            return String(unsafeUninitializedCapacity: bytes.count) { buffer in
-                for (index, byte) in bytes.enumerated() {
-                    buffer[index] = (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) ? byte - 0x20 : byte
-                }
-                return bytes.count
-            }
-        }
+        guard value.utf8.allSatisfy({ $0 < 0x80 }) else { return nil }
+        return String(decoding: value.utf8.map(asciiUppercased), as: UTF8.self)
     }
 }

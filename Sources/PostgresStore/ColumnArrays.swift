@@ -16,12 +16,7 @@ struct NullableArray<Element: PostgresArrayEncodable & PostgresNonThrowingEncoda
     func encode<JSONEncoder: PostgresJSONEncoder>(into buffer: inout ByteBuffer, context: PostgresEncodingContext<JSONEncoder>) {
         // The layout `array_recv` reads: dimensions, has-nulls flag, element type; then per
         // dimension its length and lower bound; then each element as a length (-1: NULL) and bytes.
-        buffer.writeInteger(elements.isEmpty ? 0 : 1, as: Int32.self)
-        buffer.writeInteger(elements.contains { $0 == nil } ? 1 : 0, as: Int32.self)
-        buffer.writeInteger(Element.psqlType.rawValue)
-        guard !elements.isEmpty else { return }
-        buffer.writeInteger(Int32(elements.count), as: Int32.self)
-        buffer.writeInteger(1, as: Int32.self)
+        writeArrayHeader(count: elements.count, hasNulls: elements.contains { $0 == nil }, elementType: Element.psqlType, into: &buffer)
         for element in elements {
             guard let element else {
                 buffer.writeInteger(-1, as: Int32.self)
@@ -47,13 +42,8 @@ struct CommandFieldColumn: PostgresNonThrowingEncodable {
     static var psqlFormat: PostgresFormat { .binary }
 
     func encode<JSONEncoder: PostgresJSONEncoder>(into buffer: inout ByteBuffer, context: PostgresEncodingContext<JSONEncoder>) {
-        buffer.writeInteger(commands.isEmpty ? 0 : 1, as: Int32.self)
         let hasNulls = commands.contains { $0.withUTF8(field) { $0 == nil } }
-        buffer.writeInteger(hasNulls ? 1 : 0, as: Int32.self)
-        buffer.writeInteger(PostgresDataType.text.rawValue)
-        guard !commands.isEmpty else { return }
-        buffer.writeInteger(Int32(commands.count), as: Int32.self)
-        buffer.writeInteger(1, as: Int32.self)
+        writeArrayHeader(count: commands.count, hasNulls: hasNulls, elementType: .text, into: &buffer)
         for command in commands {
             command.withUTF8(field) { (value: UnsafeBufferPointer<UInt8>?) -> Void in
                 guard let value else {
@@ -65,4 +55,15 @@ struct CommandFieldColumn: PostgresNonThrowingEncodable {
             }
         }
     }
+}
+
+/// The header `array_recv` reads before a one-dimensional array's elements: dimensions (none when
+/// empty), has-nulls flag, element type; then the one dimension's length and lower bound.
+private func writeArrayHeader(count: Int, hasNulls: Bool, elementType: PostgresDataType, into buffer: inout ByteBuffer) {
+    buffer.writeInteger(count == 0 ? 0 : 1, as: Int32.self)
+    buffer.writeInteger(hasNulls ? 1 : 0, as: Int32.self)
+    buffer.writeInteger(elementType.rawValue)
+    guard count > 0 else { return }
+    buffer.writeInteger(Int32(count), as: Int32.self)
+    buffer.writeInteger(1, as: Int32.self)
 }
