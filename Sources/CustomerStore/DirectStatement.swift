@@ -13,7 +13,7 @@ import GRDBSQLite
 /// (SQLITE_INTERRUPT: GRDB interrupts a write only when its task is cancelled) throws
 /// `CancellationError`, as GRDB's `execute` does then.
 ///
-/// Text and blob values are copied once, into a buffer the statement owns for the batch
+/// Text and blob values are copied once, into blocks the statement owns for the batch
 /// (`ParameterBytes`), and bound from there without SQLite copying them again (`SQLITE_STATIC`: a
 /// transient bind cost a `malloc` and a copy per value, ~700 instructions, fifteen a customer).
 /// After every step the bindings are cleared, so no statement keeps a pointer into the buffer
@@ -53,12 +53,9 @@ struct DirectStatement {
         if bytes.isEmpty {
             // An empty string binds the empty C string (a null pointer would bind NULL).
             code = sqlite3_bind_text(handle, index, "", 0, Self.transient)
-        } else if let copy = parameterBytes.copy(UnsafeRawBufferPointer(bytes)) {
-            code = sqlite3_bind_text(handle, index, copy.assumingMemoryBound(to: CChar.self), Int32(bytes.count), Self.static)
         } else {
-            code = bytes.withMemoryRebound(to: CChar.self) { text in
-                sqlite3_bind_text(handle, index, text.baseAddress, Int32(text.count), Self.transient)
-            }
+            let copy = parameterBytes.copy(UnsafeRawBufferPointer(bytes))
+            code = sqlite3_bind_text(handle, index, copy.assumingMemoryBound(to: CChar.self), Int32(bytes.count), Self.static)
         }
         try check(code)
     }
@@ -76,11 +73,8 @@ struct DirectStatement {
     func bind(blob bytes: [UInt8], at index: Int32) throws {
         let code = bytes.withUnsafeBytes { buffer in
             // A null pointer would bind NULL: an empty array binds a zero-length blob instead.
-            guard let start = buffer.baseAddress else { return sqlite3_bind_zeroblob(handle, index, 0) }
-            guard let copy = parameterBytes.copy(buffer) else {
-                return sqlite3_bind_blob(handle, index, start, Int32(buffer.count), Self.transient)
-            }
-            return sqlite3_bind_blob(handle, index, copy, Int32(buffer.count), Self.static)
+            guard buffer.baseAddress != nil else { return sqlite3_bind_zeroblob(handle, index, 0) }
+            return sqlite3_bind_blob(handle, index, parameterBytes.copy(buffer), Int32(buffer.count), Self.static)
         }
         try check(code)
     }
@@ -140,49 +134,60 @@ struct DirectStatement {
         return DatabaseError(resultCode: ResultCode(rawValue: code), message: message, sql: statement.sql)
     }
 
-    /// SQLite copies the value before the bind returns (`SQLITE_TRANSIENT`): for a Swift buffer,
-    /// valid only inside its `withUTF8` / `withUnsafeBytes` closure, when `ParameterBytes` is full.
+    /// SQLite copies the value before the bind returns (`SQLITE_TRANSIENT`): for the empty string,
+    /// whose pointer Swift makes for the call only.
     private static var transient: sqlite3_destructor_type { unsafeBitCast(-1, to: sqlite3_destructor_type.self) }
     /// SQLite uses the bytes where they are (`SQLITE_STATIC`, a null destructor): for copies in
     /// `ParameterBytes`, which outlive the step and are unbound after it.
     private static var `static`: sqlite3_destructor_type? { nil }
 }
 
-/// The bytes of a statement's text and blob parameters for one row, in one buffer allocated once
-/// per statement and batch (`DirectStatement`). Its deinit clears the statement's bindings before
-/// freeing the buffer, so a statement left bound by a throw never points into freed memory; it
-/// holds the statement so the handle outlives it. GRDB's cache hands the same `Statement` to every
-/// `DirectStatement` of one SQL in a transaction, so there must be one at a time per SQL (as in
+/// The bytes of a statement's text and blob parameters for one step (one row, or the rows of a
+/// multi-row insert), in blocks allocated once per statement and batch (`DirectStatement`): a
+/// block of `blockSize`, or of the value's own size when it is larger, and more blocks as a step
+/// needs them. Its deinit clears the statement's bindings before freeing the blocks, so a
+/// statement left bound by a throw never points into freed memory; it holds the statement so the
+/// handle outlives it. GRDB's cache hands the same `Statement` to every `DirectStatement` of one
+/// SQL in a transaction, so there must be one at a time per SQL (as in
 /// `CreateCustomerStatements.write`): an earlier one's deinit would clear a later one's bindings.
 private final class ParameterBytes {
     private let statement: Statement
-    private let storage: UnsafeMutableRawBufferPointer
+    private var blocks: [UnsafeMutableRawBufferPointer] = []
+    /// The block being filled, and how much of it is.
+    private var current = 0
     private var used = 0
-    /// A customer's row with every field at a generous length fits; a larger one is bound as a
-    /// transient copy, as before.
-    private static let capacity = 16 * 1024
+    /// A customer's row with every field at a generous length fits; a chunk of rows fills a few.
+    private static let blockSize = 16 * 1024
 
     init(_ statement: Statement) {
         self.statement = statement
-        storage = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.capacity, alignment: 1)
     }
 
     deinit {
         sqlite3_clear_bindings(statement.sqliteStatement)
-        storage.deallocate()
+        for block in blocks { block.deallocate() }
     }
 
-    /// Where a copy of `bytes` now is, or nil when the buffer has no room for it.
-    func copy(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawPointer? {
-        guard let source = bytes.baseAddress, bytes.count <= storage.count - used else { return nil }
-        let destination = storage.baseAddress! + used
+    /// Where a copy of `bytes` (not empty) now is: in the block being filled, else the next one
+    /// with room, else a new one.
+    func copy(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawPointer {
+        let source = bytes.baseAddress!
+        while current < blocks.count, bytes.count > blocks[current].count - used {
+            current += 1
+            used = 0
+        }
+        if current == blocks.count {
+            blocks.append(.allocate(byteCount: max(Self.blockSize, bytes.count), alignment: 1))
+        }
+        let destination = blocks[current].baseAddress! + used
         destination.copyMemory(from: source, byteCount: bytes.count)
         used += bytes.count
         return UnsafeRawPointer(destination)
     }
 
-    /// The row's step is over and its bindings cleared: the next row writes from the start.
+    /// The step is over and its bindings cleared: the next step writes from the first block.
     func reuse() {
+        current = 0
         used = 0
     }
 }

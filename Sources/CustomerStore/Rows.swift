@@ -4,8 +4,8 @@ import Foundation
 import GRDB
 
 /// The create-customer statements, run synchronously inside one GRDB write (see
-/// `CustomerStore.createCustomers`). Each `Read` and the `Writes` of `CreateCustomerCore` are one
-/// prepared statement run per row.
+/// `CustomerStore.createCustomers`). Each `Read` of `CreateCustomerCore` is one prepared
+/// statement run per row; its `Writes` are a few multi-row statements per table.
 enum CreateCustomerStatements {
     static func read(_ read: CreateCustomerCore.Read, _ db: Database) throws -> CreateCustomerCore.Rows {
         switch read {
@@ -62,75 +62,95 @@ enum CreateCustomerStatements {
         return plans
     }
 
-    /// `updated_at` takes `created_at`'s parameter (`?20`).
-    static let insertCustomerSQL: String = {
-        let columns = ["id", "merchant_id"] + CustomerField.allCases.map(\.columnName) + ["created_at", "updated_at"]
-        let placeholders = Array(repeating: "?", count: columns.count - 1).joined(separator: ", ") + ", ?\(columns.count - 1)"
-        return "INSERT INTO customers (\(columns.joined(separator: ", "))) VALUES (\(placeholders)) "
-            + "ON CONFLICT (merchant_id, external_id) DO NOTHING"
-    }()
+    /// A customer's 21 columns from 20 parameters: `updated_at` takes `created_at`'s.
+    static let insertCustomers = MultiRowInsert(
+        head: "INSERT INTO customers (" + (["id", "merchant_id"] + CustomerField.allCases.map(\.columnName) + ["created_at", "updated_at"])
+            .joined(separator: ", ") + ")",
+        parameterOfEachColumn: Array(1...(2 + CustomerField.allCases.count + 1)) + [2 + CustomerField.allCases.count + 1],
+        tail: "ON CONFLICT (merchant_id, external_id) DO NOTHING")
 
-    static let insertSubscriptionSQL = """
-        INSERT INTO subscriptions (id, customer_id, merchant_id, plan_id, status, is_trial, start_date, end_date,
-                                   payment_gateway, created_at, updated_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-        """
+    static let insertSubscriptions = MultiRowInsert(
+        head: """
+            INSERT INTO subscriptions (id, customer_id, merchant_id, plan_id, status, is_trial, start_date, end_date,
+                                       payment_gateway, created_at, updated_at)
+            """,
+        parameterOfEachColumn: Array(1...11), tail: "")
 
-    static let insertRecordSQL = """
-        INSERT INTO processed_requests (idempotency_key, merchant_id, fingerprint, customer_id, reply_type,
-                                        message_id, stored_reply, created_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-        """
+    static let insertRecords = MultiRowInsert(
+        head: """
+            INSERT INTO processed_requests (idempotency_key, merchant_id, fingerprint, customer_id, reply_type,
+                                            message_id, stored_reply, created_at)
+            """,
+        parameterOfEachColumn: Array(1...8), tail: "")
 
     /// Inserts each customer unless its merchant has its `externalId`, and only then its
-    /// subscription and record; returns the ids of the customers inserted. Three statements per
-    /// customer, each bound value by value from the row and stepped directly (`DirectStatement`).
+    /// subscription and record; returns the ids of the customers inserted. Each table's rows go
+    /// in a few multi-row statements (`MultiRowInsert`), each bound value by value from the rows
+    /// and stepped directly (`DirectStatement`): a statement's start and end (opening a cursor per
+    /// B-tree, freeing its registers) cost about as much as a row, and now come once per chunk.
     static func write(_ writes: CreateCustomerCore.Writes, _ db: Database) throws -> Set<String> {
-        let customers = try DirectStatement(db, sql: insertCustomerSQL)
-        let subscriptions = try DirectStatement(db, sql: insertSubscriptionSQL)
-        let records = try DirectStatement(db, sql: insertRecordSQL)
-        let recordedAt = writes.recordedAt.millisecondsSince1970
-        var inserted = Set<String>(minimumCapacity: writes.creations.count)
-        for creation in writes.creations {
-            let customer = creation.customer
-            try customers.bind(customer.id, at: 1)
-            try customers.bind(customer.merchantID, at: 2)
-            var index: Int32 = 3
+        let creations = writes.creations
+        var inserted = Set<String>(minimumCapacity: creations.count)
+        var insertedIndices: [Int] = []
+        insertedIndices.reserveCapacity(creations.count)
+        try insertCustomers.run(rows: creations.count, db, bind: { customers, row, base in
+            let customer = creations[row].customer
+            try customers.bind(customer.id, at: base)
+            try customers.bind(customer.merchantID, at: base + 1)
+            var parameter = base + 2
             for field in CustomerField.allCases {
-                try customer.attributes.withUTF8(field) { try customers.bind(utf8: $0, at: index) }
-                index += 1
+                try customer.attributes.withUTF8(field) { try customers.bind(utf8: $0, at: parameter) }
+                parameter += 1
             }
-            // `updated_at` is the same parameter (see `insertCustomerSQL`).
-            try customers.bind(customer.createdAt.millisecondsSince1970, at: index)
-            try customers.execute()
-            guard db.changesCount == 1 else { continue }
-            inserted.insert(customer.id)
-            if let subscription = creation.subscription {
-                try subscriptions.bind(subscription.id, at: 1)
-                try subscriptions.bind(subscription.customerId, at: 2)
-                try subscriptions.bind(subscription.merchantId, at: 3)
-                try subscriptions.bind(subscription.planId, at: 4)
-                try subscriptions.bind(subscription.status.rawValue, at: 5)
-                try subscriptions.bind(subscription.isTrial, at: 6)
-                try subscriptions.bind(subscription.startDate.millisecondsSince1970, at: 7)
-                try subscriptions.bind(subscription.endDate?.millisecondsSince1970, at: 8)
-                try subscriptions.bind(subscription.paymentGateway?.rawValue, at: 9)
-                try subscriptions.bind(subscription.createdAt.millisecondsSince1970, at: 10)
-                try subscriptions.bind(subscription.updatedAt.millisecondsSince1970, at: 11)
-                try subscriptions.execute()
+            try customers.bind(customer.createdAt.millisecondsSince1970, at: parameter)
+        }, afterEachStatement: { chunk in
+            // A customer is skipped only when its merchant already has its external id: another
+            // writer won the race (see `CreateCustomerCore.wrote`). Rare, so only then is each
+            // customer of the chunk looked up, by the id minted for it.
+            let allInserted = db.changesCount == chunk.count
+            for row in chunk {
+                let id = creations[row].customer.id
+                guard try allInserted || customerExists(id: id, db) else { continue }
+                inserted.insert(id)
+                insertedIndices.append(row)
             }
-            let record = creation.record
-            try records.bind(record.idempotencyKey, at: 1)
-            try records.bind(record.merchantID, at: 2)
-            try records.bind(record.fingerprint, at: 3)
-            try records.bind(record.customerID, at: 4)
-            try records.bind(record.replyType.rawValue, at: 5)
-            try records.bind(record.messageID, at: 6)
-            try records.bind(blob: creation.storedReply, at: 7)
-            try records.bind(recordedAt, at: 8)
-            try records.execute()
+        })
+
+        let subscribed = insertedIndices.filter { creations[$0].subscription != nil }
+        try insertSubscriptions.run(rows: subscribed.count, db) { subscriptions, row, base in
+            guard let subscription = creations[subscribed[row]].subscription else { return }
+            try subscriptions.bind(subscription.id, at: base)
+            try subscriptions.bind(subscription.customerId, at: base + 1)
+            try subscriptions.bind(subscription.merchantId, at: base + 2)
+            try subscriptions.bind(subscription.planId, at: base + 3)
+            try subscriptions.bind(subscription.status.rawValue, at: base + 4)
+            try subscriptions.bind(subscription.isTrial, at: base + 5)
+            try subscriptions.bind(subscription.startDate.millisecondsSince1970, at: base + 6)
+            try subscriptions.bind(subscription.endDate?.millisecondsSince1970, at: base + 7)
+            try subscriptions.bind(subscription.paymentGateway?.rawValue, at: base + 8)
+            try subscriptions.bind(subscription.createdAt.millisecondsSince1970, at: base + 9)
+            try subscriptions.bind(subscription.updatedAt.millisecondsSince1970, at: base + 10)
+        }
+
+        let recordedAt = writes.recordedAt.millisecondsSince1970
+        try insertRecords.run(rows: insertedIndices.count, db) { records, row, base in
+            let creation = creations[insertedIndices[row]]
+            try records.bind(creation.record.idempotencyKey, at: base)
+            try records.bind(creation.record.merchantID, at: base + 1)
+            try records.bind(creation.record.fingerprint, at: base + 2)
+            try records.bind(creation.record.customerID, at: base + 3)
+            try records.bind(creation.record.replyType.rawValue, at: base + 4)
+            try records.bind(creation.record.messageID, at: base + 5)
+            try records.bind(blob: creation.storedReply, at: base + 6)
+            try records.bind(recordedAt, at: base + 7)
         }
         return inserted
+    }
+
+    private static func customerExists(id: String, _ db: Database) throws -> Bool {
+        let statement = try DirectStatement(db, sql: "SELECT 1 FROM customers WHERE id = ?")
+        try statement.bind(id, at: 1)
+        return try statement.first { _ in true } ?? false
     }
 
     static func customerIDs(_ references: [CustomerReference], _ db: Database) throws -> [CustomerReference: String] {
@@ -153,6 +173,23 @@ extension CustomerStore {
             var core = core
             return try core.run(read: { try CreateCustomerStatements.read($0, db) },
                                 write: { try CreateCustomerStatements.write($0, db) })
+        }
+    }
+}
+
+extension MultiRowInsert {
+    /// Inserts rows `0..<rows` in chunks of `sizes`, one statement each: `bind` binds row `row`'s
+    /// values from parameter `base` on; `afterEachStatement` runs after each chunk's step, with
+    /// the rows it held (`db.changesCount` is then that statement's).
+    func run(rows: Int, _ db: Database, bind: (_ statement: DirectStatement, _ row: Int, _ base: Int32) throws -> Void,
+             afterEachStatement: (Range<Int>) throws -> Void = { _ in }) throws {
+        for chunk in Self.chunks(of: 0..<rows) {
+            let statement = try DirectStatement(db, sql: sql(rows: chunk.count))
+            for (offset, row) in chunk.enumerated() {
+                try bind(statement, row, firstParameter(ofRow: offset))
+            }
+            try statement.execute()
+            try afterEachStatement(chunk)
         }
     }
 }

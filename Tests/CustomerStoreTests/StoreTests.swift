@@ -135,9 +135,9 @@ struct StoreTests {
         }
     }
 
-    /// Values bound from the statement's own buffer (`SQLITE_STATIC`) are stored as bound, row
-    /// after row; a value larger than the buffer is bound as SQLite's own copy; a parameter not
-    /// bound again for a row is NULL, never the last row's value (the buffer is reused).
+    /// Values bound from the statement's own blocks (`SQLITE_STATIC`) are stored as bound, row
+    /// after row; a value larger than a block gets a block of its own; a parameter not bound
+    /// again for a row is NULL, never the last row's value (the blocks are reused).
     @Test func sqliteDirectStatementBindsEachRowsOwnValues() async throws {
         try await withStore(.sqlite) { store, _ in
             let sqlite = try #require(store as? CustomerStore)
@@ -161,6 +161,33 @@ struct StoreTests {
             #expect(rows[0] == ["first", "one", "text", "8", "blob"])
             #expect(rows[1] == [large, "", "text", "30000", "blob"])
             #expect(rows[2] == ["third", nil, "null", nil, "null"])
+        }
+    }
+
+    /// One step of a multi-row insert binds more bytes than a block holds: each value is stored as
+    /// bound, across blocks, and the next step reuses them with its own values.
+    @Test func sqliteMultiRowInsertBindsEveryRowAcrossBlocks() async throws {
+        try await withStore(.sqlite) { store, _ in
+            let sqlite = try #require(store as? CustomerStore)
+            let insert = MultiRowInsert(head: "INSERT INTO bound (a, b)", parameterOfEachColumn: [1, 2], tail: "")
+            // 64 rows of 1,000 + 700 bytes: about 109 KB, seven blocks of 16 KiB.
+            let value = { @Sendable (step: Int, row: Int, length: Int) in String(repeating: String(UnicodeScalar(UInt8(97 + (step * 7 + row) % 26))), count: length) }
+            let rows = try await sqlite.pool.write { db -> [[String]] in
+                try db.execute(sql: "CREATE TEMP TABLE bound (a TEXT, b BLOB)")
+                for step in 0..<2 {
+                    let statement = try DirectStatement(db, sql: insert.sql(rows: 64))
+                    for row in 0..<64 {
+                        try statement.bind(value(step, row, 1_000), at: insert.firstParameter(ofRow: row))
+                        try statement.bind(blob: Array(value(step, row, 700).utf8), at: insert.firstParameter(ofRow: row) + 1)
+                    }
+                    try statement.execute()
+                }
+                return try Row.fetchAll(db, sql: "SELECT a, CAST(b AS TEXT) FROM bound ORDER BY rowid").map { [$0[0], $0[1]] }
+            }
+            #expect(rows.count == 128)
+            for (index, row) in rows.enumerated() {
+                #expect(row == [value(index / 64, index % 64, 1_000), value(index / 64, index % 64, 700)], "row \(index)")
+            }
         }
     }
 
@@ -206,13 +233,15 @@ struct StoreTests {
         }
     }
 
-    /// The statements that write a customer, its subscription and its record build no temporary
-    /// B-tree per execution (an `IN` list of three values in a `CHECK` did, once per customer).
+    /// The statements that write customers, their subscriptions and their records, in every size,
+    /// build no temporary B-tree per execution (an `IN` list of three values in a `CHECK` did,
+    /// once per customer; a multi-row `VALUES` runs as a co-routine, not through a table).
     @Test func sqliteCreateStatementsOpenNoTemporaryBTree() async throws {
         try await withStore(.sqlite) { store, _ in
             let sqlite = try #require(store as? CustomerStore)
-            for sql in [CreateCustomerStatements.insertCustomerSQL, CreateCustomerStatements.insertSubscriptionSQL,
-                        CreateCustomerStatements.insertRecordSQL] {
+            let inserts = [CreateCustomerStatements.insertCustomers, CreateCustomerStatements.insertSubscriptions,
+                           CreateCustomerStatements.insertRecords]
+            for sql in inserts.flatMap({ insert in MultiRowInsert.sizes.map { insert.sql(rows: $0) } }) {
                 // On the writer, as the worker prepares them (a reader, read-only, compiles no CHECK).
                 let opcodes = try await sqlite.pool.write { db in
                     let explain = try db.makeStatement(sql: "EXPLAIN " + sql)
@@ -222,6 +251,41 @@ struct StoreTests {
                 #expect(!opcodes.isEmpty)
                 #expect(!opcodes.contains("OpenEphemeral"), "\(sql)")
             }
+        }
+    }
+
+    /// A batch's customers go in multi-row statements (on SQLite, chunks of 64, 32, … rows). A
+    /// customer that already exists (here one without a record, as a lost race leaves none
+    /// visible to the insert) is skipped by its chunk's statement: the other customers of the
+    /// chunk are still created, each with its subscription and record, that one alone is answered
+    /// from what exists, and the whole batch replays byte for byte.
+    @Test(arguments: StoreKind.all)
+    func aChunkWithAnExistingCustomerStillCreatesTheOthers(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
+            let merchant = try await Merchant(store)
+            try await store.importPlans(merchantID: merchant.id, catalog: catalog(catalogJSON(planEntry("free", isDefault: true))))
+            let existingID = "01890a5d-ac96-7000-8000-000000000005"
+            try await store.execute("""
+                INSERT INTO customers (id, merchant_id, external_id, created_at, updated_at)
+                VALUES ('\(existingID)', '\(merchant.id)', 'chunk-5', 0, 0)
+                """)
+            // 70 commands: on SQLite a chunk of 64 (holding the existing one), then 4 and 2.
+            let batch = (0..<70).map { command(#"{"externalId":"chunk-\#($0)","name":"N\#($0)"}"#, key: merchant.secretKey) }
+            let replies = try await store.handle(batch, now: now)
+            #expect(replies[5].errorCode == "external_id_conflict")
+            #expect(try decodeFailed(replies[5]).error.existingCustomerId == existingID)
+            let others = replies.indices.filter { $0 != 5 }
+            #expect(others.allSatisfy { replies[$0].type == .customerCreated && !replies[$0].replayed })
+            #expect(try others.allSatisfy { try decodeCreated(replies[$0]).customer.attributes.name == "N\($0)" })
+            #expect(try await store.customerCount() == 70)
+            let counts = try await store.strings("""
+                SELECT CAST((SELECT COUNT(*) FROM subscriptions) AS TEXT), CAST((SELECT COUNT(*) FROM processed_requests) AS TEXT),
+                       CAST((SELECT COUNT(*) FROM processed_requests WHERE customer_id = '\(existingID)') AS TEXT)
+                """)
+            #expect(counts == [["69", "69", "0"]])
+            let replay = try await store.handle(batch, now: now)
+            #expect(others.allSatisfy { replay[$0].replayed && replay[$0].body == replies[$0].body })
+            #expect(replay[5].body == replies[5].body)
         }
     }
 
