@@ -98,6 +98,18 @@ struct DirectStatement {
         }
     }
 
+    /// Reads every row of a query with `read`, each while it is current; then resets it.
+    func forEachRow(_ read: (Columns) throws -> Void) throws {
+        defer { finishStep() }
+        while true {
+            switch sqlite3_step(handle) {
+            case SQLITE_ROW: try read(Columns(handle: handle))
+            case SQLITE_DONE: return
+            case let code: throw failure(code)
+            }
+        }
+    }
+
     /// The current row's columns (0-based, as SQLite numbers them).
     struct Columns {
         let handle: SQLiteStatement

@@ -4,8 +4,8 @@ import Foundation
 import GRDB
 
 /// The create-customer statements, run synchronously inside one GRDB write (see
-/// `CustomerStore.createCustomers`). Each `Read` of `CreateCustomerCore` is one prepared
-/// statement run per row; its `Writes` are a few multi-row statements per table.
+/// `CustomerStore.createCustomers`). The records' lookups and the `Writes` of `CreateCustomerCore`
+/// are a few statements per batch (`RowChunks`); the other reads, one statement run per value.
 enum CreateCustomerStatements {
     static func read(_ read: CreateCustomerCore.Read, _ db: Database) throws -> CreateCustomerCore.Rows {
         switch read {
@@ -29,27 +29,56 @@ enum CreateCustomerStatements {
         }
     }
 
-    /// Found through their customer (see migration v3): the lookup descends the customers'
-    /// (merchant, external id) index, the one index a new customer's insert touches at random anyway.
-    /// One lookup per command: stepped directly (`DirectStatement`).
+    /// The records of one merchant's external ids, for each size of `RowChunks.sizes`: `?1` the
+    /// merchant, `?2…` the external ids.
+    static let recordsOfExternalIDs: [String] = RowChunks.sizes.map { count in
+        """
+        SELECT p.idempotency_key, p.merchant_id, p.fingerprint, p.customer_id, p.reply_type, p.message_id, p.stored_reply
+        FROM customers c JOIN processed_requests p ON p.customer_id = c.id
+        WHERE c.merchant_id = ?1 AND c.external_id IN (\((2...(count + 1)).map { "?\($0)" }.joined(separator: ", ")))
+        """
+    }
+
+    /// Found through their customer (see migration v3): each lookup descends the customers'
+    /// (merchant, external id) index, the one index a new customer's insert touches at random
+    /// anyway. A merchant's lookups go in chunks of `RowChunks.sizes`, one statement each, stepped
+    /// directly (`DirectStatement`): a statement per lookup cost its start and end each time, as
+    /// the inserts did. Rows come in the index's order; the core matches them by key.
     static func processedRequests(_ lookups: [RecordLookup], _ db: Database) throws -> [ProcessedRequest] {
-        let statement = try DirectStatement(db, sql: """
-            SELECT p.idempotency_key, p.merchant_id, p.fingerprint, p.customer_id, p.reply_type, p.message_id, p.stored_reply
-            FROM customers c JOIN processed_requests p ON p.customer_id = c.id
-            WHERE c.merchant_id = ? AND c.external_id = ?
-            """)
-        return try lookups.compactMap { lookup in
-            try statement.bind(lookup.customer.merchantID, at: 1)
-            try statement.bind(lookup.customer.externalID, at: 2)
-            return try statement.first { row in
-                let replyType = try UndecodableStoredValue.decode(
-                    row.string(4), as: ReplyType.self, table: "processed_requests", column: "reply_type")
-                return ProcessedRequest(
-                    idempotencyKey: row.string(0), merchantID: row.string(1), fingerprint: row.string(2),
-                    customerID: row.string(3), replyType: replyType, messageID: row.string(5),
-                    replyBody: try StoredReplyBody.decode(row.bytes(6)))
+        // Each merchant's external ids, merchants in the order they first appear. A batch's
+        // lookups are mostly one merchant's: the last group is tried before the table.
+        var groups: [(merchantID: String, externalIDs: [String])] = []
+        var groupOfMerchant: [String: Int] = [:]
+        for lookup in lookups {
+            let (merchantID, externalID) = (lookup.customer.merchantID, lookup.customer.externalID)
+            if let last = groups.indices.last, groups[last].merchantID == merchantID {
+                groups[last].externalIDs.append(externalID)
+            } else if let group = groupOfMerchant[merchantID] {
+                groups[group].externalIDs.append(externalID)
+            } else {
+                groupOfMerchant[merchantID] = groups.count
+                groups.append((merchantID, [externalID]))
             }
         }
+        var records: [ProcessedRequest] = []
+        for (merchantID, ids) in groups {
+            for chunk in RowChunks.of(ids.indices) {
+                let statement = try DirectStatement(db, sql: recordsOfExternalIDs[RowChunks.position(ofSize: chunk.count)])
+                try statement.bind(merchantID, at: 1)
+                for (offset, index) in chunk.enumerated() {
+                    try statement.bind(ids[index], at: Int32(offset + 2))
+                }
+                try statement.forEachRow { row in
+                    let replyType = try UndecodableStoredValue.decode(
+                        row.string(4), as: ReplyType.self, table: "processed_requests", column: "reply_type")
+                    records.append(ProcessedRequest(
+                        idempotencyKey: row.string(0), merchantID: row.string(1), fingerprint: row.string(2),
+                        customerID: row.string(3), replyType: replyType, messageID: row.string(5),
+                        replyBody: try StoredReplyBody.decode(row.bytes(6))))
+                }
+            }
+        }
+        return records
     }
 
     /// Each merchant's default plan, whatever its status: the rules decide what a plan allows.
@@ -183,7 +212,7 @@ extension MultiRowInsert {
     /// the rows it held (`db.changesCount` is then that statement's).
     func run(rows: Int, _ db: Database, bind: (_ statement: DirectStatement, _ row: Int, _ base: Int32) throws -> Void,
              afterEachStatement: (Range<Int>) throws -> Void = { _ in }) throws {
-        for chunk in Self.chunks(of: 0..<rows) {
+        for chunk in RowChunks.of(0..<rows) {
             let statement = try DirectStatement(db, sql: sql(rows: chunk.count))
             for (offset, row) in chunk.enumerated() {
                 try bind(statement, row, firstParameter(ofRow: offset))

@@ -241,7 +241,7 @@ struct StoreTests {
             let sqlite = try #require(store as? CustomerStore)
             let inserts = [CreateCustomerStatements.insertCustomers, CreateCustomerStatements.insertSubscriptions,
                            CreateCustomerStatements.insertRecords]
-            for sql in inserts.flatMap({ insert in MultiRowInsert.sizes.map { insert.sql(rows: $0) } }) {
+            for sql in inserts.flatMap({ insert in RowChunks.sizes.map { insert.sql(rows: $0) } }) {
                 // On the writer, as the worker prepares them (a reader, read-only, compiles no CHECK).
                 let opcodes = try await sqlite.pool.write { db in
                     let explain = try db.makeStatement(sql: "EXPLAIN " + sql)
@@ -286,6 +286,42 @@ struct StoreTests {
             let replay = try await store.handle(batch, now: now)
             #expect(others.allSatisfy { replay[$0].replayed && replay[$0].body == replies[$0].body })
             #expect(replay[5].body == replies[5].body)
+        }
+    }
+
+    /// A batch's records are looked up a merchant at a time, in chunks (on SQLite, one statement
+    /// per chunk of 64, 32, … external ids): two merchants with the same external ids, one of them
+    /// past a chunk's size, each replay their own replies, byte for byte.
+    @Test(arguments: StoreKind.all)
+    func recordsAreLookedUpPerMerchantAcrossChunks(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
+            let first = try await Merchant(store)
+            let second = try await Merchant(store)
+            let ofFirst = (0..<70).map { command(#"{"externalId":"ext-\#($0)","name":"First \#($0)"}"#, key: first.secretKey) }
+            let ofSecond = (0..<5).map { command(#"{"externalId":"ext-\#($0)","name":"Second \#($0)"}"#, key: second.secretKey) }
+            // Interleaved: the second merchant's commands among the first's.
+            let batch = Array(ofFirst[0..<30]) + ofSecond + Array(ofFirst[30...])
+            let created = try await store.handle(batch, now: now)
+            #expect(created.allSatisfy { $0.type == .customerCreated && !$0.replayed })
+            #expect(try await store.customerCount() == 75)
+            let replayed = try await store.handle(batch, now: now)
+            #expect(replayed.allSatisfy { $0.replayed })
+            #expect(replayed.map(\.body) == created.map(\.body))
+            #expect(try decodeCreated(replayed[30]).customer.attributes.name == "Second 0")
+            #expect(try decodeCreated(replayed[0]).customer.attributes.name == "First 0")
+
+            // The lookup itself finds each merchant's own record, and none for an unknown id.
+            // (A lookup that missed would not show above: the insert would then lose to the
+            // existing customer, and the lost race's own lookup would find the record.)
+            guard let sqlite = store as? CustomerStore else { return }
+            let lookups = [(first, "ext-3"), (second, "ext-3"), (first, "ext-69"), (second, "ext-69"), (second, "ext-4")].map { merchant, externalID in
+                RecordLookup(idempotencyKey: idempotencyKey(merchantID: merchant.id, externalID: externalID),
+                             customer: CustomerReference(merchantID: merchant.id, externalID: externalID))
+            }
+            let found = try await sqlite.pool.read { db in try CreateCustomerStatements.processedRequests(lookups, db) }
+            let expected = [lookups[0], lookups[1], lookups[2], lookups[4]].map { [$0.customer.merchantID, $0.idempotencyKey] }
+            #expect(Set(found.map { [$0.merchantID, $0.idempotencyKey] }) == Set(expected))
+            #expect(found.count == 4)
         }
     }
 

@@ -1,19 +1,19 @@
 @testable import CustomerStore
 import Testing
 
-/// The shape of the multi-row inserts (pure: no database).
-struct MultiRowInsertTests {
+/// How a batch's rows are cut into statements, and the shape of those statements (pure: no database).
+struct RowChunksTests {
     @Test func rowsAreCutIntoTheLargestSizesFirstAndCoverEveryRowOnce() {
-        #expect(MultiRowInsert.chunks(of: 0..<0) == [])
-        #expect(MultiRowInsert.chunks(of: 0..<1) == [0..<1])
-        #expect(MultiRowInsert.chunks(of: 0..<128) == [0..<64, 64..<128])
-        #expect(MultiRowInsert.chunks(of: 0..<70) == [0..<64, 64..<68, 68..<70])
-        #expect(MultiRowInsert.chunks(of: 3..<10) == [3..<7, 7..<9, 9..<10])
+        #expect(RowChunks.of(0..<0) == [])
+        #expect(RowChunks.of(0..<1) == [0..<1])
+        #expect(RowChunks.of(0..<128) == [0..<64, 64..<128])
+        #expect(RowChunks.of(0..<70) == [0..<64, 64..<68, 68..<70])
+        #expect(RowChunks.of(3..<10) == [3..<7, 7..<9, 9..<10])
         for count in 0...300 {
-            let chunks = MultiRowInsert.chunks(of: 0..<count)
+            let chunks = RowChunks.of(0..<count)
             #expect(chunks.flatMap { Array($0) } == Array(0..<count), "\(count) rows")
-            #expect(chunks.allSatisfy { MultiRowInsert.sizes.contains($0.count) }, "\(count) rows")
-            #expect(chunks.count <= count / 64 + MultiRowInsert.sizes.count - 1, "\(count) rows")
+            #expect(chunks.allSatisfy { RowChunks.sizes.contains($0.count) }, "\(count) rows")
+            #expect(chunks.count <= count / 64 + RowChunks.sizes.count - 1, "\(count) rows")
         }
     }
 
@@ -27,6 +27,14 @@ struct MultiRowInsertTests {
         #expect(insert.sql(rows: 64).hasSuffix("(?127, ?128, ?128) ON CONFLICT DO NOTHING"))
         let plain = MultiRowInsert(head: "INSERT INTO t (a)", parameterOfEachColumn: [1], tail: "")
         #expect(plain.sql(rows: 4) == "INSERT INTO t (a) VALUES (?1), (?2), (?3), (?4)")
+    }
+
+    /// A merchant's record lookups: the merchant, then one parameter per external id.
+    @Test func aRecordLookupNamesTheMerchantOnceAndEachExternalId() {
+        #expect(CreateCustomerStatements.recordsOfExternalIDs.count == RowChunks.sizes.count)
+        #expect(CreateCustomerStatements.recordsOfExternalIDs[RowChunks.position(ofSize: 1)].hasSuffix("c.external_id IN (?2)"))
+        #expect(CreateCustomerStatements.recordsOfExternalIDs[RowChunks.position(ofSize: 4)].hasSuffix("c.external_id IN (?2, ?3, ?4, ?5)"))
+        #expect(CreateCustomerStatements.recordsOfExternalIDs[0].hasSuffix("?64, ?65)"))
     }
 
     /// The customers' statement: 21 columns from 20 parameters a row (`updated_at` is `created_at`).
