@@ -41,6 +41,8 @@ final class AMQPConnection {
     private var consumerTags = RecentString()
     private var exchanges = RecentString()
     private var routingKeys = RecentString()
+    /// The properties a sender sets alike on every message (a content type, an app id).
+    private var propertyStrings = RecentPropertyStrings()
 
     init(configuration: ConnectionConfiguration) throws(AMQPError) {
         guard let state = amqp_new_connection() else {
@@ -470,7 +472,8 @@ final class AMQPConnection {
         guard frame.frame_type == UInt8(AMQP_FRAME_HEADER), let decoded = frame.payload.properties.decoded else {
             throw unexpected(frame, operation: operation)
         }
-        let properties = MessageProperties(decoded.assumingMemoryBound(to: amqp_basic_properties_t.self).pointee)
+        let properties = MessageProperties(decoded.assumingMemoryBound(to: amqp_basic_properties_t.self).pointee,
+                                           repeating: &propertyStrings)
         guard frame.payload.properties.body_size <= UInt64(Int.max) else { throw unexpected(frame, operation: operation) }
         let size = Int(frame.payload.properties.body_size)
         var body: [UInt8] = []
@@ -580,4 +583,17 @@ struct RecentString {
         }
         return text
     }
+}
+
+/// The string properties that a stream of deliveries mostly repeats, each decoded once per run of
+/// equal bytes (`RecentString`): `application/json` and a sender's app id are 16 bytes or more,
+/// an allocation each per delivery otherwise. Ids (`message_id`, `correlation_id`) differ from
+/// message to message and are decoded each time.
+struct RecentPropertyStrings {
+    var contentType = RecentString()
+    var contentEncoding = RecentString()
+    var replyTo = RecentString()
+    var type = RecentString()
+    var userID = RecentString()
+    var appID = RecentString()
 }

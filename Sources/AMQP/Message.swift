@@ -123,7 +123,11 @@ public struct Delivery: Sendable {
     public var exchange: String { fields.exchange }
     public var routingKey: String { fields.routingKey }
     public var body: [UInt8] { fields.body }
-    public var properties: MessageProperties { fields.properties }
+    /// Yielded, not returned: a getter copied the whole value (a retain per string and table, and
+    /// as many releases) for every property a caller read, four times a command.
+    public var properties: MessageProperties {
+        _read { yield fields.properties }
+    }
     /// When the session read it off the socket: how long a consumer has held a delivery, which the
     /// broker bounds (`consumer_timeout`).
     public var receivedAt: ContinuousClock.Instant { fields.receivedAt }
@@ -195,26 +199,37 @@ extension MessageProperties {
         return props
     }
 
+    /// The properties of a received message, every string decoded afresh.
     init(_ props: amqp_basic_properties_t) {
+        var fresh = RecentPropertyStrings()
+        self.init(props, repeating: &fresh)
+    }
+
+    /// The properties of a received message; the ones a sender repeats reuse the `String`s of
+    /// the last message's (`RecentPropertyStrings`).
+    init(_ props: amqp_basic_properties_t, repeating recent: inout RecentPropertyStrings) {
         let flags = props._flags
         func get(_ flag: amqp_flags_t, _ bytes: amqp_bytes_t) -> String? {
             flags & flag != 0 ? String(amqpBytes: bytes) : nil
         }
+        func get(_ flag: amqp_flags_t, _ bytes: amqp_bytes_t, _ last: inout RecentString) -> String? {
+            flags & flag != 0 ? last.string(bytes) : nil
+        }
         let headers = flags & CW_FLAG_HEADERS != 0 ? FieldValue.decodeHeaders(props.headers) : [:]
         self.init(
-            contentType: get(CW_FLAG_CONTENT_TYPE, props.content_type),
-            contentEncoding: get(CW_FLAG_CONTENT_ENCODING, props.content_encoding),
+            contentType: get(CW_FLAG_CONTENT_TYPE, props.content_type, &recent.contentType),
+            contentEncoding: get(CW_FLAG_CONTENT_ENCODING, props.content_encoding, &recent.contentEncoding),
             headers: headers ?? [:],
             persistent: flags & CW_FLAG_DELIVERY_MODE != 0 ? props.delivery_mode == 2 : nil,
             priority: flags & CW_FLAG_PRIORITY != 0 ? props.priority : nil,
             correlationID: get(CW_FLAG_CORRELATION_ID, props.correlation_id),
-            replyTo: get(CW_FLAG_REPLY_TO, props.reply_to),
+            replyTo: get(CW_FLAG_REPLY_TO, props.reply_to, &recent.replyTo),
             expiration: get(CW_FLAG_EXPIRATION, props.expiration),
             messageID: get(CW_FLAG_MESSAGE_ID, props.message_id),
             timestamp: flags & CW_FLAG_TIMESTAMP != 0 ? props.timestamp : nil,
-            type: get(CW_FLAG_TYPE, props.type),
-            userID: get(CW_FLAG_USER_ID, props.user_id),
-            appID: get(CW_FLAG_APP_ID, props.app_id)
+            type: get(CW_FLAG_TYPE, props.type, &recent.type),
+            userID: get(CW_FLAG_USER_ID, props.user_id, &recent.userID),
+            appID: get(CW_FLAG_APP_ID, props.app_id, &recent.appID)
         )
         headersTooDeep = headers == nil
     }

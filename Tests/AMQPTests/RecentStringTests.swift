@@ -1,5 +1,6 @@
 @testable import AMQP
 import CRabbitMQ
+import Glibc
 import Testing
 
 /// A delivery's names are made once per run of equal bytes, and always read as their bytes say.
@@ -22,6 +23,45 @@ struct RecentStringTests {
                 return (recent.string(wire), String(amqpBytes: wire))
             }
             #expect(read == expected, "\(name)")
+        }
+    }
+}
+
+/// A delivery's string properties read as their bytes say, whether they repeat the last
+/// delivery's (and reuse its strings) or not.
+@Suite("Recent property strings")
+struct RecentPropertyStringsTests {
+    /// Decodes properties holding `values` (content type, reply-to, app id, message id; nil = not set).
+    private static func decode(_ values: [String?], _ recent: inout RecentPropertyStrings) -> MessageProperties {
+        let copies = values.map { $0.map { strdup($0)! } }
+        defer { for copy in copies { free(copy) } }
+        func bytes(_ index: Int) -> amqp_bytes_t {
+            guard let copy = copies[index] else { return amqp_bytes_t(len: 0, bytes: nil) }
+            return amqp_bytes_t(len: strlen(copy), bytes: UnsafeMutableRawPointer(copy))
+        }
+        var props = amqp_basic_properties_t()
+        let flags: [amqp_flags_t] = [CW_FLAG_CONTENT_TYPE, CW_FLAG_REPLY_TO, CW_FLAG_APP_ID, CW_FLAG_MESSAGE_ID]
+        for (index, flag) in flags.enumerated() where copies[index] != nil { props._flags |= flag }
+        props.content_type = bytes(0)
+        props.reply_to = bytes(1)
+        props.app_id = bytes(2)
+        props.message_id = bytes(3)
+        return MessageProperties(props, repeating: &recent)
+    }
+
+    @Test func eachDeliverysPropertiesReadAsTheirBytes() {
+        var recent = RecentPropertyStrings()
+        let deliveries: [[String?]] = [
+            ["application/json", "replies.customer-service", "customer-worker-bench", "m-1"],
+            ["application/json", "replies.customer-service", "customer-worker-bench", "m-2"],
+            ["application/json", nil, "customer-worker-bench", "m-3"],
+            ["application/json; charset=utf-8", "replies.customer-service", "another-sending-app", nil],
+            [nil, "replies.customer-service", "", "m-5"],
+            ["application/json", "replies.customer-service", "customer-worker-bench", "m-1"],
+        ]
+        for values in deliveries {
+            let properties = Self.decode(values, &recent)
+            #expect([properties.contentType, properties.replyTo, properties.appID, properties.messageID] == values, "\(values)")
         }
     }
 }
