@@ -112,7 +112,16 @@ public struct CreateCustomerCore: Sendable {
         known = [:]
         distinctKeys = 0
         everyKeyIsNew = false
-        let keyIDs = distinctSorted(commands.lazy.compactMap { $0.apiKey.flatMap { APIKeys.keyID(from: $0)?.id } })
+        // A batch's commands come in runs of one API key: its id is read once per run (comparing
+        // two keys costs less than reading an id, which makes a `String`).
+        var lastAPIKey: String?
+        var runsKeyIDs: [String] = []
+        for command in commands {
+            guard let apiKey = command.apiKey, apiKey != lastAPIKey else { continue }
+            lastAPIKey = apiKey
+            if let id = APIKeys.keyID(from: apiKey)?.id { runsKeyIDs.append(id) }
+        }
+        let keyIDs = distinctSorted(runsKeyIDs)
         if keyIDs.isEmpty { return authenticated(stored: [:]) }
         state = .readingKeys
         return .read(.apiKeys(ids: keyIDs))

@@ -164,8 +164,10 @@ public struct CustomerCreatedTemplate: Sendable {
 
     /// The time as the writer writes a `Timestamp`: quoted ISO 8601.
     private static func quoted(_ time: Timestamp) -> [UInt8] {
-        var text: [UInt8] = [UInt8(ascii: "\"")]
-        text.reserveCapacity(26)
+        // Reserved before the first byte: an array made of a literal, then reserved, is two allocations.
+        var text: [UInt8] = []
+        text.reserveCapacity(32)
+        text.append(UInt8(ascii: "\""))
         time.appendISO8601(to: &text)
         text.append(UInt8(ascii: "\""))
         return text
