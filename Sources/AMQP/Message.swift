@@ -123,11 +123,7 @@ public struct Delivery: Sendable {
     public var exchange: String { fields.exchange }
     public var routingKey: String { fields.routingKey }
     public var body: [UInt8] { fields.body }
-    /// Yielded, not returned: a getter copied the whole value (a retain per string and table, and
-    /// as many releases) for every property a caller read, four times a command.
-    public var properties: MessageProperties {
-        _read { yield fields.properties }
-    }
+    public var properties: MessageProperties { fields.properties }
     /// When the session read it off the socket: how long a consumer has held a delivery, which the
     /// broker bounds (`consumer_timeout`).
     public var receivedAt: ContinuousClock.Instant { fields.receivedAt }
