@@ -124,6 +124,11 @@ public struct Delivery: Sendable {
     public var routingKey: String { fields.routingKey }
     public var body: [UInt8] { fields.body }
     public var properties: MessageProperties { fields.properties }
+    /// Lends the properties where they are: `properties` returns a copy (a retain and a release
+    /// for each string and table), which a caller reading a few of them does not need.
+    public func withProperties<Result>(_ body: (borrowing MessageProperties) throws -> Result) rethrows -> Result {
+        try body(fields.properties)
+    }
     /// When the session read it off the socket: how long a consumer has held a delivery, which the
     /// broker bounds (`consumer_timeout`).
     public var receivedAt: ContinuousClock.Instant { fields.receivedAt }

@@ -308,9 +308,10 @@ final class BatchExecutor: Sendable {
     }
 
     private func incoming(_ delivery: Delivery) -> IncomingCommand {
-        let properties = delivery.properties  // one copy, not one per field read
-        return IncomingCommand(apiKey: properties.headers["x-api-key"]?.stringValue, contentType: properties.contentType,
-                               body: delivery.body, headersTooDeep: properties.headersTooDeep)
+        delivery.withProperties { properties in
+            IncomingCommand(apiKey: properties.headers["x-api-key"]?.stringValue, contentType: properties.contentType,
+                            body: delivery.body, headersTooDeep: properties.headersTooDeep)
+        }
     }
 
     /// Rejects a delivery without requeueing it: the queue dead-letters it.

@@ -26,7 +26,7 @@ public struct ReplyEnvelope: Sendable {
 
     /// `traceHeaders`: the W3C trace context of the command's span (`traceparent`, `tracestate`),
     /// when traced; a replayed reply gets the current trace's, its body staying the stored bytes.
-    public init(command: MessageProperties, reply: ReplyRecord, configuration: WorkerConfiguration, timestamp: UInt64,
+    public init(command: borrowing MessageProperties, reply: ReplyRecord, configuration: WorkerConfiguration, timestamp: UInt64,
                 traceHeaders: [String: FieldValue] = [:]) {
         // Sized for every header at once: grown one insert at a time, the table was rehashed.
         var headers = [String: FieldValue](minimumCapacity: traceHeaders.count + 2)

@@ -56,12 +56,13 @@ final class ReplyPublisher: Sendable {
         let configuration = configuration
         for index in machine.items.indices {
             guard !machine.items[index].isSettled, let reply = machine.items[index].reply else { continue }
-            let properties = machine.items[index].delivery.properties
             let tag = machine.items[index].delivery.tag
             published.append(reply)
             tags.append(tag)
-            let envelope = ReplyEnvelope(command: properties, reply: reply, configuration: configuration,
-                                         timestamp: timestamp, traceHeaders: traces?.replyHeaders(tag) ?? [:])
+            let envelope = machine.items[index].delivery.withProperties { command in
+                ReplyEnvelope(command: command, reply: reply, configuration: configuration,
+                              timestamp: timestamp, traceHeaders: traces?.replyHeaders(tag) ?? [:])
+            }
             replies.events[index] = envelope.events
             replies.copies[index] = envelope.replyToCopy
             if let name = envelope.refusedReplyTo {
@@ -69,14 +70,15 @@ final class ReplyPublisher: Sendable {
                 // A sender can repeat this at the broker's rate: one line a minute, with a count.
                 if let earlier = refusalLog.withLock({ $0.shouldLog() }) {
                     logger.notice("reply_to not allowed; the reply goes to the events exchange only", metadata: [
-                        "command.message_id": "\(properties.messageID ?? "")", "reply_to": "\(name.prefix(255))",
+                        "command.message_id": "\(machine.items[index].delivery.properties.messageID ?? "")",
+                        "reply_to": "\(name.prefix(255))",
                         "reply_to.refused_since_last_line": "\(earlier)",
                     ])
                 }
             }
             if envelope.droppedCorrelationID {
                 logger.notice("correlation_id too long to carry (over 255 bytes as UTF-8); the reply carries the message_id", metadata: [
-                    "command.message_id": "\(properties.messageID ?? "")",
+                    "command.message_id": "\(machine.items[index].delivery.properties.messageID ?? "")",
                 ])
             }
         }
