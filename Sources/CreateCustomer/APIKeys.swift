@@ -168,21 +168,32 @@ final class IdentifierRandomness: Sendable {
 
 private let hexDigits = Array("0123456789abcdef".utf8)
 
-/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in lowercase, written straight into the string.
+/// Each byte's two lowercase hex digits, the first in the low byte (stored little-endian, the
+/// first digit comes first in memory).
+private let hexDigitPairs: [UInt16] = (0..<256).map { byte in
+    UInt16(hexDigits[byte >> 4]) | UInt16(hexDigits[byte & 0x0F]) << 8
+}
+
+/// Where each of a UUID's 16 bytes is written in its text: two digits a byte, dashes after the
+/// 4th, 6th, 8th and 10th.
+private let uuidDigitOffsets: [Int] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34]
+
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in lowercase, written straight into the string: a pair
+/// of digits per byte, at its place (two ids a customer; a digit at a time cost ~800
+/// instructions an id).
 func lowercaseUUID(high: UInt64, low: UInt64) -> String {
     String(unsafeUninitializedCapacity: 36) { buffer in
-        var position = 0
-        for index in 0..<16 {
-            if index == 4 || index == 6 || index == 8 || index == 10 {
-                buffer[position] = UInt8(ascii: "-")
-                position += 1
+        let text = UnsafeMutableRawPointer(buffer.baseAddress!)
+        hexDigitPairs.withUnsafeBufferPointer { pairs in
+            uuidDigitOffsets.withUnsafeBufferPointer { offsets in
+                for index in 0..<16 {
+                    let word = index < 8 ? high : low
+                    let byte = Int(truncatingIfNeeded: (word >> (56 - 8 * UInt64(index % 8))) & 0xFF)
+                    text.storeBytes(of: pairs[byte].littleEndian, toByteOffset: offsets[index], as: UInt16.self)
+                }
             }
-            let word = index < 8 ? high : low
-            let byte = UInt8(truncatingIfNeeded: word >> (56 - 8 * (index % 8)))
-            buffer[position] = hexDigits[Int(byte >> 4)]
-            buffer[position + 1] = hexDigits[Int(byte & 0x0F)]
-            position += 2
         }
-        return position
+        (buffer[8], buffer[13], buffer[18], buffer[23]) = (UInt8(ascii: "-"), UInt8(ascii: "-"), UInt8(ascii: "-"), UInt8(ascii: "-"))
+        return 36
     }
 }
