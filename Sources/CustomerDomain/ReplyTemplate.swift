@@ -109,29 +109,34 @@ public struct CustomerCreatedTemplate: Sendable {
         let now = Self.quoted(values.now)
         let startDate = values.startDate.map { $0 == values.now ? now : Self.quoted($0) }
         let endDate = values.endDate.map { $0 == values.now ? now : Self.quoted($0) }
-        // The exact lengths first: each array is allocated once, at its size.
+        // The exact lengths first: each array is allocated once, at its size. Which string values
+        // need escaping is noted on the way (a bit per slot), so the writing pass does not look
+        // for escapes again: a value with none is copied as it is.
         var valueLength = 0
         var nulls = 0
-        func add(_ string: String?) {
-            if let string { valueLength += ByteSink.quotedLength(string) } else { nulls += 1 }
+        var escapedSlots: UInt64 = 0
+        func add(_ utf8: UnsafeBufferPointer<UInt8>?, slot: Int) {
+            guard let utf8 else { return nulls += 1 }
+            let overhead = JSONBytesWriter.escapeOverhead(utf8)
+            valueLength += utf8.count + 2 + overhead
+            if overhead > 0 { escapedSlots |= Self.bit(slot) }
+        }
+        func add(_ string: String?, slot: Int) {
+            guard var string else { return nulls += 1 }
+            string.withUTF8 { add($0, slot: slot) }
         }
         func add(_ time: [UInt8]?) {
             if let time { valueLength += time.count } else { nulls += 1 }
         }
-        func add(_ field: CustomerField) {
-            values.attributes.withUTF8(field) { utf8 in
-                if let utf8 { valueLength += ByteSink.quotedLength(utf8) } else { nulls += 1 }
-            }
-        }
-        for slot in slots {
+        for (index, slot) in slots.enumerated() {
             switch slot {
-            case .idempotencyKey: add(values.idempotencyKey)
-            case .customerID: add(values.customerID)
-            case .subscriptionID: add(values.subscriptionID)
+            case .idempotencyKey: add(values.idempotencyKey, slot: index)
+            case .customerID: add(values.customerID, slot: index)
+            case .subscriptionID: add(values.subscriptionID, slot: index)
             case .now: add(now)
             case .startDate: add(startDate)
             case .endDate: add(endDate)
-            case .field(let field): add(field)
+            case .field(let field): values.attributes.withUTF8(field) { add($0, slot: index) }
             }
         }
         let jsonLength = fixedLength + valueLength + nulls * ByteSink.null.count
@@ -142,14 +147,15 @@ public struct CustomerCreatedTemplate: Sendable {
                 var sink = ByteSink(json: jsonBuffer, compact: compactBuffer, null: nullToken)
                 for index in slots.indices {
                     sink.write(literals[index], compactLiterals[index])
+                    let escaped = escapedSlots & Self.bit(index) != 0
                     switch slots[index] {
-                    case .idempotencyKey: sink.write(values.idempotencyKey)
-                    case .customerID: sink.write(values.customerID)
-                    case .subscriptionID: sink.write(values.subscriptionID)
+                    case .idempotencyKey: sink.write(values.idempotencyKey, escaped: escaped)
+                    case .customerID: sink.write(values.customerID, escaped: escaped)
+                    case .subscriptionID: sink.write(values.subscriptionID, escaped: escaped)
                     case .now: sink.write(now)
                     case .startDate: sink.write(startDate)
                     case .endDate: sink.write(endDate)
-                    case .field(let field): values.attributes.withUTF8(field) { sink.write(utf8: $0) }
+                    case .field(let field): values.attributes.withUTF8(field) { sink.write(utf8: $0, escaped: escaped) }
                     }
                 }
                 sink.write(literals[slots.count], compactLiterals[slots.count])
@@ -160,6 +166,12 @@ public struct CustomerCreatedTemplate: Sendable {
             }
         }
         return (json, compact)
+    }
+
+    /// The bit of `slot` in a mask of slots; a template of more than 64 slots has its later slots
+    /// share the last bit (a value of theirs without escapes then only goes the escaping way).
+    private static func bit(_ slot: Int) -> UInt64 {
+        1 << UInt64(min(slot, 63))
     }
 
     /// The time as the writer writes a `Timestamp`: quoted ISO 8601.
@@ -175,7 +187,7 @@ public struct CustomerCreatedTemplate: Sendable {
 }
 
 /// Writes a reply and its stored form side by side into buffers of their exact lengths
-/// (`render` counts them first, with `quotedLength`, and checks them after).
+/// (`render` counts them first, and checks them after).
 private struct ByteSink {
     let json: UnsafeMutableBufferPointer<UInt8>
     let compact: UnsafeMutableBufferPointer<UInt8>
@@ -203,16 +215,17 @@ private struct ByteSink {
         text.withUnsafeBufferPointer { writeValue($0) }
     }
 
-    /// A string value as `JSONBytesWriter.appendString` writes it, or null.
-    mutating func write(_ string: String?) {
+    /// A string value as `JSONBytesWriter.appendString` writes it, or null; `escaped`: whether
+    /// it holds a byte JSON escapes (as the sizing pass found).
+    mutating func write(_ string: String?, escaped: Bool) {
         guard var string else { return writeNull() }
-        string.withUTF8 { write(utf8: $0) }
+        string.withUTF8 { write(utf8: $0, escaped: escaped) }
     }
 
     /// A string value given as its UTF-8, as `JSONBytesWriter.appendString` writes it, or null.
-    mutating func write(utf8: UnsafeBufferPointer<UInt8>?) {
+    mutating func write(utf8: UnsafeBufferPointer<UInt8>?, escaped: Bool) {
         guard let utf8 else { return writeNull() }
-        guard !JSONBytesWriter.containsEscapable(utf8) else {
+        guard !escaped else {
             // Rare (quotes, backslashes, control characters): the writer's own escaping.
             var escaped: [UInt8] = []
             JSONBytesWriter.appendString(String(decoding: utf8, as: UTF8.self), to: &escaped)
@@ -250,13 +263,4 @@ private struct ByteSink {
         count += bytes.count
     }
 
-    /// The length of `string` written as a JSON string (quoted, escaped where JSON requires it).
-    static func quotedLength(_ string: String) -> Int {
-        var string = string
-        return string.withUTF8 { quotedLength($0) }
-    }
-
-    static func quotedLength(_ utf8: UnsafeBufferPointer<UInt8>) -> Int {
-        utf8.count + 2 + JSONBytesWriter.escapeOverhead(utf8)
-    }
 }
