@@ -1,4 +1,5 @@
 import CRabbitMQ
+import Glibc
 
 /// A value in an AMQP field table (message headers, queue and consumer arguments).
 public enum FieldValue: Sendable, Hashable {
@@ -59,11 +60,22 @@ final class EncodingArena {
         guard !entries.isEmpty else { return amqp_table_t(num_entries: 0, entries: nil) }
         let memory = amqp_pool_alloc(pool, MemoryLayout<amqp_table_entry_t>.stride * entries.count)!
         let cEntries = memory.bindMemory(to: amqp_table_entry_t.self, capacity: entries.count)
-        // Sorted keys make the encoded table deterministic.
-        for (index, key) in entries.keys.sorted().enumerated() {
-            cEntries[index] = amqp_table_entry_t(key: bytes(key), value: field(entries[key]!))
+        for (index, (key, value)) in entries.enumerated() {
+            cEntries[index] = amqp_table_entry_t(key: bytes(key), value: field(value))
         }
+        // Sorted by their keys' bytes, so the encoded table is deterministic: in place, where
+        // sorting the keys as `String`s took an array and a lookup per key (a reply's headers,
+        // twice a command).
+        var sorting = UnsafeMutableBufferPointer(start: cEntries, count: entries.count)
+        sorting.sort { Self.precedes($0.key, $1.key) }
         return amqp_table_t(num_entries: Int32(entries.count), entries: cEntries)
+    }
+
+    /// Byte order: `left` is a proper prefix of `right`, or its first differing byte is lower.
+    static func precedes(_ left: amqp_bytes_t, _ right: amqp_bytes_t) -> Bool {
+        let common = min(left.len, right.len)
+        let order = common == 0 ? 0 : memcmp(left.bytes, right.bytes, common)
+        return order != 0 ? order < 0 : left.len < right.len
     }
 
     func field(_ value: FieldValue) -> amqp_field_value_t {
