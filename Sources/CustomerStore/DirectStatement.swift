@@ -16,7 +16,7 @@ import GRDBSQLite
 /// Text and blob values are copied once, into blocks the statement owns for the batch
 /// (`ParameterBytes`), and bound from there without SQLite copying them again (`SQLITE_STATIC`: a
 /// transient bind cost a `malloc` and a copy per value, ~700 instructions, fifteen a customer).
-/// After every step the bindings are cleared, so no statement keeps a pointer into the buffer
+/// After every step the bindings are cleared, so no statement keeps a pointer into the blocks
 /// past the step it was bound for, and a parameter a caller forgets is NULL, never an earlier
 /// row's value.
 ///

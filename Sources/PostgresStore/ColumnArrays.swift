@@ -14,8 +14,7 @@ struct NullableArray<Element: PostgresArrayEncodable & PostgresNonThrowingEncoda
     static var psqlFormat: PostgresFormat { .binary }
 
     func encode<JSONEncoder: PostgresJSONEncoder>(into buffer: inout ByteBuffer, context: PostgresEncodingContext<JSONEncoder>) {
-        // The layout `array_recv` reads: dimensions, has-nulls flag, element type; then per
-        // dimension its length and lower bound; then each element as a length (-1: NULL) and bytes.
+        // After the header (`writeArrayHeader`), each element as a length (-1: NULL) and bytes.
         writeArrayHeader(count: elements.count, hasNulls: elements.contains { $0 == nil }, elementType: Element.psqlType, into: &buffer)
         for element in elements {
             guard let element else {
