@@ -259,16 +259,6 @@ public enum FieldRules {
         return verdict ?? !String(decoding: bytes, as: UTF8.self).unicodeScalars.contains(where: \.properties.isWhitespace)
     }
 
-    /// The upper-cased code when `value` is an ISO 3166-1 alpha-2 code in any case.
-    public static func country(_ value: String) -> String? {
-        asciiUppercased(value).flatMap { Geography.countryCodes.contains($0) ? $0 : nil }
-    }
-
-    /// The upper-cased code when `value` is a USPS state or territory code in any case.
-    public static func usState(_ value: String) -> String? {
-        asciiUppercased(value).flatMap { Geography.usStateCodes.contains($0) ? $0 : nil }
-    }
-
     /// An ASCII letter in upper case; any other byte as it is.
     static func asciiUppercased(_ byte: UInt8) -> UInt8 {
         (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) ? byte - 0x20 : byte

@@ -119,7 +119,6 @@ enum CreateCustomerStatements {
     /// B-tree, freeing its registers) cost about as much as a row, and now come once per chunk.
     static func write(_ writes: CreateCustomerCore.Writes, _ db: Database) throws -> Set<String> {
         let creations = writes.creations
-        var inserted = Set<String>(minimumCapacity: creations.count)
         var insertedIndices: [Int] = []
         insertedIndices.reserveCapacity(creations.count)
         try insertCustomers.run(rows: creations.count, db, bind: { customers, row, base in
@@ -140,7 +139,6 @@ enum CreateCustomerStatements {
             for row in chunk {
                 let id = creations[row].customer.id
                 guard try allInserted || customerExists(id: id, db) else { continue }
-                inserted.insert(id)
                 insertedIndices.append(row)
             }
         })
@@ -173,7 +171,7 @@ enum CreateCustomerStatements {
             try records.bind(blob: creation.storedReply, at: base + 6)
             try records.bind(recordedAt, at: base + 7)
         }
-        return inserted
+        return Set(insertedIndices.lazy.map { creations[$0].customer.id })
     }
 
     private static func customerExists(id: String, _ db: Database) throws -> Bool {
