@@ -596,4 +596,60 @@ struct RecentPropertyStrings {
     var type = RecentString()
     var userID = RecentString()
     var appID = RecentString()
+    var headers = RecentHeaders()
+}
+
+/// A delivery's headers, decoded once per run of equal tables. A sender's commands carry the
+/// same flat table (its `x-api-key`) one after another, and decoding it afresh cost a dictionary
+/// and the key's `String` per delivery. The last flat table is kept as its wire form (each
+/// entry's key, kind and value bytes, in order): equal bytes give the same decoded dictionary, a
+/// retain. A table that nests, or any difference at all, is decoded afresh.
+struct RecentHeaders {
+    private var lastWire: [UInt8] = []
+    private var wire: [UInt8] = []
+    private var decoded: [String: FieldValue] = [:]
+
+    /// `FieldValue.decodeHeaders(table)`, reusing the last result when the table is the same.
+    mutating func headers(_ table: amqp_table_t) -> [String: FieldValue]? {
+        guard FieldValue.nests(table, within: FieldValue.maximumNesting) else { return nil }
+        wire.removeAll(keepingCapacity: true)
+        guard Self.flatten(table, into: &wire) else { return FieldValue.decodeTable(table) }
+        let same = wire.withUnsafeBytes { new in
+            lastWire.withUnsafeBytes { last in
+                new.count == last.count && (new.isEmpty || memcmp(new.baseAddress!, last.baseAddress!, new.count) == 0)
+            }
+        }
+        if !same {
+            decoded = FieldValue.decodeTable(table)
+            swap(&wire, &lastWire)
+        }
+        return decoded
+    }
+
+    /// Appends the table's entries (length-prefixed key, kind, value) to `wire`; false when an
+    /// entry is a table or an array (not kept: decoded afresh each time).
+    private static func flatten(_ table: amqp_table_t, into wire: inout [UInt8]) -> Bool {
+        guard table.num_entries > 0, let entries = table.entries else { return true }
+        func append(_ bytes: amqp_bytes_t) {
+            withUnsafeBytes(of: UInt64(bytes.len)) { wire.append(contentsOf: $0) }
+            if bytes.len > 0 { wire.append(contentsOf: UnsafeRawBufferPointer(start: bytes.bytes, count: bytes.len)) }
+        }
+        for index in 0..<Int(table.num_entries) {
+            let entry = entries[index]
+            append(entry.key)
+            wire.append(entry.value.kind)
+            switch amqp_field_value_kind_t(UInt32(entry.value.kind)) {
+            case AMQP_FIELD_KIND_TABLE, AMQP_FIELD_KIND_ARRAY:
+                return false
+            case AMQP_FIELD_KIND_UTF8, AMQP_FIELD_KIND_BYTES:
+                append(entry.value.value.bytes)
+            default:
+                // Every other kind fits in the union's first 8 bytes (the decimal's two fields
+                // included); bytes a narrower kind leaves unset can only make equal values
+                // compare unequal, which decodes afresh.
+                withUnsafeBytes(of: entry.value.value) { wire.append(contentsOf: $0.prefix(8)) }
+            }
+        }
+        return true
+    }
 }

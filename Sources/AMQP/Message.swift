@@ -206,8 +206,8 @@ extension MessageProperties {
         self.init(props, repeating: &fresh)
     }
 
-    /// The properties of a received message; the ones a sender repeats reuse the `String`s of
-    /// the last message's (`RecentPropertyStrings`).
+    /// The properties of a received message; the ones a sender repeats reuse the `String`s (and
+    /// the headers) of the last message's (`RecentPropertyStrings`).
     init(_ props: amqp_basic_properties_t, repeating recent: inout RecentPropertyStrings) {
         let flags = props._flags
         func get(_ flag: amqp_flags_t, _ bytes: amqp_bytes_t) -> String? {
@@ -216,7 +216,7 @@ extension MessageProperties {
         func get(_ flag: amqp_flags_t, _ bytes: amqp_bytes_t, _ last: inout RecentString) -> String? {
             flags & flag != 0 ? last.string(bytes) : nil
         }
-        let headers = flags & CW_FLAG_HEADERS != 0 ? FieldValue.decodeHeaders(props.headers) : [:]
+        let headers = flags & CW_FLAG_HEADERS != 0 ? recent.headers.headers(props.headers) : [:]
         self.init(
             contentType: get(CW_FLAG_CONTENT_TYPE, props.content_type, &recent.contentType),
             contentEncoding: get(CW_FLAG_CONTENT_ENCODING, props.content_encoding, &recent.contentEncoding),

@@ -65,3 +65,38 @@ struct RecentPropertyStringsTests {
         }
     }
 }
+
+/// A delivery's headers read as their bytes say, whether they repeat the last delivery's (and
+/// reuse its decoded table) or not.
+@Suite("Recent headers")
+struct RecentHeadersTests {
+    @Test func eachDeliverysHeadersReadAsTheirBytes() {
+        var recent = RecentHeaders()
+        let arena = EncodingArena()
+        // The same table, then one that differs only in a value's last byte, in its length, in
+        // a key, in a value's kind, in an integer, a table with more entries, a nested one (not
+        // kept), none, and back to the first.
+        let tables: [[String: FieldValue]] = [
+            ["x-api-key": "sk_test_0123456789abcdef"], ["x-api-key": "sk_test_0123456789abcdef"],
+            ["x-api-key": "sk_test_0123456789abcdeg"], ["x-api-key": "sk_test_0123456789abcdefg"],
+            ["x-api-kez": "sk_test_0123456789abcdefg"], ["x-api-kez": .bytes(Array("sk_test_0123456789abcdefg".utf8))],
+            ["x-attempt": 1], ["x-attempt": 2], ["x-attempt": 2, "x-replayed": true], ["x-attempt": 2, "x-replayed": false],
+            ["x-attempt": 2, "x-context": .table(["tenant": "a"])], ["x-attempt": 2, "x-context": .table(["tenant": "b"])],
+            [:], ["x-api-key": "sk_test_0123456789abcdef"],
+        ]
+        for headers in tables {
+            defer { arena.reset() }
+            #expect(recent.headers(arena.table(headers)) == headers, "\(headers)")
+        }
+    }
+
+    @Test func headersNestedTooDeepAreRefusedEvenAfterAKeptTable() {
+        var recent = RecentHeaders()
+        let arena = EncodingArena()
+        var deep: FieldValue = "leaf"
+        for _ in 0...FieldValue.maximumNesting { deep = .table(["next": deep]) }
+        #expect(recent.headers(arena.table(["x-api-key": "sk_test_a"])) == ["x-api-key": "sk_test_a"])
+        #expect(recent.headers(arena.table(["x-api-key": "sk_test_a", "x-deep": deep])) == nil)
+        #expect(recent.headers(arena.table(["x-api-key": "sk_test_a"])) == ["x-api-key": "sk_test_a"])
+    }
+}
