@@ -78,8 +78,6 @@ public struct CreateCustomerCore: Sendable {
     public let commands: [IncomingCommand]
     let parsed: [Result<CreateCustomerCommand, CommandRejection>]
     let now: Timestamp
-    /// `now` as every created reply of the batch writes it: one allocation a batch, not a reply.
-    let quotedNow: QuotedTime
     /// Mints the ids of new rows (`newIdentifier` unless a test injects its own).
     let ids: IdentifierSource
     private var state = State.initial
@@ -103,7 +101,6 @@ public struct CreateCustomerCore: Sendable {
         self.ids = ids
         self.parsed = commands.map { CreateCustomerCommand.parse(body: $0.body, contentType: $0.contentType) }
         self.now = now
-        quotedNow = QuotedTime(now)
         outcomes = Array(repeating: nil, count: commands.count)
     }
 
@@ -308,7 +305,7 @@ public struct CreateCustomerCore: Sendable {
         }
         let (json, stored) = template.render(CreatedReplyValues(
             idempotencyKey: candidate.key, customerID: customerID, subscription: subscription, now: now,
-            attributes: candidate.command, quotedNow: quotedNow))
+            attributes: candidate.command))
         // Debug builds (every test run) hold each reply to what the writer makes of it.
         assert((json, stored) == reply(candidate, customerID: customerID, decision: decision.result, subscription: subscription)
             .canonicalJSON(compactingWith: StoredReplyBody.phraseTokens), "a templated reply differs from the writer's")

@@ -58,12 +58,9 @@ public struct CreatedReplyValues: Sendable {
     public var startDate: Timestamp?
     public var endDate: Timestamp?
     public var attributes: CreateCustomerCommand
-    /// `now`'s text, written once for a whole batch (every reply of a batch has its time); used
-    /// only when it is the text of `now`, else the time is written afresh.
-    public var quotedNow: QuotedTime?
 
     public init(idempotencyKey: String, customerID: String, subscription: Subscription?, now: Timestamp,
-                attributes: CreateCustomerCommand, quotedNow: QuotedTime? = nil) {
+                attributes: CreateCustomerCommand) {
         self.idempotencyKey = idempotencyKey
         self.customerID = customerID
         self.subscriptionID = subscription?.id
@@ -71,18 +68,6 @@ public struct CreatedReplyValues: Sendable {
         self.startDate = subscription?.startDate
         self.endDate = subscription?.endDate
         self.attributes = attributes
-        self.quotedNow = quotedNow
-    }
-}
-
-/// A time as a reply writes it (quoted ISO 8601), kept with the time it is the text of.
-public struct QuotedTime: Sendable {
-    public let time: Timestamp
-    let text: [UInt8]
-
-    public init(_ time: Timestamp) {
-        self.time = time
-        text = CustomerCreatedTemplate.quoted(time)
     }
 }
 
@@ -121,7 +106,7 @@ public struct CustomerCreatedTemplate: Sendable {
     /// reply these values make with the prototype's merchant and decision.
     public func render(_ values: CreatedReplyValues) -> (json: [UInt8], compact: [UInt8]) {
         // The reply's time appears four to six times: its text is written once.
-        let now = values.quotedNow.flatMap { $0.time == values.now ? $0.text : nil } ?? Self.quoted(values.now)
+        let now = Self.quoted(values.now)
         let startDate = values.startDate.map { $0 == values.now ? now : Self.quoted($0) }
         let endDate = values.endDate.map { $0 == values.now ? now : Self.quoted($0) }
         // The exact lengths first: each array is allocated once, at its size. Which string values
@@ -190,7 +175,7 @@ public struct CustomerCreatedTemplate: Sendable {
     }
 
     /// The time as the writer writes a `Timestamp`: quoted ISO 8601.
-    static func quoted(_ time: Timestamp) -> [UInt8] {
+    private static func quoted(_ time: Timestamp) -> [UInt8] {
         // Reserved before the first byte: an array made of a literal, then reserved, is two allocations.
         var text: [UInt8] = []
         text.reserveCapacity(32)
