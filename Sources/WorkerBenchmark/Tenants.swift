@@ -13,8 +13,11 @@ import Synchronization
 /// 2. flood: with the workers stopped, the heavy merchant publishes `--messages` commands (an
 ///    import published in bulk, confirmed by the broker); new workers start, and the light
 ///    merchants publish at their rate until the heavy merchant's backlog is drained.
-/// Light latencies count from each command's scheduled send time (no coordinated omission); the
-/// heavy merchant's rate counts from its first reply to its last. Under fair share the light
+/// Light latencies count from each command's scheduled send time (no coordinated omission), to
+/// the reply's arrival twice over: its copy through direct reply-to (`reply_to`, as the CLI and a
+/// sender waiting for its answer receive it: the figure the targets use) and its events copy on
+/// the shared replies queue (behind whatever of the heavy merchant's replies the bench's one
+/// reader has not yet taken). The heavy merchant's rate counts from its first reply to its last. Under fair share the light
 /// merchants are chosen outside the heavy merchant's shard (each is probed: one command
 /// published with no worker consuming, and the shard whose count grew noted): two merchants
 /// sharing a shard share its queue, which the report says is the design's limit.
@@ -52,13 +55,15 @@ struct TenantsRun: Sendable {
             try await heavyPublisher.declare(topology.topology)
             try await heavyPublisher.enableConfirms()
             try await lightPublisher.enableConfirms()
+            // Direct reply-to: consumed (no-ack) on the channel the light commands are published on, first.
+            try await lightPublisher.consume(queue: CommandClient.directReplyTo, noAck: true)
             let heavy = try await database.newMerchant(name: "Heavy merchant")
             let lights = try await lightMerchants(database, topology: topology, heavy: heavy, probe: heavyPublisher)
             // The probes are gone before any worker reads: they would count as nobody's replies.
             for queue in topology.configuration.commandQueues { _ = try await heavyPublisher.purgeQueue(queue) }
             try await receiver.consume(queue: topology.configuration.names.repliesQueue, noAck: true)
             let traffic = Traffic(topology: topology, shape: shape, heavy: heavy, lights: lights,
-                                  rate: settings.lightRate, receiver: receiver)
+                                  rate: settings.lightRate, receiver: receiver, directReceiver: lightPublisher)
             return try await run(traffic, topology: topology, database: database, publishers: (heavyPublisher, lightPublisher),
                                  shards: shards)
         }
@@ -117,9 +122,11 @@ struct TenantsRun: Sendable {
             try await fleet.open(timeout: .seconds(10))
             try await fleet.waitUntilConnected(brokerPort: try topology.configuration.amqpConfiguration.port, timeout: .seconds(60))
             let result = try await withThrowingTaskGroup(of: T?.self) { group in
-                group.addTask {
-                    try await traffic.receive()
-                    return nil
+                for route in [Traffic.Route.sharedQueue, .direct] {
+                    group.addTask {
+                        try await traffic.receive(route)
+                        return nil
+                    }
                 }
                 group.addTask {
                     try await fleet.watch()
@@ -183,7 +190,8 @@ struct TenantsRun: Sendable {
             shards: shards,
             heavyMessagesPerSecond: Double(settings.messages - 1) / max(1e-9, (heavy.last - heavy.first).seconds),
             heavySeconds: (heavy.last - heavy.first).seconds,
-            unloaded: traffic.latencies(unloaded), flood: traffic.latencies(flood),
+            unloaded: traffic.latencies(unloaded, .direct), flood: traffic.latencies(flood, .direct),
+            unloadedSharedQueue: traffic.latencies(unloaded, .sharedQueue), floodSharedQueue: traffic.latencies(flood, .sharedQueue),
             cpuMicrosecondsPerCommand: cpuSeconds * 1e6 / Double(commands), problems: problems)
     }
 }
@@ -201,8 +209,18 @@ private final class Traffic: Sendable {
         var due: ContinuousClock.Instant
     }
 
+    /// Where a reply was read: its copy through direct reply-to, or its events copy on the shared
+    /// replies queue.
+    enum Route: Sendable {
+        case direct
+        case sharedQueue
+    }
+
     struct Answered: Sendable {
+        /// Events copies on the shared replies queue, by correlation id: the first arrival.
         var arrivals: [String: ContinuousClock.Instant] = [:]
+        /// Light commands' copies through direct reply-to, by correlation id: the first arrival.
+        var directArrivals: [String: ContinuousClock.Instant] = [:]
         var heavy = 0
         var failed = 0
         var extra = 0
@@ -217,16 +235,20 @@ private final class Traffic: Sendable {
     let lights: [String]
     let rate: Double
     private let receiver: AMQPSession
+    /// The light merchants' publisher, which also consumes their direct reply-to copies.
+    private let directReceiver: AMQPSession
     private let state = Mutex(Answered())
     let clock = ContinuousClock()
 
-    init(topology: BenchTopology, shape: CommandShape, heavy: String, lights: [String], rate: Double, receiver: AMQPSession) {
+    init(topology: BenchTopology, shape: CommandShape, heavy: String, lights: [String], rate: Double, receiver: AMQPSession,
+         directReceiver: AMQPSession) {
         self.topology = topology
         self.shape = shape
         self.heavy = heavy
         self.lights = lights
         self.rate = rate
         self.receiver = receiver
+        self.directReceiver = directReceiver
     }
 
     var answered: Answered { state.withLock { $0 } }
@@ -238,9 +260,13 @@ private final class Traffic: Sendable {
         try await wait(for: count, phase: "tenants, heavy merchant", timeout: timeout) { $0.heavy }
     }
 
+    /// Until every id's events copy and its direct reply-to copy have arrived.
     func waitForReplies(_ ids: [String], timeout: Duration) async throws {
         try await wait(for: ids.count, phase: "tenants, light merchants", timeout: timeout) { answered in
             ids.count(where: { answered.arrivals[$0] != nil })
+        }
+        try await wait(for: ids.count, phase: "tenants, light merchants' direct reply-to copies", timeout: timeout) { answered in
+            ids.count(where: { answered.directArrivals[$0] != nil })
         }
     }
 
@@ -266,28 +292,36 @@ private final class Traffic: Sendable {
         }
     }
 
-    func latencies(_ sent: [Sent]) -> TenantsReport.Latency {
+    func latencies(_ sent: [Sent], _ route: Route) -> TenantsReport.Latency {
         var histogram = LatencyHistogram()
-        let arrivals = state.withLock { answered in sent.map { answered.arrivals[$0.id] } }
+        let arrivals = state.withLock { answered in
+            sent.map { route == .direct ? answered.directArrivals[$0.id] : answered.arrivals[$0.id] }
+        }
         for (command, arrival) in zip(sent, arrivals) {
             if let arrival { histogram.record(arrival - command.due) }
         }
         return TenantsReport.Latency(commands: histogram.count, milliseconds: histogram.count > 0 ? histogram.summary : nil)
     }
 
-    /// Takes replies until cancelled, noting the first arrival of each.
-    func receive() async throws {
+    /// Takes replies from `route` until cancelled, noting the first arrival of each (a second
+    /// copy of one reply counts as an extra answer). The events copies also count the heavy
+    /// merchant's replies and the failures.
+    func receive(_ route: Route) async throws {
+        let session = route == .direct ? directReceiver : receiver
         while !Task.isCancelled {
-            let batch = try await receiver.nextDeliveries(maximum: Self.receiveBatch, wait: .milliseconds(100))
+            let batch = try await session.nextDeliveries(maximum: Self.receiveBatch, wait: .milliseconds(100))
             let now = clock.now
             state.withLock { answered in
                 for delivery in batch {
                     guard let id = delivery.properties.correlationID, id != "probe" else { continue }
-                    guard answered.arrivals[id] == nil else {
+                    let arrivals: WritableKeyPath<Answered, [String: ContinuousClock.Instant]> =
+                        route == .direct ? \.directArrivals : \.arrivals
+                    guard answered[keyPath: arrivals][id] == nil else {
                         answered.extra += 1
                         continue
                     }
-                    answered.arrivals[id] = now
+                    answered[keyPath: arrivals][id] = now
+                    guard route == .sharedQueue else { continue }
                     if id.hasPrefix("h-") { answered.heavy += 1 }
                     if delivery.properties.type != ReplyType.customerCreated.rawValue { answered.failed += 1 }
                 }
@@ -320,7 +354,8 @@ private final class Traffic: Sendable {
                 let id = "l\(phase.rawValue)\(index)-\(number)"
                 sent.append(Sent(id: id, due: due))
                 let commandNumber = (phase == .flood ? 1_000_000 : 0) + number
-                return topology.command(body: shape.body(.command, commandNumber), apiKey: lights[index], correlationID: id)
+                return topology.command(body: shape.body(.command, commandNumber), apiKey: lights[index], correlationID: id,
+                                        replyTo: CommandClient.directReplyTo)
             }
             try await publish(messages, publisher)
             number += 1
@@ -348,8 +383,14 @@ public struct TenantsReport: Sendable, Codable {
         public var shards: Int
         public var heavyMessagesPerSecond: Double
         public var heavySeconds: Double
+        /// The light merchants' latency to their direct reply-to copies (what a sender waiting for
+        /// its answer sees; the targets' figure).
         public var unloaded: Latency
         public var flood: Latency
+        /// The same commands' latency to their events copies on the shared replies queue, read by
+        /// the bench's one reader beside the heavy merchant's replies.
+        public var unloadedSharedQueue: Latency
+        public var floodSharedQueue: Latency
         /// The workers' CPU time over both phases, per command (heavy and light).
         public var cpuMicrosecondsPerCommand: Double
         public var problems: [String]
@@ -400,12 +441,15 @@ public struct TenantsReport: Sendable, Codable {
             "heavy merchant: \(heavyCommands) commands at once; \(lightMerchants) light merchant(s) at \(number(lightRate, 0)) commands/s each "
                 + "(\(number(unloadedSeconds, 0)) s alone, then beside the flood); \(replicas) worker(s), prefetch \(prefetch)",
             "database: \(database)",
+            "light latency: to the reply through direct reply-to; \"events copies\": to the same reply's copy on the shared replies queue",
             "topology        heavy msg/s   light alone: p50 / p99 / max ms, n   light in the flood: p50 / p99 / max ms, n   CPU µs/cmd",
         ]
         for mode in modes {
             let name = mode.shards > 0 ? "fair, \(mode.shards) shards" : "single queue"
             lines.append(name.padding(toLength: 16, withPad: " ", startingAt: 0) + column(number(mode.heavyMessagesPerSecond, 0), 11)
                 + "   " + latency(mode.unloaded) + "           " + latency(mode.flood) + column(number(mode.cpuMicrosecondsPerCommand, 1), 16))
+            lines.append("  events copies".padding(toLength: 27, withPad: " ", startingAt: 0)
+                + "   " + latency(mode.unloadedSharedQueue) + "           " + latency(mode.floodSharedQueue))
         }
         lines += targets.map { "target \($0.met ? "met" : "MISSED"): \($0.text)" }
         return lines.joined(separator: "\n")
@@ -416,13 +460,13 @@ extension BenchTopology {
     /// A command exactly as `customer-worker publish` sends one: persistent, JSON, the key in a
     /// header. `message_id` is the correlation id with a prefix: `UUID()` reads /dev/urandom each
     /// time, which would make the generator, not the broker, the bottleneck of the ceiling.
-    func command(body: [UInt8], apiKey: String, correlationID: String) -> OutgoingMessage {
+    func command(body: [UInt8], apiKey: String, correlationID: String, replyTo: String? = nil) -> OutgoingMessage {
         let names = configuration.names
         return OutgoingMessage(
             exchange: names.commandExchange, routingKey: names.commandRoutingKey, body: body,
             properties: MessageProperties(
                 contentType: "application/json", headers: ["x-api-key": .string(apiKey)], persistent: true,
-                correlationID: correlationID, messageID: "bench-\(correlationID)",
+                correlationID: correlationID, replyTo: replyTo, messageID: "bench-\(correlationID)",
                 timestamp: UInt64(Date().timeIntervalSince1970), appID: "customer-worker-bench"))
     }
 }
