@@ -16,6 +16,8 @@ struct DeliveryLanes {
     /// The lane that goes first in the next `take`: each take starts one lane further, so no lane
     /// is always first.
     private var nextLane = 0
+    /// Whether the last take was the quiet lanes' alone: the next one is then a turn of every lane.
+    private var lastTookQuietLanes = false
     private(set) var count = 0
 
     var isEmpty: Bool { count == 0 }
@@ -34,13 +36,34 @@ struct DeliveryLanes {
         }
     }
 
-    /// Up to `maximum` deliveries, one lane after the other in turn.
+    /// A lane holding at most this many deliveries beside a busier one is a quiet lane: a light
+    /// merchant's few commands beside a bulk import's shard.
+    static let quietLaneDepth = 4
+
+    /// Up to `maximum` deliveries, one lane after the other in turn; but while a quiet lane waits
+    /// beside a busy one, every other take is the quiet lanes' deliveries alone. A light
+    /// merchant's command then waits for the batch already in the store and a batch of its own,
+    /// not for a full batch of the busy lane's (issue 27, BENCHMARKS.md); the busy lane keeps its
+    /// full batches and loses at most one short transaction per batch of its own.
     mutating func take(_ maximum: Int) -> [Delivery] {
         let total = min(maximum, count)
         guard total > 0 else { return [] }
         defer { removeEmptyLanes() }
-        count -= total
         let busy = lanes.indices.filter { !lanes[$0].deliveries.isEmpty }
+        let quiet = busy.filter { lanes[$0].deliveries.count <= Self.quietLaneDepth }
+        if !lastTookQuietLanes, !quiet.isEmpty, quiet.count < busy.count {
+            lastTookQuietLanes = true
+            var taken: [Delivery] = []
+            for lane in quiet where taken.count < total {
+                let share = min(lanes[lane].deliveries.count, total - taken.count)
+                taken += lanes[lane].deliveries.prefix(share)
+                lanes[lane].deliveries.removeFirst(share)
+            }
+            count -= taken.count
+            return taken
+        }
+        lastTookQuietLanes = false
+        count -= total
         if busy.count == 1 {
             let lane = busy[0]
             let taken = Array(lanes[lane].deliveries.prefix(total))

@@ -26,13 +26,32 @@ struct DeliveryLanesTests {
     @Test func aQuietQueuesDeliveryIsNotHandedOutBehindABusyQueuesWindow() {
         // 300 of the heavy shard's arrived first, then one of the light shard's.
         var lanes = lanes((1...300).map { ($0, "heavy") } + [(301, "light")])
-        let batch = lanes.take(128)
-        #expect(batch.count == 128)
-        #expect(batch.contains { $0.consumerTag == "light" }, "the light delivery is in the first batch")
-        // Each lane's own order is kept.
-        #expect(batch.filter { $0.consumerTag == "heavy" }.map(\.tag.value) == Array(1...127))
-        #expect(lanes.count == 173)
-        #expect(lanes.take(1000).map(\.tag.value) == Array(128...300))
+        #expect(lanes.take(128).map(\.tag.value) == [301], "the light delivery goes first, in a batch of its own")
+        #expect(lanes.take(128).map(\.tag.value) == Array(1...128), "then a full batch of the heavy shard's, in its order")
+        #expect(lanes.count == 172)
+        #expect(lanes.take(1000).map(\.tag.value) == Array(129...300))
+    }
+
+    /// While quiet lanes keep receiving beside a busy one, their batches alternate with turns of
+    /// every lane: the busy lane is never starved, and quiet lanes are never behind a full batch.
+    @Test func quietLanesAlternateWithTurnsOfEveryLane() {
+        var lanes = lanes((1...300).map { ($0, "heavy") } + [(301, "a"), (302, "b"), (303, "b")])
+        #expect(Set(lanes.take(128).map(\.tag.value)) == [301, 302, 303], "every quiet lane's deliveries, and only theirs")
+        lanes.append(delivery(304, "a"))
+        let turn = lanes.take(128)
+        #expect(turn.count == 128 && turn.contains { $0.tag.value == 304 }, "the next take is a turn of every lane, not the quiet ones again")
+        lanes.append(delivery(305, "b"))
+        #expect(lanes.take(128).map(\.tag.value) == [305], "then the quiet lanes' alone again")
+        // A lane deeper than a quiet one's is busy: two heavy lanes just take turns.
+        var twoBusy = self.lanes((1...10).map { ($0, "x") } + (11...20).map { ($0, "y") })
+        #expect(Set(twoBusy.take(8).map(\.consumerTag)) == ["x", "y"])
+        // Only quiet lanes (no busy one beside them): plain turns.
+        var allQuiet = self.lanes([(1, "a"), (2, "b"), (3, "a")])
+        #expect(Set(allQuiet.take(2).map(\.consumerTag)) == ["a", "b"])
+        // A quiet batch never exceeds the maximum.
+        var many = self.lanes((1...50).map { ($0, "heavy") } + (51...54).map { ($0, "q1") } + (55...58).map { ($0, "q2") })
+        #expect(many.take(5).count == 5)
+        #expect(many.count == 53)
     }
 
     /// A take that empties a lane drops it; deliveries arriving afterwards still join their own
