@@ -148,9 +148,11 @@ public final class CommandWorker: Service {
 
     /// Batches in their publish phase at once. With one, a stored batch waited for the last
     /// one's confirms before publishing its own replies (4.5 ms at the median and 9 ms at p90 of a
-    /// light merchant's 26 ms under a flood, BENCHMARKS.md), and the store stage waited with it.
-    /// The prefetch window still bounds what is in hand: at the default, two batches of 128.
-    static let publishingDepth = 2
+    /// light merchant's 26 ms under a flood, BENCHMARKS.md), and the store stage waited with it;
+    /// with two, a quiet lane's short batch still waited when a busy lane's two were publishing
+    /// (7 ms at p99). The prefetch windows bound the deliveries in hand (at the default, two full
+    /// batches a busy lane); this bounds the batches, short ones included.
+    static let publishingDepth = 4
 
     /// Takes batches and runs each through its machine: the store phase here, then the publish
     /// phase in a child task, overlapping the next batch's store phase (one batch storing, up to
