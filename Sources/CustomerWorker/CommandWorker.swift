@@ -10,7 +10,7 @@ import WorkerTracing
 /// Consumes create-customer commands and answers each with a reply.
 ///
 /// Per batch, in this order: one database transaction for the whole batch → replies published and
-/// confirmed by the broker → commands acknowledged with `multiple`. A command is never
+/// confirmed by the broker → the batch's commands acknowledged. A command is never
 /// acknowledged before its reply is confirmed. The next batch's transaction overlaps with the
 /// earlier batches' publishing: one batch in the store stage, up to `publishingDepth` waiting
 /// for their confirms. Each batch acknowledges exactly its own deliveries (`AMQPSession.ack(_:)`

@@ -17,10 +17,11 @@ import Synchronization
 /// the reply's arrival twice over: its copy through direct reply-to (`reply_to`, as the CLI and a
 /// sender waiting for its answer receive it: the figure the targets use) and its events copy on
 /// the shared replies queue (behind whatever of the heavy merchant's replies the bench's one
-/// reader has not yet taken). The heavy merchant's rate counts from its first reply to its last. Under fair share the light
-/// merchants are chosen outside the heavy merchant's shard (each is probed: one command
-/// published with no worker consuming, and the shard whose count grew noted): two merchants
-/// sharing a shard share its queue, which the report says is the design's limit.
+/// reader has not yet taken). The heavy merchant's rate counts from its first reply to its last.
+/// Under fair share the light merchants are chosen outside the heavy merchant's shard (each is
+/// probed: one command published with no worker consuming, and the shard whose count grew
+/// noted): two merchants sharing a shard share its queue, which the report says is the design's
+/// limit.
 struct TenantsRun: Sendable {
     let settings: BenchmarkSettings
     let runID: String
