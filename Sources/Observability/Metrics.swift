@@ -54,7 +54,7 @@ public enum MetricName {
         commandsReceived: "Command deliveries received from the queue, redeliveries included.",
         commandsHandled: "Commands answered, by outcome (created, replayed, failed) and error code (none when not failed).",
         replays: "Commands answered from their idempotency record with the stored reply.",
-        batchSize: "Commands per batch (one database transaction, one confirm wait, one multiple ack).",
+        batchSize: "Commands per batch (one database transaction, one confirm wait, one acknowledgement of exactly its commands).",
         handlingDuration: "Seconds from a delivery's arrival to its acknowledgement.",
         transactionDuration: "Seconds spent in a batch's database transaction.",
         confirmDuration: "Seconds from publishing a batch's replies until the broker confirmed them all.",
