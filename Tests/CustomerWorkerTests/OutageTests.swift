@@ -2,6 +2,7 @@ import AMQP
 import BrokerTestSupport
 import CustomerWorker
 import Foundation
+import GRDB
 import Testing
 
 /// Outages far longer than the broker's acknowledgement timeout (`consumer_timeout`), on both
@@ -163,12 +164,35 @@ struct DatabaseOutage: Sendable {
             try? FileManager.default.removeItem(at: directory)
         }
         let filler = directory.appendingPathComponent("filler").path
-        return DatabaseOutage(databaseURL: directory.appendingPathComponent("customers.sqlite").path, begin: {
+        let database = directory.appendingPathComponent("customers.sqlite").path
+        return DatabaseOutage(databaseURL: database, begin: {
+            // SQLite writes into a write-ahead log's space again after a checkpoint: a full disk
+            // stops its transactions only once the log must grow. So the log is truncated first
+            // (the worker is idle then: every command so far is stored), and the next transaction
+            // must grow it. Without this, the worker once stored 700 commands into the old log's
+            // space and never saw the outage (a CI run on 2026-12-07).
+            try await truncateLog(of: database)
             // dd ends with "No space left on device" (status 1), the filesystem full.
             _ = try await TestBroker.runCapturing("/bin/dd", ["if=/dev/zero", "of=\(filler)", "bs=64k"])
         }, end: {
             try FileManager.default.removeItem(atPath: filler)
         })
+    }
+
+    /// `PRAGMA wal_checkpoint(TRUNCATE)` on a connection of the test's own, until the log is
+    /// empty (the worker's background checkpointer may hold it busy a moment).
+    private static func truncateLog(of database: String) async throws {
+        let queue = try DatabaseQueue(path: database)
+        defer { try? queue.close() }
+        let log = database + "-wal"
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            _ = try? await queue.writeWithoutTransaction { try $0.checkpoint(.truncate) }
+            let size = (try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0
+            if size == 0 { break }
+            try #require(ContinuousClock.now < deadline, "the write-ahead log \(log) is still \(size) bytes")
+            try await Task.sleep(for: .milliseconds(50))
+        }
     }
 
     /// A PostgreSQL server of the test's own (`scripts/postgres.sh`), crash-stopped
