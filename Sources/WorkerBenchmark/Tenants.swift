@@ -215,6 +215,11 @@ private final class Traffic: Sendable {
     enum Route: Sendable {
         case direct
         case sharedQueue
+
+        /// Where the replies read this way are noted.
+        var arrivals: WritableKeyPath<Answered, [String: ContinuousClock.Instant]> {
+            self == .direct ? \.directArrivals : \.arrivals
+        }
     }
 
     struct Answered: Sendable {
@@ -295,9 +300,7 @@ private final class Traffic: Sendable {
 
     func latencies(_ sent: [Sent], _ route: Route) -> TenantsReport.Latency {
         var histogram = LatencyHistogram()
-        let arrivals = state.withLock { answered in
-            sent.map { route == .direct ? answered.directArrivals[$0.id] : answered.arrivals[$0.id] }
-        }
+        let arrivals = state.withLock { answered in sent.map { answered[keyPath: route.arrivals][$0.id] } }
         for (command, arrival) in zip(sent, arrivals) {
             if let arrival { histogram.record(arrival - command.due) }
         }
@@ -315,13 +318,11 @@ private final class Traffic: Sendable {
             state.withLock { answered in
                 for delivery in batch {
                     guard let id = delivery.properties.correlationID, id != "probe" else { continue }
-                    let arrivals: WritableKeyPath<Answered, [String: ContinuousClock.Instant]> =
-                        route == .direct ? \.directArrivals : \.arrivals
-                    guard answered[keyPath: arrivals][id] == nil else {
+                    guard answered[keyPath: route.arrivals][id] == nil else {
                         answered.extra += 1
                         continue
                     }
-                    answered[keyPath: arrivals][id] = now
+                    answered[keyPath: route.arrivals][id] = now
                     guard route == .sharedQueue else { continue }
                     if id.hasPrefix("h-") { answered.heavy += 1 }
                     if delivery.properties.type != ReplyType.customerCreated.rawValue { answered.failed += 1 }
