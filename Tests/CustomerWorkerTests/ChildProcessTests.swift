@@ -25,14 +25,17 @@ struct ChildProcessTests {
         defer { try? FileManager.default.removeItem(atPath: output) }
         let pid = try ChildProcess.spawn("/bin/sleep", ["30"], environment: [:], output: output, errorsToOutput: true)
         // Nothing below throws until the child is killed and reaped.
-        // The descriptors are the child's once it runs `sleep` (exec marks and closes them).
+        // The descriptors are the child's once it runs `sleep` (exec marks and closes them). The
+        // kernel points /proc/PID/exe at the new program a moment before it closes the
+        // close-on-exec descriptors (a run saw one then, 2026-12-07), so the test waits until only
+        // the standard ones are left; an inherited one stays as long as `sleep` runs, and fails it.
         var descriptors: [String] = []
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
             let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")
             if executable?.hasSuffix("sleep") == true {
                 descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
-                break
+                if Set(descriptors) == ["0", "1", "2"] { break }
             }
             try? await Task.sleep(for: .milliseconds(10))
         }
