@@ -93,13 +93,9 @@ struct ClusterTests {
         #expect(replies.allSatisfy { $0.properties.type == "CustomerCreated" })
         #expect(try await depth(names.deadLetterQueue, port: survivor.port) == 0, "something was dead-lettered")
         // The log line follows the worker's next turn after its reconnect: waited for, not read once.
-        var log = BrokerConnections.log(logPath)
-        let logDeadline = ContinuousClock.now + .seconds(30)
-        while !log.contains("moved to another broker node"), ContinuousClock.now < logDeadline {
-            try await Task.sleep(for: .milliseconds(100))
-            log = BrokerConnections.log(logPath)
-        }
-        #expect(log.contains("moved to another broker node"), "the log does not say the worker moved")
+        let moved = try await waitFor(timeout: .seconds(30)) { BrokerConnections.log(logPath).contains("moved to another broker node") }
+        #expect(moved, "the log does not say the worker moved")
+        let log = BrokerConnections.log(logPath)
         #expect(!log.contains(":\(survivor.password)@"), "a password in the log")
 
         worker.signal(SIGTERM)
