@@ -10,14 +10,11 @@ import Testing
 struct HostileInputTests {
     /// A fixture, a merchant and a worker process for `body`; the worker is stopped (it must exit
     /// 0) and everything torn down on every path.
-    /// `before` runs before the worker starts (e.g. to queue commands for it).
     private func withWorker(_ name: String, environment: (WorkerFixture) -> [String: String] = { _ in [:] },
-                            before: (WorkerFixture, MerchantCredentials) async throws -> Void = { _, _ in },
                             _ body: (WorkerFixture, ObservedWorker, MerchantCredentials) async throws -> Void) async throws {
         let fixture = try await WorkerFixture(name)
         do {
             let merchant = try await fixture.merchant()
-            try await before(fixture, merchant)
             let worker = try ObservedWorker(fixture, name: "worker", environment: environment(fixture))
             do {
                 try await body(fixture, worker, merchant)
@@ -142,13 +139,16 @@ struct HostileInputTests {
 
     /// Headers nested 20,000 levels (tables with empty keys, then arrays), each within one frame:
     /// answered `malformed_message`, and the next, normal command is answered on the same connection.
-    /// They are queued (confirmed) before the worker starts, and the normal command's reply may
-    /// take up to two minutes: RabbitMQ takes seconds to encode such a table for delivery (3.5 s
+    /// They are published (with confirms) once the worker is ready, and the normal command's reply
+    /// may take up to two minutes: RabbitMQ takes seconds to encode such a table for delivery (3.5 s
     /// from `basic.consume` to the first deep delivery, 4.3.6 with the worker under strace), and
     /// the normal command waits behind them in the merchant's shard. On a loaded CI machine that
-    /// was more than the fixture's 30 s (a CI run on 2026-12-07).
+    /// was more than the fixture's 30 s (a CI run on 2026-12-07). Queued before the worker started,
+    /// they made a later `basic.consume` wait behind their encoding: its `consume-ok` came after
+    /// the 30 s RPC timeout in another CI run that day, and the worker stopped at startup.
     @Test func deeplyNestedHeadersAreMalformedAndTheWorkerStaysUp() async throws {
-        try await withWorker("deep-headers", before: { fixture, merchant in
+        try await withWorker("deep-headers") { fixture, worker, merchant in
+            try #require(try await worker.poll("/readyz", until: 200, timeout: .seconds(60)), "never ready")
             let names = fixture.configuration.names
             for (kind, id) in [(DeepHeaders.Kind.tables, "deep-tables"), (.arrays, "deep-arrays")] {
                 try await DeepHeaders.publish(kind, depth: 20_000, exchange: names.commandExchange, routingKey: names.commandRoutingKey,
@@ -157,7 +157,6 @@ struct HostileInputTests {
             // Three levels with an empty key inside: readable, so an ordinary command.
             try await DeepHeaders.publish(.tables, depth: 3, exchange: names.commandExchange, routingKey: names.commandRoutingKey,
                                           body: #"{"externalId":"empty-key"}"#, messageID: "empty-key", apiKey: merchant.secretKey)
-        }) { fixture, worker, merchant in
             let afterDeep = CommandClient.Command(body: Array(#"{"externalId":"after-deep"}"#.utf8), messageID: "after-deep")
             let normal = try #require(try await fixture.send([afterDeep], apiKey: merchant.secretKey, timeout: .seconds(120)).first)
             #expect(normal.properties.type == "CustomerCreated")
