@@ -2,7 +2,7 @@
 # A private RabbitMQ node for development and tests: its own node name, AMQP port, distribution
 # port and data directory, so it never collides with another broker on the machine.
 #
-#   scripts/broker.sh start|fresh|stop|status|version|url|tls-url|ctl ARGS...
+#   scripts/broker.sh start|fresh|stop|pause|resume|status|version|url|tls-url|ctl ARGS...
 #   scripts/broker.sh cluster start|stop|url
 #
 # `fresh` is `start` on an empty node: whatever runs under this node's name is killed and its
@@ -22,6 +22,10 @@
 #
 # The node also listens for AMQP over TLS on BROKER_PORT + 2 with a certificate for `localhost`
 # issued by a CA made for it ($BROKER_DIR/tls/ca.pem), so clients can test verified TLS.
+#
+# `pause` stops the node's VM (SIGSTOP) and `resume` lets it go on: the kernel still accepts
+# connections, and nothing is answered in between (a broker that hangs, for the tests). `start`
+# and `stop` resume a node a crashed run left paused.
 #
 # `cluster` runs three such nodes (without TLS) on CLUSTER_PORT, CLUSTER_PORT + 1 and
 # CLUSTER_PORT + 2 (default BROKER_PORT + 10), joined into one cluster with rabbitmqctl
@@ -160,7 +164,22 @@ kill_node() {
   rm -f "$BROKER_DIR/rabbitmq.pid"
 }
 
+# Lets a paused node (SIGSTOP, `pause`) go on.
+resume() {
+  local pids
+  pids=$(node_vms)
+  [ -z "$pids" ] || kill -CONT $pids 2>/dev/null || true
+}
+
+pause() {
+  local pids
+  pids=$(node_vms)
+  [ -n "$pids" ] || die "node $BROKER_NODE is not running"
+  kill -STOP $pids
+}
+
 start() {
+  resume
   case "$(node_state)" in
     running) ensure_plugin; echo "broker already running: $(url)"; return 0 ;;
     stopped)
@@ -243,6 +262,7 @@ fresh() {
 }
 
 stop() {
+  resume
   if [ "$(node_state)" = absent ]; then echo "broker not running"; return 0; fi
   ctl stop "$BROKER_DIR/rabbitmq.pid" >/dev/null 2>&1 || ctl stop >/dev/null 2>&1 || true
   # Whatever did not stop in time (a stuck VM) is killed: stop always leaves nothing behind.
@@ -345,10 +365,12 @@ case "${1:-}" in
   start) start ;;
   fresh) fresh ;;
   stop) stop ;;
+  pause) pause; echo "broker paused" ;;
+  resume) resume; echo "broker resumed" ;;
   status) if is_running; then echo "running: $(url) (node $BROKER_NODE, RabbitMQ $(server_version), data $BROKER_DIR)"; else echo "not running"; exit 1; fi ;;
   version) server_version ;;
   url) url ;;
   tls-url) tls_url ;;
   ctl) shift; ctl "$@" ;;
-  *) echo "usage: $0 start|fresh|stop|status|version|url|tls-url|ctl ARGS...|cluster start|stop|url" >&2; exit 2 ;;
+  *) echo "usage: $0 start|fresh|stop|pause|resume|status|version|url|tls-url|ctl ARGS...|cluster start|stop|url" >&2; exit 2 ;;
 esac

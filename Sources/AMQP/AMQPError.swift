@@ -67,6 +67,15 @@ public enum AMQPError: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// Whether the connection died under an operation without the broker refusing anything: it
+    /// did not answer in time, or the socket broke.
+    public var isCutOff: Bool {
+        switch self {
+        case .timeout, .connectionLost: true
+        default: false
+        }
+    }
+
     /// Whether the broker refused a declaration only for now, having removed what it started: a
     /// quorum queue's Raft group elected no leader within the broker's timeout (`541 INTERNAL_ERROR
     /// … cluster_not_formed`, seen on a node too loaded to elect in 5 s), or RabbitMQ 4's metadata

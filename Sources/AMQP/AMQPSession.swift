@@ -139,7 +139,7 @@ public final class AMQPSession: Sendable {
 
     private func declareOnce(_ topology: Topology) async throws(AMQPError) {
         try await call { core, promise in
-            core.withConnection(promise) { connection throws(AMQPError) in
+            core.withConnection(promise, againWhenCutOff: true) { connection throws(AMQPError) in
                 try connection.declare(topology)
                 core.topology.merge(topology)
                 core.noteQueuesKeptAsDeclaredEarlier(connection)
@@ -149,7 +149,7 @@ public final class AMQPSession: Sendable {
 
     public func setPrefetch(_ count: UInt16) async throws(AMQPError) {
         try await call { core, promise in
-            core.withConnection(promise) { connection throws(AMQPError) in
+            core.withConnection(promise, againWhenCutOff: true) { connection throws(AMQPError) in
                 try connection.setPrefetch(count)
                 core.prefetch = count
             }
@@ -158,7 +158,7 @@ public final class AMQPSession: Sendable {
 
     public func enableConfirms() async throws(AMQPError) {
         try await call { core, promise in
-            core.withConnection(promise) { connection throws(AMQPError) in
+            core.withConnection(promise, againWhenCutOff: true) { connection throws(AMQPError) in
                 guard !core.confirms else { return }
                 try connection.enableConfirms()
                 core.confirms = true
@@ -167,13 +167,15 @@ public final class AMQPSession: Sendable {
         }
     }
 
-    /// Starts a consumer; after a reconnect it is started again with the same tag.
+    /// Starts a consumer; after a reconnect it is started again with the same tag. Like every
+    /// set-up call, it waits through a connection lost under it (no answer within the RPC timeout)
+    /// and is done on the next connection.
     @discardableResult
     public func consume(queue: String, consumerTag: String? = nil, noAck: Bool = false, exclusive: Bool = false,
                         arguments: [String: FieldValue] = [:]) async throws(AMQPError) -> String {
         let requested = consumerTag ?? "\(queue).\(UUID().uuidString.lowercased())"
         return try await call { core, promise in
-            core.withConnection(promise) { connection throws(AMQPError) in
+            core.withConnection(promise, againWhenCutOff: true) { connection throws(AMQPError) in
                 let tag = try connection.consume(queue: queue, consumerTag: requested, noAck: noAck, exclusive: exclusive,
                                                  arguments: arguments)
                 core.consumers.append(Consumer(queue: queue, consumerTag: tag, noAck: noAck, exclusive: exclusive, arguments: arguments))

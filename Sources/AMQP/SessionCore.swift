@@ -192,14 +192,30 @@ final class SessionCore {
     }
 
     /// Runs `work` on the open connection (see `whenOpen`) and answers `promise` with its result.
-    func withConnection<T: Sendable>(_ promise: Promise<T>, _ work: @escaping (AMQPConnection) throws(AMQPError) -> T) {
+    ///
+    /// With `againWhenCutOff`, a `work` whose connection died under it (the broker did not answer
+    /// within the RPC timeout, or the socket broke: no refusal) runs again once the session is
+    /// open again, as the session's replay would have run it had it finished a moment earlier.
+    /// For set-up that is the same done twice (declare, prefetch, confirms, consume): a worker
+    /// starting beside a slow broker waits for it instead of stopping (a `consume-ok` queued behind
+    /// the encoding of 20,000-level headers came after the 30 s timeout in a CI run on 2026-12-07).
+    /// The recovery policy bounds it like any reconnect: `failParked` ends it when reconnecting gives up.
+    func withConnection<T: Sendable>(_ promise: Promise<T>, againWhenCutOff: Bool = false,
+                                      _ work: @escaping (AMQPConnection) throws(AMQPError) -> T) {
         whenOpen({ promise.fail($0) }) { [unowned self] in
             guard let connection = self.connection else { return promise.fail(.sessionClosed) }
             do throws(AMQPError) {
                 promise.succeed(try work(connection))
             } catch {
-                if !connection.isUsable { self.lost(error) }
-                promise.fail(error)
+                guard !connection.isUsable else { return promise.fail(error) }
+                self.lost(error)
+                if againWhenCutOff && error.isCutOff {
+                    self.logger.warning("AMQP set-up cut off with its connection; doing it again once connected",
+                                        metadata: ["error": "\(error)"])
+                    self.withConnection(promise, againWhenCutOff: true, work)
+                } else {
+                    promise.fail(error)
+                }
             }
         }
     }

@@ -55,3 +55,13 @@ extension Trait where Self == ClosesResources {
     /// Closes every connection, process and server a test registered, on every path.
     public static var closesResources: Self { ClosesResources() }
 }
+
+/// Polls `condition` until it holds; false after `timeout`.
+public func waitFor(timeout: Duration, _ condition: () async throws -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return try await condition()
+}

@@ -219,16 +219,6 @@ func withFixture(_ name: String, _ body: (WorkerFixture) async throws -> Void) a
     await fixture.tearDown()
 }
 
-/// Polls `condition` until it holds; false after `timeout`.
-func waitFor(timeout: Duration, _ condition: () async throws -> Bool) async throws -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-    return try await condition()
-}
-
 extension WorkerFixture {
     /// Publishes the commands to the command queue, then rejects them there without requeue: the
     /// broker dead-letters them (reason `rejected`, with its `x-death` header).
