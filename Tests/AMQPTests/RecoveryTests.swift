@@ -249,9 +249,10 @@ struct BrokerRestartTests {
         await session.close()
     }
 
-    /// The process's resident memory, not the session's: here, in the serialized suite, so the
-    /// 32 MiB batch of `aWriteStalledByABlockingBrokerWaitsForIt` never lands between its two
-    /// readings (it did once: 33 MB of growth, 2026-12-07).
+    /// The process's resident memory, not the session's. `scripts/test.sh` runs it alone; here,
+    /// in the serialized suite, the 32 MiB batch of `aWriteStalledByABlockingBrokerWaitsForIt`
+    /// never lands between its two readings in a run of the whole target either (it did once in
+    /// `swift test --filter AMQPTests`: 33 MB of growth, 2026-12-07).
     @Test func memoryStaysFlatOverALongRun() async throws {
         let total = 100_000
         let name = TestBroker.uniqueName("memory")
