@@ -185,14 +185,13 @@ struct DatabaseOutage: Sendable {
         let queue = try DatabaseQueue(path: database)
         defer { try? queue.close() }
         let log = database + "-wal"
-        let deadline = ContinuousClock.now + .seconds(30)
-        while true {
+        var size = 0
+        let truncated = try await waitFor(timeout: .seconds(30)) {
             _ = try? await queue.writeWithoutTransaction { try $0.checkpoint(.truncate) }
-            let size = (try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0
-            if size == 0 { break }
-            try #require(ContinuousClock.now < deadline, "the write-ahead log \(log) is still \(size) bytes")
-            try await Task.sleep(for: .milliseconds(50))
+            size = (try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0
+            return size == 0
         }
+        try #require(truncated, "the write-ahead log \(log) is still \(size) bytes")
     }
 
     /// A PostgreSQL server of the test's own (`scripts/postgres.sh`), crash-stopped
