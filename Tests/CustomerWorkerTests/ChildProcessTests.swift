@@ -1,3 +1,4 @@
+import BrokerTestSupport
 import ChildProcess
 import Foundation
 import Testing
@@ -30,14 +31,11 @@ struct ChildProcessTests {
         // close-on-exec descriptors (a run saw one then, 2026-12-07), so the test waits until only
         // the standard ones are left; an inherited one stays as long as `sleep` runs, and fails it.
         var descriptors: [String] = []
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
+        _ = try? await waitFor(timeout: .seconds(10)) {
             let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")
-            if executable?.hasSuffix("sleep") == true {
-                descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
-                if Set(descriptors) == ["0", "1", "2"] { break }
-            }
-            try? await Task.sleep(for: .milliseconds(10))
+            guard executable?.hasSuffix("sleep") == true else { return false }
+            descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+            return Set(descriptors) == ["0", "1", "2"]
         }
         kill(pid, SIGKILL)
         let status = try await ChildProcess.waitForExit(pid, timeout: .seconds(10))

@@ -43,12 +43,7 @@ struct ObservedWorker {
 
     /// Polls `path` until it answers `status`; false after `timeout`.
     func poll(_ path: String, until status: Int, timeout: Duration) async throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if await self.status(path) == status { return true }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return false
+        try await waitFor(timeout: timeout) { await self.status(path) == status }
     }
 
     /// One sample of /metrics, by its full name with labels; nil when absent.
