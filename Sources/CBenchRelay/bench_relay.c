@@ -122,7 +122,12 @@ static int relay_loop(amqp_connection_state_t conn, const cw_relay_settings *s, 
                 props.correlation_id = command.properties.correlation_id;
             }
             props.timestamp = (uint64_t)time(NULL);
-            int published = amqp_basic_publish(conn, PUBLISH_CHANNEL, exchange, routing_key, 0, 0, &props, body);
+            // A command that names its reply-to address (direct reply-to, as the tenants mode's
+            // probes do) gets its reply there alone, through the default exchange, as the worker
+            // sends a sender its copy; the others to the configured exchange.
+            int direct = (command.properties._flags & AMQP_BASIC_REPLY_TO_FLAG) && command.properties.reply_to.len > 0;
+            int published = amqp_basic_publish(conn, PUBLISH_CHANNEL, direct ? amqp_empty_bytes : exchange,
+                                               direct ? command.properties.reply_to : routing_key, 0, 0, &props, body);
             amqp_destroy_message(&command);
             if (published != AMQP_STATUS_OK) return fail(stats, "publishing a reply", amqp_error_string2(published));
             ring->published += 1;

@@ -22,23 +22,33 @@ final class Relay: Sendable {
 
     /// A relay for `topology`'s command queue, started by `run()`; `directory` holds the reply it
     /// sends and its output (`relay-<index>.log`).
-    init(topology: BenchTopology, reply: ReplyRecord, executable: String, directory: URL, index: Int) throws {
-        let configuration = topology.configuration
+    convenience init(topology: BenchTopology, reply: ReplyRecord, executable: String, directory: URL, index: Int) throws {
+        // The reply as the worker carries it to the events exchange.
+        let event = ReplyEnvelope(command: MessageProperties(), reply: reply, configuration: topology.configuration, timestamp: 0).events
+        try self.init(configuration: topology.configuration, queue: topology.configuration.names.commandQueue,
+                      exchange: event.exchange, routingKey: event.routingKey, reply: reply,
+                      contentType: event.properties.contentType ?? "application/json", executable: executable,
+                      directory: directory, name: "relay-\(index)")
+    }
+
+    /// A relay that consumes `queue` on `configuration`'s broker with its prefetch and publishes
+    /// `reply` (persistent, confirmed) to `exchange` with `routingKey` for each command, carrying
+    /// the command's correlation id; `directory` holds the reply it sends and its output
+    /// (`<name>.reply`, `<name>.log`).
+    init(configuration: WorkerConfiguration, queue: String, exchange: String, routingKey: String, reply: ReplyRecord,
+         contentType: String, executable: String, directory: URL, name: String) throws {
         let amqp = try configuration.amqpConfiguration
         guard amqp.tls == nil else { throw BenchmarkError.setupFailed("the ceiling's relay speaks plain AMQP only: use an amqp:// URL") }
-        // The reply as the worker carries it to the events exchange.
-        let event = ReplyEnvelope(command: MessageProperties(), reply: reply, configuration: configuration, timestamp: 0).events
-        let replyFile = directory.appendingPathComponent("relay-\(index).reply")
+        let replyFile = directory.appendingPathComponent("\(name).reply")
         try Data(reply.body).write(to: replyFile)
         self.executable = executable
         arguments = [
-            amqp.host, "\(amqp.port)", amqp.user, amqp.vhost, configuration.names.commandQueue, "\(configuration.prefetch)",
-            event.exchange, event.routingKey, replyFile.path, reply.type.rawValue,
-            event.properties.contentType ?? "application/json", configuration.appID,
+            amqp.host, "\(amqp.port)", amqp.user, amqp.vhost, queue, "\(configuration.prefetch)",
+            exchange, routingKey, replyFile.path, reply.type.rawValue, contentType, configuration.appID,
         ] + (reply.idempotencyKey.map { [$0] } ?? [])
         // The password never goes on the command line (any user of the machine can read it).
         environment = ProcessInfo.processInfo.environment.merging(["RELAY_AMQP_PASSWORD": amqp.password]) { _, new in new }
-        output = directory.appendingPathComponent("relay-\(index).log")
+        output = directory.appendingPathComponent("\(name).log")
     }
 
     /// Relays until the task is cancelled (then stops the process with SIGTERM and reads its

@@ -22,6 +22,14 @@ import Synchronization
 /// probed: one command published with no worker consuming, and the shard whose count grew
 /// noted): two merchants sharing a shard share its queue, which the report says is the design's
 /// limit.
+///
+/// Beside the light merchants, in both phases and at the same rate, the broker's floor for the same
+/// round trip: probe commands on a quorum queue of their own, sent with direct reply-to on the
+/// light merchants' channel and taken by a no-op relay (`customer-worker-relay`, a process of its
+/// own, as the ceiling's) that publishes a reply of the worker's size to that address with
+/// confirms and acknowledges once confirmed: the light commands' path without the worker's work.
+/// What the relay's latency grows by under the flood is the broker's and the machine's (the cores
+/// it shares with the workers), not the worker's: no worker can do better on the same run.
 struct TenantsRun: Sendable {
     let settings: BenchmarkSettings
     let runID: String
@@ -35,10 +43,12 @@ struct TenantsRun: Sendable {
         // Fair share as configured, then the single queue; once when the run's shards are 0.
         let shardCounts = settings.fairShareShards > 0 ? [settings.fairShareShards, 0] : [0]
         var modes: [TenantsReport.Mode] = []
+        // The no-op relay's reply: the worker's to a command of the run's shape, its size and properties.
+        let reply = try await database.sampleReply(shape)
         for shards in shardCounts {
             progress("tenants: \(shards > 0 ? "fair share, \(shards) shards" : "single queue"), "
                 + "\(settings.replicas) worker(s), \(settings.messages) heavy commands…")
-            modes.append(try await measure(database, shards: shards))
+            modes.append(try await measure(database, shards: shards, relayReply: reply))
         }
         return TenantsReport(
             machine: .current, heavyCommands: settings.messages, lightMerchants: settings.lightMerchants,
@@ -46,14 +56,22 @@ struct TenantsRun: Sendable {
             prefetch: settings.prefetch, database: database.location.redacted, modes: modes)
     }
 
-    private func measure(_ database: BenchDatabase, shards: Int) async throws -> TenantsReport.Mode {
-        let topology = BenchTopology(runID: runID, mode: "tenants\(shards)", amqpURL: settings.amqpURL,
+    private func measure(_ database: BenchDatabase, shards: Int, relayReply: ReplyRecord) async throws -> TenantsReport.Mode {
+        let mode = "tenants\(shards)"
+        let topology = BenchTopology(runID: runID, mode: mode, amqpURL: settings.amqpURL,
                                      prefetch: settings.prefetch, fairShareShards: shards)
+        let relayQueue = "bench.\(runID).\(mode).relay.commands"
         let heavyPublisher = try topology.session("heavy publisher", logger: logger)
         let lightPublisher = try topology.session("light publisher", logger: logger)
         let receiver = try topology.session("tenants receiver", logger: logger)
         let outcome = await capture {
             try await heavyPublisher.declare(topology.topology)
+            try await heavyPublisher.declare(Topology(queues: [.quorum(relayQueue)]))
+            // The probes carry their reply-to address, so the exchange and routing key go unused.
+            let relay = try Relay(
+                configuration: topology.configuration, queue: relayQueue, exchange: "", routingKey: relayQueue,
+                reply: relayReply, contentType: "application/json",
+                executable: Benchmark.besideThisExecutable("customer-worker-relay"), directory: directory, name: "\(mode)-relay")
             try await heavyPublisher.enableConfirms()
             try await lightPublisher.enableConfirms()
             // Direct reply-to: consumed (no-ack) on the channel the light commands are published on, first.
@@ -63,16 +81,41 @@ struct TenantsRun: Sendable {
             // The probes are gone before any worker reads: they would count as nobody's replies.
             for queue in topology.configuration.commandQueues { _ = try await heavyPublisher.purgeQueue(queue) }
             try await receiver.consume(queue: topology.configuration.names.repliesQueue, noAck: true)
-            let traffic = Traffic(topology: topology, shape: shape, heavy: heavy, lights: lights,
-                                  rate: settings.lightRate, receiver: receiver, directReceiver: lightPublisher)
-            return try await run(traffic, topology: topology, database: database, publishers: (heavyPublisher, lightPublisher),
-                                 shards: shards)
+            let traffic = Traffic(topology: topology, shape: shape, heavy: heavy, lights: lights, rate: settings.lightRate,
+                                  relayQueue: relayQueue, receiver: receiver, directReceiver: lightPublisher)
+            // The relay runs through both phases; the run's end stops it (SIGTERM).
+            return try await withThrowingTaskGroup(of: TenantsReport.Mode?.self) { group in
+                group.addTask {
+                    try await relay.run()
+                    return nil
+                }
+                group.addTask {
+                    try await run(traffic, topology: topology, database: database,
+                                  publishers: (heavyPublisher, lightPublisher), shards: shards)
+                }
+                defer { group.cancelAll() }
+                for try await case let result? in group { return result }
+                throw BenchmarkError.relayFailed("the no-op relay beside the tenants run ended on its own")
+            }
         }
         await heavyPublisher.close()
         await lightPublisher.close()
         await receiver.close()
         await topology.deleteQueues(logger: logger)
+        await deleteQueues([relayQueue], topology: topology)
         return try outcome.get()
+    }
+
+    private func deleteQueues(_ queues: [String], topology: BenchTopology) async {
+        guard let session = try? topology.session("cleanup", logger: logger) else { return }
+        for queue in queues {
+            do {
+                try await session.deleteQueue(queue)
+            } catch {
+                logger.warning("could not delete a benchmark queue", metadata: ["amqp.queue": "\(queue)", "error": "\(error)"])
+            }
+        }
+        await session.close()
     }
 
     /// The light merchants; under fair share, each outside the heavy merchant's shard.
@@ -155,7 +198,7 @@ struct TenantsRun: Sendable {
             let sent = try await traffic.sendLight(phase: .unloaded, publisher: publishers.light) { clock, start in
                 clock.now - start >= .seconds(settings.unloadedSeconds)
             }
-            try await traffic.waitForReplies(sent.map(\.id), timeout: settings.replyTimeout)
+            try await traffic.waitForReplies(sent, timeout: settings.replyTimeout)
             return sent
         }
         // 2. The heavy merchant's commands, all queued while no worker consumes (an import
@@ -163,7 +206,7 @@ struct TenantsRun: Sendable {
         try await traffic.sendHeavy(settings.messages, publisher: publishers.heavy)
         // 3. The backlog drains; the light merchants publish at their rate until its last reply.
         let (flood, floodCPU) = try await withFleet(topology, database: database, traffic: traffic) {
-            let sent = try await withThrowingTaskGroup(of: [Traffic.Sent]?.self) { flood in
+            let sent = try await withThrowingTaskGroup(of: Traffic.SentLight?.self) { flood in
                 flood.addTask {
                     try await traffic.sendLight(phase: .flood, publisher: publishers.light) { _, _ in traffic.heavyAnswered(settings.messages) }
                 }
@@ -171,17 +214,17 @@ struct TenantsRun: Sendable {
                     try await traffic.waitForHeavy(settings.messages, timeout: settings.replyTimeout)
                     return nil
                 }
-                var light: [Traffic.Sent] = []
+                var light = Traffic.SentLight()
                 for try await case let sent? in flood { light = sent }
                 return light
             }
-            try await traffic.waitForReplies(sent.map(\.id), timeout: settings.replyTimeout)
+            try await traffic.waitForReplies(sent, timeout: settings.replyTimeout)
             return sent
         }
         let cpuSeconds = unloadedCPU + floodCPU
         let answered = traffic.answered
         var problems: [String] = []
-        let commands = settings.messages + unloaded.count + flood.count
+        let commands = settings.messages + unloaded.commands.count + flood.commands.count
         if answered.extra > 0 { problems.append("\(answered.extra) commands answered more than once") }
         if answered.failed > 0 { problems.append("\(answered.failed) CustomerCreateFailed replies") }
         let customers = try await database.customerCount() - before
@@ -191,8 +234,11 @@ struct TenantsRun: Sendable {
             shards: shards,
             heavyMessagesPerSecond: Double(settings.messages - 1) / max(1e-9, (heavy.last - heavy.first).seconds),
             heavySeconds: (heavy.last - heavy.first).seconds,
-            unloaded: traffic.latencies(unloaded, .direct), flood: traffic.latencies(flood, .direct),
-            unloadedSharedQueue: traffic.latencies(unloaded, .sharedQueue), floodSharedQueue: traffic.latencies(flood, .sharedQueue),
+            unloaded: traffic.latencies(unloaded.commands, .direct), flood: traffic.latencies(flood.commands, .direct),
+            unloadedSharedQueue: traffic.latencies(unloaded.commands, .sharedQueue),
+            floodSharedQueue: traffic.latencies(flood.commands, .sharedQueue),
+            relayUnloaded: traffic.latencies(unloaded.probes, .relay), relayFlood: traffic.latencies(flood.probes, .relay),
+            workerPartUnloaded: traffic.workerPart(unloaded), workerPartFlood: traffic.workerPart(flood),
             cpuMicrosecondsPerCommand: cpuSeconds * 1e6 / Double(commands), problems: problems)
     }
 }
@@ -210,15 +256,27 @@ private final class Traffic: Sendable {
         var due: ContinuousClock.Instant
     }
 
-    /// Where a reply was read: its copy through direct reply-to, or its events copy on the shared
-    /// replies queue.
+    /// What one phase of the light senders published: the light merchants' commands, and the
+    /// probes for the no-op relay at the same times.
+    struct SentLight: Sendable {
+        var commands: [Sent] = []
+        var probes: [Sent] = []
+    }
+
+    /// Where a reply was read: its copy through direct reply-to, its events copy on the shared
+    /// replies queue, or the no-op relay's reply to a probe (through direct reply-to too).
     enum Route: Sendable {
         case direct
         case sharedQueue
+        case relay
 
         /// Where the replies read this way are noted.
         var arrivals: WritableKeyPath<Answered, [String: ContinuousClock.Instant]> {
-            self == .direct ? \.directArrivals : \.arrivals
+            switch self {
+            case .direct: \.directArrivals
+            case .sharedQueue: \.arrivals
+            case .relay: \.relayArrivals
+            }
         }
     }
 
@@ -227,12 +285,17 @@ private final class Traffic: Sendable {
         var arrivals: [String: ContinuousClock.Instant] = [:]
         /// Light commands' copies through direct reply-to, by correlation id: the first arrival.
         var directArrivals: [String: ContinuousClock.Instant] = [:]
+        /// The no-op relay's replies to the probes, by correlation id: the first arrival.
+        var relayArrivals: [String: ContinuousClock.Instant] = [:]
         var heavy = 0
         var failed = 0
         var extra = 0
     }
 
     private static let heavyBatch = 500
+    /// The correlation ids of the relay's probes begin with it (the light merchants' with "l",
+    /// the heavy merchant's with "h-").
+    private static let relayProbePrefix = "r"
     private static let receiveBatch = 32
 
     let topology: BenchTopology
@@ -240,19 +303,23 @@ private final class Traffic: Sendable {
     let heavy: String
     let lights: [String]
     let rate: Double
+    /// The no-op relay's command queue, where the probes go.
+    let relayQueue: String
     private let receiver: AMQPSession
-    /// The light merchants' publisher, which also consumes their direct reply-to copies.
+    /// The light merchants' publisher, which also consumes their direct reply-to copies and the
+    /// relay's replies to the probes.
     private let directReceiver: AMQPSession
     private let state = Mutex(Answered())
     let clock = ContinuousClock()
 
-    init(topology: BenchTopology, shape: CommandShape, heavy: String, lights: [String], rate: Double, receiver: AMQPSession,
-         directReceiver: AMQPSession) {
+    init(topology: BenchTopology, shape: CommandShape, heavy: String, lights: [String], rate: Double, relayQueue: String,
+         receiver: AMQPSession, directReceiver: AMQPSession) {
         self.topology = topology
         self.shape = shape
         self.heavy = heavy
         self.lights = lights
         self.rate = rate
+        self.relayQueue = relayQueue
         self.receiver = receiver
         self.directReceiver = directReceiver
     }
@@ -266,13 +333,19 @@ private final class Traffic: Sendable {
         try await wait(for: count, phase: "tenants, heavy merchant", timeout: timeout) { $0.heavy }
     }
 
-    /// Until every id's events copy and its direct reply-to copy have arrived.
-    func waitForReplies(_ ids: [String], timeout: Duration) async throws {
+    /// Until every command's events copy and its direct reply-to copy, and every probe's relayed
+    /// reply, have arrived.
+    func waitForReplies(_ sent: SentLight, timeout: Duration) async throws {
+        let ids = sent.commands.map(\.id)
         try await wait(for: ids.count, phase: "tenants, light merchants", timeout: timeout) { answered in
             ids.count(where: { answered.arrivals[$0] != nil })
         }
         try await wait(for: ids.count, phase: "tenants, light merchants' direct reply-to copies", timeout: timeout) { answered in
             ids.count(where: { answered.directArrivals[$0] != nil })
+        }
+        let probes = sent.probes.map(\.id)
+        try await wait(for: probes.count, phase: "tenants, the no-op relay's replies", timeout: timeout) { answered in
+            probes.count(where: { answered.relayArrivals[$0] != nil })
         }
     }
 
@@ -307,6 +380,19 @@ private final class Traffic: Sendable {
         return TenantsReport.Latency(commands: histogram.count, milliseconds: histogram.count > 0 ? histogram.summary : nil)
     }
 
+    /// Each light command's latency less that of the probe sent with it (same tick, same due
+    /// time, same channel): the part of its wait that the broker's floor does not explain.
+    func workerPart(_ sent: SentLight) -> TenantsReport.Spread? {
+        let (direct, relay) = state.withLock { ($0.directArrivals, $0.relayArrivals) }
+        var probeArrivals: [ContinuousClock.Instant: ContinuousClock.Instant] = [:]
+        for probe in sent.probes { probeArrivals[probe.due] = relay[probe.id] }
+        let differences = sent.commands.compactMap { command -> Double? in
+            guard let arrival = direct[command.id], let probeArrival = probeArrivals[command.due] else { return nil }
+            return (arrival - probeArrival).seconds * 1000
+        }
+        return TenantsReport.Spread(differences)
+    }
+
     /// Takes replies from `route` until cancelled, noting the first arrival of each (a second
     /// copy of one reply counts as an extra answer). The events copies also count the heavy
     /// merchant's replies and the failures.
@@ -318,11 +404,12 @@ private final class Traffic: Sendable {
             state.withLock { answered in
                 for delivery in batch {
                     guard let id = delivery.properties.correlationID, id != "probe" else { continue }
-                    guard answered[keyPath: route.arrivals][id] == nil else {
+                    let arrivals = route == .direct && id.hasPrefix(Self.relayProbePrefix) ? Route.relay.arrivals : route.arrivals
+                    guard answered[keyPath: arrivals][id] == nil else {
                         answered.extra += 1
                         continue
                     }
-                    answered[keyPath: route.arrivals][id] = now
+                    answered[keyPath: arrivals][id] = now
                     guard route == .sharedQueue else { continue }
                     if id.hasPrefix("h-") { answered.heavy += 1 }
                     if delivery.properties.type != ReplyType.customerCreated.rawValue { answered.failed += 1 }
@@ -341,24 +428,30 @@ private final class Traffic: Sendable {
         }
     }
 
-    /// Each light merchant's commands at `rate`, staggered so they do not arrive together, until
+    /// Each light merchant's commands at `rate`, and a probe for the no-op relay, together until
     /// `done`; returns what was sent and when each was due.
     func sendLight(phase: Phase, publisher: AMQPSession,
-                   until done: @Sendable (ContinuousClock, ContinuousClock.Instant) -> Bool) async throws -> [Sent] {
+                   until done: @Sendable (ContinuousClock, ContinuousClock.Instant) -> Bool) async throws -> SentLight {
         let start = clock.now + .milliseconds(10)
         let interval = Duration.seconds(1 / rate)
-        var sent: [Sent] = []
+        var sent = SentLight()
         var number = 0
         while !done(clock, start) {
             let due = start + interval * number
             try await clock.sleep(until: due)
-            let messages = lights.indices.map { index in
+            var messages = lights.indices.map { index in
                 let id = "l\(phase.rawValue)\(index)-\(number)"
-                sent.append(Sent(id: id, due: due))
+                sent.commands.append(Sent(id: id, due: due))
                 let commandNumber = (phase == .flood ? 1_000_000 : 0) + number
                 return topology.command(body: shape.body(.command, commandNumber), apiKey: lights[index], correlationID: id,
                                         replyTo: CommandClient.directReplyTo)
             }
+            let probe = "\(Self.relayProbePrefix)\(phase.rawValue)-\(number)"
+            sent.probes.append(Sent(id: probe, due: due))
+            var properties = topology.command(body: [], apiKey: lights[0], correlationID: probe, replyTo: CommandClient.directReplyTo).properties
+            properties.headers = [:]
+            messages.append(OutgoingMessage(exchange: "", routingKey: relayQueue, body: shape.body(.command, number),
+                                            properties: properties))
             try await publish(messages, publisher)
             number += 1
         }
@@ -375,6 +468,32 @@ private final class Traffic: Sendable {
 /// What `--tenants` measured: per topology, the light merchants' latency alone and beside the
 /// heavy merchant's flood, and the heavy merchant's rate.
 public struct TenantsReport: Sendable, Codable {
+    /// Percentiles (nearest rank) of a few hundred values that may be negative, in milliseconds.
+    public struct Spread: Sendable, Codable, Equatable {
+        public var count: Int
+        public var p50: Double
+        public var p99: Double
+        public var max: Double
+
+        init(count: Int, p50: Double, p99: Double, max: Double) {
+            self.count = count
+            self.p50 = p50
+            self.p99 = p99
+            self.max = max
+        }
+
+        /// Nil for no values.
+        public init?(_ values: [Double]) {
+            guard !values.isEmpty else { return nil }
+            let sorted = values.sorted()
+            func rank(_ fraction: Double) -> Double { sorted[Swift.max(0, Int((fraction * Double(sorted.count)).rounded(.up)) - 1)] }
+            count = sorted.count
+            p50 = rank(0.5)
+            p99 = rank(0.99)
+            max = sorted[sorted.count - 1]
+        }
+    }
+
     public struct Latency: Sendable, Codable {
         public var commands: Int
         public var milliseconds: LatencySummary?
@@ -393,6 +512,15 @@ public struct TenantsReport: Sendable, Codable {
         /// the bench's one reader beside the heavy merchant's replies.
         public var unloadedSharedQueue: Latency
         public var floodSharedQueue: Latency
+        /// The broker's floor at the same times: probes on a quorum queue of their own, answered
+        /// through direct reply-to by a no-op relay (`customer-worker-relay`) with a reply of the
+        /// worker's size.
+        public var relayUnloaded: Latency
+        public var relayFlood: Latency
+        /// Each light command's latency less its probe's (sent at the same time): the worker's
+        /// own part of the wait, in milliseconds.
+        public var workerPartUnloaded: Spread?
+        public var workerPartFlood: Spread?
         /// The workers' CPU time over both phases, per command (heavy and light).
         public var cpuMicrosecondsPerCommand: Double
         public var problems: [String]
@@ -429,6 +557,14 @@ public struct TenantsReport: Sendable, Codable {
         return targets
     }
 
+    /// The no-op relay's p99 alone and beside the flood, in the fair-share run: what the broker and
+    /// the machine add under the flood to a round trip that does no work of the worker's.
+    public var floor: String? {
+        guard let fair = modes.first(where: { $0.shards > 0 }) ?? modes.first,
+              let alone = fair.relayUnloaded.milliseconds, let flood = fair.relayFlood.milliseconds else { return nil }
+        return String(format: "p99 %.1f ms alone, %.1f ms beside the flood (%.1f ×)", alone.p99, flood.p99, flood.p99 / max(alone.p99, 1e-9))
+    }
+
     public func json() -> String { reportJSON(self) }
 
     public var table: String {
@@ -437,6 +573,10 @@ public struct TenantsReport: Sendable, Codable {
         func latency(_ latency: Latency) -> String {
             guard let ms = latency.milliseconds else { return column("-", 27) + column("0", 7) }
             return [ms.p50, ms.p99, ms.max].map { column(number($0, 1), 9) }.joined() + column("\(latency.commands)", 7)
+        }
+        func spread(_ spread: Spread?) -> String {
+            guard let spread else { return column("-", 27) + column("0", 7) }
+            return [spread.p50, spread.p99, spread.max].map { column(number($0, 1), 9) }.joined() + column("\(spread.count)", 7)
         }
         var lines = [
             "machine: \(machine.cores) cores, \(number(machine.memoryGiB, 1)) GiB, \(machine.system)",
@@ -452,7 +592,12 @@ public struct TenantsReport: Sendable, Codable {
                 + "   " + latency(mode.unloaded) + "           " + latency(mode.flood) + column(number(mode.cpuMicrosecondsPerCommand, 1), 16))
             lines.append("  events copies".padding(toLength: 27, withPad: " ", startingAt: 0)
                 + "   " + latency(mode.unloadedSharedQueue) + "           " + latency(mode.floodSharedQueue))
+            lines.append("  no-op relay".padding(toLength: 27, withPad: " ", startingAt: 0)
+                + "   " + latency(mode.relayUnloaded) + "           " + latency(mode.relayFlood))
+            lines.append("  light less relay".padding(toLength: 27, withPad: " ", startingAt: 0)
+                + "   " + spread(mode.workerPartUnloaded) + "           " + spread(mode.workerPartFlood))
         }
+        if let floor { lines.append("broker's floor (no-op relay, fair-share run): \(floor)") }
         lines += targets.map { "target \($0.met ? "met" : "MISSED"): \($0.text)" }
         return lines.joined(separator: "\n")
     }

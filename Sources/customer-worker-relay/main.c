@@ -1,7 +1,9 @@
 // customer-worker-relay: the benchmark's ceiling as a process of its own, as an outside harness
 // runs it (so the relay shares no address space, allocator or scheduler with the benchmark that
 // publishes and times the commands). The benchmark starts one per worker replica and stops it with
-// SIGTERM; it then prints what it relayed and its CPU time on standard output.
+// SIGTERM; it then prints what it relayed and its CPU time on standard output. A command with a
+// `reply_to` (the tenants mode's probes, sent with direct reply-to) is answered there instead of
+// to EXCHANGE and ROUTING_KEY.
 //
 //   customer-worker-relay HOST PORT USER VHOST QUEUE PREFETCH EXCHANGE ROUTING_KEY REPLY_FILE TYPE
 //                         CONTENT_TYPE APP_ID [IDEMPOTENCY_KEY]

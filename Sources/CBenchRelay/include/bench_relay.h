@@ -11,7 +11,8 @@
 typedef struct cw_relay cw_relay;
 
 /// A relay for `queue` that answers each command with `body` (the worker's own reply, byte for
-/// byte) to `exchange` with `routing_key`, copying the command's correlation id. Copies every
+/// byte) to `exchange` with `routing_key`, or to the command's `reply_to` address through the
+/// default exchange when it has one, copying the command's correlation id. Copies every
 /// argument; `idempotency_key` may be NULL. Returns NULL when out of memory.
 cw_relay *cw_relay_new(const char *host, int port, const char *user, const char *password, const char *vhost,
                        const char *queue, uint16_t prefetch, const char *exchange, const char *routing_key,
