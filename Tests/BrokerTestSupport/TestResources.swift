@@ -56,12 +56,14 @@ extension Trait where Self == ClosesResources {
     public static var closesResources: Self { ClosesResources() }
 }
 
-/// Polls `condition` until it holds; false after `timeout`.
-public func waitFor(timeout: Duration, _ condition: () async throws -> Bool) async throws -> Bool {
+/// Polls `condition` every `interval` until it holds; false after `timeout`. A condition that
+/// starts a process (psql) or asks a server over HTTP takes a longer interval.
+public func waitFor(timeout: Duration, every interval: Duration = .milliseconds(20),
+                    _ condition: () async throws -> Bool) async throws -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if try await condition() { return true }
-        try await Task.sleep(for: .milliseconds(20))
+        try await Task.sleep(for: interval)
     }
     return try await condition()
 }

@@ -223,23 +223,19 @@ struct DatabaseOutage: Sendable {
 extension WorkerFixture {
     /// Waits until the store holds `count` customers; false after `timeout`.
     func waitForCustomers(_ count: Int, timeout: Duration) async throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while try await store.customerCount() < count {
-            guard ContinuousClock.now < deadline else { return false }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        return true
+        try await waitFor(timeout: timeout, every: .milliseconds(100)) { try await store.customerCount() >= count }
     }
 }
 
 extension ObservedWorker {
     /// Polls a metric until it reaches `minimum`; returns its value, throws after `timeout`.
     func pollMetric(_ sample: String, atLeast minimum: Double, timeout: Duration) async throws -> Double {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            if let value = await metric(sample), value >= minimum { return value }
-            try #require(ContinuousClock.now < deadline, "\(sample) did not reach \(minimum)")
-            try await Task.sleep(for: .milliseconds(100))
+        var value: Double?
+        let reached = try await waitFor(timeout: timeout, every: .milliseconds(100)) {
+            value = await metric(sample)
+            return (value ?? -.infinity) >= minimum
         }
+        try #require(reached, "\(sample) did not reach \(minimum): \(value.map { "\($0)" } ?? "absent")")
+        return value ?? minimum
     }
 }

@@ -14,12 +14,9 @@ enum PostgresFaults {
 
     /// Waits until `sql` (one number) answers at least `minimum`; false after `timeout`.
     static func poll(_ url: String, _ sql: String, atLeast minimum: Int, timeout: Duration) async throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let count = Int(try await psql(url, sql, tuplesOnly: true)), count >= minimum { return true }
-            try await Task.sleep(for: .milliseconds(50))
+        try await waitFor(timeout: timeout, every: .milliseconds(50)) {
+            Int(try await psql(url, sql, tuplesOnly: true)).map { $0 >= minimum } ?? false
         }
-        return false
     }
 
     /// Backends of this database (other than the lock holder) waiting for a lock.
