@@ -53,10 +53,11 @@ struct BenchTopology: Sendable {
         return AMQPSession(configuration: amqp, recovery: RecoveryPolicy(maximumAttempts: 3), logger: logger, name: "bench \(role)")
     }
 
-    /// Deletes the run's queues (with whatever they still hold) and exchanges.
-    func deleteQueues(logger: Logger) async {
+    /// Deletes the run's queues (with whatever they still hold), `extra` queues it declared
+    /// beside them, and its exchanges.
+    func deleteQueues(logger: Logger, also extra: [String] = []) async {
         guard let session = try? session("cleanup", logger: logger) else { return }
-        for queue in configuration.topology.queues.map(\.name) + downstreamQueues {
+        for queue in configuration.topology.queues.map(\.name) + downstreamQueues + extra {
             do {
                 try await session.deleteQueue(queue)
             } catch {

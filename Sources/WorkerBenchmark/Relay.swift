@@ -38,7 +38,7 @@ final class Relay: Sendable {
     init(configuration: WorkerConfiguration, queue: String, exchange: String, routingKey: String, reply: ReplyRecord,
          contentType: String, executable: String, directory: URL, name: String) throws {
         let amqp = try configuration.amqpConfiguration
-        guard amqp.tls == nil else { throw BenchmarkError.setupFailed("the ceiling's relay speaks plain AMQP only: use an amqp:// URL") }
+        guard amqp.tls == nil else { throw BenchmarkError.setupFailed("the no-op relay speaks plain AMQP only: use an amqp:// URL") }
         let replyFile = directory.appendingPathComponent("\(name).reply")
         try Data(reply.body).write(to: replyFile)
         self.executable = executable

@@ -29,7 +29,8 @@ import Synchronization
 /// own, as the ceiling's) that publishes a reply of the worker's size to that address with
 /// confirms and acknowledges once confirmed: the light commands' path without the worker's work.
 /// What the relay's latency grows by under the flood is the broker's and the machine's (the cores
-/// it shares with the workers), not the worker's: no worker can do better on the same run.
+/// it shares with the workers), not the worker's: no worker can do better on the same run. (The
+/// relay speaks plain AMQP only: over `amqps://` the probes are left out.)
 struct TenantsRun: Sendable {
     let settings: BenchmarkSettings
     let runID: String
@@ -60,18 +61,19 @@ struct TenantsRun: Sendable {
         let mode = "tenants\(shards)"
         let topology = BenchTopology(runID: runID, mode: mode, amqpURL: settings.amqpURL,
                                      prefetch: settings.prefetch, fairShareShards: shards)
-        let relayQueue = "bench.\(runID).\(mode).relay.commands"
+        let relayQueue = try topology.configuration.amqpConfiguration.tls == nil ? "bench.\(runID).\(mode).relay.commands" : nil
         let heavyPublisher = try topology.session("heavy publisher", logger: logger)
         let lightPublisher = try topology.session("light publisher", logger: logger)
         let receiver = try topology.session("tenants receiver", logger: logger)
         let outcome = await capture {
             try await heavyPublisher.declare(topology.topology)
-            try await heavyPublisher.declare(Topology(queues: [.quorum(relayQueue)]))
-            // The probes carry their reply-to address, so the exchange and routing key go unused.
-            let relay = try Relay(
-                configuration: topology.configuration, queue: relayQueue, exchange: "", routingKey: relayQueue,
-                reply: relayReply, contentType: "application/json",
-                executable: Benchmark.besideThisExecutable("customer-worker-relay"), directory: directory, name: "\(mode)-relay")
+            let relay = try relayQueue.map { queue in
+                // The probes carry their reply-to address, so the exchange and routing key go unused.
+                try Relay(configuration: topology.configuration, queue: queue, exchange: "", routingKey: queue,
+                          reply: relayReply, contentType: "application/json",
+                          executable: Benchmark.besideThisExecutable("customer-worker-relay"), directory: directory, name: "\(mode)-relay")
+            }
+            if let relayQueue { try await heavyPublisher.declare(Topology(queues: [.quorum(relayQueue)])) }
             try await heavyPublisher.enableConfirms()
             try await lightPublisher.enableConfirms()
             // Direct reply-to: consumed (no-ack) on the channel the light commands are published on, first.
@@ -85,9 +87,11 @@ struct TenantsRun: Sendable {
                                   relayQueue: relayQueue, receiver: receiver, directReceiver: lightPublisher)
             // The relay runs through both phases; the run's end stops it (SIGTERM).
             return try await withThrowingTaskGroup(of: TenantsReport.Mode?.self) { group in
-                group.addTask {
-                    try await relay.run()
-                    return nil
+                if let relay {
+                    group.addTask {
+                        try await relay.run()
+                        return nil
+                    }
                 }
                 group.addTask {
                     try await run(traffic, topology: topology, database: database,
@@ -101,21 +105,8 @@ struct TenantsRun: Sendable {
         await heavyPublisher.close()
         await lightPublisher.close()
         await receiver.close()
-        await topology.deleteQueues(logger: logger)
-        await deleteQueues([relayQueue], topology: topology)
+        await topology.deleteQueues(logger: logger, also: relayQueue.map { [$0] } ?? [])
         return try outcome.get()
-    }
-
-    private func deleteQueues(_ queues: [String], topology: BenchTopology) async {
-        guard let session = try? topology.session("cleanup", logger: logger) else { return }
-        for queue in queues {
-            do {
-                try await session.deleteQueue(queue)
-            } catch {
-                logger.warning("could not delete a benchmark queue", metadata: ["amqp.queue": "\(queue)", "error": "\(error)"])
-            }
-        }
-        await session.close()
     }
 
     /// The light merchants; under fair share, each outside the heavy merchant's shard.
@@ -303,8 +294,8 @@ private final class Traffic: Sendable {
     let heavy: String
     let lights: [String]
     let rate: Double
-    /// The no-op relay's command queue, where the probes go.
-    let relayQueue: String
+    /// The no-op relay's command queue, where the probes go; nil: no probes.
+    let relayQueue: String?
     private let receiver: AMQPSession
     /// The light merchants' publisher, which also consumes their direct reply-to copies and the
     /// relay's replies to the probes.
@@ -312,7 +303,7 @@ private final class Traffic: Sendable {
     private let state = Mutex(Answered())
     let clock = ContinuousClock()
 
-    init(topology: BenchTopology, shape: CommandShape, heavy: String, lights: [String], rate: Double, relayQueue: String,
+    init(topology: BenchTopology, shape: CommandShape, heavy: String, lights: [String], rate: Double, relayQueue: String?,
          receiver: AMQPSession, directReceiver: AMQPSession) {
         self.topology = topology
         self.shape = shape
@@ -446,12 +437,15 @@ private final class Traffic: Sendable {
                 return topology.command(body: shape.body(.command, commandNumber), apiKey: lights[index], correlationID: id,
                                         replyTo: CommandClient.directReplyTo)
             }
-            let probe = "\(Self.relayProbePrefix)\(phase.rawValue)-\(number)"
-            sent.probes.append(Sent(id: probe, due: due))
-            var properties = topology.command(body: [], apiKey: lights[0], correlationID: probe, replyTo: CommandClient.directReplyTo).properties
-            properties.headers = [:]
-            messages.append(OutgoingMessage(exchange: "", routingKey: relayQueue, body: shape.body(.command, number),
-                                            properties: properties))
+            if let relayQueue {
+                let probe = "\(Self.relayProbePrefix)\(phase.rawValue)-\(number)"
+                sent.probes.append(Sent(id: probe, due: due))
+                // A command's properties without its key: the relay reads none of it.
+                var properties = topology.command(body: [], apiKey: "", correlationID: probe, replyTo: CommandClient.directReplyTo).properties
+                properties.headers = [:]
+                messages.append(OutgoingMessage(exchange: "", routingKey: relayQueue, body: shape.body(.command, number),
+                                                properties: properties))
+            }
             try await publish(messages, publisher)
             number += 1
         }
