@@ -32,9 +32,10 @@ final class Relay: Sendable {
     }
 
     /// A relay that consumes `queue` on `configuration`'s broker with its prefetch and publishes
-    /// `reply` (persistent, confirmed) to `exchange` with `routingKey` for each command, carrying
-    /// the command's correlation id; `directory` holds the reply it sends and its output
-    /// (`<name>.reply`, `<name>.log`).
+    /// `reply` (persistent, confirmed) for each command to `exchange` with `routingKey`, or to the
+    /// command's `reply_to` when it has one (the tenants mode's probes), carrying the command's
+    /// correlation id; `directory` holds the reply it sends and its output (`<name>.reply`,
+    /// `<name>.log`).
     init(configuration: WorkerConfiguration, queue: String, exchange: String, routingKey: String, reply: ReplyRecord,
          contentType: String, executable: String, directory: URL, name: String) throws {
         let amqp = try configuration.amqpConfiguration
