@@ -566,13 +566,16 @@ public struct TenantsReport: Sendable, Codable {
     public var table: String {
         func number(_ value: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", value) }
         func column(_ text: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - text.count)) + text }
+        /// p50, p99 and max (ms), then how many: "-" and 0 for none.
+        func figures(_ values: (p50: Double, p99: Double, max: Double)?, count: Int) -> String {
+            guard let values else { return column("-", 27) + column("0", 7) }
+            return [values.p50, values.p99, values.max].map { column(number($0, 1), 9) }.joined() + column("\(count)", 7)
+        }
         func latency(_ latency: Latency) -> String {
-            guard let ms = latency.milliseconds else { return column("-", 27) + column("0", 7) }
-            return [ms.p50, ms.p99, ms.max].map { column(number($0, 1), 9) }.joined() + column("\(latency.commands)", 7)
+            figures(latency.milliseconds.map { ($0.p50, $0.p99, $0.max) }, count: latency.commands)
         }
         func spread(_ spread: Spread?) -> String {
-            guard let spread else { return column("-", 27) + column("0", 7) }
-            return [spread.p50, spread.p99, spread.max].map { column(number($0, 1), 9) }.joined() + column("\(spread.count)", 7)
+            figures(spread.map { ($0.p50, $0.p99, $0.max) }, count: spread?.count ?? 0)
         }
         var lines = [
             "machine: \(machine.cores) cores, \(number(machine.memoryGiB, 1)) GiB, \(machine.system)",

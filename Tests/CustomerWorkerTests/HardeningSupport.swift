@@ -43,7 +43,7 @@ struct ObservedWorker {
 
     /// Polls `path` until it answers `status`; false after `timeout`.
     func poll(_ path: String, until status: Int, timeout: Duration) async throws -> Bool {
-        try await waitFor(timeout: timeout) { await self.status(path) == status }
+        try await waitFor(timeout: timeout, every: .milliseconds(50)) { await self.status(path) == status }
     }
 
     /// One sample of /metrics, by its full name with labels; nil when absent.
