@@ -440,9 +440,7 @@ private final class Traffic: Sendable {
             if let relayQueue {
                 let probe = "\(Self.relayProbePrefix)\(phase.rawValue)-\(number)"
                 sent.probes.append(Sent(id: probe, due: due))
-                // A command's properties without its key: the relay reads none of it.
-                var properties = topology.command(body: [], apiKey: "", correlationID: probe, replyTo: CommandClient.directReplyTo).properties
-                properties.headers = [:]
+                let properties = topology.commandProperties(apiKey: nil, correlationID: probe, replyTo: CommandClient.directReplyTo)
                 messages.append(OutgoingMessage(exchange: "", routingKey: relayQueue, body: shape.body(.command, number),
                                                 properties: properties))
             }
@@ -608,11 +606,15 @@ extension BenchTopology {
     /// time, which would make the generator, not the broker, the bottleneck of the ceiling.
     func command(body: [UInt8], apiKey: String, correlationID: String, replyTo: String? = nil) -> OutgoingMessage {
         let names = configuration.names
-        return OutgoingMessage(
-            exchange: names.commandExchange, routingKey: names.commandRoutingKey, body: body,
-            properties: MessageProperties(
-                contentType: "application/json", headers: ["x-api-key": .string(apiKey)], persistent: true,
-                correlationID: correlationID, replyTo: replyTo, messageID: "bench-\(correlationID)",
-                timestamp: UInt64(Date().timeIntervalSince1970), appID: "customer-worker-bench"))
+        return OutgoingMessage(exchange: names.commandExchange, routingKey: names.commandRoutingKey, body: body,
+                               properties: commandProperties(apiKey: apiKey, correlationID: correlationID, replyTo: replyTo))
+    }
+
+    /// A command's properties; without `apiKey`, no headers (the no-op relay's probes: it reads none).
+    func commandProperties(apiKey: String?, correlationID: String, replyTo: String? = nil) -> MessageProperties {
+        MessageProperties(
+            contentType: "application/json", headers: apiKey.map { ["x-api-key": .string($0)] } ?? [:], persistent: true,
+            correlationID: correlationID, replyTo: replyTo, messageID: "bench-\(correlationID)",
+            timestamp: UInt64(Date().timeIntervalSince1970), appID: "customer-worker-bench")
     }
 }
